@@ -1,0 +1,75 @@
+//! Violations: what a school data manager reads when a feed has problems.
+
+use serde::{Deserialize, Serialize};
+
+/// The contract asks for at least the first 1,000 errors; beyond that we only count.
+pub const MAX_LISTED: usize = 1000;
+
+/// One error or warning at a line (the header is line 1) and column.
+///
+/// Messages may quote the offending cell so the data manager can find it; they go back to
+/// the submitter only and must never be logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    pub line: u64,
+    pub column: String,
+    pub code: String,
+    pub message: String,
+}
+
+/// Collects violations up to [`MAX_LISTED`], counting the rest.
+#[derive(Debug, Default)]
+pub struct Findings {
+    pub errors: Vec<Violation>,
+    pub error_count: usize,
+    pub warnings: Vec<Violation>,
+    pub warning_count: usize,
+}
+
+impl Findings {
+    pub fn error(&mut self, line: u64, column: &str, code: &str, message: String) {
+        self.error_count += 1;
+        if self.errors.len() < MAX_LISTED {
+            self.errors.push(Violation {
+                line,
+                column: column.into(),
+                code: code.into(),
+                message,
+            });
+        }
+    }
+    pub fn warning(&mut self, line: u64, column: &str, code: &str, message: String) {
+        self.warning_count += 1;
+        if self.warnings.len() < MAX_LISTED {
+            self.warnings.push(Violation {
+                line,
+                column: column.into(),
+                code: code.into(),
+                message,
+            });
+        }
+    }
+}
+
+/// Error and warning codes. Stable: clients may match on them.
+pub mod code {
+    pub const MALFORMED_CSV: &str = "malformed_csv";
+    pub const INVALID_UTF8: &str = "invalid_utf8";
+    pub const EMPTY_FILE: &str = "empty_file";
+    pub const NO_ROWS: &str = "no_rows";
+    pub const MISSING_COLUMN: &str = "missing_column";
+    pub const DUPLICATE_COLUMN: &str = "duplicate_column";
+    pub const FIELD_COUNT: &str = "field_count";
+    pub const REQUIRED: &str = "required";
+    pub const INVALID_UPN: &str = "invalid_upn";
+    pub const DUPLICATE_UPN: &str = "duplicate_upn";
+    pub const INVALID_CODE: &str = "invalid_code";
+    pub const INVALID_BOOLEAN: &str = "invalid_boolean";
+    pub const INVALID_INTEGER: &str = "invalid_integer";
+    pub const OUT_OF_RANGE: &str = "out_of_range";
+    pub const INCONSISTENT: &str = "inconsistent";
+    // Warnings.
+    pub const UNKNOWN_COLUMN: &str = "unknown_column";
+    pub const FEW_SESSIONS: &str = "few_sessions";
+    pub const STATUTORY_CIN: &str = "statutory_cin";
+}
