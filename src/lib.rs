@@ -1,6 +1,13 @@
 //! riskid: termly school data in, next-term risk scores and reviewed cohorts out.
 
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod client;
 pub mod domain;
 pub mod ingest;
 pub mod model;
+pub mod server;
+pub mod storage;
 pub mod synth;

@@ -48,30 +48,5 @@ fn finish(rows: Vec<PupilTerm>, f: Findings) -> Result<Feed, Rejected> {
     })
 }
 
-/// Validates structured records given as cells per column (the gRPC record path).
-/// Record `i` (from 0) is reported as line `i + 2`, as if it followed a header row.
-pub fn parse_records<'a>(records: impl IntoIterator<Item = Cells<'a>>) -> Result<Feed, Rejected> {
-    let mut findings = Findings::default();
-    let mut validator = RowValidator::default();
-    let mut rows = Vec::new();
-    let mut n = 0u64;
-    for (i, cells) in records.into_iter().enumerate() {
-        n += 1;
-        let trimmed = cells.map(|c| c.trim_matches(' '));
-        if let Some(row) = validator.validate(i as u64 + 2, &trimmed, &mut findings) {
-            rows.push(row);
-        }
-    }
-    if n == 0 {
-        findings.error(
-            2,
-            "",
-            code::NO_ROWS,
-            "the submission has no pupil records".into(),
-        );
-    }
-    finish(rows, findings)
-}
-
 #[cfg(test)]
 mod tests;

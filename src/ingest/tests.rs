@@ -160,28 +160,3 @@ fn errors_beyond_the_listed_thousand_are_counted() {
     assert_eq!(rej.errors.len(), MAX_LISTED);
     assert_eq!(rej.error_count, 1500 + 1499);
 }
-
-#[test]
-fn records_use_the_same_rules() {
-    let mut good: Cells = [""; COLUMN_COUNT];
-    for (c, v) in [
-        (Column::Upn, "B801200005001"),
-        (Column::Ncyear, "5"),
-        (Column::Sex, "M"),
-        (Column::Ethnicity, "WBRI"),
-        (Column::Fsm, "true"),
-        (Column::Eal, "false"),
-        (Column::Sen, "N"),
-        (Column::SessionsPossible, "140"),
-        (Column::SessionsAuthorised, "1"),
-        (Column::SessionsUnauthorised, "0"),
-        (Column::Suspensions, "0"),
-        (Column::PermanentExclusion, "false"),
-        (Column::MhReferral, "false"),
-    ] {
-        good[c.index()] = v;
-    }
-    assert_eq!(parse_records([good]).unwrap().rows.len(), 1);
-    let rej = parse_records([good, good]).unwrap_err();
-    assert_eq!(at(&rej.errors), vec![(3, "upn")]);
-}

@@ -1,0 +1,27 @@
+//! Compiles the protos with protox (pure Rust), so no system `protoc` is needed, and writes
+//! the descriptor set that server reflection serves.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos: Vec<PathBuf> = std::fs::read_dir("proto/riskid/v1")?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    let mut protos: Vec<PathBuf> = protos
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "proto"))
+        .collect();
+    protos.sort();
+    let fds = protox::compile(&protos, ["proto"])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("riskid_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

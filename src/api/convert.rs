@@ -1,0 +1,166 @@
+//! Conversions between generated protobuf types and domain values.
+
+use tonic::Status;
+
+use super::pb;
+use crate::domain::{Term, TermName, Urn};
+use crate::ingest::{Violation, contract_header};
+use crate::storage::{FeedSource, SubmissionRecord, SubmissionState};
+
+pub fn term_name_to_pb(t: TermName) -> pb::TermName {
+    match t {
+        TermName::Autumn => pb::TermName::Autumn,
+        TermName::Spring => pb::TermName::Spring,
+        TermName::Summer => pb::TermName::Summer,
+    }
+}
+
+pub fn school_term_to_pb(urn: Urn, term: Term) -> pb::SchoolTerm {
+    pb::SchoolTerm {
+        school_urn: urn.to_string(),
+        academic_year: term.academic_year(),
+        term: term_name_to_pb(term.name()) as i32,
+    }
+}
+
+pub fn urn_from_pb(raw: &str) -> Result<Urn, Status> {
+    Urn::parse(raw).map_err(Status::invalid_argument)
+}
+
+/// Reads a school and term, with messages naming the field.
+pub fn term_from_pb(st: Option<&pb::SchoolTerm>) -> Result<(Urn, Term), Status> {
+    let pb::SchoolTerm {
+        school_urn,
+        academic_year,
+        term,
+    } = st.ok_or_else(|| Status::invalid_argument("school_term is required"))?;
+    let urn = urn_from_pb(school_urn)?;
+    let name = match pb::TermName::try_from(*term) {
+        Ok(pb::TermName::Autumn) => TermName::Autumn,
+        Ok(pb::TermName::Spring) => TermName::Spring,
+        Ok(pb::TermName::Summer) => TermName::Summer,
+        _ => {
+            return Err(Status::invalid_argument(
+                "school_term.term must be AUTUMN, SPRING or SUMMER",
+            ));
+        }
+    };
+    let term = Term::parse(academic_year, name.as_str()).map_err(Status::invalid_argument)?;
+    Ok((urn, term))
+}
+
+pub fn violation_to_pb(v: &Violation) -> pb::Violation {
+    pb::Violation {
+        line: v.line,
+        column: v.column.clone(),
+        code: v.code.clone(),
+        message: v.message.clone(),
+    }
+}
+
+fn timestamp(unix: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: unix,
+        nanos: 0,
+    }
+}
+
+pub fn submission_to_pb(r: &SubmissionRecord) -> pb::Submission {
+    pb::Submission {
+        submission_id: r.id.to_string(),
+        school_term: Some(school_term_to_pb(r.school_term.urn, r.school_term.term)),
+        state: match r.state {
+            SubmissionState::Current => pb::SubmissionState::Current,
+            SubmissionState::Superseded => pb::SubmissionState::Superseded,
+        } as i32,
+        source: match r.source {
+            FeedSource::Csv => pb::FeedSource::Csv,
+            FeedSource::Records => pb::FeedSource::Records,
+        } as i32,
+        row_count: r.row_count as u32,
+        warning_count: r.warning_count as u32,
+        warnings: r.warnings.iter().map(violation_to_pb).collect(),
+        content_sha256: r.content_sha256.clone(),
+        received_at: Some(timestamp(r.received_at)),
+        supersedes_submission_id: r.supersedes.map(|i| i.to_string()).unwrap_or_default(),
+        superseded_by_submission_id: r.superseded_by.map(|i| i.to_string()).unwrap_or_default(),
+    }
+}
+
+/// Renders structured records as contract CSV, so one validator (and one content hash)
+/// serves both ways of submitting. Record i becomes line i + 2.
+pub fn records_to_csv(records: &[pb::PupilRecord]) -> Vec<u8> {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    let b = |v: &Option<bool>| {
+        v.map(|b| if b { "Y" } else { "N" }.to_string())
+            .unwrap_or_default()
+    };
+    let n = |v: &Option<u32>| v.map(|n| n.to_string()).unwrap_or_default();
+    let mut out = contract_header().into_bytes();
+    out.push(b'\n');
+    for r in records {
+        let pb::PupilRecord {
+            upn,
+            ncyear,
+            sex,
+            ethnicity,
+            fsm,
+            eal,
+            sen,
+            cin,
+            young_carer,
+            school_moves,
+            sessions_possible,
+            sessions_authorised,
+            sessions_unauthorised,
+            absence_spells,
+            suspensions,
+            suspension_sessions,
+            permanent_exclusion,
+            behaviour_incidents,
+            attainment_english,
+            attainment_maths,
+            sdq_emotional,
+            sdq_conduct,
+            sdq_hyperactivity,
+            sdq_peer,
+            sdq_prosocial,
+            mh_referral,
+        } = r;
+        // Order matches `contract_header()`.
+        let row = [
+            upn.clone(),
+            ncyear.clone(),
+            sex.clone(),
+            ethnicity.clone(),
+            b(fsm),
+            b(eal),
+            sen.clone(),
+            cin.clone(),
+            b(young_carer),
+            n(school_moves),
+            n(sessions_possible),
+            n(sessions_authorised),
+            n(sessions_unauthorised),
+            n(absence_spells),
+            n(suspensions),
+            n(suspension_sessions),
+            b(permanent_exclusion),
+            n(behaviour_incidents),
+            attainment_english.clone(),
+            attainment_maths.clone(),
+            n(sdq_emotional),
+            n(sdq_conduct),
+            n(sdq_hyperactivity),
+            n(sdq_peer),
+            n(sdq_prosocial),
+            b(mh_referral),
+        ];
+        // Writing to a Vec cannot fail.
+        let _ = w.write_record(&row);
+    }
+    out.extend(w.into_inner().unwrap_or_default());
+    out
+}

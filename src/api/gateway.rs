@@ -1,0 +1,132 @@
+//! One place for access: every RPC passes through here. It assigns a request id, resolves
+//! the bearer key to a principal, and checks the role against the method's policy.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use http::{HeaderValue, Request, Response};
+use tonic::Status;
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+use crate::app::{App, AppError};
+use crate::auth::Role;
+
+/// Which roles may call a method (by its gRPC path). `None`: no key needed (health,
+/// reflection). A method missing from this table is refused to everyone.
+pub fn policy(path: &str) -> Option<&'static [Role]> {
+    use Role::*;
+    const OPEN: &[Role] = &[];
+    let roles: &'static [Role] = match path {
+        p if p.starts_with("/grpc.health.v1.Health/") => return None,
+        p if p.starts_with("/grpc.reflection.") => return None,
+        "/riskid.v1.FeedService/SubmitFeed" => &[School],
+        "/riskid.v1.FeedService/GetSubmission" | "/riskid.v1.FeedService/ListSubmissions" => {
+            &[Admin, Analyst, School, LinkWorker]
+        }
+        _ => OPEN,
+    };
+    Some(roles)
+}
+
+#[derive(Clone)]
+pub struct GatewayLayer {
+    app: Arc<App>,
+}
+
+impl GatewayLayer {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+}
+
+impl<S> Layer<S> for GatewayLayer {
+    type Service = Gateway<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Gateway {
+            inner,
+            app: self.app.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Gateway<S> {
+    inner: S,
+    app: Arc<App>,
+}
+
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+}
+
+impl<S, B> Service<Request<B>> for Gateway<S>
+where
+    S: Service<Request<B>, Response = Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // The ready service is the one to call; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let app = self.app.clone();
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let span = tracing::info_span!("rpc", request_id = %request_id, method = %req.uri().path());
+        async move {
+            let path = req.uri().path().to_owned();
+            let result = match policy(&path) {
+                None => Ok(()),
+                Some(allowed) => match bearer(req.headers()) {
+                    None => Err(Status::unauthenticated(
+                        "an API key is required: send `authorization: Bearer <key>`",
+                    )),
+                    Some(key) => match app.authenticate(key).await {
+                        Ok(p) if allowed.contains(&p.role) => {
+                            tracing::debug!(key_id = p.key_id, role = %p.role, "authenticated");
+                            req.extensions_mut().insert(p);
+                            Ok(())
+                        }
+                        Ok(p) => Err(Status::permission_denied(format!(
+                            "the {} role may not call {path}",
+                            p.role
+                        ))),
+                        Err(AppError::Unauthenticated(m)) => Err(Status::unauthenticated(m)),
+                        Err(e) => Err(super::status::to_status(e)),
+                    },
+                },
+            };
+            let mut resp = match result {
+                Ok(()) => inner.call(req).await?,
+                Err(status) => {
+                    tracing::info!(code = ?status.code(), "refused at the gateway");
+                    status.into_http()
+                }
+            };
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                resp.headers_mut().insert("x-request-id", v);
+            }
+            Ok(resp)
+        }
+        .instrument(span)
+        .boxed_send()
+    }
+}
+
+trait BoxedSend: std::future::Future + Send + Sized + 'static {
+    fn boxed_send<'a>(self) -> BoxFuture<'a, Self::Output> {
+        Box::pin(self)
+    }
+}
+impl<F: std::future::Future + Send + 'static> BoxedSend for F {}

@@ -1,0 +1,31 @@
+//! The gRPC edge: generated types, conversions, status mapping, access layer, handlers.
+
+mod convert;
+mod feed;
+mod gateway;
+mod status;
+
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("riskid.v1");
+
+    /// Descriptor set of every riskid proto, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/riskid_descriptor.bin"));
+}
+
+pub use convert::{records_to_csv, school_term_to_pb as school_term_pb, term_from_pb};
+pub use feed::FeedApi;
+pub use gateway::{GatewayLayer, policy};
+pub use status::{field_of, parse_field};
+
+use crate::auth::Principal;
+
+/// The authenticated caller, placed in the request by the gateway layer.
+/// Its absence means the layer did not run, so the call is refused (fail closed).
+pub(crate) fn principal<T>(req: &tonic::Request<T>) -> Result<Principal, tonic::Status> {
+    req.extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| tonic::Status::unauthenticated("an API key is required"))
+}

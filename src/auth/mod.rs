@@ -1,0 +1,223 @@
+//! Who is calling and what they may do. Access fails closed: a capability pass for an
+//! operation can only be obtained from a principal that holds the right.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::domain::Urn;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    Admin,
+    Analyst,
+    School,
+    LinkWorker,
+    Service,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Admin,
+        Role::Analyst,
+        Role::School,
+        Role::LinkWorker,
+        Role::Service,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Analyst => "analyst",
+            Role::School => "school",
+            Role::LinkWorker => "link_worker",
+            Role::Service => "service",
+        }
+    }
+    /// Roles whose keys cover named schools only.
+    pub fn school_scoped(self) -> bool {
+        matches!(self, Role::School | Role::LinkWorker)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown role {s:?}: use admin, analyst, school, link_worker or service")
+            })
+    }
+}
+
+/// An authenticated caller. Carries no key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub key_id: i64,
+    pub role: Role,
+    pub schools: BTreeSet<Urn>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    #[error("this key's role ({role}) may not {action}")]
+    Role { role: Role, action: &'static str },
+    #[error("this key does not cover school {0}")]
+    School(Urn),
+}
+
+/// Proof that the caller may submit feeds for this school.
+#[derive(Debug)]
+pub struct SubmitPass {
+    pub urn: Urn,
+    pub key_id: i64,
+    _private: (),
+}
+
+/// Which submissions a caller may read, and how much of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadSubmissions {
+    /// `None`: every school.
+    pub schools: Option<BTreeSet<Urn>>,
+    /// Link workers see counts, not the warning lines (which quote pupils' data).
+    pub counts_only: bool,
+    _private: (),
+}
+
+impl ReadSubmissions {
+    pub fn covers(&self, urn: Urn) -> bool {
+        self.schools.as_ref().is_none_or(|s| s.contains(&urn))
+    }
+}
+
+impl Principal {
+    fn covers(&self, urn: Urn) -> Result<(), AccessError> {
+        if self.schools.contains(&urn) {
+            Ok(())
+        } else {
+            Err(AccessError::School(urn))
+        }
+    }
+
+    pub fn may_submit(&self, urn: Urn) -> Result<SubmitPass, AccessError> {
+        match self.role {
+            Role::School => self.covers(urn).map(|()| SubmitPass {
+                urn,
+                key_id: self.key_id,
+                _private: (),
+            }),
+            role => Err(AccessError::Role {
+                role,
+                action: "submit feeds",
+            }),
+        }
+    }
+
+    pub fn may_read_submissions(&self) -> Result<ReadSubmissions, AccessError> {
+        let scoped = |counts_only| ReadSubmissions {
+            schools: Some(self.schools.clone()),
+            counts_only,
+            _private: (),
+        };
+        match self.role {
+            Role::Admin | Role::Analyst => Ok(ReadSubmissions {
+                schools: None,
+                counts_only: false,
+                _private: (),
+            }),
+            Role::School => Ok(scoped(false)),
+            Role::LinkWorker => Ok(scoped(true)),
+            role => Err(AccessError::Role {
+                role,
+                action: "read submissions",
+            }),
+        }
+    }
+}
+
+/// Keys look like `rk_` + 64 hex digits (256 random bits).
+pub const KEY_PREFIX: &str = "rk_";
+
+/// A new random API key: (the key, to show once; its hash, to store; a short prefix to list).
+pub fn generate_key() -> (String, String, String) {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let key = format!("{KEY_PREFIX}{}", hex::encode(bytes));
+    let hash = hash_key(&key);
+    let prefix = key[..KEY_PREFIX.len() + 6].to_owned();
+    (key, hash, prefix)
+}
+
+/// Keys carry 256 random bits, so a fast unsalted hash is enough: there is nothing to
+/// brute-force, unlike a password.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(role: Role, schools: &[u32]) -> Principal {
+        Principal {
+            key_id: 1,
+            role,
+            schools: schools.iter().map(|&u| Urn::new(u).unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn only_school_keys_submit_and_only_for_their_schools() {
+        let a = Urn::new(100001).unwrap();
+        let b = Urn::new(100002).unwrap();
+        assert!(p(Role::School, &[100001]).may_submit(a).is_ok());
+        assert_eq!(
+            p(Role::School, &[100001]).may_submit(b).unwrap_err(),
+            AccessError::School(b)
+        );
+        for role in [Role::Admin, Role::Analyst, Role::LinkWorker, Role::Service] {
+            assert!(
+                p(role, &[100001]).may_submit(a).is_err(),
+                "{role} must not submit"
+            );
+        }
+    }
+
+    #[test]
+    fn submission_reads_by_role() {
+        assert!(
+            p(Role::Analyst, &[])
+                .may_read_submissions()
+                .unwrap()
+                .covers(Urn::new(123456).unwrap())
+        );
+        let lw = p(Role::LinkWorker, &[100001])
+            .may_read_submissions()
+            .unwrap();
+        assert!(
+            lw.counts_only
+                && lw.covers(Urn::new(100001).unwrap())
+                && !lw.covers(Urn::new(100002).unwrap())
+        );
+        assert!(p(Role::Service, &[]).may_read_submissions().is_err());
+    }
+
+    #[test]
+    fn keys_are_random_and_hashed() {
+        let (k1, h1, p1) = generate_key();
+        let (k2, _, _) = generate_key();
+        assert_ne!(k1, k2);
+        assert_eq!(hash_key(&k1), h1);
+        assert!(k1.starts_with(&p1) && !h1.contains(&k1[3..]));
+    }
+}

@@ -1,0 +1,292 @@
+//! The command line: one binary for the server, key management and client commands.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::api::pb;
+use crate::auth::{Role, generate_key};
+use crate::client::{self, ClientArgs};
+use crate::domain::{Term, Urn};
+use crate::server::{self, Settings};
+use crate::storage::{NewKey, Store, now_unix};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "riskid",
+    version,
+    about = "Next-term risk scores and link-worker cohorts from termly school data"
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, env = "RISKID_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server.
+    Serve(Settings),
+    /// Manage API keys directly in a data directory (works while the server runs).
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+        /// Data directory holding the database.
+        #[arg(
+            long,
+            env = "RISKID_DATA_DIR",
+            default_value = "./riskid-data",
+            global = true
+        )]
+        data_dir: PathBuf,
+    },
+    /// Submit a termly feed CSV for one school and term, and print the report.
+    Submit {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// School URN (6 digits).
+        #[arg(long)]
+        school: String,
+        /// Academic year, e.g. 2025/26.
+        #[arg(long)]
+        year: String,
+        /// autumn, spring or summer.
+        #[arg(long)]
+        term: String,
+        /// Validate and report only; store nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Optional idempotency key: a repeat returns the first result.
+        #[arg(long)]
+        request_id: Option<String>,
+        /// The CSV file.
+        file: PathBuf,
+    },
+    /// Read stored submissions.
+    Submissions {
+        #[command(subcommand)]
+        action: SubmissionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it, alone, on stdout. It is shown once and stored only hashed.
+    Create {
+        /// admin, analyst, school, link_worker or service.
+        #[arg(long)]
+        role: Role,
+        /// School URN the key covers (repeat for several); required for school and link_worker.
+        #[arg(long = "school")]
+        schools: Vec<Urn>,
+        /// A note to recognise the key by (e.g. who holds it).
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List keys (never the keys themselves).
+    List,
+    /// Revoke a key by its id (from `keys list`).
+    Revoke { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SubmissionsCommand {
+    /// List submissions, newest first.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only this school.
+        #[arg(long)]
+        school: Option<String>,
+        /// Include superseded submissions.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+pub fn init_tracing(format: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Runs a command; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Serve(settings) => server::run(settings).await.map(|()| 0),
+        Command::Keys { action, data_dir } => keys(action, data_dir),
+        Command::Submit {
+            client,
+            school,
+            year,
+            term,
+            dry_run,
+            request_id,
+            file,
+        } => submit(client, &school, &year, &term, dry_run, request_id, file).await,
+        Command::Submissions {
+            action:
+                SubmissionsCommand::List {
+                    client,
+                    school,
+                    all,
+                },
+        } => list_submissions(client, school, all).await,
+    }
+}
+
+fn keys(action: KeysCommand, data_dir: PathBuf) -> anyhow::Result<i32> {
+    let store = Store::open(&data_dir)?;
+    match action {
+        KeysCommand::Create {
+            role,
+            schools,
+            label,
+        } => {
+            let schools: BTreeSet<Urn> = schools.into_iter().collect();
+            if role.school_scoped() && schools.is_empty() {
+                anyhow::bail!("a {role} key must name the schools it covers: add --school URN");
+            }
+            if !role.school_scoped() && !schools.is_empty() {
+                anyhow::bail!("a {role} key is not limited to schools: drop --school");
+            }
+            let (key, hash, prefix) = generate_key();
+            let id = store.create_key(&NewKey {
+                key_hash: &hash,
+                prefix: &prefix,
+                role,
+                schools: &schools,
+                label: &label,
+                created_at: now_unix(),
+            })?;
+            eprintln!(
+                "created key {id} ({role}); it is shown once, below, and stored only as a hash"
+            );
+            println!("{key}");
+        }
+        KeysCommand::List => {
+            println!(
+                "{:>4}  {:<11} {:<10} {:<10} {:<24} label",
+                "id", "role", "prefix", "state", "schools"
+            );
+            for k in store.list_keys()? {
+                let schools: Vec<String> = k.schools.iter().map(Urn::to_string).collect();
+                let state = if k.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{:>4}  {:<11} {:<10} {:<10} {:<24} {}",
+                    k.id,
+                    k.role,
+                    k.prefix,
+                    state,
+                    schools.join(","),
+                    k.label
+                );
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            if !store.revoke_key(id, now_unix())? {
+                anyhow::bail!("no active key with id {id}");
+            }
+            println!("revoked key {id}");
+        }
+    }
+    Ok(0)
+}
+
+async fn submit(
+    args: ClientArgs,
+    school: &str,
+    year: &str,
+    term: &str,
+    dry_run: bool,
+    request_id: Option<String>,
+    file: PathBuf,
+) -> anyhow::Result<i32> {
+    let urn = Urn::parse(school).map_err(anyhow::Error::msg)?;
+    let term = Term::parse(year, term).map_err(anyhow::Error::msg)?;
+    let csv =
+        std::fs::read(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let header = pb::SubmissionHeader {
+        school_term: Some(crate::api::school_term_pb(urn, term)),
+        request_id: request_id.unwrap_or_default(),
+        dry_run,
+        content_length: csv.len() as u64,
+    };
+    let mut c = client::feed_client(&args).await?;
+    match c.submit_feed(client::submission_stream(header, csv)).await {
+        Ok(resp) => {
+            let r = resp.into_inner();
+            let outcome =
+                pb::SubmitOutcome::try_from(r.outcome).unwrap_or(pb::SubmitOutcome::Unspecified);
+            client::print_submission(outcome, &r.submission.unwrap_or_default());
+            Ok(0)
+        }
+        Err(status) if status.code() == tonic::Code::InvalidArgument => {
+            client::print_rejection(&status);
+            Ok(1)
+        }
+        Err(status) => anyhow::bail!("{}: {}", status.code().description(), status.message()),
+    }
+}
+
+async fn list_submissions(
+    args: ClientArgs,
+    school: Option<String>,
+    all: bool,
+) -> anyhow::Result<i32> {
+    let mut c = client::feed_client(&args).await?;
+    let mut token = String::new();
+    println!(
+        "{:>6}  {:<7} {:<8} {:<7} {:<11} {:>6} {:>8}",
+        "id", "school", "year", "term", "state", "rows", "warnings"
+    );
+    loop {
+        let resp = c
+            .list_submissions(pb::ListSubmissionsRequest {
+                school_urn: school.clone().unwrap_or_default(),
+                include_superseded: all,
+                page_size: 200,
+                page_token: token,
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("{}: {}", s.code().description(), s.message()))?
+            .into_inner();
+        for s in &resp.submissions {
+            let st = s.school_term.clone().unwrap_or_default();
+            let term = pb::TermName::try_from(st.term)
+                .map(|t| t.as_str_name().to_ascii_lowercase())
+                .unwrap_or_default();
+            let state = pb::SubmissionState::try_from(s.state)
+                .map(|t| t.as_str_name().to_ascii_lowercase())
+                .unwrap_or_default();
+            println!(
+                "{:>6}  {:<7} {:<8} {:<7} {:<11} {:>6} {:>8}",
+                s.submission_id,
+                st.school_urn,
+                st.academic_year,
+                term,
+                state,
+                s.row_count,
+                s.warning_count
+            );
+        }
+        if resp.next_page_token.is_empty() {
+            return Ok(0);
+        }
+        token = resp.next_page_token;
+    }
+}

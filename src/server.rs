@@ -1,0 +1,113 @@
+//! tonic server wiring: services, health, reflection, the access layer, graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::pb::feed_service_server::FeedServiceServer;
+use crate::api::{FeedApi, GatewayLayer, pb};
+use crate::app::{App, Limits};
+use crate::storage::Store;
+
+/// Everything the server needs, from flags or environment variables.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Address to listen on for gRPC.
+    #[arg(long, env = "RISKID_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Data directory: holds the SQLite database (created on first start).
+    #[arg(long, env = "RISKID_DATA_DIR", default_value = "./riskid-data")]
+    pub data_dir: PathBuf,
+    /// Largest feed accepted, in bytes; larger submissions are refused before they are read.
+    #[arg(long, env = "RISKID_MAX_FEED_BYTES", default_value_t = 64 << 20)]
+    pub max_feed_bytes: usize,
+    /// Feeds validated and stored at once; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "RISKID_MAX_CONCURRENT_INGESTS", default_value_t = 4)]
+    pub max_concurrent_ingests: usize,
+}
+
+impl Settings {
+    pub fn for_data_dir(data_dir: PathBuf) -> Self {
+        Self {
+            listen: "127.0.0.1:0".parse().expect("valid address"),
+            data_dir,
+            max_feed_bytes: 64 << 20,
+            max_concurrent_ingests: 4,
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_feed_bytes: self.max_feed_bytes,
+            max_concurrent_ingests: self.max_concurrent_ingests,
+        }
+    }
+}
+
+/// Opens the store and builds the application from settings.
+pub fn build_app(settings: &Settings) -> anyhow::Result<Arc<App>> {
+    let store = Store::open(&settings.data_dir)?;
+    Ok(Arc::new(App::new(Arc::new(store), settings.limits())))
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains in-flight calls.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<FeedServiceServer<FeedApi>>().await;
+    // Both reflection versions: older grpcurl and Python's grpcio-reflection speak v1alpha only.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let max_msg = 16 << 20;
+    tonic::transport::Server::builder()
+        .layer(GatewayLayer::new(app.clone()))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            FeedServiceServer::new(FeedApi::new(app.clone())).max_decoding_message_size(max_msg),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Completes on SIGINT (ctrl-c) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown signal received; draining");
+}
+
+/// Runs the server from settings until a shutdown signal.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let app = build_app(&settings)?;
+    let listener = TcpListener::bind(settings.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, data_dir = %settings.data_dir.display(), "riskid serving");
+    serve(listener, app, shutdown_signal()).await
+}

@@ -1,0 +1,279 @@
+use rusqlite::{OptionalExtension, Row, Transaction, params};
+
+use super::{Store, StoreError, StoreResult};
+use crate::domain::{PupilTerm, SchoolTerm, Term, Urn};
+use crate::ingest::Violation;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmissionState {
+    Current,
+    Superseded,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedSource {
+    Csv,
+    Records,
+}
+
+impl FeedSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            FeedSource::Csv => "csv",
+            FeedSource::Records => "records",
+        }
+    }
+}
+
+pub struct NewSubmission<'a> {
+    pub school_term: SchoolTerm,
+    pub source: FeedSource,
+    pub content_sha256: &'a str,
+    pub rows: &'a [PupilTerm],
+    pub warnings: &'a [Violation],
+    pub warning_count: usize,
+    pub received_at: i64,
+    pub key_id: i64,
+    pub request_id: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubmissionRecord {
+    pub id: i64,
+    pub school_term: SchoolTerm,
+    pub state: SubmissionState,
+    pub source: FeedSource,
+    pub content_sha256: String,
+    pub row_count: usize,
+    pub warning_count: usize,
+    pub warnings: Vec<Violation>,
+    pub received_at: i64,
+    pub key_id: i64,
+    pub supersedes: Option<i64>,
+    pub superseded_by: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SaveOutcome {
+    /// Stored as the current submission (superseding any earlier one).
+    Accepted(SubmissionRecord),
+    /// Identical to the current submission, or a repeat of the same request: nothing stored.
+    Unchanged(SubmissionRecord),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SubmissionFilter {
+    /// `None`: every school.
+    pub schools: Option<Vec<Urn>>,
+    pub include_superseded: bool,
+    /// Keyset pagination: only ids below this.
+    pub before_id: Option<i64>,
+    pub limit: usize,
+}
+
+const COLUMNS: &str = "id, urn, term_index, state, source, content_sha256, row_count, warning_count, \
+                       warnings_json, received_at, key_id, supersedes, superseded_by";
+
+fn read_record(r: &Row) -> rusqlite::Result<SubmissionRecord> {
+    let corrupt = |i, msg: String| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, msg.into())
+    };
+    let urn = Urn::new(r.get(1)?).map_err(|e| corrupt(1, e))?;
+    let term = Term::from_index(r.get(2)?);
+    let state = match r.get::<_, String>(3)?.as_str() {
+        "current" => SubmissionState::Current,
+        _ => SubmissionState::Superseded,
+    };
+    let source = match r.get::<_, String>(4)?.as_str() {
+        "csv" => FeedSource::Csv,
+        _ => FeedSource::Records,
+    };
+    let warnings: Vec<Violation> =
+        serde_json::from_str(&r.get::<_, String>(8)?).map_err(|e| corrupt(8, e.to_string()))?;
+    Ok(SubmissionRecord {
+        id: r.get(0)?,
+        school_term: SchoolTerm { urn, term },
+        state,
+        source,
+        content_sha256: r.get(5)?,
+        row_count: r.get::<_, i64>(6)? as usize,
+        warning_count: r.get::<_, i64>(7)? as usize,
+        warnings,
+        received_at: r.get(9)?,
+        key_id: r.get(10)?,
+        supersedes: r.get(11)?,
+        superseded_by: r.get(12)?,
+    })
+}
+
+fn get(tx: &rusqlite::Connection, id: i64) -> StoreResult<Option<SubmissionRecord>> {
+    Ok(tx
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM submissions WHERE id = ?1"),
+            [id],
+            read_record,
+        )
+        .optional()?)
+}
+
+impl Store {
+    /// Stores an accepted feed atomically: either all its rows and the supersede, or nothing.
+    pub fn save_submission(&self, s: &NewSubmission) -> StoreResult<SaveOutcome> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if let Some(rid) = s.request_id {
+            let earlier: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM submissions WHERE key_id = ?1 AND request_id = ?2",
+                    params![s.key_id, rid],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(id) = earlier {
+                return Ok(SaveOutcome::Unchanged(
+                    get(&tx, id)?.ok_or_else(|| StoreError::Corrupt("lost row".into()))?,
+                ));
+            }
+        }
+        let (urn, term_index) = (s.school_term.urn.get(), s.school_term.term.index());
+        let current: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT id, content_sha256 FROM submissions WHERE urn = ?1 AND term_index = ?2 AND state = 'current'",
+                params![urn, term_index],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((id, sha)) = &current {
+            if sha == s.content_sha256 {
+                return Ok(SaveOutcome::Unchanged(
+                    get(&tx, *id)?.ok_or_else(|| StoreError::Corrupt("lost row".into()))?,
+                ));
+            }
+            tx.execute(
+                "UPDATE submissions SET state = 'superseded' WHERE id = ?1",
+                [id],
+            )?;
+        }
+        let warnings =
+            serde_json::to_string(s.warnings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        tx.execute(
+            "INSERT INTO submissions (urn, term_index, state, source, content_sha256, row_count, warning_count, \
+             warnings_json, received_at, key_id, request_id, supersedes) \
+             VALUES (?1, ?2, 'current', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                urn,
+                term_index,
+                s.source.as_str(),
+                s.content_sha256,
+                s.rows.len() as i64,
+                s.warning_count as i64,
+                warnings,
+                s.received_at,
+                s.key_id,
+                s.request_id,
+                current.as_ref().map(|c| c.0),
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        if let Some((old, _)) = current {
+            tx.execute(
+                "UPDATE submissions SET superseded_by = ?1 WHERE id = ?2",
+                params![id, old],
+            )?;
+        }
+        insert_rows(&tx, id, urn, term_index, s.rows)?;
+        let rec = get(&tx, id)?.ok_or_else(|| StoreError::Corrupt("lost row".into()))?;
+        tx.commit()?;
+        Ok(SaveOutcome::Accepted(rec))
+    }
+
+    pub fn get_submission(&self, id: i64) -> StoreResult<Option<SubmissionRecord>> {
+        get(&self.conn(), id)
+    }
+
+    /// Submissions newest first, filtered, at most `limit`.
+    pub fn list_submissions(&self, f: &SubmissionFilter) -> StoreResult<Vec<SubmissionRecord>> {
+        let conn = self.conn();
+        let mut sql = format!("SELECT {COLUMNS} FROM submissions WHERE id < ?1");
+        if !f.include_superseded {
+            sql.push_str(" AND state = 'current'");
+        }
+        if let Some(schools) = &f.schools {
+            let list: Vec<String> = schools.iter().map(|u| u.get().to_string()).collect();
+            sql.push_str(&format!(" AND urn IN ({})", list.join(",")));
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?2");
+        let rows = conn
+            .prepare(&sql)?
+            .query_map(
+                params![f.before_id.unwrap_or(i64::MAX), f.limit as i64],
+                read_record,
+            )?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Rows of the current submission for a school and term.
+    pub fn current_rows(&self, st: SchoolTerm) -> StoreResult<Vec<PupilTerm>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT p.row_json FROM pupil_terms p JOIN submissions s ON s.id = p.submission_id \
+             WHERE s.state = 'current' AND s.urn = ?1 AND s.term_index = ?2 ORDER BY p.upn",
+        )?;
+        let rows = stmt.query_map(params![st.urn.get(), st.term.index()], |r| {
+            r.get::<_, String>(0)
+        })?;
+        rows.map(|j| serde_json::from_str(&j?).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect()
+    }
+
+    /// Every current row in the store, as (school, term, row), ordered by school then term.
+    pub fn all_current_rows(&self) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT s.urn, s.term_index, p.row_json FROM pupil_terms p JOIN submissions s ON s.id = p.submission_id \
+             WHERE s.state = 'current' ORDER BY s.urn, s.term_index, p.upn",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (urn, ti, json) = row?;
+            let urn = Urn::new(urn).map_err(StoreError::Corrupt)?;
+            let row =
+                serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok((
+                SchoolTerm {
+                    urn,
+                    term: Term::from_index(ti),
+                },
+                row,
+            ))
+        })
+        .collect()
+    }
+}
+
+fn insert_rows(
+    tx: &Transaction,
+    id: i64,
+    urn: u32,
+    term_index: u32,
+    rows: &[PupilTerm],
+) -> StoreResult<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO pupil_terms (submission_id, upn, urn, term_index, row_json) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let mut buf = Vec::with_capacity(512);
+    for row in rows {
+        buf.clear();
+        serde_json::to_writer(&mut buf, row).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let json = std::str::from_utf8(&buf).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        stmt.execute(params![id, row.upn.as_str(), urn, term_index, json])?;
+    }
+    Ok(())
+}
