@@ -1,0 +1,112 @@
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use riskid::api::pb::{self, feed_service_client::FeedServiceClient};
+use riskid::app::{App, Limits};
+use riskid::auth::{Role, generate_key};
+use riskid::client::{Authed, Bearer, submission_stream};
+use riskid::domain::{Term, Urn, check_letter};
+use riskid::storage::{NewKey, Store, now_unix};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+pub const SCHOOL_A: u32 = 100001;
+pub const SCHOOL_B: u32 = 100002;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub store: Arc<Store>,
+    pub _dir: TempDir,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Limits::default()).await
+}
+
+pub async fn spawn_app_with(limits: Limits) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let app = Arc::new(App::new(store.clone(), limits));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(riskid::server::serve(listener, app, async {
+        let _ = rx.await;
+    }));
+    TestApp { addr, store, _dir: dir, _shutdown: tx }
+}
+
+impl TestApp {
+    /// Creates a key directly in the store, as `riskid keys create` does.
+    pub fn key(&self, role: Role, schools: &[u32]) -> String {
+        let (key, hash, prefix) = generate_key();
+        let schools: BTreeSet<Urn> = schools.iter().map(|&u| Urn::new(u).unwrap()).collect();
+        self.store
+            .create_key(&NewKey { key_hash: &hash, prefix: &prefix, role, schools: &schools, label: "test", created_at: now_unix() })
+            .unwrap();
+        key
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
+    }
+
+    pub async fn feed(&self, key: &str) -> FeedServiceClient<Authed> {
+        FeedServiceClient::with_interceptor(self.channel().await, bearer(key))
+    }
+
+    pub fn stored_rows(&self) -> usize {
+        self.store.all_current_rows().unwrap().len()
+    }
+}
+
+pub fn bearer(key: &str) -> Bearer {
+    Bearer::new(key)
+}
+
+pub fn term(year: &str, name: &str) -> Term {
+    Term::parse(year, name).unwrap()
+}
+
+pub fn header(urn: u32, t: Term) -> pb::SubmissionHeader {
+    pb::SubmissionHeader {
+        school_term: Some(riskid::api::school_term_pb(Urn::new(urn).unwrap(), t)),
+        ..Default::default()
+    }
+}
+
+pub async fn submit(
+    c: &mut FeedServiceClient<Authed>,
+    header: pb::SubmissionHeader,
+    csv: &[u8],
+) -> Result<pb::SubmitFeedResponse, tonic::Status> {
+    c.submit_feed(submission_stream(header, csv.to_vec())).await.map(|r| r.into_inner())
+}
+
+pub const VALID: &[u8] = include_bytes!("../fixtures/valid-feed.csv");
+pub const INVALID: &[u8] = include_bytes!("../fixtures/invalid-feed.csv");
+
+/// A valid UPN made from a number.
+pub fn upn(n: u64) -> String {
+    let rest = format!("{:012}", n);
+    let c = check_letter(rest.as_bytes()) as char;
+    format!("{c}{rest}")
+}
+
+/// A valid feed of `n` pupils; `salt` changes the data (not the UPNs).
+pub fn valid_csv(n: usize, salt: u64) -> Vec<u8> {
+    let mut s = riskid::ingest::contract_header();
+    for i in 0..n {
+        let absent = (i as u64 + salt) % 20;
+        let spells = absent.min(3);
+        s.push_str(&format!(
+            "\n{},{},M,WBRI,N,N,N,,,,140,{absent},0,{spells},0,,N,,,,,,,,,N",
+            upn(800_000_000 + i as u64),
+            1 + i % 6
+        ));
+    }
+    s.into_bytes()
+}

@@ -1,0 +1,5 @@
+//! Integration tests against a real server on 127.0.0.1:0, through the generated clients.
+
+mod feed;
+mod helpers;
+mod service;
