@@ -12,11 +12,13 @@ use riskid::storage::{FeedSource, Store};
 
 /// A 2,000-pupil feed with every column filled, varied like real data.
 fn feed(n: usize, seed: u64) -> Vec<u8> {
+    // Each school's pupils have their own UPNs, as in life.
+    let base = 100_000_000 + (seed % 100_000) * 10_000;
     let mut s = riskid::ingest::contract_header();
     let eth = ["WBRI", "APKN", "BAFR", "MWBC", "WOTH", "CHNE"];
     for i in 0..n {
         let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
-        let rest = format!("{:012}", 100_000_000 + i);
+        let rest = format!("{:012}", base + i as u64);
         let upn = format!("{}{rest}", check_letter(rest.as_bytes()) as char);
         let absent = h % 30;
         let spells = absent.min(1 + h % 5);
