@@ -1,0 +1,1 @@
+//! Features, training, evaluation, fairness, artifacts.

@@ -1,0 +1,1 @@
+//! Synthetic school-data generator (deterministic by seed).
