@@ -4,9 +4,10 @@ use rusqlite::Connection;
 
 use super::{StoreError, StoreResult};
 
-const MIGRATIONS: &[&str] = &[include_str!(
-    "../../migrations/0001_keys_and_submissions.sql"
-)];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_keys_and_submissions.sql"),
+    include_str!("../../migrations/0002_models_scores_cohorts_audit.sql"),
+];
 
 pub fn apply(conn: &mut Connection) -> StoreResult<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;

@@ -4,6 +4,8 @@
 
 mod keys;
 mod migrations;
+mod models;
+mod scores;
 mod submissions;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +14,8 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 pub use keys::{KeyRecord, NewKey};
+pub use models::ModelRecord;
+pub use scores::ScoreRecord;
 pub use submissions::{
     FeedSource, NewSubmission, SaveOutcome, SubmissionFilter, SubmissionRecord, SubmissionState,
 };
