@@ -18,10 +18,25 @@ pub struct ClientArgs {
     /// API key (prefer the RISKID_KEY environment variable: flags show up in process lists).
     #[arg(long, env = "RISKID_KEY", hide_env_values = true)]
     pub key: String,
+    /// PEM CA certificate to trust for an https:// server (e.g. a self-signed one).
+    #[arg(long, env = "RISKID_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
+/// Adds `authorization: Bearer <key>` to every call.
 #[derive(Clone)]
 pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+
+impl Bearer {
+    /// A key with characters a header cannot carry is sent empty, so the server refuses it.
+    pub fn new(key: &str) -> Self {
+        Self(
+            format!("Bearer {key}")
+                .parse()
+                .unwrap_or_else(|_| MetadataValue::from_static("")),
+        )
+    }
+}
 
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
@@ -33,7 +48,15 @@ impl tonic::service::Interceptor for Bearer {
 pub type Authed = InterceptedService<Channel, Bearer>;
 
 pub async fn connect(args: &ClientArgs) -> anyhow::Result<(Channel, Bearer)> {
-    let channel = Channel::from_shared(args.server.clone())?
+    let mut endpoint = Channel::from_shared(args.server.clone())?;
+    if let Some(ca) = &args.tls_ca {
+        let pem =
+            std::fs::read(ca).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", ca.display()))?;
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the riskid server at {}: {e}", args.server))?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Identity, ServerTlsConfig};
 
 use crate::api::pb::feed_service_server::FeedServiceServer;
 use crate::api::{FeedApi, GatewayLayer, pb};
@@ -28,6 +29,13 @@ pub struct Settings {
     /// Feeds validated and stored at once; more are refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "RISKID_MAX_CONCURRENT_INGESTS", default_value_t = 4)]
     pub max_concurrent_ingests: usize,
+    /// PEM certificate chain for TLS. With --tls-key, the server speaks only TLS; without
+    /// both, plaintext (for local use: put production behind TLS).
+    #[arg(long, env = "RISKID_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, env = "RISKID_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Settings {
@@ -37,7 +45,22 @@ impl Settings {
             data_dir,
             max_feed_bytes: 64 << 20,
             max_concurrent_ingests: 4,
+            tls_cert: None,
+            tls_key: None,
         }
+    }
+
+    /// The TLS identity, read from the configured files, if TLS is on.
+    pub fn tls(&self) -> anyhow::Result<Option<ServerTlsConfig>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
+        };
+        Ok(Some(
+            ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?)),
+        ))
     }
 
     pub fn limits(&self) -> Limits {
@@ -58,6 +81,7 @@ pub fn build_app(settings: &Settings) -> anyhow::Result<Arc<App>> {
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
+    tls: Option<ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -71,7 +95,11 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
     let max_msg = 16 << 20;
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .layer(GatewayLayer::new(app.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -106,8 +134,14 @@ pub async fn shutdown_signal() {
 
 /// Runs the server from settings until a shutdown signal.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let tls = settings.tls()?;
     let app = build_app(&settings)?;
     let listener = TcpListener::bind(settings.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, data_dir = %settings.data_dir.display(), "riskid serving");
-    serve(listener, app, shutdown_signal()).await
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        data_dir = %settings.data_dir.display(),
+        tls = tls.is_some(),
+        "riskid serving"
+    );
+    serve(listener, app, tls, shutdown_signal()).await
 }

@@ -33,10 +33,15 @@ pub async fn spawn_app_with(limits: Limits) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(riskid::server::serve(listener, app, async {
+    tokio::spawn(riskid::server::serve(listener, app, None, async {
         let _ = rx.await;
     }));
-    TestApp { addr, store, _dir: dir, _shutdown: tx }
+    TestApp {
+        addr,
+        store,
+        _dir: dir,
+        _shutdown: tx,
+    }
 }
 
 impl TestApp {
@@ -45,13 +50,24 @@ impl TestApp {
         let (key, hash, prefix) = generate_key();
         let schools: BTreeSet<Urn> = schools.iter().map(|&u| Urn::new(u).unwrap()).collect();
         self.store
-            .create_key(&NewKey { key_hash: &hash, prefix: &prefix, role, schools: &schools, label: "test", created_at: now_unix() })
+            .create_key(&NewKey {
+                key_hash: &hash,
+                prefix: &prefix,
+                role,
+                schools: &schools,
+                label: "test",
+                created_at: now_unix(),
+            })
             .unwrap();
         key
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
     }
 
     pub async fn feed(&self, key: &str) -> FeedServiceClient<Authed> {
@@ -83,7 +99,9 @@ pub async fn submit(
     header: pb::SubmissionHeader,
     csv: &[u8],
 ) -> Result<pb::SubmitFeedResponse, tonic::Status> {
-    c.submit_feed(submission_stream(header, csv.to_vec())).await.map(|r| r.into_inner())
+    c.submit_feed(submission_stream(header, csv.to_vec()))
+        .await
+        .map(|r| r.into_inner())
 }
 
 pub const VALID: &[u8] = include_bytes!("../fixtures/valid-feed.csv");
