@@ -1,0 +1,70 @@
+//! Scores as people see them: per-outcome probability, band and plain-language reasons.
+//! The same `PupilRisk` is stored at scoring time and returned by every RPC that shows a child.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Outcome, SchoolTerm};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Band {
+    Low,
+    Medium,
+    High,
+}
+
+impl Band {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Band::Low => "low",
+            Band::Medium => "medium",
+            Band::High => "high",
+        }
+    }
+}
+
+/// One reason: a domain, the value behind it in plain words, and how much it moved the
+/// log-odds of the outcome (positive raises the risk).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reason {
+    pub domain: String,
+    pub text: String,
+    pub contribution: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeRisk {
+    pub outcome: Outcome,
+    pub probability: f64,
+    pub band: Band,
+    pub reasons: Vec<Reason>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PupilRisk {
+    /// The pupil's UPN, as text: this record is shown to people entitled to see it, never logged.
+    pub upn: String,
+    pub school_term: SchoolTerm,
+    pub ncyear: u8,
+    pub statutory: bool,
+    pub model_id: String,
+    /// Chance of at least one adverse outcome, treating the three as independent.
+    pub any_adverse: f64,
+    pub outcomes: Vec<OutcomeRisk>,
+    /// Missing or imputed inputs, in plain words.
+    pub flags: Vec<String>,
+}
+
+impl PupilRisk {
+    pub fn probabilities(&self) -> [f64; 3] {
+        let mut p = [0.0; 3];
+        for o in &self.outcomes {
+            p[Outcome::ALL.iter().position(|x| *x == o.outcome).expect("known outcome")] = o.probability;
+        }
+        p
+    }
+
+    pub fn outcome(&self, o: Outcome) -> Option<&OutcomeRisk> {
+        self.outcomes.iter().find(|r| r.outcome == o)
+    }
+}
