@@ -2,6 +2,8 @@
 //!
 //! Every method is synchronous and quick; async callers run them with `spawn_blocking`.
 
+pub mod audit;
+mod cohorts;
 mod keys;
 mod migrations;
 mod models;
@@ -13,6 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
+pub use cohorts::{CohortRow, MemberRow, ReplaceRefused};
 pub use keys::{KeyRecord, NewKey};
 pub use models::ModelRecord;
 pub use scores::ScoreRecord;
