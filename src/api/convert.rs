@@ -4,7 +4,7 @@ use tonic::Status;
 
 use super::pb;
 use crate::domain::{Term, TermName, Urn};
-use crate::ingest::{Violation, contract_header};
+use crate::ingest::{COLUMN_COUNT, Violation, contract_header};
 use crate::storage::{FeedSource, SubmissionRecord, SubmissionState};
 
 pub fn term_name_to_pb(t: TermName) -> pb::TermName {
@@ -87,79 +87,78 @@ pub fn submission_to_pb(r: &SubmissionRecord) -> pb::Submission {
     }
 }
 
+/// A record's cells in the contract's column order; an unset field is an empty cell.
+pub fn record_cells(r: &pb::PupilRecord) -> [String; COLUMN_COUNT] {
+    let b = |v: &Option<bool>| v.map(|b| if b { "Y" } else { "N" }.to_string()).unwrap_or_default();
+    let n = |v: &Option<u32>| v.map(|n| n.to_string()).unwrap_or_default();
+    let pb::PupilRecord {
+        upn,
+        ncyear,
+        sex,
+        ethnicity,
+        fsm,
+        eal,
+        sen,
+        cin,
+        young_carer,
+        school_moves,
+        sessions_possible,
+        sessions_authorised,
+        sessions_unauthorised,
+        absence_spells,
+        suspensions,
+        suspension_sessions,
+        permanent_exclusion,
+        behaviour_incidents,
+        attainment_english,
+        attainment_maths,
+        sdq_emotional,
+        sdq_conduct,
+        sdq_hyperactivity,
+        sdq_peer,
+        sdq_prosocial,
+        mh_referral,
+    } = r;
+    // Order matches `Column::ALL`.
+    [
+        upn.clone(),
+        ncyear.clone(),
+        sex.clone(),
+        ethnicity.clone(),
+        b(fsm),
+        b(eal),
+        sen.clone(),
+        cin.clone(),
+        b(young_carer),
+        n(school_moves),
+        n(sessions_possible),
+        n(sessions_authorised),
+        n(sessions_unauthorised),
+        n(absence_spells),
+        n(suspensions),
+        n(suspension_sessions),
+        b(permanent_exclusion),
+        n(behaviour_incidents),
+        attainment_english.clone(),
+        attainment_maths.clone(),
+        n(sdq_emotional),
+        n(sdq_conduct),
+        n(sdq_hyperactivity),
+        n(sdq_peer),
+        n(sdq_prosocial),
+        b(mh_referral),
+    ]
+}
+
 /// Renders structured records as contract CSV, so one validator (and one content hash)
 /// serves both ways of submitting. Record i becomes line i + 2.
 pub fn records_to_csv(records: &[pb::PupilRecord]) -> Vec<u8> {
-    let mut w = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_writer(Vec::new());
-    let b = |v: &Option<bool>| {
-        v.map(|b| if b { "Y" } else { "N" }.to_string())
-            .unwrap_or_default()
-    };
-    let n = |v: &Option<u32>| v.map(|n| n.to_string()).unwrap_or_default();
+    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
     let mut out = contract_header().into_bytes();
     out.push(b'\n');
     for r in records {
-        let pb::PupilRecord {
-            upn,
-            ncyear,
-            sex,
-            ethnicity,
-            fsm,
-            eal,
-            sen,
-            cin,
-            young_carer,
-            school_moves,
-            sessions_possible,
-            sessions_authorised,
-            sessions_unauthorised,
-            absence_spells,
-            suspensions,
-            suspension_sessions,
-            permanent_exclusion,
-            behaviour_incidents,
-            attainment_english,
-            attainment_maths,
-            sdq_emotional,
-            sdq_conduct,
-            sdq_hyperactivity,
-            sdq_peer,
-            sdq_prosocial,
-            mh_referral,
-        } = r;
-        // Order matches `contract_header()`.
-        let row = [
-            upn.clone(),
-            ncyear.clone(),
-            sex.clone(),
-            ethnicity.clone(),
-            b(fsm),
-            b(eal),
-            sen.clone(),
-            cin.clone(),
-            b(young_carer),
-            n(school_moves),
-            n(sessions_possible),
-            n(sessions_authorised),
-            n(sessions_unauthorised),
-            n(absence_spells),
-            n(suspensions),
-            n(suspension_sessions),
-            b(permanent_exclusion),
-            n(behaviour_incidents),
-            attainment_english.clone(),
-            attainment_maths.clone(),
-            n(sdq_emotional),
-            n(sdq_conduct),
-            n(sdq_hyperactivity),
-            n(sdq_peer),
-            n(sdq_prosocial),
-            b(mh_referral),
-        ];
         // Writing to a Vec cannot fail.
-        let _ = w.write_record(&row);
+        let _ = w.write_record(&record_cells(r));
     }
     out.extend(w.into_inner().unwrap_or_default());
     out
