@@ -22,7 +22,7 @@ fn feed(n: usize, seed: u64) -> Vec<u8> {
         let upn = format!("{}{rest}", check_letter(rest.as_bytes()) as char);
         let absent = h % 30;
         let spells = absent.min(1 + h % 5);
-        let susp = u64::from(h % 40 == 0);
+        let susp = u64::from(h.is_multiple_of(40));
         s.push_str(&format!(
             "\n{upn},{},{},{},{},{},{},,N,{},140,{},{},{spells},{susp},{},N,{},expected,below,{},{},{},{},{},N",
             7 + i % 5,

@@ -9,7 +9,7 @@ pub mod cohort;
 pub mod domain;
 pub mod ingest;
 pub mod model;
+pub mod scoring;
 pub mod server;
 pub mod storage;
 pub mod synth;
-pub mod scoring;

@@ -77,6 +77,9 @@ pub enum AccessError {
 }
 
 /// Proof that the caller may submit feeds for this school.
+// A private field, not `#[non_exhaustive]`: that would still let any module of this crate
+// forge a pass; only this module may create one.
+#[allow(clippy::manual_non_exhaustive)]
 #[derive(Debug)]
 pub struct SubmitPass {
     pub urn: Urn,
@@ -85,6 +88,7 @@ pub struct SubmitPass {
 }
 
 /// Which submissions a caller may read, and how much of them.
+#[allow(clippy::manual_non_exhaustive)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadSubmissions {
     /// `None`: every school.

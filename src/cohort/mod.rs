@@ -27,12 +27,11 @@ impl Policy {
     }
 
     pub fn check(&self) -> Result<(), String> {
-        if let Policy::Weighted { weights } = self {
-            if weights.iter().any(|w| !w.is_finite() || *w < 0.0)
-                || weights.iter().sum::<f64>() <= 0.0
-            {
-                return Err("policy weights must be 0 or more, and not all 0".into());
-            }
+        if let Policy::Weighted { weights } = self
+            && (weights.iter().any(|w| !w.is_finite() || *w < 0.0)
+                || weights.iter().sum::<f64>() <= 0.0)
+        {
+            return Err("policy weights must be 0 or more, and not all 0".into());
         }
         Ok(())
     }

@@ -18,7 +18,7 @@ fn valid_fixture_is_accepted_with_its_two_warnings() {
     assert_eq!(feed.warnings[0].code, code::FEW_SESSIONS);
     assert_eq!(feed.warnings[1].code, code::STATUTORY_CIN);
     // Line 5's " N" cell was trimmed and read as a boolean.
-    assert_eq!(feed.rows[3].mh_referral, false);
+    assert!(!feed.rows[3].mh_referral);
     assert_eq!(feed.rows[3].school_moves, None);
 }
 

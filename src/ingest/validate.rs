@@ -165,14 +165,12 @@ impl RowValidator {
                 None
             }
         });
-        if let Some(u) = &upn {
-            if let Some(first) = self.seen.get(u) {
-                r.err(
-                    C::Upn,
-                    code::DUPLICATE_UPN,
-                    format!("this UPN already appears on line {first}"),
-                );
-            }
+        if let Some(first) = upn.as_ref().and_then(|u| self.seen.get(u)) {
+            r.err(
+                C::Upn,
+                code::DUPLICATE_UPN,
+                format!("this UPN already appears on line {first}"),
+            );
         }
         let ncyear = match r.present(cells, C::Ncyear) {
             Some(v) if v.bytes().all(|b| b.is_ascii_digit()) && NcYear::parse(v).is_none() => {
@@ -241,14 +239,12 @@ impl RowValidator {
                 }
             }
         }
-        if let (Some(0), Some(ss)) = (suspensions, suspension_sessions) {
-            if ss > 0 {
-                r.err(
-                    C::SuspensionSessions,
-                    code::INCONSISTENT,
-                    format!("suspension_sessions is {ss} but suspensions is 0: it must be 0 too"),
-                );
-            }
+        if let (Some(0), Some(ss @ 1..)) = (suspensions, suspension_sessions) {
+            r.err(
+                C::SuspensionSessions,
+                code::INCONSISTENT,
+                format!("suspension_sessions is {ss} but suspensions is 0: it must be 0 too"),
+            );
         }
 
         if let Some(u) = &upn {

@@ -65,7 +65,19 @@ fn load(tx: &rusqlite::Connection, id: i64) -> StoreResult<Option<CohortRow>> {
             },
         )
         .optional()?;
-    let Some((urn, ti, model_id, params_json, state, created_at, created_by, finalised_at, ocr, pe)) = row else {
+    let Some((
+        urn,
+        ti,
+        model_id,
+        params_json,
+        state,
+        created_at,
+        created_by,
+        finalised_at,
+        ocr,
+        pe,
+    )) = row
+    else {
         return Ok(None);
     };
     let members = tx
@@ -90,7 +102,10 @@ fn load(tx: &rusqlite::Connection, id: i64) -> StoreResult<Option<CohortRow>> {
         .collect::<Result<_, _>>()?;
     Ok(Some(CohortRow {
         id,
-        school_term: SchoolTerm { urn: Urn::new(urn).map_err(StoreError::Corrupt)?, term: Term::from_index(ti) },
+        school_term: SchoolTerm {
+            urn: Urn::new(urn).map_err(StoreError::Corrupt)?,
+            term: Term::from_index(ti),
+        },
         model_id,
         params_json,
         state,
@@ -160,7 +175,8 @@ impl Store {
                 "finalised" => return Ok(Err(ReplaceRefused::Finalised(id))),
                 "in_review" if !force => return Ok(Err(ReplaceRefused::ReviewStarted(id))),
                 _ => {
-                    tx.execute("UPDATE cohorts SET state = 'replaced' WHERE id = ?1", [id]).map_err(StoreError::from)?;
+                    tx.execute("UPDATE cohorts SET state = 'replaced' WHERE id = ?1", [id])
+                        .map_err(StoreError::from)?;
                 }
             }
         }
@@ -204,7 +220,9 @@ impl Store {
     ) -> Result<Option<(T, CohortRow)>, E> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(StoreError::from)?;
-        let Some(mut c) = load(&tx, id)? else { return Ok(None) };
+        let Some(mut c) = load(&tx, id)? else {
+            return Ok(None);
+        };
         let out = change(&tx, &mut c)?;
         write(&tx, &c)?;
         tx.commit().map_err(StoreError::from)?;
@@ -229,9 +247,13 @@ impl Store {
     pub fn reviewed_cohorts(&self) -> StoreResult<Vec<CohortRow>> {
         let conn = self.conn();
         let ids: Vec<i64> = conn
-            .prepare("SELECT id FROM cohorts WHERE state IN ('in_review', 'finalised') ORDER BY id")?
+            .prepare(
+                "SELECT id FROM cohorts WHERE state IN ('in_review', 'finalised') ORDER BY id",
+            )?
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
-        ids.into_iter().filter_map(|id| load(&conn, id).transpose()).collect()
+        ids.into_iter()
+            .filter_map(|id| load(&conn, id).transpose())
+            .collect()
     }
 }
