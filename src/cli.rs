@@ -65,6 +65,24 @@ pub enum Command {
         /// The CSV file.
         file: PathBuf,
     },
+    /// Generate a synthetic borough's termly feeds (one CSV per school per term + manifest.json).
+    Generate {
+        /// Number of schools (about one in six is a secondary).
+        #[arg(long, default_value_t = 7)]
+        schools: usize,
+        /// Academic years of feeds.
+        #[arg(long, default_value_t = 3)]
+        years: usize,
+        /// Random seed: the same arguments give the same bytes.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// First academic year's start (2023 = 2023/24).
+        #[arg(long, default_value_t = 2023)]
+        first_year: u16,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Read stored submissions.
     Submissions {
         #[command(subcommand)]
@@ -134,6 +152,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             request_id,
             file,
         } => submit(client, &school, &year, &term, dry_run, request_id, file).await,
+        Command::Generate {
+            schools,
+            years,
+            seed,
+            first_year,
+            out,
+        } => {
+            let cfg = crate::synth::WorldConfig {
+                schools,
+                years,
+                seed,
+                first_year,
+                ..Default::default()
+            };
+            let world = crate::synth::generate(&cfg).map_err(anyhow::Error::msg)?;
+            let manifest = crate::synth::write_world(&world, &out)?;
+            let rows: usize = manifest.feeds.iter().map(|f| f.rows).sum();
+            println!(
+                "wrote {} feeds ({} schools x {} terms, {rows} pupil rows) and manifest.json to {}",
+                manifest.feeds.len(),
+                manifest.schools.len(),
+                world.terms.len(),
+                out.display()
+            );
+            Ok(0)
+        }
         Command::Submissions {
             action:
                 SubmissionsCommand::List {

@@ -1,1 +1,150 @@
-//! Synthetic school-data generator (deterministic by seed).
+//! Synthetic school data: a borough whose pupils move through time, deterministic by seed.
+//!
+//! No real children's data is used anywhere in riskid. This world follows the feed contract
+//! exactly and carries realistic signal: latent, persistent, correlated traits per pupil
+//! (attendance propensity, conduct, emotional wellbeing, disadvantage) that drift term to
+//! term, school effects, and national reference rates (see `docs/generator.md`).
+
+mod csv_out;
+mod population;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{PupilTerm, Term, TermName, Urn};
+pub use csv_out::feed_csv;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorldConfig {
+    /// Schools in the borough; about one in six is a secondary (at least one when 2 or more).
+    pub schools: usize,
+    /// Academic years of feeds (three terms each).
+    pub years: usize,
+    pub seed: u64,
+    /// First academic year (2023 = 2023/24).
+    pub first_year: u16,
+    /// Pupils per year group: primary, secondary.
+    pub primary_year_size: usize,
+    pub secondary_year_size: usize,
+}
+
+impl Default for WorldConfig {
+    fn default() -> Self {
+        Self {
+            schools: 7,
+            years: 3,
+            seed: 42,
+            first_year: 2023,
+            primary_year_size: 30,
+            secondary_year_size: 180,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Primary,
+    Secondary,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct School {
+    pub urn: Urn,
+    pub name: String,
+    pub phase: Phase,
+    pub la: String,
+}
+
+/// One school's feed for one term.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Feed {
+    pub urn: Urn,
+    pub term: Term,
+    pub rows: Vec<PupilTerm>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct World {
+    pub config: WorldConfig,
+    pub schools: Vec<School>,
+    pub terms: Vec<Term>,
+    /// In term order, then school order.
+    pub feeds: Vec<Feed>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestFeed {
+    pub urn: Urn,
+    pub academic_year: String,
+    pub term: TermName,
+    pub file: String,
+    pub rows: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub generator: String,
+    pub config: WorldConfig,
+    pub schools: Vec<School>,
+    pub feeds: Vec<ManifestFeed>,
+}
+
+impl WorldConfig {
+    pub fn check(&self) -> Result<(), String> {
+        if self.schools == 0 || self.schools > 500 {
+            return Err("schools must be 1–500".into());
+        }
+        if self.years == 0 || self.years > 20 {
+            return Err("years must be 1–20".into());
+        }
+        if self.primary_year_size == 0 || self.secondary_year_size == 0 {
+            return Err("year sizes must be at least 1".into());
+        }
+        Term::new(self.first_year + self.years as u16, TermName::Autumn)?;
+        Ok(())
+    }
+}
+
+/// Generates the world. The same config gives the same world, bit for bit.
+pub fn generate(config: &WorldConfig) -> Result<World, String> {
+    config.check()?;
+    Ok(population::simulate(config))
+}
+
+/// The file name of a feed: `100001_2025-26_autumn.csv`.
+pub fn feed_file_name(urn: Urn, term: Term) -> String {
+    format!(
+        "{}_{}_{}.csv",
+        urn,
+        term.academic_year().replace('/', "-"),
+        term.name().as_str()
+    )
+}
+
+/// Writes one CSV per school per term and `manifest.json` into `dir`.
+pub fn write_world(world: &World, dir: &Path) -> std::io::Result<Manifest> {
+    std::fs::create_dir_all(dir)?;
+    let mut feeds = Vec::with_capacity(world.feeds.len());
+    for f in &world.feeds {
+        let file = feed_file_name(f.urn, f.term);
+        std::fs::write(dir.join(&file), feed_csv(&f.rows))?;
+        feeds.push(ManifestFeed {
+            urn: f.urn,
+            academic_year: f.term.academic_year(),
+            term: f.term.name(),
+            file,
+            rows: f.rows.len(),
+        });
+    }
+    let manifest = Manifest {
+        generator: format!("riskid {} synthetic world", env!("CARGO_PKG_VERSION")),
+        config: world.config.clone(),
+        schools: world.schools.clone(),
+        feeds,
+    };
+    let json = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("manifest.json"), json)?;
+    Ok(manifest)
+}

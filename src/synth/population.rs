@@ -1,0 +1,510 @@
+//! The simulation: pupils with latent traits, moving through schools and terms.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Binomial, Distribution, Normal, Poisson};
+
+use super::{Feed, Phase, School, World, WorldConfig};
+use crate::domain::{
+    Attainment, Cin, Ethnicity, NcYear, PupilTerm, Sen, Sex, Term, TermName, Upn, Urn, check_letter,
+};
+
+/// Ethnicity mix, roughly England's school population (weights sum to 100).
+const ETHNICITIES: &[(Ethnicity, f64)] = &[
+    (Ethnicity::Wbri, 64.0),
+    (Ethnicity::Woth, 7.0),
+    (Ethnicity::Wiri, 0.3),
+    (Ethnicity::Wirt, 0.1),
+    (Ethnicity::Wrom, 0.6),
+    (Ethnicity::Mwbc, 1.9),
+    (Ethnicity::Mwba, 0.9),
+    (Ethnicity::Mwas, 1.3),
+    (Ethnicity::Moth, 2.1),
+    (Ethnicity::Aind, 3.5),
+    (Ethnicity::Apkn, 4.6),
+    (Ethnicity::Aban, 1.9),
+    (Ethnicity::Aoth, 2.0),
+    (Ethnicity::Chne, 0.6),
+    (Ethnicity::Bafr, 4.0),
+    (Ethnicity::Bcrb, 1.1),
+    (Ethnicity::Both, 0.6),
+    (Ethnicity::Ooth, 1.9),
+    (Ethnicity::Refu, 0.8),
+    (Ethnicity::Nobt, 0.5),
+];
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// A child in the simulation. Traits are standardised latent values.
+struct Pupil {
+    upn: Upn,
+    sex: Sex,
+    ethnicity: Ethnicity,
+    eal: bool,
+    fsm: bool,
+    sen: Sen,
+    cin: Option<Cin>,
+    young_carer: bool,
+    school: usize,
+    year: u8,
+    /// Persistent propensities.
+    attend: f64,
+    conduct: f64,
+    emotional: f64,
+    ability: f64,
+    /// Share of absence that comes as separate short spells (0..1).
+    spelliness: f64,
+    /// Term-to-term drift (AR(1)) of absence, conduct and wellbeing.
+    drift: [f64; 3],
+    moves: u8,
+    /// Joined part-way through the current term.
+    joined_this_term: bool,
+    left: bool,
+}
+
+struct Sim<'c> {
+    cfg: &'c WorldConfig,
+    rng: ChaCha8Rng,
+    next_serial: u64,
+    schools: Vec<School>,
+    /// School effects on absence and behaviour, and whether it records behaviour and SDQ.
+    school_fx: Vec<(f64, f64, bool)>,
+    pupils: Vec<Pupil>,
+    std: Normal<f64>,
+}
+
+impl<'c> Sim<'c> {
+    fn new(cfg: &'c WorldConfig) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let secondaries = if cfg.schools >= 2 {
+            (cfg.schools / 6).max(1)
+        } else {
+            0
+        };
+        let mut schools = Vec::new();
+        let mut school_fx = Vec::new();
+        let std = Normal::new(0.0, 1.0).expect("valid normal");
+        for i in 0..cfg.schools {
+            let phase = if i < cfg.schools - secondaries {
+                Phase::Primary
+            } else {
+                Phase::Secondary
+            };
+            let (urn, name) = match phase {
+                Phase::Primary => (110_001 + i as u32, format!("Synthetic Primary {}", i + 1)),
+                Phase::Secondary => (
+                    130_001 + (i - (cfg.schools - secondaries)) as u32,
+                    format!("Synthetic High {}", i - (cfg.schools - secondaries) + 1),
+                ),
+            };
+            schools.push(School {
+                urn: Urn::new(urn).expect("6 digits"),
+                name,
+                phase,
+                la: "Synthborough".into(),
+            });
+            school_fx.push((
+                0.25 * std.sample(&mut rng),
+                0.3 * std.sample(&mut rng),
+                rng.random_bool(0.85),
+            ));
+        }
+        Self {
+            cfg,
+            rng,
+            next_serial: 1,
+            schools,
+            school_fx,
+            pupils: Vec::new(),
+            std,
+        }
+    }
+
+    fn n(&mut self) -> f64 {
+        self.std.sample(&mut self.rng)
+    }
+
+    fn new_upn(&mut self) -> Upn {
+        let rest = format!("359{:09}", self.next_serial);
+        self.next_serial += 1;
+        let s = format!("{}{}", check_letter(rest.as_bytes()) as char, rest);
+        Upn::parse(&s).expect("generated UPNs are valid")
+    }
+
+    fn new_pupil(&mut self, school: usize, year: u8) -> Pupil {
+        let upn = self.new_upn();
+        let sex = if self.rng.random_bool(0.5) {
+            Sex::M
+        } else {
+            Sex::F
+        };
+        let total: f64 = ETHNICITIES.iter().map(|e| e.1).sum();
+        let mut pick = self.rng.random_range(0.0..total);
+        let mut ethnicity = Ethnicity::Wbri;
+        for &(e, w) in ETHNICITIES {
+            if pick < w {
+                ethnicity = e;
+                break;
+            }
+            pick -= w;
+        }
+        let eal = match ethnicity.group() {
+            "White" if ethnicity == Ethnicity::Wbri => self.rng.random_bool(0.01),
+            "White" => self.rng.random_bool(0.55),
+            "Mixed" => self.rng.random_bool(0.15),
+            _ => self.rng.random_bool(0.6),
+        };
+        // Disadvantage drives FSM, SEN and every trait a little.
+        let disadvantage = self.n();
+        let fsm = sigmoid(-1.45 + 1.3 * disadvantage) > self.rng.random::<f64>();
+        let sen_draw = self.n() + 0.35 * disadvantage + if sex == Sex::M { 0.25 } else { -0.1 };
+        let sen = if sen_draw > 1.72 {
+            Sen::E
+        } else if sen_draw > 0.98 {
+            Sen::K
+        } else {
+            Sen::N
+        };
+        let r = self.rng.random::<f64>() - 0.02 * disadvantage.max(0.0);
+        let cin = if r < 0.005 {
+            Some(Cin::Cla)
+        } else if r < 0.010 {
+            Some(Cin::Cpp)
+        } else if r < 0.035 {
+            Some(Cin::Cin)
+        } else {
+            None
+        };
+        let senw = match sen {
+            Sen::N => 0.0,
+            Sen::K => 0.5,
+            Sen::E => 0.8,
+        };
+        let attend = 0.75 * self.n() + 0.45 * disadvantage + 0.5 * senw;
+        let conduct = 0.8 * self.n()
+            + 0.45 * disadvantage
+            + 0.4 * senw
+            + if sex == Sex::M { 0.35 } else { -0.15 }
+            + 0.2 * attend;
+        let emotional = 0.85 * self.n() + 0.25 * disadvantage + 0.35 * senw + 0.2 * attend;
+        let ability = self.n() - 0.45 * disadvantage - 1.2 * senw;
+        let spelliness = (0.35 + 0.15 * self.n()).clamp(0.1, 0.9);
+        Pupil {
+            upn,
+            sex,
+            ethnicity,
+            eal,
+            fsm,
+            sen,
+            cin,
+            young_carer: self.rng.random_bool(0.02 + 0.02 * disadvantage.max(0.0)),
+            school,
+            year,
+            attend,
+            conduct,
+            emotional,
+            ability,
+            spelliness,
+            drift: [0.0; 3],
+            moves: 0,
+            joined_this_term: false,
+            left: false,
+        }
+    }
+
+    fn year_size(&mut self, phase: Phase) -> usize {
+        let base = match phase {
+            Phase::Primary => self.cfg.primary_year_size,
+            Phase::Secondary => self.cfg.secondary_year_size,
+        } as f64;
+        (base * self.rng.random_range(0.8..1.2)).round().max(1.0) as usize
+    }
+
+    fn seed_population(&mut self) {
+        for s in 0..self.schools.len() {
+            let years = match self.schools[s].phase {
+                Phase::Primary => 0..=6,
+                Phase::Secondary => 7..=11,
+            };
+            for y in years {
+                for _ in 0..self.year_size(self.schools[s].phase) {
+                    let p = self.new_pupil(s, y);
+                    self.pupils.push(p);
+                }
+            }
+        }
+    }
+
+    /// Start of an academic year: year groups advance, Year 6 moves up, Year 11 leaves,
+    /// a new Reception (and a few Year 7 arrivals from outside) join.
+    fn new_year(&mut self) {
+        let secondaries: Vec<usize> = (0..self.schools.len())
+            .filter(|&s| self.schools[s].phase == Phase::Secondary)
+            .collect();
+        for i in 0..self.pupils.len() {
+            if self.pupils[i].left {
+                continue;
+            }
+            self.pupils[i].year += 1;
+            match self.pupils[i].year {
+                7 if secondaries.is_empty() => self.pupils[i].left = true,
+                7 => {
+                    let to = secondaries[self.rng.random_range(0..secondaries.len())];
+                    self.pupils[i].school = to;
+                }
+                12 => self.pupils[i].left = true,
+                _ => {}
+            }
+        }
+        for s in 0..self.schools.len() {
+            let (year, count) = match self.schools[s].phase {
+                Phase::Primary => (0, self.year_size(Phase::Primary)),
+                Phase::Secondary => (7, self.year_size(Phase::Secondary) / 10),
+            };
+            for _ in 0..count {
+                let p = self.new_pupil(s, year);
+                self.pupils.push(p);
+            }
+        }
+    }
+
+    /// Between terms: some leave, a few join part-way, traits drift with shocks.
+    fn churn(&mut self) {
+        for i in 0..self.pupils.len() {
+            let p = &mut self.pupils[i];
+            p.joined_this_term = false;
+            if !p.left && self.rng.random_bool(0.012) {
+                p.left = true;
+            }
+        }
+        for s in 0..self.schools.len() {
+            let phase = self.schools[s].phase;
+            let roll = self
+                .pupils
+                .iter()
+                .filter(|p| !p.left && p.school == s)
+                .count();
+            let joiners = (roll as f64 * 0.012).round() as usize;
+            for _ in 0..joiners {
+                let year = match phase {
+                    Phase::Primary => self.rng.random_range(0..=6),
+                    Phase::Secondary => self.rng.random_range(7..=11),
+                };
+                let mut p = self.new_pupil(s, year);
+                p.moves = self.rng.random_range(1..=3);
+                p.joined_this_term = true;
+                // Moving school mid-year often follows difficulty.
+                p.attend += 0.3;
+                p.emotional += 0.2;
+                self.pupils.push(p);
+            }
+        }
+        let shock = Normal::new(0.0, 0.55).expect("valid normal");
+        for p in self.pupils.iter_mut().filter(|p| !p.left) {
+            for (d, rho) in p.drift.iter_mut().zip([0.5, 0.6, 0.7]) {
+                *d = rho * *d + shock.sample(&mut self.rng);
+            }
+            // Many short spells tend to precede rising absence.
+            p.drift[0] += 0.25 * (p.spelliness - 0.35);
+            if self.rng.random_bool(0.01) {
+                p.fsm = !p.fsm && self.rng.random_bool(0.6);
+            }
+        }
+    }
+
+    fn observe(&mut self, i: usize, term: Term, sdq_survey: bool) -> PupilTerm {
+        let (school_abs, school_beh, records_behaviour) = self.school_fx[self.pupils[i].school];
+        let z: [f64; 7] = std::array::from_fn(|_| self.n());
+        let season = match term.name() {
+            TermName::Autumn => -0.12,
+            TermName::Spring => 0.0,
+            TermName::Summer => 0.18,
+        };
+        let p = &self.pupils[i];
+        let secondary = p.year >= 7;
+        let fsm = f64::from(u8::from(p.fsm));
+        // Absence.
+        let base_possible = match term.name() {
+            TermName::Autumn => 142,
+            TermName::Spring => 118,
+            TermName::Summer => 126,
+        };
+        let possible: u16 = if p.joined_this_term {
+            self.rng.random_range(6..base_possible)
+        } else {
+            base_possible - self.rng.random_range(0..6)
+        };
+        let abs_logit = -3.2
+            + 0.6 * p.attend
+            + 0.9 * p.drift[0]
+            + if secondary { 0.3 } else { 0.0 }
+            + 0.3 * fsm
+            + school_abs
+            + season;
+        let rate = sigmoid(abs_logit).min(0.95);
+        let absent = Binomial::new(u64::from(possible), rate)
+            .expect("valid binomial")
+            .sample(&mut self.rng) as u16;
+        let unauth_share =
+            sigmoid(-1.1 + 0.9 * fsm + 0.5 * p.attend + if secondary { 0.4 } else { 0.0 });
+        let unauthorised = Binomial::new(u64::from(absent), unauth_share)
+            .expect("valid binomial")
+            .sample(&mut self.rng) as u16;
+        let spells = if absent == 0 {
+            0
+        } else {
+            ((f64::from(absent) * p.spelliness).round() as u16).clamp(1, absent)
+        };
+        // Behaviour and suspension.
+        let c = p.conduct + 0.6 * p.drift[1];
+        let year_fx = match p.year {
+            0..=4 => -2.3,
+            5..=6 => -1.7,
+            7 | 11 => 0.0,
+            8..=10 => 0.45,
+            _ => 0.0,
+        };
+        let incidents_mean = (0.4 + 0.9 * c + if secondary { 0.6 } else { 0.0 } + school_beh).exp();
+        let incidents = Poisson::new(incidents_mean.max(0.01))
+            .expect("valid")
+            .sample(&mut self.rng) as u16;
+        let susp_p = sigmoid(-4.75 + 1.1 * c + 1.3 * fsm + year_fx + school_beh);
+        let suspensions: u8 = if self.rng.random_bool(susp_p) {
+            1 + Poisson::new(0.35).expect("valid").sample(&mut self.rng) as u8
+        } else {
+            0
+        };
+        let permanent_exclusion = suspensions > 0 && secondary && self.rng.random_bool(0.012);
+        let suspension_sessions = suspensions * self.rng.random_range(1..=4u8);
+        // Wellbeing.
+        let e = p.emotional + 0.6 * p.drift[2];
+        let age_fx = 0.11 * f64::from(p.year);
+        let mh_p = sigmoid(
+            -4.85 + 0.95 * e + age_fx + if p.cin.is_some() { 0.7 } else { 0.0 } + 0.2 * fsm,
+        );
+        let mh_referral = self.rng.random_bool(mh_p);
+        let clamp = |v: f64| v.round().clamp(0.0, 10.0) as u8;
+        let sdq = sdq_survey && p.year >= 2 && self.rng.random_bool(0.85);
+        let [n1, n2, n3, n4, n5, ne, nm] = z;
+        let ability = p.ability;
+        let attainment = |rng: &mut ChaCha8Rng, noise: f64| -> Option<Attainment> {
+            if rng.random_bool(0.07) {
+                return None;
+            }
+            let a = ability + 0.5 * noise;
+            Some(if a < -0.55 {
+                Attainment::Below
+            } else if a > 0.95 {
+                Attainment::Above
+            } else {
+                Attainment::Expected
+            })
+        };
+        let attainment_english = if p.year == 0 {
+            None
+        } else {
+            attainment(&mut self.rng, ne)
+        };
+        let attainment_maths = if p.year == 0 {
+            None
+        } else {
+            attainment(&mut self.rng, nm)
+        };
+        let p = &self.pupils[i];
+        PupilTerm {
+            upn: p.upn.clone(),
+            ncyear: NcYear::new(p.year).expect("year in range"),
+            sex: p.sex,
+            ethnicity: p.ethnicity,
+            fsm: p.fsm,
+            eal: p.eal,
+            sen: p.sen,
+            cin: p.cin,
+            young_carer: if self.rng.random_bool(0.7) {
+                Some(p.young_carer)
+            } else {
+                None
+            },
+            school_moves: if self.rng.random_bool(0.85) {
+                Some(p.moves)
+            } else {
+                None
+            },
+            sessions_possible: possible,
+            sessions_authorised: absent - unauthorised,
+            sessions_unauthorised: unauthorised,
+            absence_spells: if self.rng.random_bool(0.9) {
+                Some(spells)
+            } else {
+                None
+            },
+            suspensions,
+            suspension_sessions: if self.rng.random_bool(0.9) {
+                Some(suspension_sessions)
+            } else {
+                None
+            },
+            permanent_exclusion,
+            behaviour_incidents: records_behaviour.then_some(incidents.min(500)),
+            attainment_english,
+            attainment_maths,
+            sdq_emotional: sdq.then(|| clamp(2.6 + 2.0 * e + 0.9 * n1)),
+            sdq_conduct: sdq.then(|| clamp(1.6 + 1.6 * c + 0.9 * n2)),
+            sdq_hyperactivity: sdq.then(|| clamp(3.2 + 1.4 * c + 0.3 * p.attend + 1.2 * n3)),
+            sdq_peer: sdq.then(|| clamp(1.6 + 1.2 * e + 1.0 * n4)),
+            sdq_prosocial: sdq.then(|| clamp(7.6 - 1.1 * c + 1.0 * n5)),
+            mh_referral,
+        }
+    }
+}
+
+pub fn simulate(cfg: &WorldConfig) -> World {
+    let mut sim = Sim::new(cfg);
+    sim.seed_population();
+    let first = Term::new(cfg.first_year, TermName::Autumn).expect("checked");
+    let terms: Vec<Term> = (0..cfg.years as u32 * 3)
+        .map(|k| Term::from_index(first.index() + k))
+        .collect();
+    let mut feeds = Vec::new();
+    for (k, &term) in terms.iter().enumerate() {
+        if k > 0 {
+            if term.name() == TermName::Autumn {
+                sim.new_year();
+            }
+            sim.churn();
+        }
+        // Each school surveys wellbeing (SDQ) in some terms only.
+        let surveys: Vec<bool> = (0..sim.schools.len())
+            .map(|_| match term.name() {
+                TermName::Autumn => sim.rng.random_bool(0.55),
+                TermName::Spring => sim.rng.random_bool(0.15),
+                TermName::Summer => sim.rng.random_bool(0.4),
+            })
+            .collect();
+        let mut by_school: Vec<Vec<PupilTerm>> = vec![Vec::new(); sim.schools.len()];
+        for i in 0..sim.pupils.len() {
+            if sim.pupils[i].left {
+                continue;
+            }
+            let s = sim.pupils[i].school;
+            let row = sim.observe(i, term, surveys[s]);
+            by_school[s].push(row);
+        }
+        for (s, rows) in by_school.into_iter().enumerate() {
+            feeds.push(Feed {
+                urn: sim.schools[s].urn,
+                term,
+                rows,
+            });
+        }
+        sim.pupils.retain(|p| !p.left);
+    }
+    World {
+        config: cfg.clone(),
+        schools: sim.schools,
+        terms,
+        feeds,
+    }
+}
