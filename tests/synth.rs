@@ -265,15 +265,12 @@ fn marginals_and_relationships_are_near_the_national_figures() {
     // Year-to-year correlation of a pupil's absence rate.
     let mut pairs = Vec::new();
     for ((upn, start), y) in &ys {
-        if let Some(next) = ys.get(&(upn.clone(), start + 1)) {
-            if y.possible >= 300 && next.possible >= 300 {
-                pairs.push((
-                    y.absent as f64 / y.possible as f64,
-                    next.absent as f64 / next.possible as f64,
-                ));
-            }
+        if let Some(next) = ys.get(&(upn.clone(), start + 1))
+            && y.possible >= 300
+            && next.possible >= 300
+        {
+            pairs.push((y.absent as f64 / y.possible as f64, next.absent as f64 / next.possible as f64));
         }
-    }
     within(
         "year-to-year absence correlation (0.63)",
         correlation(&pairs),
