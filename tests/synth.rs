@@ -269,8 +269,12 @@ fn marginals_and_relationships_are_near_the_national_figures() {
             && y.possible >= 300
             && next.possible >= 300
         {
-            pairs.push((y.absent as f64 / y.possible as f64, next.absent as f64 / next.possible as f64));
+            pairs.push((
+                y.absent as f64 / y.possible as f64,
+                next.absent as f64 / next.possible as f64,
+            ));
         }
+    }
     within(
         "year-to-year absence correlation (0.63)",
         correlation(&pairs),
