@@ -1,0 +1,207 @@
+//! The model artifact (JSON, reproducible byte for byte) and its human-readable card.
+
+use serde::{Deserialize, Serialize};
+
+use super::evaluate::{MethodMetrics, OutcomeEvaluation};
+use super::features::{Domain, FEATURE_SPEC_VERSION, N_FEATURES};
+use super::train::{Linear, Scaling, sigmoid};
+use crate::domain::{Outcome, Term};
+use crate::scoring::Band;
+
+/// Probability cut-offs for bands, from the fitted model's scores on its training rows:
+/// `high` is the 90th percentile, `medium` the 70th.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bands {
+    pub medium: f64,
+    pub high: f64,
+}
+
+impl Bands {
+    pub fn band(&self, p: f64) -> Band {
+        if p >= self.high {
+            Band::High
+        } else if p >= self.medium {
+            Band::Medium
+        } else {
+            Band::Low
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeModel {
+    pub outcome: Outcome,
+    pub model: Linear,
+    pub bands: Bands,
+    pub evaluation: OutcomeEvaluation,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingInfo {
+    /// SHA-256 over the training examples (features and labels), in order.
+    pub data_fingerprint: String,
+    pub examples: usize,
+    pub first_term: Term,
+    pub test_term: Term,
+    pub seed: u64,
+    pub alpha: f64,
+    pub capacity: usize,
+    pub data_description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelArtifact {
+    pub model_id: String,
+    pub feature_spec_version: String,
+    pub features: Vec<(String, Domain)>,
+    pub scaling: Scaling,
+    pub outcomes: Vec<OutcomeModel>,
+    pub training: TrainingInfo,
+    pub created_at: String,
+}
+
+/// Per-outcome logit = baseline + Σ contributions (one per feature).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explained {
+    pub probability: f64,
+    pub baseline: f64,
+    pub contributions: [f64; N_FEATURES],
+}
+
+impl ModelArtifact {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("artifact serialises")
+    }
+
+    pub fn from_json(s: &str) -> Result<Self, String> {
+        let a: Self =
+            serde_json::from_str(s).map_err(|e| format!("not a riskid model artifact: {e}"))?;
+        if a.feature_spec_version != FEATURE_SPEC_VERSION {
+            return Err(format!(
+                "model {} was built for features {:?}, this build computes {FEATURE_SPEC_VERSION:?}: retrain it",
+                a.model_id, a.feature_spec_version
+            ));
+        }
+        if a.outcomes.len() != 3
+            || a.outcomes
+                .iter()
+                .any(|o| o.model.coefficients.len() != N_FEATURES)
+        {
+            return Err(format!(
+                "model {} does not have three outcomes of {N_FEATURES} features",
+                a.model_id
+            ));
+        }
+        Ok(a)
+    }
+
+    pub fn beats_baselines(&self) -> bool {
+        self.outcomes.iter().all(|o| o.evaluation.beats_baselines)
+    }
+
+    /// Probability and additive explanation for each outcome, in `Outcome::ALL` order.
+    pub fn explain(&self, features: &[f64; N_FEATURES]) -> [Explained; 3] {
+        let z = self.scaling.standardise(features);
+        std::array::from_fn(|k| {
+            let m = &self.outcomes[k].model;
+            let contributions = std::array::from_fn(|j| m.coefficients[j] * z[j]);
+            Explained {
+                probability: sigmoid(m.logit(&z)),
+                baseline: m.intercept,
+                contributions,
+            }
+        })
+    }
+
+    pub fn probabilities(&self, features: &[f64; N_FEATURES]) -> [f64; 3] {
+        let z = self.scaling.standardise(features);
+        std::array::from_fn(|k| self.outcomes[k].model.probability(&z))
+    }
+
+    /// The model card: what it predicts, on what data, how well, for whom, and its limits.
+    pub fn model_card(&self) -> String {
+        let t = &self.training;
+        let mut s = format!("# Model card: {}\n\n", self.model_id);
+        s.push_str(&format!(
+            "**Intended use.** A starting point for a conversation between a school and its link workers \
+             about which children might benefit from a trusted adult — never a decision. Every proposed \
+             list is reviewed by people who know the children.\n\n\
+             **What it predicts.** For each pupil in a term, the chance in the *next* term of persistent \
+             absence (10% or more of sessions missed), a suspension or exclusion, and a referral to \
+             mental-health services. One logistic regression per outcome over {} engineered features \
+             (spec `{}`): attendance and its trend, spells, behaviour, SDQ wellbeing scores, attainment \
+             and context. Sex and ethnicity are never inputs; they are used only to audit fairness.\n\n\
+             **Data.** {} {} training examples (pupil-terms with a next term), terms {} to {}; \
+             evaluated on {} with a model trained only on earlier terms. Data fingerprint `{}`, seed {}, \
+             L2 alpha {}. Created {}.\n\n",
+            N_FEATURES,
+            self.feature_spec_version,
+            t.data_description,
+            t.examples,
+            t.first_term,
+            t.test_term.prev(),
+            t.test_term,
+            &t.data_fingerprint[..16],
+            t.seed,
+            t.alpha,
+            self.created_at
+        ));
+        s.push_str(&format!(
+            "## Metrics on {} (capacity {} per school)\n\n\
+             | outcome | method | AUC | avg precision | Brier | ECE | precision@cap | recall@cap |\n\
+             |---|---|---|---|---|---|---|---|\n",
+            t.test_term, t.capacity
+        ));
+        let f = |v: Option<f64>| v.map_or("–".to_string(), |x| format!("{x:.3}"));
+        for o in &self.outcomes {
+            let e = &o.evaluation;
+            let rows: [(&str, &MethodMetrics); 3] = [
+                ("model", &e.model),
+                ("last term's status", &e.last_term_status),
+                ("DfE 10% rule", &e.dfe_absence_rule),
+            ];
+            for (name, m) in rows {
+                s.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} | {:.3} | {:.3} |\n",
+                    o.outcome.label(),
+                    name,
+                    f(m.auc),
+                    f(m.average_precision),
+                    f(m.brier),
+                    f(m.ece),
+                    m.precision_at_capacity,
+                    m.recall_at_capacity
+                ));
+            }
+        }
+        s.push_str(&format!(
+            "\nBeats both baselines on AUC and precision at capacity for every outcome: **{}**.\n\n",
+            if self.beats_baselines() { "yes" } else { "no" }
+        ));
+        s.push_str("## Fairness at the operating point\n\nGroups are compared with the largest group in each dimension; \
+                    ratios outside 0.8–1.25 are flagged; groups under 30 are marked small, not dropped.\n\n");
+        for o in &self.outcomes {
+            let flags = &o.evaluation.fairness.flags;
+            s.push_str(&format!(
+                "- {}: {}\n",
+                o.outcome.label(),
+                if flags.is_empty() {
+                    "no flags".into()
+                } else {
+                    flags.join("; ")
+                }
+            ));
+        }
+        s.push_str(
+            "\n## Limits\n\n- Scores reflect what schools record; a child whose needs are not visible in the \
+             data will not be found by it. Link workers add children the model missed.\n\
+             - Higher selection rates for disadvantaged groups mostly reflect higher recorded need; flags are \
+             prompts to look, not verdicts.\n\
+             - Trained on the data described above: if that is synthetic, the figures say how the method \
+             behaves, not how it will perform on real schools. Re-evaluate on real history before use.\n\
+             - Probabilities are calibrated on the test term as shown; calibration drifts when attendance \
+             patterns change, so retrain each year.\n",
+        );
+        s
+    }
+}
