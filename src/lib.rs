@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod client;
@@ -9,6 +10,7 @@ pub mod cohort;
 pub mod domain;
 pub mod ingest;
 pub mod model;
+pub mod review;
 pub mod scoring;
 pub mod server;
 pub mod storage;

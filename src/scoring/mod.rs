@@ -1,6 +1,10 @@
 //! Scores as people see them: per-outcome probability, band and plain-language reasons.
 //! The same `PupilRisk` is stored at scoring time and returned by every RPC that shows a child.
 
+mod explain;
+
+pub use explain::{TOP_REASONS, score_pupil, top_band};
+
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Outcome, SchoolTerm};
