@@ -48,11 +48,7 @@ fn feed(n: usize, seed: u64) -> Vec<u8> {
 
 fn principal(urns: impl Iterator<Item = u32>) -> Principal {
     let schools: BTreeSet<Urn> = urns.map(|u| Urn::new(u).unwrap()).collect();
-    Principal {
-        key_id: 1,
-        role: Role::School,
-        schools,
-    }
+    Principal { key_id: 1, role: Role::School, schools }
 }
 
 fn main() {
@@ -72,7 +68,7 @@ fn main() {
             created_at: 0,
         })
         .unwrap();
-    let app = App::new(store, Limits::default());
+    let app = App::new(store, Limits::default()).unwrap();
     let p = principal(300_000..300_200);
     let term = Term::parse("2025/26", "autumn").unwrap();
     let csv = feed(2000, 1);
@@ -81,54 +77,29 @@ fn main() {
     // One 2,000-pupil file, repeated with fresh content (identical content is a no-op).
     let mut best = f64::MAX;
     for round in 0..10u64 {
-        let body = FeedBody {
-            source: FeedSource::Csv,
-            csv: feed(2000, round + 10),
-        };
+        let body = FeedBody { source: FeedSource::Csv, csv: feed(2000, round + 10) };
         let t = Instant::now();
         let pass = p.may_submit(Urn::new(300_000).unwrap()).unwrap();
-        rt.block_on(app.submit_feed(pass, term, body, None, false))
-            .unwrap();
+        rt.block_on(app.submit_feed(pass, term, body, None, false)).unwrap();
         best = best.min(t.elapsed().as_secs_f64());
     }
-    println!(
-        "one 2,000-pupil file (best of 10): {:.1} ms = {:.0} rows/s",
-        best * 1e3,
-        2000.0 / best
-    );
+    println!("one 2,000-pupil file (best of 10): {:.1} ms = {:.0} rows/s", best * 1e3, 2000.0 / best);
 
     // 200 such files back to back, one per school.
     let files: Vec<Vec<u8>> = (0..200).map(|i| feed(2000, 1000 + i)).collect();
     let t = Instant::now();
     for (i, csv) in files.into_iter().enumerate() {
         let pass = p.may_submit(Urn::new(300_000 + i as u32).unwrap()).unwrap();
-        rt.block_on(app.submit_feed(
-            pass,
-            term.next(),
-            FeedBody {
-                source: FeedSource::Csv,
-                csv,
-            },
-            None,
-            false,
-        ))
-        .unwrap();
+        rt.block_on(app.submit_feed(pass, term.next(), FeedBody { source: FeedSource::Csv, csv }, None, false))
+            .unwrap();
     }
     let s = t.elapsed().as_secs_f64();
-    println!(
-        "200 files x 2,000 pupils back to back: {:.2} s = {:.0} rows/s",
-        s,
-        400_000.0 / s
-    );
+    println!("200 files x 2,000 pupils back to back: {:.2} s = {:.0} rows/s", s, 400_000.0 / s);
 
     let parse_only = Instant::now();
     for _ in 0..10 {
         riskid::ingest::parse_csv(&csv).unwrap();
     }
     let s = parse_only.elapsed().as_secs_f64() / 10.0;
-    println!(
-        "parse + validate only, 2,000 pupils: {:.1} ms = {:.0} rows/s",
-        s * 1e3,
-        2000.0 / s
-    );
+    println!("parse + validate only, 2,000 pupils: {:.1} ms = {:.0} rows/s", s * 1e3, 2000.0 / s);
 }

@@ -13,11 +13,7 @@ use crate::server::{self, Settings};
 use crate::storage::{NewKey, Store, now_unix};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "riskid",
-    version,
-    about = "Next-term risk scores and link-worker cohorts from termly school data"
-)]
+#[command(name = "riskid", version, about = "Next-term risk scores and link-worker cohorts from termly school data")]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, env = "RISKID_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
@@ -35,12 +31,7 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysCommand,
         /// Data directory holding the database.
-        #[arg(
-            long,
-            env = "RISKID_DATA_DIR",
-            default_value = "./riskid-data",
-            global = true
-        )]
+        #[arg(long, env = "RISKID_DATA_DIR", default_value = "./riskid-data", global = true)]
         data_dir: PathBuf,
     },
     /// Submit a termly feed CSV for one school and term, and print the report.
@@ -83,6 +74,11 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Models: build the bundled default offline, or train, list, show and activate on a server.
+    Model {
+        #[command(subcommand)]
+        action: ModelCommand,
+    },
     /// Read stored submissions.
     Submissions {
         #[command(subcommand)]
@@ -111,6 +107,28 @@ pub enum KeysCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Train the bundled default model on a generated synthetic world (no server) and write
+    /// the artifact and its model card.
+    BuildDefault {
+        /// Schools in the synthetic world.
+        #[arg(long, default_value_t = 40)]
+        schools: usize,
+        /// Academic years.
+        #[arg(long, default_value_t = 3)]
+        years: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Cohort capacity per school for evaluation at capacity.
+        #[arg(long, default_value_t = 36)]
+        capacity: usize,
+        /// Artifact path; the card is written beside it as .card.md.
+        #[arg(long, default_value = "models/default.json")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum SubmissionsCommand {
     /// List submissions, newest first.
     List {
@@ -126,16 +144,9 @@ pub enum SubmissionsCommand {
 }
 
 pub fn init_tracing(format: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
 }
 
 /// Runs a command; returns the process exit code.
@@ -143,29 +154,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve(settings) => server::run(settings).await.map(|()| 0),
         Command::Keys { action, data_dir } => keys(action, data_dir),
-        Command::Submit {
-            client,
-            school,
-            year,
-            term,
-            dry_run,
-            request_id,
-            file,
-        } => submit(client, &school, &year, &term, dry_run, request_id, file).await,
-        Command::Generate {
-            schools,
-            years,
-            seed,
-            first_year,
-            out,
-        } => {
-            let cfg = crate::synth::WorldConfig {
-                schools,
-                years,
-                seed,
-                first_year,
-                ..Default::default()
-            };
+        Command::Submit { client, school, year, term, dry_run, request_id, file } => {
+            submit(client, &school, &year, &term, dry_run, request_id, file).await
+        }
+        Command::Model { action } => model(action).await,
+        Command::Generate { schools, years, seed, first_year, out } => {
+            let cfg = crate::synth::WorldConfig { schools, years, seed, first_year, ..Default::default() };
             let world = crate::synth::generate(&cfg).map_err(anyhow::Error::msg)?;
             let manifest = crate::synth::write_world(&world, &out)?;
             let rows: usize = manifest.feeds.iter().map(|f| f.rows).sum();
@@ -178,25 +172,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
-        Command::Submissions {
-            action:
-                SubmissionsCommand::List {
-                    client,
-                    school,
-                    all,
-                },
-        } => list_submissions(client, school, all).await,
+        Command::Submissions { action: SubmissionsCommand::List { client, school, all } } => {
+            list_submissions(client, school, all).await
+        }
     }
 }
 
 fn keys(action: KeysCommand, data_dir: PathBuf) -> anyhow::Result<i32> {
     let store = Store::open(&data_dir)?;
     match action {
-        KeysCommand::Create {
-            role,
-            schools,
-            label,
-        } => {
+        KeysCommand::Create { role, schools, label } => {
             let schools: BTreeSet<Urn> = schools.into_iter().collect();
             if role.school_scoped() && schools.is_empty() {
                 anyhow::bail!("a {role} key must name the schools it covers: add --school URN");
@@ -213,23 +198,14 @@ fn keys(action: KeysCommand, data_dir: PathBuf) -> anyhow::Result<i32> {
                 label: &label,
                 created_at: now_unix(),
             })?;
-            eprintln!(
-                "created key {id} ({role}); it is shown once, below, and stored only as a hash"
-            );
+            eprintln!("created key {id} ({role}); it is shown once, below, and stored only as a hash");
             println!("{key}");
         }
         KeysCommand::List => {
-            println!(
-                "{:>4}  {:<11} {:<10} {:<10} {:<24} label",
-                "id", "role", "prefix", "state", "schools"
-            );
+            println!("{:>4}  {:<11} {:<10} {:<10} {:<24} label", "id", "role", "prefix", "state", "schools");
             for k in store.list_keys()? {
                 let schools: Vec<String> = k.schools.iter().map(Urn::to_string).collect();
-                let state = if k.revoked_at.is_some() {
-                    "revoked"
-                } else {
-                    "active"
-                };
+                let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
                 println!(
                     "{:>4}  {:<11} {:<10} {:<10} {:<24} {}",
                     k.id,
@@ -262,8 +238,7 @@ async fn submit(
 ) -> anyhow::Result<i32> {
     let urn = Urn::parse(school).map_err(anyhow::Error::msg)?;
     let term = Term::parse(year, term).map_err(anyhow::Error::msg)?;
-    let csv =
-        std::fs::read(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let csv = std::fs::read(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
     let header = pb::SubmissionHeader {
         school_term: Some(crate::api::school_term_pb(urn, term)),
         request_id: request_id.unwrap_or_default(),
@@ -274,8 +249,7 @@ async fn submit(
     match c.submit_feed(client::submission_stream(header, csv)).await {
         Ok(resp) => {
             let r = resp.into_inner();
-            let outcome =
-                pb::SubmitOutcome::try_from(r.outcome).unwrap_or(pb::SubmitOutcome::Unspecified);
+            let outcome = pb::SubmitOutcome::try_from(r.outcome).unwrap_or(pb::SubmitOutcome::Unspecified);
             client::print_submission(outcome, &r.submission.unwrap_or_default());
             Ok(0)
         }
@@ -287,11 +261,7 @@ async fn submit(
     }
 }
 
-async fn list_submissions(
-    args: ClientArgs,
-    school: Option<String>,
-    all: bool,
-) -> anyhow::Result<i32> {
+async fn list_submissions(args: ClientArgs, school: Option<String>, all: bool) -> anyhow::Result<i32> {
     let mut c = client::feed_client(&args).await?;
     let mut token = String::new();
     println!(
@@ -311,26 +281,57 @@ async fn list_submissions(
             .into_inner();
         for s in &resp.submissions {
             let st = s.school_term.clone().unwrap_or_default();
-            let term = pb::TermName::try_from(st.term)
-                .map(|t| t.as_str_name().to_ascii_lowercase())
-                .unwrap_or_default();
+            let term =
+                pb::TermName::try_from(st.term).map(|t| t.as_str_name().to_ascii_lowercase()).unwrap_or_default();
             let state = pb::SubmissionState::try_from(s.state)
                 .map(|t| t.as_str_name().to_ascii_lowercase())
                 .unwrap_or_default();
             println!(
                 "{:>6}  {:<7} {:<8} {:<7} {:<11} {:>6} {:>8}",
-                s.submission_id,
-                st.school_urn,
-                st.academic_year,
-                term,
-                state,
-                s.row_count,
-                s.warning_count
+                s.submission_id, st.school_urn, st.academic_year, term, state, s.row_count, s.warning_count
             );
         }
         if resp.next_page_token.is_empty() {
             return Ok(0);
         }
         token = resp.next_page_token;
+    }
+}
+
+async fn model(action: ModelCommand) -> anyhow::Result<i32> {
+    match action {
+        ModelCommand::BuildDefault { schools, years, seed, capacity, out } => {
+            let cfg = crate::synth::WorldConfig { schools, years, seed, ..Default::default() };
+            eprintln!("generating a synthetic world: {schools} schools, {years} years, seed {seed}");
+            let world = crate::synth::generate(&cfg).map_err(anyhow::Error::msg)?;
+            let history = crate::model::History::from_rows(world.feeds.into_iter().flat_map(|f| {
+                let st = crate::domain::SchoolTerm { urn: f.urn, term: f.term };
+                f.rows.into_iter().map(move |r| (st, r))
+            }));
+            let started = std::time::Instant::now();
+            let artifact = crate::model::train_and_evaluate(
+                &history,
+                crate::model::TrainParams { seed, capacity, ..Default::default() },
+                crate::model::TrainRequest {
+                    model_id: Some(format!("default-synthetic-{schools}x{years}-s{seed}")),
+                    // Fixed, so rebuilding gives the same bytes.
+                    created_at: "built by `riskid model build-default`".into(),
+                    data_description: format!(
+                        "SYNTHETIC data only: a generated borough of {schools} schools over {years} years (seed {seed}); \
+                         no real pupil's data."
+                    ),
+                    progress: &mut |m| eprintln!("  {m}"),
+                },
+            )?;
+            if let Some(dir) = out.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&out, artifact.to_json())?;
+            let card = out.with_extension("card.md");
+            std::fs::write(&card, artifact.model_card())?;
+            eprintln!("trained in {:.1} s", started.elapsed().as_secs_f64());
+            println!("wrote {} and {}", out.display(), card.display());
+            Ok(0)
+        }
     }
 }

@@ -30,11 +30,7 @@ pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
 impl Bearer {
     /// A key with characters a header cannot carry is sent empty, so the server refuses it.
     pub fn new(key: &str) -> Self {
-        Self(
-            format!("Bearer {key}")
-                .parse()
-                .unwrap_or_else(|_| MetadataValue::from_static("")),
-        )
+        Self(format!("Bearer {key}").parse().unwrap_or_else(|_| MetadataValue::from_static("")))
     }
 }
 
@@ -50,10 +46,8 @@ pub type Authed = InterceptedService<Channel, Bearer>;
 pub async fn connect(args: &ClientArgs) -> anyhow::Result<(Channel, Bearer)> {
     let mut endpoint = Channel::from_shared(args.server.clone())?;
     if let Some(ca) = &args.tls_ca {
-        let pem =
-            std::fs::read(ca).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", ca.display()))?;
-        let tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", ca.display()))?;
+        let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem));
         endpoint = endpoint.tls_config(tls)?;
     }
     let channel = endpoint
@@ -79,12 +73,8 @@ pub fn submission_stream(
     csv: Vec<u8>,
 ) -> impl tokio_stream::Stream<Item = pb::SubmitFeedRequest> {
     use pb::submit_feed_request::Part;
-    let mut parts = vec![pb::SubmitFeedRequest {
-        part: Some(Part::Header(header)),
-    }];
-    parts.extend(csv.chunks(1 << 20).map(|c| pb::SubmitFeedRequest {
-        part: Some(Part::CsvChunk(c.to_vec())),
-    }));
+    let mut parts = vec![pb::SubmitFeedRequest { part: Some(Part::Header(header)) }];
+    parts.extend(csv.chunks(1 << 20).map(|c| pb::SubmitFeedRequest { part: Some(Part::CsvChunk(c.to_vec())) }));
     tokio_stream::iter(parts)
 }
 
@@ -97,12 +87,7 @@ pub fn rejection_rows(status: &Status) -> Vec<(u64, String, String, String)> {
         .iter()
         .map(|v| {
             let (line, col) = parse_field(&v.field).unwrap_or((0, v.field.clone()));
-            (
-                line,
-                col,
-                v.reason.to_ascii_lowercase(),
-                v.description.clone(),
-            )
+            (line, col, v.reason.to_ascii_lowercase(), v.description.clone())
         })
         .collect()
 }
@@ -112,17 +97,13 @@ pub fn print_submission(outcome: pb::SubmitOutcome, s: &pb::Submission) {
     let st = s.school_term.as_ref();
     let what = match outcome {
         pb::SubmitOutcome::Accepted => "ACCEPTED",
-        pb::SubmitOutcome::Unchanged => {
-            "UNCHANGED (identical to the current submission; nothing new stored)"
-        }
+        pb::SubmitOutcome::Unchanged => "UNCHANGED (identical to the current submission; nothing new stored)",
         pb::SubmitOutcome::Validated => "VALID (dry run; nothing stored)",
         pb::SubmitOutcome::Unspecified => "UNKNOWN",
     };
     println!("{what}");
     if let Some(st) = st {
-        let term = pb::TermName::try_from(st.term)
-            .map(|t| t.as_str_name().to_ascii_lowercase())
-            .unwrap_or_default();
+        let term = pb::TermName::try_from(st.term).map(|t| t.as_str_name().to_ascii_lowercase()).unwrap_or_default();
         println!("  school {}  {} {}", st.school_urn, st.academic_year, term);
     }
     if !s.submission_id.is_empty() {
@@ -131,15 +112,9 @@ pub fn print_submission(outcome: pb::SubmitOutcome, s: &pb::Submission) {
     if !s.supersedes_submission_id.is_empty() {
         println!("  supersedes submission {}", s.supersedes_submission_id);
     }
-    println!(
-        "  {} pupil rows, {} warning(s)",
-        s.row_count, s.warning_count
-    );
+    println!("  {} pupil rows, {} warning(s)", s.row_count, s.warning_count);
     for w in &s.warnings {
-        println!(
-            "  warning  line {:>5}  {:<22} {}",
-            w.line, w.column, w.message
-        );
+        println!("  warning  line {:>5}  {:<22} {}", w.line, w.column, w.message);
     }
 }
 

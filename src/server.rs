@@ -55,26 +55,19 @@ impl Settings {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             return Ok(None);
         };
-        let read = |p: &PathBuf| {
-            std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
-        };
-        Ok(Some(
-            ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?)),
-        ))
+        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()));
+        Ok(Some(ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?))))
     }
 
     pub fn limits(&self) -> Limits {
-        Limits {
-            max_feed_bytes: self.max_feed_bytes,
-            max_concurrent_ingests: self.max_concurrent_ingests,
-        }
+        Limits { max_feed_bytes: self.max_feed_bytes, max_concurrent_ingests: self.max_concurrent_ingests }
     }
 }
 
 /// Opens the store and builds the application from settings.
 pub fn build_app(settings: &Settings) -> anyhow::Result<Arc<App>> {
     let store = Store::open(&settings.data_dir)?;
-    Ok(Arc::new(App::new(Arc::new(store), settings.limits())))
+    Ok(Arc::new(App::new(Arc::new(store), settings.limits())?))
 }
 
 /// Serves on `listener` until `shutdown` completes, then drains in-flight calls.
@@ -104,9 +97,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(
-            FeedServiceServer::new(FeedApi::new(app.clone())).max_decoding_message_size(max_msg),
-        )
+        .add_service(FeedServiceServer::new(FeedApi::new(app.clone())).max_decoding_message_size(max_msg))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())

@@ -6,34 +6,17 @@ use riskid::model::{History, ModelArtifact, TrainParams, TrainRequest, train_and
 use riskid::synth::{WorldConfig, generate};
 
 fn history(schools: usize, years: usize, seed: u64) -> History {
-    let w = generate(&WorldConfig {
-        schools,
-        years,
-        seed,
-        ..Default::default()
-    })
-    .unwrap();
-    History::from_rows(w.feeds.into_iter().flat_map(|f| {
-        f.rows.into_iter().map(move |r| {
-            (
-                SchoolTerm {
-                    urn: f.urn,
-                    term: f.term,
-                },
-                r,
-            )
-        })
-    }))
+    let w = generate(&WorldConfig { schools, years, seed, ..Default::default() }).unwrap();
+    History::from_rows(
+        w.feeds.into_iter().flat_map(|f| f.rows.into_iter().map(move |r| (SchoolTerm { urn: f.urn, term: f.term }, r))),
+    )
 }
 
 fn train(h: &History, capacity: usize) -> ModelArtifact {
     let mut log = Vec::new();
     let a = train_and_evaluate(
         h,
-        TrainParams {
-            capacity,
-            ..Default::default()
-        },
+        TrainParams { capacity, ..Default::default() },
         TrainRequest {
             model_id: None,
             created_at: "2026-01-01T00:00:00Z".into(),
@@ -65,17 +48,8 @@ fn models_beat_both_baselines_are_calibrated_and_reproducible() {
             e.test_examples,
             e.positives
         );
-        assert!(
-            e.beats_baselines,
-            "{} does not beat the baselines",
-            o.outcome.label()
-        );
-        assert!(
-            e.model.ece.unwrap() <= 0.02,
-            "{} ECE {}",
-            o.outcome.label(),
-            e.model.ece.unwrap()
-        );
+        assert!(e.beats_baselines, "{} does not beat the baselines", o.outcome.label());
+        assert!(e.model.ece.unwrap() <= 0.02, "{} ECE {}", o.outcome.label(), e.model.ece.unwrap());
         assert!(o.bands.medium < o.bands.high);
     }
     // Same data and seed: the same bytes.
@@ -90,12 +64,7 @@ fn probabilities_point_the_right_way_and_explanations_add_up() {
     let h = history(6, 2, 3);
     let a = train(&h, 10);
     let n = riskid::model::N_FEATURES;
-    let idx = |name: &str| {
-        riskid::model::FEATURES
-            .iter()
-            .position(|f| f.0 == name)
-            .unwrap()
-    };
+    let idx = |name: &str| riskid::model::FEATURES.iter().position(|f| f.0 == name).unwrap();
     let mut calm = vec![0.0; n];
     calm[idx("absence_rate")] = 0.01;
     calm[idx("absence_rate_last_term")] = 0.01;
@@ -112,19 +81,10 @@ fn probabilities_point_the_right_way_and_explanations_add_up() {
     worrying[idx("absence_10pct_or_more")] = 1.0;
     worrying[idx("absence_20pct_or_more")] = 1.0;
     worrying[idx("absence_over_10pct_by")] = 0.25;
-    let (calm, worrying): ([f64; 37], [f64; 37]) =
-        (calm.try_into().unwrap(), worrying.try_into().unwrap());
+    let (calm, worrying): ([f64; 37], [f64; 37]) = (calm.try_into().unwrap(), worrying.try_into().unwrap());
     // Persistent absence is the rarer class: a high-absence pupil must get the higher probability.
-    assert!(
-        a.probabilities(&worrying)[0] > 0.5,
-        "{:?}",
-        a.probabilities(&worrying)
-    );
-    assert!(
-        a.probabilities(&calm)[0] < 0.1,
-        "{:?}",
-        a.probabilities(&calm)
-    );
+    assert!(a.probabilities(&worrying)[0] > 0.5, "{:?}", a.probabilities(&worrying));
+    assert!(a.probabilities(&calm)[0] < 0.1, "{:?}", a.probabilities(&calm));
     for e in a.explain(&worrying) {
         let logit = e.baseline + e.contributions.iter().sum::<f64>();
         assert!((1.0 / (1.0 + (-logit).exp()) - e.probability).abs() < 1e-12);

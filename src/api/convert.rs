@@ -29,20 +29,15 @@ pub fn urn_from_pb(raw: &str) -> Result<Urn, Status> {
 
 /// Reads a school and term, with messages naming the field.
 pub fn term_from_pb(st: Option<&pb::SchoolTerm>) -> Result<(Urn, Term), Status> {
-    let pb::SchoolTerm {
-        school_urn,
-        academic_year,
-        term,
-    } = st.ok_or_else(|| Status::invalid_argument("school_term is required"))?;
+    let pb::SchoolTerm { school_urn, academic_year, term } =
+        st.ok_or_else(|| Status::invalid_argument("school_term is required"))?;
     let urn = urn_from_pb(school_urn)?;
     let name = match pb::TermName::try_from(*term) {
         Ok(pb::TermName::Autumn) => TermName::Autumn,
         Ok(pb::TermName::Spring) => TermName::Spring,
         Ok(pb::TermName::Summer) => TermName::Summer,
         _ => {
-            return Err(Status::invalid_argument(
-                "school_term.term must be AUTUMN, SPRING or SUMMER",
-            ));
+            return Err(Status::invalid_argument("school_term.term must be AUTUMN, SPRING or SUMMER"));
         }
     };
     let term = Term::parse(academic_year, name.as_str()).map_err(Status::invalid_argument)?;
@@ -50,19 +45,11 @@ pub fn term_from_pb(st: Option<&pb::SchoolTerm>) -> Result<(Urn, Term), Status> 
 }
 
 pub fn violation_to_pb(v: &Violation) -> pb::Violation {
-    pb::Violation {
-        line: v.line,
-        column: v.column.clone(),
-        code: v.code.clone(),
-        message: v.message.clone(),
-    }
+    pb::Violation { line: v.line, column: v.column.clone(), code: v.code.clone(), message: v.message.clone() }
 }
 
 fn timestamp(unix: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: unix,
-        nanos: 0,
-    }
+    prost_types::Timestamp { seconds: unix, nanos: 0 }
 }
 
 pub fn submission_to_pb(r: &SubmissionRecord) -> pb::Submission {
@@ -89,10 +76,7 @@ pub fn submission_to_pb(r: &SubmissionRecord) -> pb::Submission {
 
 /// A record's cells in the contract's column order; an unset field is an empty cell.
 pub fn record_cells(r: &pb::PupilRecord) -> [String; COLUMN_COUNT] {
-    let b = |v: &Option<bool>| {
-        v.map(|b| if b { "Y" } else { "N" }.to_string())
-            .unwrap_or_default()
-    };
+    let b = |v: &Option<bool>| v.map(|b| if b { "Y" } else { "N" }.to_string()).unwrap_or_default();
     let n = |v: &Option<u32>| v.map(|n| n.to_string()).unwrap_or_default();
     let pb::PupilRecord {
         upn,
@@ -156,9 +140,7 @@ pub fn record_cells(r: &pb::PupilRecord) -> [String; COLUMN_COUNT] {
 /// Renders structured records as contract CSV, so one validator (and one content hash)
 /// serves both ways of submitting. Record i becomes line i + 2.
 pub fn records_to_csv(records: &[pb::PupilRecord]) -> Vec<u8> {
-    let mut w = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_writer(Vec::new());
+    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
     let mut out = contract_header().into_bytes();
     out.push(b'\n');
     for r in records {

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::convert::{
-    records_to_csv, submission_to_pb, term_from_pb, urn_from_pb, violation_to_pb,
-};
+use super::convert::{records_to_csv, submission_to_pb, term_from_pb, urn_from_pb, violation_to_pb};
 use super::pb::{self, feed_service_server::FeedService, submit_feed_request::Part};
 use super::principal;
 use crate::app::{App, FeedBody, SubmitResult};
@@ -27,11 +25,7 @@ const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
 
 pub(crate) fn page_size(requested: i32) -> usize {
-    if requested <= 0 {
-        DEFAULT_PAGE
-    } else {
-        (requested as usize).min(MAX_PAGE)
-    }
+    if requested <= 0 { DEFAULT_PAGE } else { (requested as usize).min(MAX_PAGE) }
 }
 
 /// Reads the whole body of a submission stream, enforcing the size limit as it goes.
@@ -65,21 +59,15 @@ async fn read_body(
                 records.extend(batch.records);
             }
             Some(Part::Header(_)) => {
-                return Err(Status::invalid_argument(
-                    "the header may be sent only once, first",
-                ));
+                return Err(Status::invalid_argument("the header may be sent only once, first"));
             }
             None => {
-                return Err(Status::invalid_argument(
-                    "empty message in the submission stream",
-                ));
+                return Err(Status::invalid_argument("empty message in the submission stream"));
             }
         }
     }
     match (csv.is_empty(), records.is_empty()) {
-        (false, false) => Err(Status::invalid_argument(
-            "send CSV chunks or record batches, not both",
-        )),
+        (false, false) => Err(Status::invalid_argument("send CSV chunks or record batches, not both")),
         (true, false) => Ok((FeedSource::Records, records_to_csv(&records))),
         _ => Ok((FeedSource::Csv, csv)),
     }
@@ -96,17 +84,10 @@ impl FeedService for FeedApi {
         let header = match stream.next().await.transpose()?.and_then(|m| m.part) {
             Some(Part::Header(h)) => h,
             _ => {
-                return Err(Status::invalid_argument(
-                    "the first message must be the submission header",
-                ));
+                return Err(Status::invalid_argument("the first message must be the submission header"));
             }
         };
-        let pb::SubmissionHeader {
-            school_term,
-            request_id,
-            dry_run,
-            content_length,
-        } = header;
+        let pb::SubmissionHeader { school_term, request_id, dry_run, content_length } = header;
         let (urn, term) = term_from_pb(school_term.as_ref())?;
         let pass = caller.may_submit(urn).map_err(crate::app::AppError::from)?;
         let _permit = self.app.ingest_permit()?;
@@ -124,19 +105,11 @@ impl FeedService for FeedApi {
             )));
         }
         let request_id = (!request_id.is_empty()).then_some(request_id);
-        let result = self
-            .app
-            .submit_feed(pass, term, FeedBody { source, csv }, request_id, dry_run)
-            .await?;
+        let result = self.app.submit_feed(pass, term, FeedBody { source, csv }, request_id, dry_run).await?;
         let (outcome, submission) = match result {
             SubmitResult::Accepted(r) => (pb::SubmitOutcome::Accepted, submission_to_pb(&r)),
             SubmitResult::Unchanged(r) => (pb::SubmitOutcome::Unchanged, submission_to_pb(&r)),
-            SubmitResult::Validated {
-                rows,
-                warnings,
-                warning_count,
-                content_sha256,
-            } => (
+            SubmitResult::Validated { rows, warnings, warning_count, content_sha256 } => (
                 pb::SubmitOutcome::Validated,
                 pb::Submission {
                     school_term,
@@ -152,25 +125,18 @@ impl FeedService for FeedApi {
                 },
             ),
         };
-        Ok(Response::new(pb::SubmitFeedResponse {
-            outcome: outcome as i32,
-            submission: Some(submission),
-        }))
+        Ok(Response::new(pb::SubmitFeedResponse { outcome: outcome as i32, submission: Some(submission) }))
     }
 
     async fn get_submission(
         &self,
         request: Request<pb::GetSubmissionRequest>,
     ) -> Result<Response<pb::Submission>, Status> {
-        let scope = principal(&request)?
-            .may_read_submissions()
-            .map_err(crate::app::AppError::from)?;
+        let scope = principal(&request)?.may_read_submissions().map_err(crate::app::AppError::from)?;
         let pb::GetSubmissionRequest { submission_id } = request.into_inner();
-        let id = submission_id.parse().map_err(|_| {
-            Status::invalid_argument(format!(
-                "submission_id {submission_id:?} is not a submission id"
-            ))
-        })?;
+        let id = submission_id
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("submission_id {submission_id:?} is not a submission id")))?;
         let rec = self.app.get_submission(scope, id).await?;
         Ok(Response::new(submission_to_pb(&rec)))
     }
@@ -179,43 +145,19 @@ impl FeedService for FeedApi {
         &self,
         request: Request<pb::ListSubmissionsRequest>,
     ) -> Result<Response<pb::ListSubmissionsResponse>, Status> {
-        let scope = principal(&request)?
-            .may_read_submissions()
-            .map_err(crate::app::AppError::from)?;
-        let pb::ListSubmissionsRequest {
-            school_urn,
-            include_superseded,
-            page_size: size,
-            page_token,
-        } = request.into_inner();
-        let school = if school_urn.is_empty() {
-            None
-        } else {
-            Some(urn_from_pb(&school_urn)?)
-        };
+        let scope = principal(&request)?.may_read_submissions().map_err(crate::app::AppError::from)?;
+        let pb::ListSubmissionsRequest { school_urn, include_superseded, page_size: size, page_token } =
+            request.into_inner();
+        let school = if school_urn.is_empty() { None } else { Some(urn_from_pb(&school_urn)?) };
         let before = if page_token.is_empty() {
             None
         } else {
-            Some(
-                page_token
-                    .parse::<i64>()
-                    .map_err(|_| Status::invalid_argument("page_token is not valid"))?,
-            )
+            Some(page_token.parse::<i64>().map_err(|_| Status::invalid_argument("page_token is not valid"))?)
         };
         let limit = page_size(size);
-        let rows = self
-            .app
-            .list_submissions(scope, school, include_superseded, before, limit + 1)
-            .await?;
-        let next_page_token = if rows.len() > limit {
-            rows[limit - 1].id.to_string()
-        } else {
-            String::new()
-        };
+        let rows = self.app.list_submissions(scope, school, include_superseded, before, limit + 1).await?;
+        let next_page_token = if rows.len() > limit { rows[limit - 1].id.to_string() } else { String::new() };
         let submissions = rows.iter().take(limit).map(submission_to_pb).collect();
-        Ok(Response::new(pb::ListSubmissionsResponse {
-            submissions,
-            next_page_token,
-        }))
+        Ok(Response::new(pb::ListSubmissionsResponse { submissions, next_page_token }))
     }
 }

@@ -25,6 +25,23 @@ pub fn policy(path: &str) -> Option<&'static [Role]> {
         "/riskid.v1.FeedService/GetSubmission" | "/riskid.v1.FeedService/ListSubmissions" => {
             &[Admin, Analyst, School, LinkWorker]
         }
+        "/riskid.v1.RiskService/ScoreRecords" => &[Analyst, Service],
+        "/riskid.v1.RiskService/GetPupilRisk" | "/riskid.v1.RiskService/ListSchoolRisks" => {
+            &[Analyst, School, LinkWorker]
+        }
+        "/riskid.v1.ModelService/TrainModel"
+        | "/riskid.v1.ModelService/EvaluateModel"
+        | "/riskid.v1.ModelService/ListModels"
+        | "/riskid.v1.ModelService/GetModel"
+        | "/riskid.v1.ModelService/ActivateModel" => &[Analyst],
+        "/riskid.v1.CohortService/ProposeCohort" => &[Analyst, LinkWorker],
+        "/riskid.v1.CohortService/GetCohort" => &[Analyst, School, LinkWorker],
+        "/riskid.v1.CohortService/RecordDecision"
+        | "/riskid.v1.CohortService/UndoDecision"
+        | "/riskid.v1.CohortService/FinaliseCohort" => &[LinkWorker],
+        "/riskid.v1.AuditService/ListAuditEvents"
+        | "/riskid.v1.AuditService/VerifyAuditChain"
+        | "/riskid.v1.AuditService/GetOverrideReport" => &[Admin, Analyst],
         _ => OPEN,
     };
     Some(roles)
@@ -44,10 +61,7 @@ impl GatewayLayer {
 impl<S> Layer<S> for GatewayLayer {
     type Service = Gateway<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Gateway {
-            inner,
-            app: self.app.clone(),
-        }
+        Gateway { inner, app: self.app.clone() }
     }
 }
 
@@ -89,19 +103,14 @@ where
             let result = match policy(&path) {
                 None => Ok(()),
                 Some(allowed) => match bearer(req.headers()) {
-                    None => Err(Status::unauthenticated(
-                        "an API key is required: send `authorization: Bearer <key>`",
-                    )),
+                    None => Err(Status::unauthenticated("an API key is required: send `authorization: Bearer <key>`")),
                     Some(key) => match app.authenticate(key).await {
                         Ok(p) if allowed.contains(&p.role) => {
                             tracing::debug!(key_id = p.key_id, role = %p.role, "authenticated");
                             req.extensions_mut().insert(p);
                             Ok(())
                         }
-                        Ok(p) => Err(Status::permission_denied(format!(
-                            "the {} role may not call {path}",
-                            p.role
-                        ))),
+                        Ok(p) => Err(Status::permission_denied(format!("the {} role may not call {path}", p.role))),
                         Err(AppError::Unauthenticated(m)) => Err(Status::unauthenticated(m)),
                         Err(e) => Err(super::status::to_status(e)),
                     },

@@ -10,8 +10,7 @@ pub mod pb {
     tonic::include_proto!("riskid.v1");
 
     /// Descriptor set of every riskid proto, for server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/riskid_descriptor.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/riskid_descriptor.bin"));
 }
 
 pub use convert::{records_to_csv, school_term_to_pb as school_term_pb, term_from_pb};
@@ -24,8 +23,5 @@ use crate::auth::Principal;
 /// The authenticated caller, placed in the request by the gateway layer.
 /// Its absence means the layer did not run, so the call is refused (fail closed).
 pub(crate) fn principal<T>(req: &tonic::Request<T>) -> Result<Principal, tonic::Status> {
-    req.extensions()
-        .get::<Principal>()
-        .cloned()
-        .ok_or_else(|| tonic::Status::unauthenticated("an API key is required"))
+    req.extensions().get::<Principal>().cloned().ok_or_else(|| tonic::Status::unauthenticated("an API key is required"))
 }

@@ -8,11 +8,7 @@ use crate::ingest::Violation;
 
 /// The BadRequest field name for a feed violation: `line 5: sessions_authorised`.
 pub fn field_of(v: &Violation) -> String {
-    if v.column.is_empty() {
-        format!("line {}", v.line)
-    } else {
-        format!("line {}: {}", v.line, v.column)
-    }
+    if v.column.is_empty() { format!("line {}", v.line) } else { format!("line {}: {}", v.line, v.column) }
 }
 
 /// Inverse of [`field_of`], for clients: (line, column).
@@ -51,16 +47,14 @@ pub(crate) fn to_status(e: AppError) -> Status {
             } else {
                 String::new()
             };
-            let msg = format!(
-                "the feed was rejected with {} error(s){shown}; nothing was stored",
-                r.error_count
-            );
+            let msg = format!("the feed was rejected with {} error(s){shown}; nothing was stored", r.error_count);
             Status::with_error_details(Code::InvalidArgument, msg, details)
         }
         AppError::Unauthenticated(m) => Status::unauthenticated(m),
         AppError::PermissionDenied(e) => Status::permission_denied(e.to_string()),
         AppError::NotFound(m) => Status::not_found(m),
         AppError::Conflict(m) => Status::failed_precondition(m),
+        AppError::Aborted(m) => Status::aborted(m),
         AppError::ResourceExhausted(m) => Status::resource_exhausted(m),
         AppError::Store(e) => internal(&e),
         AppError::Internal(m) => internal(&m),

@@ -40,12 +40,7 @@ fn digest(seq: u64, e: &NewEvent, prev_hash: &str) -> String {
 pub fn chain(prev: Option<&AuditEvent>, new: NewEvent) -> AuditEvent {
     let (seq, prev_hash) = prev.map_or((1, GENESIS.to_string()), |p| (p.seq + 1, p.hash.clone()));
     let hash = digest(seq, &new, &prev_hash);
-    AuditEvent {
-        seq,
-        event: new,
-        prev_hash,
-        hash,
-    }
+    AuditEvent { seq, event: new, prev_hash, hash }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,10 +54,7 @@ pub struct ChainBreak {
 pub fn verify<'a>(events: impl IntoIterator<Item = &'a AuditEvent>) -> Result<u64, ChainBreak> {
     let (mut expected_seq, mut prev_hash) = (1u64, GENESIS.to_string());
     for e in events {
-        let brk = |problem: &str| ChainBreak {
-            seq: e.seq,
-            problem: problem.into(),
-        };
+        let brk = |problem: &str| ChainBreak { seq: e.seq, problem: problem.into() };
         if e.seq != expected_seq {
             return Err(ChainBreak {
                 seq: expected_seq,
@@ -111,8 +103,7 @@ mod tests {
         let c = chain_of(5);
         assert_eq!(verify(&c), Ok(5));
         let mut altered = c.clone();
-        altered[2].event.details =
-            serde_json::json!({"rank": 99, "band": "high", "model_id": "m-1"});
+        altered[2].event.details = serde_json::json!({"rank": 99, "band": "high", "model_id": "m-1"});
         assert_eq!(verify(&altered).unwrap_err().seq, 3);
         let mut removed = c.clone();
         removed.remove(1);
@@ -123,10 +114,6 @@ mod tests {
         let mut rehashed = c;
         rehashed[1].event.actor_key_id = 9;
         rehashed[1].hash = digest(2, &rehashed[1].event, &rehashed[1].prev_hash);
-        assert_eq!(
-            verify(&rehashed).unwrap_err().seq,
-            3,
-            "re-hashing one event breaks the next link"
-        );
+        assert_eq!(verify(&rehashed).unwrap_err().seq, 3, "re-hashing one event breaks the next link");
     }
 }

@@ -20,13 +20,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
-        Role::Admin,
-        Role::Analyst,
-        Role::School,
-        Role::LinkWorker,
-        Role::Service,
-    ];
+    pub const ALL: [Role; 5] = [Role::Admin, Role::Analyst, Role::School, Role::LinkWorker, Role::Service];
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
@@ -54,9 +48,7 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown role {s:?}: use admin, analyst, school, link_worker or service")
-            })
+            .ok_or_else(|| format!("unknown role {s:?}: use admin, analyst, school, link_worker or service"))
     }
 }
 
@@ -104,47 +96,101 @@ impl ReadSubmissions {
     }
 }
 
+/// The schools a read may cover: `None` means every school.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchoolScope {
+    pub schools: Option<BTreeSet<Urn>>,
+}
+
+impl SchoolScope {
+    pub fn covers(&self, urn: Urn) -> bool {
+        self.schools.as_ref().is_none_or(|s| s.contains(&urn))
+    }
+    pub fn check(&self, urn: Urn) -> Result<(), AccessError> {
+        if self.covers(urn) { Ok(()) } else { Err(AccessError::School(urn)) }
+    }
+}
+
+/// Proof that the caller may act on this school's cohort in the given way.
+#[allow(clippy::manual_non_exhaustive)]
+#[derive(Debug)]
+pub struct CohortPass {
+    pub urn: Urn,
+    pub key_id: i64,
+    pub role: Role,
+    _private: (),
+}
+
 impl Principal {
-    fn covers(&self, urn: Urn) -> Result<(), AccessError> {
-        if self.schools.contains(&urn) {
-            Ok(())
+    fn scope(&self, all: &[Role], scoped: &[Role], action: &'static str) -> Result<SchoolScope, AccessError> {
+        if all.contains(&self.role) {
+            Ok(SchoolScope { schools: None })
+        } else if scoped.contains(&self.role) {
+            Ok(SchoolScope { schools: Some(self.schools.clone()) })
         } else {
-            Err(AccessError::School(urn))
+            Err(AccessError::Role { role: self.role, action })
         }
+    }
+
+    fn cohort_pass(
+        &self,
+        urn: Urn,
+        all: &[Role],
+        scoped: &[Role],
+        action: &'static str,
+    ) -> Result<CohortPass, AccessError> {
+        self.scope(all, scoped, action)?.check(urn)?;
+        Ok(CohortPass { urn, key_id: self.key_id, role: self.role, _private: () })
+    }
+
+    /// Pupils' scores and reasons: analysts all; schools their own; link workers assigned.
+    pub fn may_read_risks(&self) -> Result<SchoolScope, AccessError> {
+        self.scope(&[Role::Analyst], &[Role::School, Role::LinkWorker], "read pupils' scores")
+    }
+
+    /// Cohorts and their decisions: as for scores.
+    pub fn may_read_cohorts(&self) -> Result<SchoolScope, AccessError> {
+        self.scope(&[Role::Analyst], &[Role::School, Role::LinkWorker], "read cohorts")
+    }
+
+    pub fn may_propose(&self, urn: Urn) -> Result<CohortPass, AccessError> {
+        self.cohort_pass(urn, &[Role::Analyst], &[Role::LinkWorker], "propose cohorts")
+    }
+
+    pub fn may_review(&self, urn: Urn) -> Result<CohortPass, AccessError> {
+        self.cohort_pass(urn, &[], &[Role::LinkWorker], "review cohorts")
+    }
+
+    pub fn may_score_statelessly(&self) -> Result<(), AccessError> {
+        self.scope(&[Role::Analyst, Role::Service], &[], "score records").map(|_| ())
+    }
+
+    pub fn may_manage_models(&self) -> Result<(), AccessError> {
+        self.scope(&[Role::Analyst], &[], "train, evaluate or activate models").map(|_| ())
+    }
+
+    pub fn may_read_audit(&self) -> Result<(), AccessError> {
+        self.scope(&[Role::Admin, Role::Analyst], &[], "read the audit log and reports").map(|_| ())
+    }
+
+    fn covers(&self, urn: Urn) -> Result<(), AccessError> {
+        if self.schools.contains(&urn) { Ok(()) } else { Err(AccessError::School(urn)) }
     }
 
     pub fn may_submit(&self, urn: Urn) -> Result<SubmitPass, AccessError> {
         match self.role {
-            Role::School => self.covers(urn).map(|()| SubmitPass {
-                urn,
-                key_id: self.key_id,
-                _private: (),
-            }),
-            role => Err(AccessError::Role {
-                role,
-                action: "submit feeds",
-            }),
+            Role::School => self.covers(urn).map(|()| SubmitPass { urn, key_id: self.key_id, _private: () }),
+            role => Err(AccessError::Role { role, action: "submit feeds" }),
         }
     }
 
     pub fn may_read_submissions(&self) -> Result<ReadSubmissions, AccessError> {
-        let scoped = |counts_only| ReadSubmissions {
-            schools: Some(self.schools.clone()),
-            counts_only,
-            _private: (),
-        };
+        let scoped = |counts_only| ReadSubmissions { schools: Some(self.schools.clone()), counts_only, _private: () };
         match self.role {
-            Role::Admin | Role::Analyst => Ok(ReadSubmissions {
-                schools: None,
-                counts_only: false,
-                _private: (),
-            }),
+            Role::Admin | Role::Analyst => Ok(ReadSubmissions { schools: None, counts_only: false, _private: () }),
             Role::School => Ok(scoped(false)),
             Role::LinkWorker => Ok(scoped(true)),
-            role => Err(AccessError::Role {
-                role,
-                action: "read submissions",
-            }),
+            role => Err(AccessError::Role { role, action: "read submissions" }),
         }
     }
 }
@@ -173,11 +219,7 @@ mod tests {
     use super::*;
 
     fn p(role: Role, schools: &[u32]) -> Principal {
-        Principal {
-            key_id: 1,
-            role,
-            schools: schools.iter().map(|&u| Urn::new(u).unwrap()).collect(),
-        }
+        Principal { key_id: 1, role, schools: schools.iter().map(|&u| Urn::new(u).unwrap()).collect() }
     }
 
     #[test]
@@ -185,34 +227,17 @@ mod tests {
         let a = Urn::new(100001).unwrap();
         let b = Urn::new(100002).unwrap();
         assert!(p(Role::School, &[100001]).may_submit(a).is_ok());
-        assert_eq!(
-            p(Role::School, &[100001]).may_submit(b).unwrap_err(),
-            AccessError::School(b)
-        );
+        assert_eq!(p(Role::School, &[100001]).may_submit(b).unwrap_err(), AccessError::School(b));
         for role in [Role::Admin, Role::Analyst, Role::LinkWorker, Role::Service] {
-            assert!(
-                p(role, &[100001]).may_submit(a).is_err(),
-                "{role} must not submit"
-            );
+            assert!(p(role, &[100001]).may_submit(a).is_err(), "{role} must not submit");
         }
     }
 
     #[test]
     fn submission_reads_by_role() {
-        assert!(
-            p(Role::Analyst, &[])
-                .may_read_submissions()
-                .unwrap()
-                .covers(Urn::new(123456).unwrap())
-        );
-        let lw = p(Role::LinkWorker, &[100001])
-            .may_read_submissions()
-            .unwrap();
-        assert!(
-            lw.counts_only
-                && lw.covers(Urn::new(100001).unwrap())
-                && !lw.covers(Urn::new(100002).unwrap())
-        );
+        assert!(p(Role::Analyst, &[]).may_read_submissions().unwrap().covers(Urn::new(123456).unwrap()));
+        let lw = p(Role::LinkWorker, &[100001]).may_read_submissions().unwrap();
+        assert!(lw.counts_only && lw.covers(Urn::new(100001).unwrap()) && !lw.covers(Urn::new(100002).unwrap()));
         assert!(p(Role::Service, &[]).may_read_submissions().is_err());
     }
 

@@ -28,8 +28,7 @@ impl Policy {
 
     pub fn check(&self) -> Result<(), String> {
         if let Policy::Weighted { weights } = self
-            && (weights.iter().any(|w| !w.is_finite() || *w < 0.0)
-                || weights.iter().sum::<f64>() <= 0.0)
+            && (weights.iter().any(|w| !w.is_finite() || *w < 0.0) || weights.iter().sum::<f64>() <= 0.0)
         {
             return Err("policy weights must be 0 or more, and not all 0".into());
         }
@@ -55,10 +54,7 @@ impl CohortParams {
             return Err("capacity must be at least 1".into());
         }
         if self.min_year > self.max_year || self.max_year > 13 {
-            return Err(format!(
-                "year range {}–{} is not valid (0 = Reception … 13)",
-                self.min_year, self.max_year
-            ));
+            return Err(format!("year range {}–{} is not valid (0 = Reception … 13)", self.min_year, self.max_year));
         }
         self.policy.check()
     }
@@ -131,11 +127,7 @@ pub fn propose(candidates: &[Candidate], params: &CohortParams) -> Proposal {
     let mut ranked: Vec<(f64, u64, usize)> = Vec::with_capacity(candidates.len());
     for (i, c) in candidates.iter().enumerate() {
         match c.eligibility(params) {
-            Ok(()) => ranked.push((
-                params.policy.priority(&c.probabilities),
-                tie_break(params.seed, &c.upn),
-                i,
-            )),
+            Ok(()) => ranked.push((params.policy.priority(&c.probabilities), tie_break(params.seed, &c.upn), i)),
             Err(Ineligible::YearGroup) => out.excluded_year_group += 1,
             Err(Ineligible::Statutory) => out.excluded_statutory += 1,
             Err(Ineligible::InProgramme) => out.excluded_in_programme += 1,
@@ -144,19 +136,13 @@ pub fn propose(candidates: &[Candidate], params: &CohortParams) -> Proposal {
     out.eligible = ranked.len();
     // Priority descending, then the seeded hash, then the UPN (a hash collision still orders).
     ranked.sort_by(|a, b| {
-        b.0.total_cmp(&a.0)
-            .then(a.1.cmp(&b.1))
-            .then_with(|| candidates[a.2].upn.cmp(&candidates[b.2].upn))
+        b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then_with(|| candidates[a.2].upn.cmp(&candidates[b.2].upn))
     });
     out.picks = ranked
         .into_iter()
         .take(params.capacity)
         .enumerate()
-        .map(|(r, (priority, _, candidate))| Pick {
-            candidate,
-            priority,
-            rank: r + 1,
-        })
+        .map(|(r, (priority, _, candidate))| Pick { candidate, priority, rank: r + 1 })
         .collect();
     out
 }
@@ -182,50 +168,27 @@ mod tests {
     }
 
     fn params(k: usize) -> CohortParams {
-        CohortParams {
-            capacity: k,
-            min_year: 7,
-            max_year: 9,
-            policy: Policy::AnyAdverse,
-            seed: 7,
-        }
+        CohortParams { capacity: k, min_year: 7, max_year: 9, policy: Policy::AnyAdverse, seed: 7 }
     }
 
     #[test]
     fn any_adverse_combines_outcomes() {
         let p = Policy::AnyAdverse.priority(&[0.5, 0.5, 0.0]);
         assert!((p - 0.75).abs() < 1e-12);
-        let w = Policy::Weighted {
-            weights: [2.0, 1.0, 1.0],
-        }
-        .priority(&[0.4, 0.0, 0.8]);
+        let w = Policy::Weighted { weights: [2.0, 1.0, 1.0] }.priority(&[0.4, 0.0, 0.8]);
         assert!((w - 0.4).abs() < 1e-12);
         assert!(Policy::Weighted { weights: [0.0; 3] }.check().is_err());
     }
 
     #[test]
     fn takes_the_highest_eligible_up_to_capacity() {
-        let mut c = vec![
-            cand(1, 7, 0.9),
-            cand(2, 8, 0.2),
-            cand(3, 10, 0.99),
-            cand(4, 9, 0.5),
-            cand(5, 8, 0.8),
-        ];
+        let mut c = vec![cand(1, 7, 0.9), cand(2, 8, 0.2), cand(3, 10, 0.99), cand(4, 9, 0.5), cand(5, 8, 0.8)];
         c[4].statutory = true;
         c[1].in_programme = true;
         let p = propose(&c, &params(2));
         let picked: Vec<usize> = p.picks.iter().map(|k| k.candidate).collect();
         assert_eq!(picked, vec![0, 3]);
-        assert_eq!(
-            (
-                p.eligible,
-                p.excluded_year_group,
-                p.excluded_statutory,
-                p.excluded_in_programme
-            ),
-            (2, 1, 1, 1)
-        );
+        assert_eq!((p.eligible, p.excluded_year_group, p.excluded_statutory, p.excluded_in_programme), (2, 1, 1, 1));
         assert_eq!(propose(&c, &params(10)).picks.len(), 2, "min(k, eligible)");
     }
 
@@ -235,21 +198,12 @@ mod tests {
         let mut rev = c.clone();
         rev.reverse();
         let upns = |cs: &[Candidate], p: &Proposal| -> Vec<Upn> {
-            p.picks
-                .iter()
-                .map(|k| cs[k.candidate].upn.clone())
-                .collect()
+            p.picks.iter().map(|k| cs[k.candidate].upn.clone()).collect()
         };
         let a = propose(&c, &params(10));
         let b = propose(&rev, &params(10));
         assert_eq!(upns(&c, &a), upns(&rev, &b));
-        let other_seed = propose(
-            &c,
-            &CohortParams {
-                seed: 8,
-                ..params(10)
-            },
-        );
+        let other_seed = propose(&c, &CohortParams { seed: 8, ..params(10) });
         assert_ne!(upns(&c, &a), upns(&c, &other_seed));
     }
 }

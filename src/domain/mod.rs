@@ -9,9 +9,7 @@ pub use term::{Term, TermName, Urn};
 pub use upn::{Upn, UpnError, check_letter};
 
 /// The three outcomes the models predict, observed in the term after scoring.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     PersistentAbsence,
@@ -20,11 +18,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 3] = [
-        Outcome::PersistentAbsence,
-        Outcome::Suspension,
-        Outcome::MhReferral,
-    ];
+    pub const ALL: [Outcome; 3] = [Outcome::PersistentAbsence, Outcome::Suspension, Outcome::MhReferral];
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::PersistentAbsence => "persistent_absence",

@@ -74,20 +74,13 @@ impl NcYear {
         if raw.is_empty() || raw.len() > 2 || !raw.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        raw.parse::<u8>()
-            .ok()
-            .filter(|y| (1..=13).contains(y))
-            .map(Self)
+        raw.parse::<u8>().ok().filter(|y| (1..=13).contains(y)).map(Self)
     }
     pub fn get(self) -> u8 {
         self.0
     }
     pub fn label(self) -> String {
-        if self.0 == 0 {
-            "R".into()
-        } else {
-            self.0.to_string()
-        }
+        if self.0 == 0 { "R".into() } else { self.0.to_string() }
     }
 }
 
@@ -128,8 +121,7 @@ impl PupilTerm {
     }
     /// Absence rate, defined only when at least 20 sessions were possible.
     pub fn absence_rate(&self) -> Option<f64> {
-        (self.sessions_possible >= 20)
-            .then(|| self.absent_sessions() as f64 / self.sessions_possible as f64)
+        (self.sessions_possible >= 20).then(|| self.absent_sessions() as f64 / self.sessions_possible as f64)
     }
     pub fn persistently_absent(&self) -> Option<bool> {
         self.absence_rate().map(|r| r >= 0.10)

@@ -78,9 +78,7 @@ impl FromStr for TermName {
             "autumn" => Ok(TermName::Autumn),
             "spring" => Ok(TermName::Spring),
             "summer" => Ok(TermName::Summer),
-            other => Err(format!(
-                "term must be autumn, spring or summer, got {other:?}"
-            )),
+            other => Err(format!("term must be autumn, spring or summer, got {other:?}")),
         }
     }
 }
@@ -96,9 +94,7 @@ pub struct Term {
 impl Term {
     pub fn new(start_year: u16, name: TermName) -> Result<Self, String> {
         if !(2000..=2098).contains(&start_year) {
-            return Err(format!(
-                "academic year {start_year} is out of range 2000–2098"
-            ));
+            return Err(format!("academic year {start_year} is out of range 2000–2098"));
         }
         Ok(Self { start_year, name })
     }
@@ -138,10 +134,7 @@ impl Term {
     }
     pub fn from_index(i: u32) -> Self {
         let start_year = (i / 3) as u16;
-        Self {
-            start_year,
-            name: TermName::ALL[(i % 3) as usize],
-        }
+        Self { start_year, name: TermName::ALL[(i % 3) as usize] }
     }
     pub fn next(self) -> Self {
         Self::from_index(self.index() + 1)
@@ -166,14 +159,9 @@ mod tests {
         let s = Term::parse("2025/26", "summer").unwrap();
         assert_eq!(s.next(), Term::parse("2026/27", "autumn").unwrap());
         assert_eq!(s.next().prev(), s);
-        assert!(
-            Term::parse("2025/26", "autumn").unwrap() < Term::parse("2025/26", "spring").unwrap()
-        );
+        assert!(Term::parse("2025/26", "autumn").unwrap() < Term::parse("2025/26", "spring").unwrap());
         assert_eq!(s.to_string(), "2025/26 summer");
-        assert_eq!(
-            Term::parse("2099/00", "autumn").unwrap_err(),
-            "academic year 2099 is out of range 2000–2098"
-        );
+        assert_eq!(Term::parse("2099/00", "autumn").unwrap_err(), "academic year 2099 is out of range 2000–2098");
     }
 
     #[test]
@@ -181,10 +169,7 @@ mod tests {
         assert!(Term::parse("2025/27", "autumn").is_err());
         assert!(Term::parse("25/26", "autumn").is_err());
         assert!(Term::parse("2025/26", "winter").is_err());
-        assert_eq!(
-            Term::parse(" 2025/26 ", "Autumn").unwrap().academic_year(),
-            "2025/26"
-        );
+        assert_eq!(Term::parse(" 2025/26 ", "Autumn").unwrap().academic_year(), "2025/26");
     }
 
     #[test]

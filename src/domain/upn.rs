@@ -35,8 +35,8 @@ impl Upn {
         if b.len() != 13 {
             return Err(UpnError::Length);
         }
-        let body_ok = b[1..12].iter().all(u8::is_ascii_digit)
-            && (b[12].is_ascii_digit() || letter_value(b[12]).is_some());
+        let body_ok =
+            b[1..12].iter().all(u8::is_ascii_digit) && (b[12].is_ascii_digit() || letter_value(b[12]).is_some());
         let first = letter_value(b[0]);
         if first.is_none() || !body_ok {
             return Err(UpnError::Format);
@@ -58,11 +58,7 @@ pub fn check_letter(rest: &[u8]) -> u8 {
         .iter()
         .enumerate()
         .map(|(i, &c)| {
-            let v = if c.is_ascii_digit() {
-                (c - b'0') as u32
-            } else {
-                letter_value(c).unwrap_or(0)
-            };
+            let v = if c.is_ascii_digit() { (c - b'0') as u32 } else { letter_value(c).unwrap_or(0) };
             v * (i as u32 + 2)
         })
         .sum();
@@ -95,12 +91,7 @@ mod tests {
 
     #[test]
     fn contract_examples() {
-        for ok in [
-            "B801200005001",
-            "P207000016049",
-            "C820123424001",
-            "B82012342401A",
-        ] {
+        for ok in ["B801200005001", "P207000016049", "C820123424001", "B82012342401A"] {
             assert!(Upn::parse(ok).is_ok(), "{ok} should be valid");
         }
         assert_eq!(Upn::parse("Q207000016049"), Err(UpnError::CheckLetter));
@@ -116,12 +107,8 @@ mod tests {
     }
 
     fn valid_upn() -> impl Strategy<Value = String> {
-        (
-            proptest::collection::vec(0u8..10, 11),
-            proptest::option::of(0usize..23),
-            0u8..10,
-        )
-            .prop_map(|(digits, last_letter, last_digit)| {
+        (proptest::collection::vec(0u8..10, 11), proptest::option::of(0usize..23), 0u8..10).prop_map(
+            |(digits, last_letter, last_digit)| {
                 let mut rest: Vec<u8> = digits.iter().map(|d| b'0' + d).collect();
                 rest.push(match last_letter {
                     Some(i) => LETTERS[i],
@@ -130,7 +117,8 @@ mod tests {
                 let mut s = vec![check_letter(&rest)];
                 s.extend(rest);
                 String::from_utf8(s).unwrap()
-            })
+            },
+        )
     }
 
     proptest! {

@@ -116,10 +116,7 @@ impl Column {
     /// Matches a header cell: case-insensitive after trimming spaces.
     pub fn from_header(raw: &str) -> Option<Column> {
         let h = raw.trim_matches(' ');
-        Column::ALL
-            .iter()
-            .copied()
-            .find(|c| c.name().eq_ignore_ascii_case(h))
+        Column::ALL.iter().copied().find(|c| c.name().eq_ignore_ascii_case(h))
     }
 
     pub fn index(self) -> usize {
@@ -129,9 +126,5 @@ impl Column {
 
 /// The contract's header line, in its documented order.
 pub fn contract_header() -> String {
-    Column::ALL
-        .iter()
-        .map(|c| c.name())
-        .collect::<Vec<_>>()
-        .join(",")
+    Column::ALL.iter().map(|c| c.name()).collect::<Vec<_>>().join(",")
 }

@@ -17,12 +17,7 @@ fn read_header(record: &csv::ByteRecord, findings: &mut Findings) -> Header {
     let mut positions = [None; COLUMN_COUNT];
     for (i, raw) in record.iter().enumerate() {
         let Ok(name) = std::str::from_utf8(raw) else {
-            findings.error(
-                1,
-                &format!("#{}", i + 1),
-                code::INVALID_UTF8,
-                "header cell is not valid UTF-8".into(),
-            );
+            findings.error(1, &format!("#{}", i + 1), code::INVALID_UTF8, "header cell is not valid UTF-8".into());
             continue;
         };
         match Column::from_header(name) {
@@ -37,10 +32,7 @@ fn read_header(record: &csv::ByteRecord, findings: &mut Findings) -> Header {
                 1,
                 name.trim_matches(' '),
                 code::UNKNOWN_COLUMN,
-                format!(
-                    "column {:?} is not part of the feed contract and is ignored",
-                    name.trim_matches(' ')
-                ),
+                format!("column {:?} is not part of the feed contract and is ignored", name.trim_matches(' ')),
             ),
         }
     }
@@ -54,20 +46,14 @@ fn read_header(record: &csv::ByteRecord, findings: &mut Findings) -> Header {
             );
         }
     }
-    Header {
-        positions,
-        width: record.len(),
-    }
+    Header { positions, width: record.len() }
 }
 
 /// Parses and validates a whole feed. Every problem is reported; any error rejects it all.
 pub fn parse_csv(bytes: &[u8]) -> Result<Feed, Rejected> {
     let bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
     let mut findings = Findings::default();
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(bytes);
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(bytes);
     let mut record = csv::ByteRecord::new();
     let header = match reader.read_byte_record(&mut record) {
         Ok(true) => Some(read_header(&record, &mut findings)),
@@ -81,19 +67,12 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Feed, Rejected> {
             None
         }
         Err(e) => {
-            findings.error(
-                1,
-                "",
-                code::MALFORMED_CSV,
-                format!("the header row cannot be read as CSV: {e}"),
-            );
+            findings.error(1, "", code::MALFORMED_CSV, format!("the header row cannot be read as CSV: {e}"));
             None
         }
     };
     let mut rows = Vec::new();
-    let absent = header
-        .as_ref()
-        .map_or([false; COLUMN_COUNT], |h| h.positions.map(|p| p.is_none()));
+    let absent = header.as_ref().map_or([false; COLUMN_COUNT], |h| h.positions.map(|p| p.is_none()));
     let mut validator = RowValidator::with_absent_columns(absent);
     let mut data_rows = 0u64;
     if let Some(header) = header {
@@ -103,12 +82,7 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Feed, Rejected> {
                 Ok(false) => break,
                 Ok(true) => {}
                 Err(e) => {
-                    findings.error(
-                        line,
-                        "",
-                        code::MALFORMED_CSV,
-                        format!("this row cannot be read as CSV: {e}"),
-                    );
+                    findings.error(line, "", code::MALFORMED_CSV, format!("this row cannot be read as CSV: {e}"));
                     break;
                 }
             }
@@ -123,11 +97,7 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Feed, Rejected> {
                     line,
                     "",
                     code::FIELD_COUNT,
-                    format!(
-                        "this row has {} cells but the header has {}",
-                        record.len(),
-                        header.width
-                    ),
+                    format!("this row has {} cells but the header has {}", record.len(), header.width),
                 );
                 continue;
             }
@@ -139,12 +109,7 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Feed, Rejected> {
                         Ok(s) => cells[c.index()] = s.trim_matches(' '),
                         Err(_) => {
                             utf8_ok = false;
-                            findings.error(
-                                line,
-                                c.name(),
-                                code::INVALID_UTF8,
-                                "this cell is not valid UTF-8".into(),
-                            );
+                            findings.error(line, c.name(), code::INVALID_UTF8, "this cell is not valid UTF-8".into());
                         }
                     }
                 }
@@ -157,12 +122,7 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Feed, Rejected> {
             }
         }
         if data_rows == 0 && findings.error_count == 0 {
-            findings.error(
-                2,
-                "",
-                code::NO_ROWS,
-                "the file has a header but no pupil rows".into(),
-            );
+            findings.error(2, "", code::NO_ROWS, "the file has a header but no pupil rows".into());
         }
     }
     super::finish(rows, findings)

@@ -41,11 +41,7 @@ fn finish(rows: Vec<PupilTerm>, f: Findings) -> Result<Feed, Rejected> {
             warning_count: f.warning_count,
         });
     }
-    Ok(Feed {
-        rows,
-        warnings: f.warnings,
-        warning_count: f.warning_count,
-    })
+    Ok(Feed { rows, warnings: f.warnings, warning_count: f.warning_count })
 }
 
 #[cfg(test)]

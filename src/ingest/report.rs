@@ -30,23 +30,13 @@ impl Findings {
     pub fn error(&mut self, line: u64, column: &str, code: &str, message: String) {
         self.error_count += 1;
         if self.errors.len() < MAX_LISTED {
-            self.errors.push(Violation {
-                line,
-                column: column.into(),
-                code: code.into(),
-                message,
-            });
+            self.errors.push(Violation { line, column: column.into(), code: code.into(), message });
         }
     }
     pub fn warning(&mut self, line: u64, column: &str, code: &str, message: String) {
         self.warning_count += 1;
         if self.warnings.len() < MAX_LISTED {
-            self.warnings.push(Violation {
-                line,
-                column: column.into(),
-                code: code.into(),
-                message,
-            });
+            self.warnings.push(Violation { line, column: column.into(), code: code.into(), message });
         }
     }
 }

@@ -11,10 +11,7 @@ fn at(v: &[Violation]) -> Vec<(u64, &str)> {
 fn valid_fixture_is_accepted_with_its_two_warnings() {
     let feed = parse_csv(VALID).expect("valid fixture accepted");
     assert_eq!(feed.rows.len(), 10);
-    assert_eq!(
-        at(&feed.warnings),
-        vec![(8, "sessions_possible"), (9, "cin")]
-    );
+    assert_eq!(at(&feed.warnings), vec![(8, "sessions_possible"), (9, "cin")]);
     assert_eq!(feed.warnings[0].code, code::FEW_SESSIONS);
     assert_eq!(feed.warnings[1].code, code::STATUTORY_CIN);
     // Line 5's " N" cell was trimmed and read as a boolean.
@@ -54,10 +51,7 @@ fn invalid_fixture_reports_every_fault_and_only_those() {
             code::OUT_OF_RANGE,
         ]
     );
-    assert!(
-        rej.errors[6].message.contains("line 8"),
-        "duplicate names the first line"
-    );
+    assert!(rej.errors[6].message.contains("line 8"), "duplicate names the first line");
     assert_eq!(rej.error_count, 9);
 }
 
@@ -82,17 +76,9 @@ fn columns_in_any_order_any_case_with_bom_crlf_and_quotes() {
 #[test]
 fn missing_required_column_and_empty_optional_cells() {
     let rej = parse_csv(b"upn,ncyear\nB801200005001,5\n").unwrap_err();
-    assert!(
-        rej.errors
-            .iter()
-            .all(|e| e.line == 1 && e.code == code::MISSING_COLUMN)
-    );
+    assert!(rej.errors.iter().all(|e| e.line == 1 && e.code == code::MISSING_COLUMN));
     assert_eq!(rej.error_count, 11);
-    let ok = feed_with(
-        &format!("{H},cin,sdq_peer"),
-        "B801200005001,5,M,WBRI,N,N,N,140,0,0,0,N,N,,",
-    )
-    .unwrap();
+    let ok = feed_with(&format!("{H},cin,sdq_peer"), "B801200005001,5,M,WBRI,N,N,N,140,0,0,0,N,N,,").unwrap();
     assert_eq!(ok.rows[0].cin, None);
     assert_eq!(ok.rows[0].sdq_peer, None);
 }
@@ -107,47 +93,23 @@ fn cross_column_rules() {
         }
     };
     assert!(codes("B801200005001,5,M,WBRI,N,N,N,140,0,0,0,N,N,0,0").is_empty());
-    assert_eq!(
-        codes("B801200005001,5,M,WBRI,N,N,N,140,0,0,0,N,N,1,0")[0].0,
-        "absence_spells"
-    );
-    assert_eq!(
-        codes("B801200005001,5,M,WBRI,N,N,N,140,2,0,0,N,N,0,0")[0].0,
-        "absence_spells"
-    );
-    assert_eq!(
-        codes("B801200005001,5,M,WBRI,N,N,N,140,2,0,0,N,N,3,0")[0].0,
-        "absence_spells"
-    );
-    assert_eq!(
-        codes("B801200005001,5,M,WBRI,N,N,N,140,2,0,0,N,N,1,4")[0].0,
-        "suspension_sessions"
-    );
+    assert_eq!(codes("B801200005001,5,M,WBRI,N,N,N,140,0,0,0,N,N,1,0")[0].0, "absence_spells");
+    assert_eq!(codes("B801200005001,5,M,WBRI,N,N,N,140,2,0,0,N,N,0,0")[0].0, "absence_spells");
+    assert_eq!(codes("B801200005001,5,M,WBRI,N,N,N,140,2,0,0,N,N,3,0")[0].0, "absence_spells");
+    assert_eq!(codes("B801200005001,5,M,WBRI,N,N,N,140,2,0,0,N,N,1,4")[0].0, "suspension_sessions");
     assert!(codes("B801200005001,5,M,WBRI,N,N,N,140,2,0,1,N,N,1,4").is_empty());
 }
 
 #[test]
 fn malformed_rows_are_reported_by_line() {
-    let rej = parse_csv(
-        format!("{H}\nB801200005001,5,M\nP207000016049,-1,M,WBRI,N,N,N,140,0,0,0,N,N\n").as_bytes(),
-    )
-    .unwrap_err();
+    let rej = parse_csv(format!("{H}\nB801200005001,5,M\nP207000016049,-1,M,WBRI,N,N,N,140,0,0,0,N,N\n").as_bytes())
+        .unwrap_err();
     assert_eq!(at(&rej.errors), vec![(2, ""), (3, "ncyear")]);
     assert_eq!(rej.errors[0].code, code::FIELD_COUNT);
     assert_eq!(parse_csv(b"").unwrap_err().errors[0].code, code::EMPTY_FILE);
-    assert_eq!(
-        parse_csv(H.as_bytes()).unwrap_err().errors[0].code,
-        code::NO_ROWS
-    );
-    let bad_utf8 = [
-        H.as_bytes(),
-        b"\nB801200005001,5,M,WB\xffI,N,N,N,140,0,0,0,N,N\n",
-    ]
-    .concat();
-    assert_eq!(
-        at(&parse_csv(&bad_utf8).unwrap_err().errors),
-        vec![(2, "ethnicity")]
-    );
+    assert_eq!(parse_csv(H.as_bytes()).unwrap_err().errors[0].code, code::NO_ROWS);
+    let bad_utf8 = [H.as_bytes(), b"\nB801200005001,5,M,WB\xffI,N,N,N,140,0,0,0,N,N\n"].concat();
+    assert_eq!(at(&parse_csv(&bad_utf8).unwrap_err().errors), vec![(2, "ethnicity")]);
 }
 
 #[test]

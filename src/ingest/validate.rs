@@ -36,11 +36,7 @@ impl Row<'_> {
         let v = cells[col.index()];
         if v.is_empty() {
             if col.required() && !self.absent[col.index()] {
-                self.err(
-                    col,
-                    code::REQUIRED,
-                    format!("{} is required and is empty", col.name()),
-                );
+                self.err(col, code::REQUIRED, format!("{} is required and is empty", col.name()));
             }
             return None;
         }
@@ -51,16 +47,8 @@ impl Row<'_> {
     fn int(&mut self, cells: &Cells, col: Column, min: u64, max: Option<u64>) -> Option<u64> {
         let v = self.present(cells, col)?;
         if !v.bytes().all(|b| b.is_ascii_digit()) {
-            let what = if v.starts_with('-') {
-                "a number of 0 or more"
-            } else {
-                "a whole number"
-            };
-            self.err(
-                col,
-                code::INVALID_INTEGER,
-                format!("{} must be {what}, got {v:?}", col.name()),
-            );
+            let what = if v.starts_with('-') { "a number of 0 or more" } else { "a whole number" };
+            self.err(col, code::INVALID_INTEGER, format!("{} must be {what}, got {v:?}", col.name()));
             return None;
         }
         // All digits: only overflow can fail, and such a number is out of every range.
@@ -70,11 +58,7 @@ impl Row<'_> {
                 Some(m) => format!("{min}–{m}"),
                 None => format!("{min} or more"),
             };
-            self.err(
-                col,
-                code::OUT_OF_RANGE,
-                format!("{} must be {range}, got {n}", col.name()),
-            );
+            self.err(col, code::OUT_OF_RANGE, format!("{} must be {range}, got {n}", col.name()));
             return None;
         }
         Some(n)
@@ -89,31 +73,18 @@ impl Row<'_> {
                 self.err(
                     col,
                     code::INVALID_BOOLEAN,
-                    format!(
-                        "{} must be Y/N, Yes/No, true/false or 1/0, got {v:?}",
-                        col.name()
-                    ),
+                    format!("{} must be Y/N, Yes/No, true/false or 1/0, got {v:?}", col.name()),
                 );
                 None
             }
         }
     }
 
-    fn code<T>(
-        &mut self,
-        cells: &Cells,
-        col: Column,
-        parse: fn(&str) -> Option<T>,
-        allowed: &str,
-    ) -> Option<T> {
+    fn code<T>(&mut self, cells: &Cells, col: Column, parse: fn(&str) -> Option<T>, allowed: &str) -> Option<T> {
         let v = self.present(cells, col)?;
         let parsed = parse(v);
         if parsed.is_none() {
-            self.err(
-                col,
-                code::INVALID_CODE,
-                format!("{} must be one of {allowed}, got {v:?}", col.name()),
-            );
+            self.err(col, code::INVALID_CODE, format!("{} must be one of {allowed}, got {v:?}", col.name()));
         }
         parsed
     }
@@ -124,61 +95,32 @@ const ETHNICITY_CODES: &str = "the DfE main ethnicity codes (ABAN … WROM)";
 impl RowValidator {
     /// A validator for a file whose header lacks the columns marked in `absent`.
     pub fn with_absent_columns(absent: [bool; COLUMN_COUNT]) -> Self {
-        Self {
-            seen: HashMap::new(),
-            absent,
-        }
+        Self { seen: HashMap::new(), absent }
     }
 
     /// Validates one data row. Returns the row only if it has no errors; warnings never reject.
-    pub fn validate(
-        &mut self,
-        line: u64,
-        cells: &Cells,
-        findings: &mut Findings,
-    ) -> Option<PupilTerm> {
+    pub fn validate(&mut self, line: u64, cells: &Cells, findings: &mut Findings) -> Option<PupilTerm> {
         use Column as C;
-        let mut r = Row {
-            line,
-            absent: &self.absent,
-            findings,
-            ok: true,
-        };
+        let mut r = Row { line, absent: &self.absent, findings, ok: true };
 
         let upn = r.present(cells, C::Upn).and_then(|v| match Upn::parse(v) {
             Ok(u) => Some(u),
             Err(e) => {
                 let hint = match e {
-                    UpnError::CheckLetter => {
-                        "the check letter does not match: check the number was copied exactly"
-                    }
+                    UpnError::CheckLetter => "the check letter does not match: check the number was copied exactly",
                     UpnError::Length => "a UPN has 13 characters",
-                    UpnError::Format => {
-                        "a UPN is a letter then 12 digits (or 11 digits and a letter)"
-                    }
+                    UpnError::Format => "a UPN is a letter then 12 digits (or 11 digits and a letter)",
                 };
-                r.err(
-                    C::Upn,
-                    code::INVALID_UPN,
-                    format!("UPN {v:?} is not valid: {hint}"),
-                );
+                r.err(C::Upn, code::INVALID_UPN, format!("UPN {v:?} is not valid: {hint}"));
                 None
             }
         });
         if let Some(first) = upn.as_ref().and_then(|u| self.seen.get(u)) {
-            r.err(
-                C::Upn,
-                code::DUPLICATE_UPN,
-                format!("this UPN already appears on line {first}"),
-            );
+            r.err(C::Upn, code::DUPLICATE_UPN, format!("this UPN already appears on line {first}"));
         }
         let ncyear = match r.present(cells, C::Ncyear) {
             Some(v) if v.bytes().all(|b| b.is_ascii_digit()) && NcYear::parse(v).is_none() => {
-                r.err(
-                    C::Ncyear,
-                    code::OUT_OF_RANGE,
-                    format!("ncyear must be R or 1–13, got {v}"),
-                );
+                r.err(C::Ncyear, code::OUT_OF_RANGE, format!("ncyear must be R or 1–13, got {v}"));
                 None
             }
             Some(_) => r.code(cells, C::Ncyear, NcYear::parse, "R or 1–13"),
@@ -269,10 +211,7 @@ impl RowValidator {
                 line,
                 C::Cin.name(),
                 code::STATUTORY_CIN,
-                format!(
-                    "cin is {}: statutory involvement, so not eligible for early-help cohorts",
-                    c.code()
-                ),
+                format!("cin is {}: statutory involvement, so not eligible for early-help cohorts", c.code()),
             );
         }
         Some(PupilTerm {

@@ -74,23 +74,15 @@ impl ModelArtifact {
     }
 
     pub fn from_json(s: &str) -> Result<Self, String> {
-        let a: Self =
-            serde_json::from_str(s).map_err(|e| format!("not a riskid model artifact: {e}"))?;
+        let a: Self = serde_json::from_str(s).map_err(|e| format!("not a riskid model artifact: {e}"))?;
         if a.feature_spec_version != FEATURE_SPEC_VERSION {
             return Err(format!(
                 "model {} was built for features {:?}, this build computes {FEATURE_SPEC_VERSION:?}: retrain it",
                 a.model_id, a.feature_spec_version
             ));
         }
-        if a.outcomes.len() != 3
-            || a.outcomes
-                .iter()
-                .any(|o| o.model.coefficients.len() != N_FEATURES)
-        {
-            return Err(format!(
-                "model {} does not have three outcomes of {N_FEATURES} features",
-                a.model_id
-            ));
+        if a.outcomes.len() != 3 || a.outcomes.iter().any(|o| o.model.coefficients.len() != N_FEATURES) {
+            return Err(format!("model {} does not have three outcomes of {N_FEATURES} features", a.model_id));
         }
         Ok(a)
     }
@@ -105,11 +97,7 @@ impl ModelArtifact {
         std::array::from_fn(|k| {
             let m = &self.outcomes[k].model;
             let contributions = std::array::from_fn(|j| m.coefficients[j] * z[j]);
-            Explained {
-                probability: sigmoid(m.logit(&z)),
-                baseline: m.intercept,
-                contributions,
-            }
+            Explained { probability: sigmoid(m.logit(&z)), baseline: m.intercept, contributions }
         })
     }
 
@@ -178,18 +166,16 @@ impl ModelArtifact {
             "\nBeats both baselines on AUC and precision at capacity for every outcome: **{}**.\n\n",
             if self.beats_baselines() { "yes" } else { "no" }
         ));
-        s.push_str("## Fairness at the operating point\n\nGroups are compared with the largest group in each dimension; \
-                    ratios outside 0.8–1.25 are flagged; groups under 30 are marked small, not dropped.\n\n");
+        s.push_str(
+            "## Fairness at the operating point\n\nGroups are compared with the largest group in each dimension; \
+                    ratios outside 0.8–1.25 are flagged; groups under 30 are marked small, not dropped.\n\n",
+        );
         for o in &self.outcomes {
             let flags = &o.evaluation.fairness.flags;
             s.push_str(&format!(
                 "- {}: {}\n",
                 o.outcome.label(),
-                if flags.is_empty() {
-                    "no flags".into()
-                } else {
-                    flags.join("; ")
-                }
+                if flags.is_empty() { "no flags".into() } else { flags.join("; ") }
             ));
         }
         s.push_str(

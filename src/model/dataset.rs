@@ -32,21 +32,11 @@ pub struct Example {
 
 pub fn status_now(row: &PupilTerm) -> [f64; 3] {
     let b = |v: bool| if v { 1.0 } else { 0.0 };
-    [
-        b(row.persistently_absent() == Some(true)),
-        b(row.suspended_or_excluded()),
-        b(row.mh_referral),
-    ]
+    [b(row.persistently_absent() == Some(true)), b(row.suspended_or_excluded()), b(row.mh_referral)]
 }
 
 pub fn groups_of(row: &PupilTerm) -> Groups {
-    Groups {
-        sex: row.sex.code(),
-        ethnicity: row.ethnicity.group(),
-        fsm: row.fsm,
-        sen: row.sen,
-        eal: row.eal,
-    }
+    Groups { sex: row.sex.code(), ethnicity: row.ethnicity.group(), fsm: row.fsm, sen: row.sen, eal: row.eal }
 }
 
 /// One example per pupil row that has a row in the next term (at any school). Pupils with no
@@ -65,11 +55,7 @@ pub fn build(history: &History, seed: u64) -> Vec<Example> {
                 features: values,
                 labels: Outcome::ALL.map(|o| o.observe(next)),
                 last_status: status_now(row),
-                dfe_rule: if row.persistently_absent() == Some(true) {
-                    1.0
-                } else {
-                    0.0
-                },
+                dfe_rule: if row.persistently_absent() == Some(true) { 1.0 } else { 0.0 },
                 groups: groups_of(row),
                 tie: tie_break(seed, upn),
             });

@@ -5,9 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dataset::Example;
 use super::fairness::{FairnessReport, fairness};
-use super::metrics::{
-    Bin, average_precision, brier, precision_recall, reliability, roc_auc, top_k_per_group,
-};
+use super::metrics::{Bin, average_precision, brier, precision_recall, reliability, roc_auc, top_k_per_group};
 use crate::domain::{Outcome, Term};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,14 +35,7 @@ pub struct OutcomeEvaluation {
     pub fairness: FairnessReport,
 }
 
-fn method(
-    scores: &[f64],
-    labels: &[bool],
-    schools: &[u32],
-    tie: &[u64],
-    k: usize,
-    probs: bool,
-) -> MethodMetrics {
+fn method(scores: &[f64], labels: &[bool], schools: &[u32], tie: &[u64], k: usize, probs: bool) -> MethodMetrics {
     let selected = top_k_per_group(scores, schools, tie, k);
     let (precision, recall) = precision_recall(&selected, labels);
     MethodMetrics {
@@ -65,13 +56,8 @@ pub fn evaluate_outcome(
     capacity: usize,
     test_term: Term,
 ) -> OutcomeEvaluation {
-    let keep: Vec<usize> = (0..test.len())
-        .filter(|&i| test[i].labels[outcome].is_some())
-        .collect();
-    let labels: Vec<bool> = keep
-        .iter()
-        .map(|&i| test[i].labels[outcome] == Some(true))
-        .collect();
+    let keep: Vec<usize> = (0..test.len()).filter(|&i| test[i].labels[outcome].is_some()).collect();
+    let labels: Vec<bool> = keep.iter().map(|&i| test[i].labels[outcome] == Some(true)).collect();
     let schools: Vec<u32> = keep.iter().map(|&i| test[i].urn.get()).collect();
     let tie: Vec<u64> = keep.iter().map(|&i| test[i].tie).collect();
     let model: Vec<f64> = keep.iter().map(|&i| probabilities[i]).collect();
@@ -81,8 +67,7 @@ pub fn evaluate_outcome(
     let l = method(&last, &labels, &schools, &tie, capacity, false);
     let d = method(&dfe, &labels, &schools, &tie, capacity, false);
     let beats = |b: &MethodMetrics| {
-        m.auc.unwrap_or(0.0) > b.auc.unwrap_or(0.0)
-            && m.precision_at_capacity >= b.precision_at_capacity
+        m.auc.unwrap_or(0.0) > b.auc.unwrap_or(0.0) && m.precision_at_capacity >= b.precision_at_capacity
     };
     let beats_baselines = beats(&l) && beats(&d);
     let selected = top_k_per_group(&model, &schools, &tie, capacity);

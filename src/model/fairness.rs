@@ -49,13 +49,9 @@ pub fn fairness(rows: &[&Example], selected: &[bool], labels: &[bool]) -> Fairne
     let dims: [(&str, GroupOf); 5] = [
         ("sex", |e| e.groups.sex.to_string()),
         ("ethnicity_group", |e| e.groups.ethnicity.to_string()),
-        ("fsm", |e| {
-            if e.groups.fsm { "FSM" } else { "not FSM" }.to_string()
-        }),
+        ("fsm", |e| if e.groups.fsm { "FSM" } else { "not FSM" }.to_string()),
         ("sen", |e| e.groups.sen.code().to_string()),
-        ("eal", |e| {
-            if e.groups.eal { "EAL" } else { "not EAL" }.to_string()
-        }),
+        ("eal", |e| if e.groups.eal { "EAL" } else { "not EAL" }.to_string()),
     ];
     let mut groups = Vec::new();
     let mut flags = Vec::new();
@@ -74,17 +70,9 @@ pub fn fairness(rows: &[&Example], selected: &[bool], labels: &[bool]) -> Fairne
         }
         let frac = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
         let rates = |g: &[usize; 6]| {
-            (
-                g[1] as f64 / g[0] as f64,
-                frac(g[3], g[2] + g[3]),
-                frac(g[4], g[4] + g[5]),
-                frac(g[2], g[1]),
-            )
+            (g[1] as f64 / g[0] as f64, frac(g[3], g[2] + g[3]), frac(g[4], g[4] + g[5]), frac(g[2], g[1]))
         };
-        let Some((_, largest)) = c
-            .iter()
-            .max_by_key(|(name, g)| (g[0], std::cmp::Reverse((*name).clone())))
-        else {
+        let Some((_, largest)) = c.iter().max_by_key(|(name, g)| (g[0], std::cmp::Reverse((*name).clone()))) else {
             continue;
         };
         let reference = rates(largest);
@@ -92,21 +80,11 @@ pub fn fairness(rows: &[&Example], selected: &[bool], labels: &[bool]) -> Fairne
             let (sel, fnr, fpr, prec) = rates(g);
             let small = g[0] < MIN_GROUP;
             let sr = ratio(Some(sel), Some(reference.0));
-            let ratios = [
-                sr,
-                ratio(fnr, reference.1),
-                ratio(fpr, reference.2),
-                ratio(prec, reference.3),
-            ];
-            let outside = ratios
-                .iter()
-                .flatten()
-                .any(|r| *r < FLAG_RANGE.0 || *r > FLAG_RANGE.1);
+            let ratios = [sr, ratio(fnr, reference.1), ratio(fpr, reference.2), ratio(prec, reference.3)];
+            let outside = ratios.iter().flatten().any(|r| *r < FLAG_RANGE.0 || *r > FLAG_RANGE.1);
             let flagged = outside && !small;
             if flagged {
-                flags.push(format!(
-                    "{dim} = {name}: a rate differs from the largest group by more than 0.8–1.25"
-                ));
+                flags.push(format!("{dim} = {name}: a rate differs from the largest group by more than 0.8–1.25"));
             }
             groups.push(GroupRates {
                 dimension: dim.into(),

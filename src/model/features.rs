@@ -8,9 +8,7 @@ use crate::domain::{Attainment, Cin, PupilTerm, SchoolTerm, Sen, Term, TermName,
 /// Bump when features change: artifacts record it, and scoring refuses a mismatch.
 pub const FEATURE_SPEC_VERSION: &str = "riskid-features-1";
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Domain {
     Attendance,
@@ -109,10 +107,7 @@ impl History {
 
 /// The row at exactly `term`, if any (the last one if the pupil was on two rolls).
 pub fn row_at(h: &PupilHistory, term: Term) -> Option<&PupilTerm> {
-    h.iter()
-        .rev()
-        .find(|(st, _)| st.term == term)
-        .map(|(_, r)| r)
+    h.iter().rev().find(|(st, _)| st.term == term).map(|(_, r)| r)
 }
 
 /// A feature vector and what was missing or imputed, in plain words.
@@ -138,10 +133,7 @@ pub fn features(h: &PupilHistory, now: &PupilTerm, at: Term) -> FeatureRow {
         .collect();
 
     let rate = now.absence_rate().unwrap_or_else(|| {
-        flags.push(format!(
-            "only {} sessions possible this term: absence rate assumed typical",
-            now.sessions_possible
-        ));
+        flags.push(format!("only {} sessions possible this term: absence rate assumed typical", now.sessions_possible));
         TYPICAL_ABSENCE
     });
     let prev_rate = prev.and_then(PupilTerm::absence_rate);
@@ -149,11 +141,7 @@ pub fn features(h: &PupilHistory, now: &PupilTerm, at: Term) -> FeatureRow {
         flags.push("no record for last term: attendance trend unknown".into());
     }
     let absent = f64::from(now.absent_sessions());
-    let unauthorised = if absent > 0.0 {
-        f64::from(now.sessions_unauthorised) / absent
-    } else {
-        0.0
-    };
+    let unauthorised = if absent > 0.0 { f64::from(now.sessions_unauthorised) / absent } else { 0.0 };
     let spelliness = match now.absence_spells {
         Some(s) if absent > 0.0 => f64::from(s) / absent,
         Some(_) => 0.0,
@@ -164,28 +152,15 @@ pub fn features(h: &PupilHistory, now: &PupilTerm, at: Term) -> FeatureRow {
             TYPICAL_SPELLINESS
         }
     };
-    let suspensions_recent: f64 = recent
-        .iter()
-        .map(|r| f64::from(r.suspensions))
-        .sum::<f64>()
-        .min(6.0);
+    let suspensions_recent: f64 = recent.iter().map(|r| f64::from(r.suspensions)).sum::<f64>().min(6.0);
     let behaviour = now.behaviour_incidents.map(|n| (1.0 + f64::from(n)).ln());
     if behaviour.is_none() {
         flags.push("behaviour incidents not recorded".into());
     }
     // The latest SDQ within the last three terms: surveys are once or twice a year.
-    let sdq_row = recent
-        .iter()
-        .rev()
-        .find(|r| r.sdq_emotional.is_some() || r.sdq_conduct.is_some());
+    let sdq_row = recent.iter().rev().find(|r| r.sdq_emotional.is_some() || r.sdq_conduct.is_some());
     let sdq_vals: [Option<u8>; 5] = match sdq_row {
-        Some(r) => [
-            r.sdq_emotional,
-            r.sdq_conduct,
-            r.sdq_hyperactivity,
-            r.sdq_peer,
-            r.sdq_prosocial,
-        ],
+        Some(r) => [r.sdq_emotional, r.sdq_conduct, r.sdq_hyperactivity, r.sdq_peer, r.sdq_prosocial],
         None => [None; 5],
     };
     let sdq_missing = sdq_vals.iter().any(Option::is_none);
@@ -222,8 +197,7 @@ pub fn features(h: &PupilHistory, now: &PupilTerm, at: Term) -> FeatureRow {
         b(recent.iter().any(|r| r.mh_referral)),
         b(now.attainment_english == Some(Attainment::Below)),
         b(now.attainment_maths == Some(Attainment::Below)),
-        b(now.attainment_english == Some(Attainment::Above)
-            || now.attainment_maths == Some(Attainment::Above)),
+        b(now.attainment_english == Some(Attainment::Above) || now.attainment_maths == Some(Attainment::Above)),
         b(att_missing),
         b(now.fsm),
         b(now.sen == Sen::K),
@@ -253,18 +227,12 @@ mod tests {
 
     fn row(csv_line: &str) -> PupilTerm {
         let csv = format!("{}\n{csv_line}\n", crate::ingest::contract_header());
-        crate::ingest::parse_csv(csv.as_bytes())
-            .unwrap()
-            .rows
-            .remove(0)
+        crate::ingest::parse_csv(csv.as_bytes()).unwrap().rows.remove(0)
     }
 
     #[test]
     fn features_read_the_term_and_its_history() {
-        let st = |t: &str| SchoolTerm {
-            urn: Urn::new(100001).unwrap(),
-            term: Term::parse("2025/26", t).unwrap(),
-        };
+        let st = |t: &str| SchoolTerm { urn: Urn::new(100001).unwrap(), term: Term::parse("2025/26", t).unwrap() };
         let last = row("B801200005001,8,F,WBRI,Y,N,K,,,,140,10,4,3,1,2,N,5,below,expected,,,,,,N");
         let now = row("B801200005001,8,F,WBRI,Y,N,K,,,,140,20,8,14,0,0,N,,below,below,7,3,5,2,6,Y");
         let h: PupilHistory = vec![(st("autumn"), last), (st("spring"), now.clone())];
@@ -277,20 +245,9 @@ mod tests {
         assert_eq!(v("suspensions_last_three_terms"), 1.0);
         assert_eq!(v("behaviour_not_recorded"), 1.0);
         assert_eq!(v("sdq_emotional"), 7.0);
-        assert_eq!(
-            (
-                v("mh_referral_this_term"),
-                v("maths_below"),
-                v("sen_support")
-            ),
-            (1.0, 1.0, 1.0)
-        );
+        assert_eq!((v("mh_referral_this_term"), v("maths_below"), v("sen_support")), (1.0, 1.0, 1.0));
         assert_eq!(v("next_term_summer"), 1.0);
         assert!(f.flags.iter().any(|m| m.contains("behaviour")));
-        assert!(
-            !FEATURES
-                .iter()
-                .any(|(n, _)| n.contains("sex") || n.contains("ethnic"))
-        );
+        assert!(!FEATURES.iter().any(|(n, _)| n.contains("sex") || n.contains("ethnic")));
     }
 }

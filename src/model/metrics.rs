@@ -57,12 +57,7 @@ pub fn average_precision(scores: &[f64], labels: &[bool]) -> Option<f64> {
 
 pub fn brier(probs: &[f64], labels: &[bool]) -> f64 {
     let n = probs.len().max(1) as f64;
-    probs
-        .iter()
-        .zip(labels)
-        .map(|(p, &l)| (p - f64::from(u8::from(l))).powi(2))
-        .sum::<f64>()
-        / n
+    probs.iter().zip(labels).map(|(p, &l)| (p - f64::from(u8::from(l))).powi(2)).sum::<f64>() / n
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,12 +103,7 @@ pub fn reliability(probs: &[f64], labels: &[bool], n_bins: usize) -> (Vec<Bin>, 
 /// Ties are broken by `tie` (a seeded hash), so selection is deterministic.
 pub fn top_k_per_group(scores: &[f64], groups: &[u32], tie: &[u64], k: usize) -> Vec<bool> {
     let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_by(|&a, &b| {
-        groups[a]
-            .cmp(&groups[b])
-            .then(scores[b].total_cmp(&scores[a]))
-            .then(tie[a].cmp(&tie[b]))
-    });
+    idx.sort_by(|&a, &b| groups[a].cmp(&groups[b]).then(scores[b].total_cmp(&scores[a])).then(tie[a].cmp(&tie[b])));
     let mut selected = vec![false; scores.len()];
     let mut taken = 0;
     for (pos, &i) in idx.iter().enumerate() {
@@ -130,17 +120,10 @@ pub fn top_k_per_group(scores: &[f64], groups: &[u32], tie: &[u64], k: usize) ->
 
 /// (precision, recall) of a selection.
 pub fn precision_recall(selected: &[bool], labels: &[bool]) -> (f64, f64) {
-    let tp = selected
-        .iter()
-        .zip(labels)
-        .filter(|(s, l)| **s && **l)
-        .count() as f64;
+    let tp = selected.iter().zip(labels).filter(|(s, l)| **s && **l).count() as f64;
     let sel = selected.iter().filter(|&&s| s).count() as f64;
     let pos = labels.iter().filter(|&&l| l).count() as f64;
-    (
-        if sel > 0.0 { tp / sel } else { 0.0 },
-        if pos > 0.0 { tp / pos } else { 0.0 },
-    )
+    (if sel > 0.0 { tp / sel } else { 0.0 }, if pos > 0.0 { tp / pos } else { 0.0 })
 }
 
 #[cfg(test)]
@@ -165,10 +148,7 @@ mod tests {
 
     #[test]
     fn brier_and_ece_by_hand() {
-        assert!(
-            (brier(&[1.0, 0.0, 0.5], &[true, true, false]) - (0.0 + 1.0 + 0.25) / 3.0).abs()
-                < 1e-12
-        );
+        assert!((brier(&[1.0, 0.0, 0.5], &[true, true, false]) - (0.0 + 1.0 + 0.25) / 3.0).abs() < 1e-12);
         // Bin 0.1–0.2: two at 0.15, one positive (|0.5−0.15|); bin 0.9–1.0: two at 0.95, both positive.
         let (bins, ece) = reliability(&[0.15, 0.15, 0.95, 0.95], &[true, false, true, true], 10);
         assert!((ece - (0.5 * 0.35 + 0.5 * 0.05)).abs() < 1e-12);

@@ -70,10 +70,7 @@ pub fn train_and_evaluate(
 ) -> Result<ModelArtifact, ModelError> {
     let params = params.check()?;
     let p = params.get().clone();
-    (req.progress)(&format!(
-        "building features for {} pupil-terms",
-        history.rows()
-    ));
+    (req.progress)(&format!("building features for {} pupil-terms", history.rows()));
     let examples = dataset::build(history, p.seed);
     let test_term = dataset::latest_labelled_term(&examples)
         .ok_or_else(|| ModelError::NotEnoughData("no pupil has two consecutive terms".into()))?;
@@ -91,16 +88,10 @@ pub fn train_and_evaluate(
     let scaling = train::Scaling::fit(&all);
     let mut outcomes = Vec::with_capacity(3);
     for (k, outcome) in crate::domain::Outcome::ALL.iter().enumerate() {
-        (req.progress)(&format!(
-            "{}: fitting on {} examples before {test_term}",
-            outcome.label(),
-            train.len()
-        ));
+        (req.progress)(&format!("{}: fitting on {} examples before {test_term}", outcome.label(), train.len()));
         let eval_model = train::fit_outcome(&train, k, &eval_scaling, &params)?;
-        let probs: Vec<f64> = test
-            .iter()
-            .map(|e| eval_model.probability(&eval_scaling.standardise(&e.features)))
-            .collect();
+        let probs: Vec<f64> =
+            test.iter().map(|e| eval_model.probability(&eval_scaling.standardise(&e.features))).collect();
         let evaluation = evaluate::evaluate_outcome(k, &test, &probs, p.capacity, test_term);
         (req.progress)(&format!(
             "{}: test AUC {:.3} (last term {:.3}, DfE rule {:.3}); refitting on all {} examples",
@@ -111,32 +102,15 @@ pub fn train_and_evaluate(
             all.len()
         ));
         let model = train::fit_outcome(&all, k, &scaling, &params)?;
-        let scores: Vec<f64> = all
-            .iter()
-            .map(|e| model.probability(&scaling.standardise(&e.features)))
-            .collect();
-        let bands = Bands {
-            medium: quantile(scores.clone(), 0.7),
-            high: quantile(scores, 0.9),
-        };
-        outcomes.push(OutcomeModel {
-            outcome: *outcome,
-            model,
-            bands,
-            evaluation,
-        });
+        let scores: Vec<f64> = all.iter().map(|e| model.probability(&scaling.standardise(&e.features))).collect();
+        let bands = Bands { medium: quantile(scores.clone(), 0.7), high: quantile(scores, 0.9) };
+        outcomes.push(OutcomeModel { outcome: *outcome, model, bands, evaluation });
     }
     let data_fingerprint = fingerprint(&examples);
     let model_id = req.model_id.unwrap_or_else(|| {
         let mut h = Sha256::new();
         h.update(data_fingerprint.as_bytes());
-        h.update(
-            format!(
-                "{}:{}:{}:{}",
-                FEATURE_SPEC_VERSION, p.seed, p.alpha, p.capacity
-            )
-            .as_bytes(),
-        );
+        h.update(format!("{}:{}:{}:{}", FEATURE_SPEC_VERSION, p.seed, p.alpha, p.capacity).as_bytes());
         format!("m-{}", &hex::encode(h.finalize())[..12])
     });
     (req.progress)(&format!("model {model_id} trained"));

@@ -23,12 +23,7 @@ pub struct TrainParams {
 
 impl Default for TrainParams {
     fn default() -> Self {
-        Self {
-            alpha: 1.0,
-            max_iterations: 200,
-            seed: 42,
-            capacity: 36,
-        }
+        Self { alpha: 1.0, max_iterations: 200, seed: 42, capacity: 36 }
     }
 }
 
@@ -42,9 +37,7 @@ impl TrainParams {
             return Err(ModelError::Params("alpha must be 0 or more".into()));
         }
         if self.max_iterations == 0 {
-            return Err(ModelError::Params(
-                "max_iterations must be at least 1".into(),
-            ));
+            return Err(ModelError::Params("max_iterations must be at least 1".into()));
         }
         if self.capacity == 0 {
             return Err(ModelError::Params("capacity must be at least 1".into()));
@@ -82,10 +75,7 @@ impl Scaling {
             }
         }
         // A constant feature gets sd 1: it then contributes nothing, rather than dividing by 0.
-        let sds = vars
-            .into_iter()
-            .map(|v| if v > 1e-12 { v.sqrt() } else { 1.0 })
-            .collect();
+        let sds = vars.into_iter().map(|v| if v > 1e-12 { v.sqrt() } else { 1.0 }).collect();
         Self { means, sds }
     }
 
@@ -107,13 +97,7 @@ pub fn sigmoid(z: f64) -> f64 {
 
 impl Linear {
     pub fn logit(&self, z: &[f64; N_FEATURES]) -> f64 {
-        self.intercept
-            + self
-                .coefficients
-                .iter()
-                .zip(z)
-                .map(|(w, v)| w * v)
-                .sum::<f64>()
+        self.intercept + self.coefficients.iter().zip(z).map(|(w, v)| w * v).sum::<f64>()
     }
     pub fn probability(&self, z: &[f64; N_FEATURES]) -> f64 {
         sigmoid(self.logit(z))
@@ -127,10 +111,7 @@ pub fn fit_outcome(
     scaling: &Scaling,
     params: &ValidParams,
 ) -> Result<Linear, ModelError> {
-    let labelled: Vec<(&Example, bool)> = rows
-        .iter()
-        .filter_map(|e| e.labels[outcome].map(|l| (*e, l)))
-        .collect();
+    let labelled: Vec<(&Example, bool)> = rows.iter().filter_map(|e| e.labels[outcome].map(|l| (*e, l))).collect();
     let n = labelled.len();
     if n < 50 || labelled.iter().all(|r| r.1) || labelled.iter().all(|r| !r.1) {
         return Err(ModelError::NotEnoughData(format!(

@@ -63,25 +63,16 @@ pub enum ReviewError {
 fn reason_ok(list: &[(&str, &str)], code: &str, note: &str) -> Result<(), ReviewError> {
     if !list.iter().any(|(c, _)| *c == code) {
         let codes: Vec<&str> = list.iter().map(|(c, _)| *c).collect();
-        return Err(ReviewError::Invalid(format!(
-            "reason_code must be one of {}",
-            codes.join(", ")
-        )));
+        return Err(ReviewError::Invalid(format!("reason_code must be one of {}", codes.join(", "))));
     }
     if code == "other" && note.trim().is_empty() {
-        return Err(ReviewError::Invalid(
-            "a note is required with reason \"other\"".into(),
-        ));
+        return Err(ReviewError::Invalid("a note is required with reason \"other\"".into()));
     }
     Ok(())
 }
 
 fn open(c: &CohortRow) -> Result<(), ReviewError> {
-    if c.state == "finalised" {
-        Err(ReviewError::Finalised)
-    } else {
-        Ok(())
-    }
+    if c.state == "finalised" { Err(ReviewError::Finalised) } else { Ok(()) }
 }
 
 /// What an added child must satisfy; checked by the caller against the term's data.
@@ -106,11 +97,7 @@ pub fn decide(
     if kind == Kind::Remove {
         reason_ok(REMOVE_REASONS, reason, note)?;
     }
-    let m = c
-        .members
-        .iter_mut()
-        .find(|m| m.upn == upn)
-        .ok_or(ReviewError::NotMember)?;
+    let m = c.members.iter_mut().find(|m| m.upn == upn).ok_or(ReviewError::NotMember)?;
     if let Some(d) = &m.decision {
         return Err(ReviewError::AlreadyDecided(d.clone()));
     }
@@ -139,15 +126,11 @@ pub fn add(
     if let Some(m) = c.members.iter().find(|m| m.upn == upn) {
         return Err(match &m.decision {
             Some(d) => ReviewError::AlreadyDecided(d.clone()),
-            None => {
-                ReviewError::Invalid("this child is already proposed: confirm them instead".into())
-            }
+            None => ReviewError::Invalid("this child is already proposed: confirm them instead".into()),
         });
     }
     if !check.on_roll {
-        return Err(ReviewError::Invalid(
-            "this child is not on the school's roll for the cohort's term".into(),
-        ));
+        return Err(ReviewError::Invalid("this child is not on the school's roll for the cohort's term".into()));
     }
     if check.statutory {
         return Err(ReviewError::Invalid(
@@ -155,9 +138,7 @@ pub fn add(
         ));
     }
     if check.in_programme {
-        return Err(ReviewError::Invalid(
-            "this child is already in a running two-year programme".into(),
-        ));
+        return Err(ReviewError::Invalid("this child is already in a running two-year programme".into()));
     }
     c.members.push(MemberRow {
         upn: upn.into(),
@@ -178,16 +159,10 @@ pub fn add(
 /// Undoes a decision (an added child leaves the list). Returns the decision undone.
 pub fn undo(c: &mut CohortRow, upn: &str) -> Result<String, ReviewError> {
     open(c)?;
-    let i = c
-        .members
-        .iter()
-        .position(|m| m.upn == upn)
-        .ok_or(ReviewError::NotMember)?;
+    let i = c.members.iter().position(|m| m.upn == upn).ok_or(ReviewError::NotMember)?;
     let m = &mut c.members[i];
     let Some(d) = m.decision.take() else {
-        return Err(ReviewError::Invalid(
-            "this child has no decision to undo".into(),
-        ));
+        return Err(ReviewError::Invalid("this child has no decision to undo".into()));
     };
     if !m.proposed {
         c.members.remove(i);
@@ -205,15 +180,9 @@ pub fn finalise(
     at: i64,
 ) -> Result<Vec<String>, ReviewError> {
     open(c)?;
-    let undecided = c
-        .members
-        .iter()
-        .filter(|m| m.proposed && m.decision.is_none())
-        .count();
+    let undecided = c.members.iter().filter(|m| m.proposed && m.decision.is_none()).count();
     if undecided > 0 {
-        return Err(ReviewError::NotReady(format!(
-            "{undecided} proposed child(ren) still need a decision"
-        )));
+        return Err(ReviewError::NotReady(format!("{undecided} proposed child(ren) still need a decision")));
     }
     let final_list: Vec<String> = c
         .members
@@ -229,11 +198,8 @@ pub fn finalise(
     }
     c.state = "finalised".into();
     c.finalised_at = Some(at);
-    c.over_capacity_reason =
-        (!over_capacity_reason.trim().is_empty()).then(|| over_capacity_reason.into());
-    c.programme_end = Some(crate::domain::Term::from_index(
-        c.school_term.term.index() + PROGRAMME_TERMS,
-    ));
+    c.over_capacity_reason = (!over_capacity_reason.trim().is_empty()).then(|| over_capacity_reason.into());
+    c.programme_end = Some(crate::domain::Term::from_index(c.school_term.term.index() + PROGRAMME_TERMS));
     Ok(final_list)
 }
 
@@ -245,10 +211,7 @@ mod tests {
     fn cohort(n: usize) -> CohortRow {
         CohortRow {
             id: 1,
-            school_term: SchoolTerm {
-                urn: Urn::new(100001).unwrap(),
-                term: Term::parse("2025/26", "autumn").unwrap(),
-            },
+            school_term: SchoolTerm { urn: Urn::new(100001).unwrap(), term: Term::parse("2025/26", "autumn").unwrap() },
             model_id: "m".into(),
             params_json: "{}".into(),
             state: "proposed".into(),
@@ -275,12 +238,7 @@ mod tests {
     }
 
     fn check() -> AddCheck {
-        AddCheck {
-            on_roll: true,
-            statutory: false,
-            in_programme: false,
-            shown_json: "{}".into(),
-        }
+        AddCheck { on_roll: true, statutory: false, in_programme: false, shown_json: "{}".into() }
     }
 
     #[test]
@@ -292,79 +250,18 @@ mod tests {
             decide(&mut c, "U0", Kind::Remove, "data_wrong", "", 8, 2),
             Err(ReviewError::AlreadyDecided(_))
         ));
-        assert!(matches!(
-            decide(&mut c, "U1", Kind::Remove, "", "", 7, 2),
-            Err(ReviewError::Invalid(_))
-        ));
-        assert!(matches!(
-            decide(&mut c, "U1", Kind::Remove, "other", " ", 7, 2),
-            Err(ReviewError::Invalid(_))
-        ));
-        decide(
-            &mut c,
-            "U1",
-            Kind::Remove,
-            "family_declined",
-            "moved away",
-            7,
-            2,
-        )
-        .unwrap();
-        assert!(matches!(
-            finalise(&mut c, 3, "", 3),
-            Err(ReviewError::NotReady(_))
-        ));
+        assert!(matches!(decide(&mut c, "U1", Kind::Remove, "", "", 7, 2), Err(ReviewError::Invalid(_))));
+        assert!(matches!(decide(&mut c, "U1", Kind::Remove, "other", " ", 7, 2), Err(ReviewError::Invalid(_))));
+        decide(&mut c, "U1", Kind::Remove, "family_declined", "moved away", 7, 2).unwrap();
+        assert!(matches!(finalise(&mut c, 3, "", 3), Err(ReviewError::NotReady(_))));
         decide(&mut c, "U2", Kind::Confirm, "", "", 7, 3).unwrap();
-        add(
-            &mut c,
-            "X1",
-            check(),
-            "school_concern",
-            "teacher worried",
-            7,
-            4,
-        )
-        .unwrap();
-        assert!(
-            add(
-                &mut c,
-                "X2",
-                AddCheck {
-                    on_roll: false,
-                    ..check()
-                },
-                "school_concern",
-                "",
-                7,
-                4
-            )
-            .is_err()
-        );
-        assert!(
-            add(
-                &mut c,
-                "X3",
-                AddCheck {
-                    statutory: true,
-                    ..check()
-                },
-                "school_concern",
-                "",
-                7,
-                4
-            )
-            .is_err()
-        );
+        add(&mut c, "X1", check(), "school_concern", "teacher worried", 7, 4).unwrap();
+        assert!(add(&mut c, "X2", AddCheck { on_roll: false, ..check() }, "school_concern", "", 7, 4).is_err());
+        assert!(add(&mut c, "X3", AddCheck { statutory: true, ..check() }, "school_concern", "", 7, 4).is_err());
         let list = finalise(&mut c, 3, "", 5).unwrap();
         assert_eq!(list, vec!["U0", "U2", "X1"]);
-        assert_eq!(
-            c.programme_end.unwrap(),
-            Term::parse("2027/28", "autumn").unwrap()
-        );
-        assert_eq!(
-            decide(&mut c, "U0", Kind::Confirm, "", "", 7, 6),
-            Err(ReviewError::Finalised)
-        );
+        assert_eq!(c.programme_end.unwrap(), Term::parse("2027/28", "autumn").unwrap());
+        assert_eq!(decide(&mut c, "U0", Kind::Confirm, "", "", 7, 6), Err(ReviewError::Finalised));
     }
 
     #[test]
@@ -380,15 +277,7 @@ mod tests {
             decide(&mut c, u, Kind::Confirm, "", "", 7, 3).unwrap();
         }
         add(&mut c, "X1", check(), "professional_judgement", "", 7, 4).unwrap();
-        assert!(
-            finalise(&mut c, 2, "", 5).is_err(),
-            "over capacity needs a reason"
-        );
-        assert_eq!(
-            finalise(&mut c, 2, "sibling of a cohort child", 5)
-                .unwrap()
-                .len(),
-            3
-        );
+        assert!(finalise(&mut c, 2, "", 5).is_err(), "over capacity needs a reason");
+        assert_eq!(finalise(&mut c, 2, "sibling of a cohort child", 5).unwrap().len(), 3);
     }
 }

@@ -28,28 +28,18 @@ fn describe(domain: Domain, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm) -
                         } else {
                             "the same as"
                         };
-                        let from = if dir == "the same as" {
-                            String::new()
-                        } else {
-                            " from".into()
-                        };
+                        let from = if dir == "the same as" { String::new() } else { " from".into() };
                         s.push_str(&format!(", {dir}{from} {} last term", pct(1.0 - p)));
                     }
                     parts.push(s);
                 }
-                None => parts.push(format!(
-                    "only {} sessions possible this term",
-                    row.sessions_possible
-                )),
+                None => parts.push(format!("only {} sessions possible this term", row.sessions_possible)),
             }
             if let Some(sp) = row.absence_spells.filter(|&s| s > 1) {
                 parts.push(format!("{sp} separate spells of absence"));
             }
             if row.sessions_unauthorised > 0 {
-                parts.push(format!(
-                    "{} unauthorised sessions",
-                    row.sessions_unauthorised
-                ));
+                parts.push(format!("{} unauthorised sessions", row.sessions_unauthorised));
             }
             parts.join("; ")
         }
@@ -74,36 +64,23 @@ fn describe(domain: Domain, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm) -
             if row.mh_referral {
                 parts.push("referred to mental-health services this term".to_string());
             }
-            let sdq = h
-                .iter()
-                .rev()
-                .filter(|(s, _)| s.term <= st.term)
-                .find_map(|(s, r)| {
-                    Some((
-                        s.term,
-                        r.sdq_emotional?,
-                        r.sdq_conduct?,
-                        r.sdq_hyperactivity?,
-                        r.sdq_peer?,
-                    ))
+            let sdq =
+                h.iter().rev().filter(|(s, _)| s.term <= st.term).find_map(|(s, r)| {
+                    Some((s.term, r.sdq_emotional?, r.sdq_conduct?, r.sdq_hyperactivity?, r.sdq_peer?))
                 });
             match sdq {
-                Some((t, e, c, hy, p)) => parts.push(format!(
-                    "SDQ ({t}): emotional {e}/10, conduct {c}/10, hyperactivity {hy}/10, peer {p}/10"
-                )),
+                Some((t, e, c, hy, p)) => parts
+                    .push(format!("SDQ ({t}): emotional {e}/10, conduct {c}/10, hyperactivity {hy}/10, peer {p}/10")),
                 None => parts.push("no SDQ wellbeing survey on record".into()),
             }
             parts.join("; ")
         }
         Domain::Attainment => {
-            let below: Vec<&str> = [
-                ("English", row.attainment_english),
-                ("maths", row.attainment_maths),
-            ]
-            .iter()
-            .filter(|(_, a)| *a == Some(Attainment::Below))
-            .map(|(s, _)| *s)
-            .collect();
+            let below: Vec<&str> = [("English", row.attainment_english), ("maths", row.attainment_maths)]
+                .iter()
+                .filter(|(_, a)| *a == Some(Attainment::Below))
+                .map(|(s, _)| *s)
+                .collect();
             if below.is_empty() {
                 let e = row.attainment_english.map_or("not recorded", |a| a.code());
                 let m = row.attainment_maths.map_or("not recorded", |a| a.code());
@@ -140,21 +117,11 @@ fn describe(domain: Domain, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm) -
     }
 }
 
-const DOMAINS: [Domain; 5] = [
-    Domain::Attendance,
-    Domain::Behaviour,
-    Domain::Wellbeing,
-    Domain::Attainment,
-    Domain::Context,
-];
+const DOMAINS: [Domain; 5] =
+    [Domain::Attendance, Domain::Behaviour, Domain::Wellbeing, Domain::Attainment, Domain::Context];
 
 /// Scores one pupil's row with the model, with reasons and flags.
-pub fn score_pupil(
-    model: &ModelArtifact,
-    h: &PupilHistory,
-    row: &PupilTerm,
-    st: SchoolTerm,
-) -> PupilRisk {
+pub fn score_pupil(model: &ModelArtifact, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm) -> PupilRisk {
     let f = features(h, row, st.term);
     let explained = model.explain(&f.values);
     let outcomes: Vec<OutcomeRisk> = Outcome::ALL
@@ -164,10 +131,7 @@ pub fn score_pupil(
         .map(|((&outcome, e), m)| {
             let mut by_domain = [0.0; 5];
             for (j, c) in e.contributions.iter().enumerate().take(N_FEATURES) {
-                let d = DOMAINS
-                    .iter()
-                    .position(|d| *d == FEATURES[j].1)
-                    .expect("known domain");
+                let d = DOMAINS.iter().position(|d| *d == FEATURES[j].1).expect("known domain");
                 by_domain[d] += c;
             }
             let mut order: Vec<usize> = (0..5).filter(|&d| by_domain[d] > 0.0).collect();
@@ -181,12 +145,7 @@ pub fn score_pupil(
                     contribution: by_domain[d],
                 })
                 .collect();
-            OutcomeRisk {
-                outcome,
-                probability: e.probability,
-                band: m.bands.band(e.probability),
-                reasons,
-            }
+            OutcomeRisk { outcome, probability: e.probability, band: m.bands.band(e.probability), reasons }
         })
         .collect();
     let p: Vec<f64> = outcomes.iter().map(|o| o.probability).collect();

@@ -63,10 +63,7 @@ impl PupilRisk {
     pub fn probabilities(&self) -> [f64; 3] {
         let mut p = [0.0; 3];
         for o in &self.outcomes {
-            p[Outcome::ALL
-                .iter()
-                .position(|x| *x == o.outcome)
-                .expect("known outcome")] = o.probability;
+            p[Outcome::ALL.iter().position(|x| *x == o.outcome).expect("known outcome")] = o.probability;
         }
         p
     }

@@ -6,21 +6,10 @@ use super::{Store, StoreError, StoreResult};
 
 /// The newest event's JSON, to chain the next one onto.
 pub fn last_event(tx: &rusqlite::Connection) -> StoreResult<Option<String>> {
-    Ok(tx
-        .query_row(
-            "SELECT event_json FROM audit_events ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?)
+    Ok(tx.query_row("SELECT event_json FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| r.get(0)).optional()?)
 }
 
-pub fn insert_event(
-    tx: &rusqlite::Connection,
-    seq: u64,
-    event_json: &str,
-    hash: &str,
-) -> StoreResult<()> {
+pub fn insert_event(tx: &rusqlite::Connection, seq: u64, event_json: &str, hash: &str) -> StoreResult<()> {
     tx.execute(
         "INSERT INTO audit_events (seq, event_json, hash) VALUES (?1, ?2, ?3)",
         params![seq as i64, event_json, hash],

@@ -65,19 +65,7 @@ fn load(tx: &rusqlite::Connection, id: i64) -> StoreResult<Option<CohortRow>> {
             },
         )
         .optional()?;
-    let Some((
-        urn,
-        ti,
-        model_id,
-        params_json,
-        state,
-        created_at,
-        created_by,
-        finalised_at,
-        ocr,
-        pe,
-    )) = row
-    else {
+    let Some((urn, ti, model_id, params_json, state, created_at, created_by, finalised_at, ocr, pe)) = row else {
         return Ok(None);
     };
     let members = tx
@@ -102,10 +90,7 @@ fn load(tx: &rusqlite::Connection, id: i64) -> StoreResult<Option<CohortRow>> {
         .collect::<Result<_, _>>()?;
     Ok(Some(CohortRow {
         id,
-        school_term: SchoolTerm {
-            urn: Urn::new(urn).map_err(StoreError::Corrupt)?,
-            term: Term::from_index(ti),
-        },
+        school_term: SchoolTerm { urn: Urn::new(urn).map_err(StoreError::Corrupt)?, term: Term::from_index(ti) },
         model_id,
         params_json,
         state,
@@ -183,7 +168,14 @@ impl Store {
         tx.execute(
             "INSERT INTO cohorts (urn, term_index, model_id, params_json, state, created_at, created_by) \
              VALUES (?1, ?2, ?3, ?4, 'proposed', ?5, ?6)",
-            params![c.school_term.urn.get(), c.school_term.term.index(), c.model_id, c.params_json, c.created_at, c.created_by],
+            params![
+                c.school_term.urn.get(),
+                c.school_term.term.index(),
+                c.model_id,
+                c.params_json,
+                c.created_at,
+                c.created_by
+            ],
         )
         .map_err(StoreError::from)?;
         c.id = tx.last_insert_rowid();
@@ -247,13 +239,34 @@ impl Store {
     pub fn reviewed_cohorts(&self) -> StoreResult<Vec<CohortRow>> {
         let conn = self.conn();
         let ids: Vec<i64> = conn
-            .prepare(
-                "SELECT id FROM cohorts WHERE state IN ('in_review', 'finalised') ORDER BY id",
-            )?
+            .prepare("SELECT id FROM cohorts WHERE state IN ('in_review', 'finalised') ORDER BY id")?
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
-        ids.into_iter()
-            .filter_map(|id| load(&conn, id).transpose())
-            .collect()
+        ids.into_iter().filter_map(|id| load(&conn, id).transpose()).collect()
     }
+}
+
+/// Idempotency: the stored result of an earlier mutation with the same key and request id.
+pub fn request_result(tx: &rusqlite::Connection, key_id: i64, request_id: &str) -> StoreResult<Option<String>> {
+    Ok(tx
+        .query_row(
+            "SELECT result_json FROM request_results WHERE key_id = ?1 AND request_id = ?2",
+            params![key_id, request_id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+pub fn save_request_result(
+    tx: &rusqlite::Connection,
+    key_id: i64,
+    request_id: &str,
+    method: &str,
+    result_json: &str,
+) -> StoreResult<()> {
+    tx.execute(
+        "INSERT INTO request_results (key_id, request_id, method, result_json) VALUES (?1, ?2, ?3, ?4)",
+        params![key_id, request_id, method, result_json],
+    )?;
+    Ok(())
 }

@@ -36,10 +36,7 @@ impl Store {
         )?;
         let id = tx.last_insert_rowid();
         for urn in k.schools {
-            tx.execute(
-                "INSERT INTO api_key_schools (key_id, urn) VALUES (?1, ?2)",
-                params![id, urn.get()],
-            )?;
+            tx.execute("INSERT INTO api_key_schools (key_id, urn) VALUES (?1, ?2)", params![id, urn.get()])?;
         }
         tx.commit()?;
         Ok(id)
@@ -49,11 +46,7 @@ impl Store {
     pub fn find_active_key(&self, key_hash: &str) -> StoreResult<Option<KeyRecord>> {
         let conn = self.conn();
         let id: Option<i64> = conn
-            .query_row(
-                "SELECT id FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL",
-                [key_hash],
-                |r| r.get(0),
-            )
+            .query_row("SELECT id FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL", [key_hash], |r| r.get(0))
             .optional()?;
         match id {
             Some(id) => load_key(&conn, id),
@@ -67,58 +60,32 @@ impl Store {
             .prepare("SELECT id FROM api_keys ORDER BY id")?
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
-        ids.into_iter()
-            .filter_map(|id| load_key(&conn, id).transpose())
-            .collect()
+        ids.into_iter().filter_map(|id| load_key(&conn, id).transpose()).collect()
     }
 
     /// Revokes a key; returns false if there is no such active key.
     pub fn revoke_key(&self, id: i64, now: i64) -> StoreResult<bool> {
-        let n = self.conn().execute(
-            "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-            params![id, now],
-        )?;
+        let n = self
+            .conn()
+            .execute("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", params![id, now])?;
         Ok(n == 1)
     }
 }
 
 fn load_key(conn: &rusqlite::Connection, id: i64) -> StoreResult<Option<KeyRecord>> {
     let row = conn
-        .query_row(
-            "SELECT prefix, role, label, created_at, revoked_at FROM api_keys WHERE id = ?1",
-            [id],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                ))
-            },
-        )
+        .query_row("SELECT prefix, role, label, created_at, revoked_at FROM api_keys WHERE id = ?1", [id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
         .optional()?;
     let Some((prefix, role, label, created_at, revoked_at)) = row else {
         return Ok(None);
     };
-    let role = role
-        .parse()
-        .map_err(|_| StoreError::Corrupt(format!("key {id} has unknown role")))?;
+    let role = role.parse().map_err(|_| StoreError::Corrupt(format!("key {id} has unknown role")))?;
     let schools = conn
         .prepare("SELECT urn FROM api_key_schools WHERE key_id = ?1 ORDER BY urn")?
         .query_map([id], |r| r.get::<_, u32>(0))?
-        .map(|u| {
-            u.map_err(StoreError::from)
-                .and_then(|u| Urn::new(u).map_err(StoreError::Corrupt))
-        })
+        .map(|u| u.map_err(StoreError::from).and_then(|u| Urn::new(u).map_err(StoreError::Corrupt)))
         .collect::<StoreResult<_>>()?;
-    Ok(Some(KeyRecord {
-        id,
-        prefix,
-        role,
-        schools,
-        label,
-        created_at,
-        revoked_at,
-    }))
+    Ok(Some(KeyRecord { id, prefix, role, schools, label, created_at, revoked_at }))
 }

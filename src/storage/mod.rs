@@ -3,7 +3,7 @@
 //! Every method is synchronous and quick; async callers run them with `spawn_blocking`.
 
 pub mod audit;
-mod cohorts;
+pub mod cohorts;
 mod keys;
 mod migrations;
 mod models;
@@ -19,24 +19,17 @@ pub use cohorts::{CohortRow, MemberRow, ReplaceRefused};
 pub use keys::{KeyRecord, NewKey};
 pub use models::ModelRecord;
 pub use scores::ScoreRecord;
-pub use submissions::{
-    FeedSource, NewSubmission, SaveOutcome, SubmissionFilter, SubmissionRecord, SubmissionState,
-};
+pub use submissions::{FeedSource, NewSubmission, SaveOutcome, SubmissionFilter, SubmissionRecord, SubmissionState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("cannot use data directory {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    DataDir { path: PathBuf, source: std::io::Error },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    #[error(
-        "the database schema is version {found}, newer than this build knows ({known}); upgrade riskid"
-    )]
+    #[error("the database schema is version {found}, newer than this build knows ({known}); upgrade riskid")]
     SchemaTooNew { found: i64, known: i64 },
 }
 
@@ -53,10 +46,7 @@ pub const DB_FILE: &str = "riskid.db";
 impl Store {
     /// Opens (creating if needed) the store in `data_dir` and applies pending migrations.
     pub fn open(data_dir: &Path) -> StoreResult<Self> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
-            path: data_dir.into(),
-            source,
-        })?;
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.into(), source })?;
         let path = data_dir.join(DB_FILE);
         let mut conn = Connection::open(&path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -66,10 +56,7 @@ impl Store {
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         migrations::apply(&mut conn)?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-            path,
-        })
+        Ok(Self { conn: Mutex::new(conn), path })
     }
 
     pub fn path(&self) -> &Path {
@@ -84,7 +71,5 @@ impl Store {
 }
 
 pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }

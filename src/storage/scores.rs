@@ -15,14 +15,10 @@ pub struct ScoreRecord {
 }
 
 fn read(r: &rusqlite::Row) -> rusqlite::Result<ScoreRecord> {
-    let urn = Urn::new(r.get(0)?).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Integer, e.into())
-    })?;
+    let urn = Urn::new(r.get(0)?)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Integer, e.into()))?;
     Ok(ScoreRecord {
-        school_term: SchoolTerm {
-            urn,
-            term: Term::from_index(r.get(1)?),
-        },
+        school_term: SchoolTerm { urn, term: Term::from_index(r.get(1)?) },
         upn: r.get(2)?,
         model_id: r.get(3)?,
         submission_id: r.get(4)?,
@@ -40,26 +36,16 @@ impl Store {
         let tx = conn.transaction()?;
         let mut cleared = std::collections::HashSet::new();
         {
-            let mut del = tx.prepare_cached(
-                "DELETE FROM scores WHERE urn = ?1 AND term_index = ?2 AND model_id = ?3",
-            )?;
-            let mut ins = tx.prepare_cached(&format!(
-                "INSERT INTO scores ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-            ))?;
+            let mut del =
+                tx.prepare_cached("DELETE FROM scores WHERE urn = ?1 AND term_index = ?2 AND model_id = ?3")?;
+            let mut ins =
+                tx.prepare_cached(&format!("INSERT INTO scores ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?;
             for s in scores {
                 let (urn, ti) = (s.school_term.urn.get(), s.school_term.term.index());
                 if cleared.insert((urn, ti, s.model_id.clone())) {
                     del.execute(params![urn, ti, s.model_id])?;
                 }
-                ins.execute(params![
-                    urn,
-                    ti,
-                    s.upn,
-                    s.model_id,
-                    s.submission_id,
-                    s.priority,
-                    s.explanation_json
-                ])?;
+                ins.execute(params![urn, ti, s.upn, s.model_id, s.submission_id, s.priority, s.explanation_json])?;
             }
         }
         tx.commit()?;
@@ -83,9 +69,7 @@ impl Store {
     pub fn pupil_scores(&self, upn: &str) -> StoreResult<Vec<ScoreRecord>> {
         let conn = self.conn();
         let rows = conn
-            .prepare(&format!(
-                "SELECT {COLUMNS} FROM scores WHERE upn = ?1 ORDER BY term_index, model_id"
-            ))?
+            .prepare(&format!("SELECT {COLUMNS} FROM scores WHERE upn = ?1 ORDER BY term_index, model_id"))?
             .query_map([upn], read)?
             .collect::<Result<_, _>>()?;
         Ok(rows)
@@ -93,35 +77,20 @@ impl Store {
 
     /// The current rows, at any school and term, of every pupil in a submission: what
     /// features need to describe those pupils' history.
-    pub fn history_of_submission(
-        &self,
-        submission_id: i64,
-    ) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
+    pub fn history_of_submission(&self, submission_id: i64) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT s.urn, s.term_index, p.row_json FROM pupil_terms p JOIN submissions s ON s.id = p.submission_id \
              WHERE s.state = 'current' AND p.upn IN (SELECT upn FROM pupil_terms WHERE submission_id = ?1) \
              ORDER BY s.urn, s.term_index, p.upn",
         )?;
-        let rows = stmt.query_map([submission_id], |r| {
-            Ok((
-                r.get::<_, u32>(0)?,
-                r.get::<_, u32>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
+        let rows = stmt
+            .query_map([submission_id], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?)))?;
         rows.map(|row| {
             let (urn, ti, json) = row?;
             let urn = Urn::new(urn).map_err(StoreError::Corrupt)?;
-            let row =
-                serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            Ok((
-                SchoolTerm {
-                    urn,
-                    term: Term::from_index(ti),
-                },
-                row,
-            ))
+            let row = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok((SchoolTerm { urn, term: Term::from_index(ti) }, row))
         })
         .collect()
     }

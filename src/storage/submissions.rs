@@ -75,9 +75,8 @@ const COLUMNS: &str = "id, urn, term_index, state, source, content_sha256, row_c
                        warnings_json, received_at, key_id, supersedes, superseded_by";
 
 fn read_record(r: &Row) -> rusqlite::Result<SubmissionRecord> {
-    let corrupt = |i, msg: String| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, msg.into())
-    };
+    let corrupt =
+        |i, msg: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, msg.into());
     let urn = Urn::new(r.get(1)?).map_err(|e| corrupt(1, e))?;
     let term = Term::from_index(r.get(2)?);
     let state = match r.get::<_, String>(3)?.as_str() {
@@ -107,13 +106,7 @@ fn read_record(r: &Row) -> rusqlite::Result<SubmissionRecord> {
 }
 
 fn get(tx: &rusqlite::Connection, id: i64) -> StoreResult<Option<SubmissionRecord>> {
-    Ok(tx
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM submissions WHERE id = ?1"),
-            [id],
-            read_record,
-        )
-        .optional()?)
+    Ok(tx.query_row(&format!("SELECT {COLUMNS} FROM submissions WHERE id = ?1"), [id], read_record).optional()?)
 }
 
 impl Store {
@@ -149,13 +142,9 @@ impl Store {
                     get(&tx, *id)?.ok_or_else(|| StoreError::Corrupt("lost row".into()))?,
                 ));
             }
-            tx.execute(
-                "UPDATE submissions SET state = 'superseded' WHERE id = ?1",
-                [id],
-            )?;
+            tx.execute("UPDATE submissions SET state = 'superseded' WHERE id = ?1", [id])?;
         }
-        let warnings =
-            serde_json::to_string(s.warnings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let warnings = serde_json::to_string(s.warnings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         tx.execute(
             "INSERT INTO submissions (urn, term_index, state, source, content_sha256, row_count, warning_count, \
              warnings_json, received_at, key_id, request_id, supersedes) \
@@ -176,10 +165,7 @@ impl Store {
         )?;
         let id = tx.last_insert_rowid();
         if let Some((old, _)) = current {
-            tx.execute(
-                "UPDATE submissions SET superseded_by = ?1 WHERE id = ?2",
-                params![id, old],
-            )?;
+            tx.execute("UPDATE submissions SET superseded_by = ?1 WHERE id = ?2", params![id, old])?;
         }
         insert_rows(&tx, id, urn, term_index, s.rows)?;
         let rec = get(&tx, id)?.ok_or_else(|| StoreError::Corrupt("lost row".into()))?;
@@ -205,10 +191,7 @@ impl Store {
         sql.push_str(" ORDER BY id DESC LIMIT ?2");
         let rows = conn
             .prepare(&sql)?
-            .query_map(
-                params![f.before_id.unwrap_or(i64::MAX), f.limit as i64],
-                read_record,
-            )?
+            .query_map(params![f.before_id.unwrap_or(i64::MAX), f.limit as i64], read_record)?
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }
@@ -220,11 +203,8 @@ impl Store {
             "SELECT p.row_json FROM pupil_terms p JOIN submissions s ON s.id = p.submission_id \
              WHERE s.state = 'current' AND s.urn = ?1 AND s.term_index = ?2 ORDER BY p.upn",
         )?;
-        let rows = stmt.query_map(params![st.urn.get(), st.term.index()], |r| {
-            r.get::<_, String>(0)
-        })?;
-        rows.map(|j| serde_json::from_str(&j?).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .collect()
+        let rows = stmt.query_map(params![st.urn.get(), st.term.index()], |r| r.get::<_, String>(0))?;
+        rows.map(|j| serde_json::from_str(&j?).map_err(|e| StoreError::Corrupt(e.to_string()))).collect()
     }
 
     /// Every current row in the store, as (school, term, row), ordered by school then term.
@@ -234,37 +214,18 @@ impl Store {
             "SELECT s.urn, s.term_index, p.row_json FROM pupil_terms p JOIN submissions s ON s.id = p.submission_id \
              WHERE s.state = 'current' ORDER BY s.urn, s.term_index, p.upn",
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, u32>(0)?,
-                r.get::<_, u32>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?)))?;
         rows.map(|row| {
             let (urn, ti, json) = row?;
             let urn = Urn::new(urn).map_err(StoreError::Corrupt)?;
-            let row =
-                serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            Ok((
-                SchoolTerm {
-                    urn,
-                    term: Term::from_index(ti),
-                },
-                row,
-            ))
+            let row = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok((SchoolTerm { urn, term: Term::from_index(ti) }, row))
         })
         .collect()
     }
 }
 
-fn insert_rows(
-    tx: &Transaction,
-    id: i64,
-    urn: u32,
-    term_index: u32,
-    rows: &[PupilTerm],
-) -> StoreResult<()> {
+fn insert_rows(tx: &Transaction, id: i64, urn: u32, term_index: u32, rows: &[PupilTerm]) -> StoreResult<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO pupil_terms (submission_id, upn, urn, term_index, row_json) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;

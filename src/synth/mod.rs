@@ -31,14 +31,7 @@ pub struct WorldConfig {
 
 impl Default for WorldConfig {
     fn default() -> Self {
-        Self {
-            schools: 7,
-            years: 3,
-            seed: 42,
-            first_year: 2023,
-            primary_year_size: 30,
-            secondary_year_size: 180,
-        }
+        Self { schools: 7, years: 3, seed: 42, first_year: 2023, primary_year_size: 30, secondary_year_size: 180 }
     }
 }
 
@@ -115,12 +108,7 @@ pub fn generate(config: &WorldConfig) -> Result<World, String> {
 
 /// The file name of a feed: `100001_2025-26_autumn.csv`.
 pub fn feed_file_name(urn: Urn, term: Term) -> String {
-    format!(
-        "{}_{}_{}.csv",
-        urn,
-        term.academic_year().replace('/', "-"),
-        term.name().as_str()
-    )
+    format!("{}_{}_{}.csv", urn, term.academic_year().replace('/', "-"), term.name().as_str())
 }
 
 /// Writes one CSV per school per term and `manifest.json` into `dir`.

@@ -5,9 +5,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Binomial, Distribution, Normal, Poisson};
 
 use super::{Feed, Phase, School, World, WorldConfig};
-use crate::domain::{
-    Attainment, Cin, Ethnicity, NcYear, PupilTerm, Sen, Sex, Term, TermName, Upn, Urn, check_letter,
-};
+use crate::domain::{Attainment, Cin, Ethnicity, NcYear, PupilTerm, Sen, Sex, Term, TermName, Upn, Urn, check_letter};
 
 /// Ethnicity mix, roughly England's school population (weights sum to 100).
 const ETHNICITIES: &[(Ethnicity, f64)] = &[
@@ -78,20 +76,12 @@ struct Sim<'c> {
 impl<'c> Sim<'c> {
     fn new(cfg: &'c WorldConfig) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let secondaries = if cfg.schools >= 2 {
-            (cfg.schools / 6).max(1)
-        } else {
-            0
-        };
+        let secondaries = if cfg.schools >= 2 { (cfg.schools / 6).max(1) } else { 0 };
         let mut schools = Vec::new();
         let mut school_fx = Vec::new();
         let std = Normal::new(0.0, 1.0).expect("valid normal");
         for i in 0..cfg.schools {
-            let phase = if i < cfg.schools - secondaries {
-                Phase::Primary
-            } else {
-                Phase::Secondary
-            };
+            let phase = if i < cfg.schools - secondaries { Phase::Primary } else { Phase::Secondary };
             let (urn, name) = match phase {
                 Phase::Primary => (110_001 + i as u32, format!("Synthetic Primary {}", i + 1)),
                 Phase::Secondary => (
@@ -99,27 +89,10 @@ impl<'c> Sim<'c> {
                     format!("Synthetic High {}", i - (cfg.schools - secondaries) + 1),
                 ),
             };
-            schools.push(School {
-                urn: Urn::new(urn).expect("6 digits"),
-                name,
-                phase,
-                la: "Synthborough".into(),
-            });
-            school_fx.push((
-                0.25 * std.sample(&mut rng),
-                0.3 * std.sample(&mut rng),
-                rng.random_bool(0.85),
-            ));
+            schools.push(School { urn: Urn::new(urn).expect("6 digits"), name, phase, la: "Synthborough".into() });
+            school_fx.push((0.25 * std.sample(&mut rng), 0.3 * std.sample(&mut rng), rng.random_bool(0.85)));
         }
-        Self {
-            cfg,
-            rng,
-            next_serial: 1,
-            schools,
-            school_fx,
-            pupils: Vec::new(),
-            std,
-        }
+        Self { cfg, rng, next_serial: 1, schools, school_fx, pupils: Vec::new(), std }
     }
 
     fn n(&mut self) -> f64 {
@@ -135,11 +108,7 @@ impl<'c> Sim<'c> {
 
     fn new_pupil(&mut self, school: usize, year: u8) -> Pupil {
         let upn = self.new_upn();
-        let sex = if self.rng.random_bool(0.5) {
-            Sex::M
-        } else {
-            Sex::F
-        };
+        let sex = if self.rng.random_bool(0.5) { Sex::M } else { Sex::F };
         let total: f64 = ETHNICITIES.iter().map(|e| e.1).sum();
         let mut pick = self.rng.random_range(0.0..total);
         let mut ethnicity = Ethnicity::Wbri;
@@ -183,11 +152,8 @@ impl<'c> Sim<'c> {
             Sen::E => 0.8,
         };
         let attend = 0.75 * self.n() + 0.45 * disadvantage + 0.5 * senw;
-        let conduct = 0.8 * self.n()
-            + 0.45 * disadvantage
-            + 0.4 * senw
-            + if sex == Sex::M { 0.35 } else { -0.15 }
-            + 0.2 * attend;
+        let conduct =
+            0.8 * self.n() + 0.45 * disadvantage + 0.4 * senw + if sex == Sex::M { 0.35 } else { -0.15 } + 0.2 * attend;
         let emotional = 0.85 * self.n() + 0.25 * disadvantage + 0.35 * senw + 0.2 * attend;
         let ability = self.n() - 0.45 * disadvantage - 1.2 * senw;
         let spelliness = (0.35 + 0.15 * self.n()).clamp(0.1, 0.9);
@@ -240,9 +206,8 @@ impl<'c> Sim<'c> {
     /// Start of an academic year: year groups advance, Year 6 moves up, Year 11 leaves,
     /// a new Reception (and a few Year 7 arrivals from outside) join.
     fn new_year(&mut self) {
-        let secondaries: Vec<usize> = (0..self.schools.len())
-            .filter(|&s| self.schools[s].phase == Phase::Secondary)
-            .collect();
+        let secondaries: Vec<usize> =
+            (0..self.schools.len()).filter(|&s| self.schools[s].phase == Phase::Secondary).collect();
         for i in 0..self.pupils.len() {
             if self.pupils[i].left {
                 continue;
@@ -281,11 +246,7 @@ impl<'c> Sim<'c> {
         }
         for s in 0..self.schools.len() {
             let phase = self.schools[s].phase;
-            let roll = self
-                .pupils
-                .iter()
-                .filter(|p| !p.left && p.school == s)
-                .count();
+            let roll = self.pupils.iter().filter(|p| !p.left && p.school == s).count();
             let joiners = (roll as f64 * 0.012).round() as usize;
             for _ in 0..joiners {
                 let year = match phase {
@@ -344,19 +305,11 @@ impl<'c> Sim<'c> {
             + school_abs
             + season;
         let rate = sigmoid(abs_logit).min(0.95);
-        let absent = Binomial::new(u64::from(possible), rate)
-            .expect("valid binomial")
-            .sample(&mut self.rng) as u16;
-        let unauth_share =
-            sigmoid(-1.1 + 0.9 * fsm + 0.5 * p.attend + if secondary { 0.4 } else { 0.0 });
-        let unauthorised = Binomial::new(u64::from(absent), unauth_share)
-            .expect("valid binomial")
-            .sample(&mut self.rng) as u16;
-        let spells = if absent == 0 {
-            0
-        } else {
-            ((f64::from(absent) * p.spelliness).round() as u16).clamp(1, absent)
-        };
+        let absent = Binomial::new(u64::from(possible), rate).expect("valid binomial").sample(&mut self.rng) as u16;
+        let unauth_share = sigmoid(-1.1 + 0.9 * fsm + 0.5 * p.attend + if secondary { 0.4 } else { 0.0 });
+        let unauthorised =
+            Binomial::new(u64::from(absent), unauth_share).expect("valid binomial").sample(&mut self.rng) as u16;
+        let spells = if absent == 0 { 0 } else { ((f64::from(absent) * p.spelliness).round() as u16).clamp(1, absent) };
         // Behaviour and suspension.
         let c = p.conduct + 0.6 * p.drift[1];
         let year_fx = match p.year {
@@ -367,9 +320,7 @@ impl<'c> Sim<'c> {
             _ => 0.0,
         };
         let incidents_mean = (0.4 + 0.9 * c + if secondary { 0.6 } else { 0.0 } + school_beh).exp();
-        let incidents = Poisson::new(incidents_mean.max(0.01))
-            .expect("valid")
-            .sample(&mut self.rng) as u16;
+        let incidents = Poisson::new(incidents_mean.max(0.01)).expect("valid").sample(&mut self.rng) as u16;
         let susp_p = sigmoid(-4.75 + 1.1 * c + 1.3 * fsm + year_fx + school_beh);
         let suspensions: u8 = if self.rng.random_bool(susp_p) {
             1 + Poisson::new(0.35).expect("valid").sample(&mut self.rng) as u8
@@ -381,9 +332,7 @@ impl<'c> Sim<'c> {
         // Wellbeing.
         let e = p.emotional + 0.6 * p.drift[2];
         let age_fx = 0.11 * f64::from(p.year);
-        let mh_p = sigmoid(
-            -4.85 + 0.95 * e + age_fx + if p.cin.is_some() { 0.7 } else { 0.0 } + 0.2 * fsm,
-        );
+        let mh_p = sigmoid(-4.85 + 0.95 * e + age_fx + if p.cin.is_some() { 0.7 } else { 0.0 } + 0.2 * fsm);
         let mh_referral = self.rng.random_bool(mh_p);
         let clamp = |v: f64| v.round().clamp(0.0, 10.0) as u8;
         let sdq = sdq_survey && p.year >= 2 && self.rng.random_bool(0.85);
@@ -402,16 +351,8 @@ impl<'c> Sim<'c> {
                 Attainment::Expected
             })
         };
-        let attainment_english = if p.year == 0 {
-            None
-        } else {
-            attainment(&mut self.rng, ne)
-        };
-        let attainment_maths = if p.year == 0 {
-            None
-        } else {
-            attainment(&mut self.rng, nm)
-        };
+        let attainment_english = if p.year == 0 { None } else { attainment(&mut self.rng, ne) };
+        let attainment_maths = if p.year == 0 { None } else { attainment(&mut self.rng, nm) };
         let p = &self.pupils[i];
         PupilTerm {
             upn: p.upn.clone(),
@@ -422,30 +363,14 @@ impl<'c> Sim<'c> {
             eal: p.eal,
             sen: p.sen,
             cin: p.cin,
-            young_carer: if self.rng.random_bool(0.7) {
-                Some(p.young_carer)
-            } else {
-                None
-            },
-            school_moves: if self.rng.random_bool(0.85) {
-                Some(p.moves)
-            } else {
-                None
-            },
+            young_carer: if self.rng.random_bool(0.7) { Some(p.young_carer) } else { None },
+            school_moves: if self.rng.random_bool(0.85) { Some(p.moves) } else { None },
             sessions_possible: possible,
             sessions_authorised: absent - unauthorised,
             sessions_unauthorised: unauthorised,
-            absence_spells: if self.rng.random_bool(0.9) {
-                Some(spells)
-            } else {
-                None
-            },
+            absence_spells: if self.rng.random_bool(0.9) { Some(spells) } else { None },
             suspensions,
-            suspension_sessions: if self.rng.random_bool(0.9) {
-                Some(suspension_sessions)
-            } else {
-                None
-            },
+            suspension_sessions: if self.rng.random_bool(0.9) { Some(suspension_sessions) } else { None },
             permanent_exclusion,
             behaviour_incidents: records_behaviour.then_some(incidents.min(500)),
             attainment_english,
@@ -464,9 +389,7 @@ pub fn simulate(cfg: &WorldConfig) -> World {
     let mut sim = Sim::new(cfg);
     sim.seed_population();
     let first = Term::new(cfg.first_year, TermName::Autumn).expect("checked");
-    let terms: Vec<Term> = (0..cfg.years as u32 * 3)
-        .map(|k| Term::from_index(first.index() + k))
-        .collect();
+    let terms: Vec<Term> = (0..cfg.years as u32 * 3).map(|k| Term::from_index(first.index() + k)).collect();
     let mut feeds = Vec::new();
     for (k, &term) in terms.iter().enumerate() {
         if k > 0 {
@@ -493,18 +416,9 @@ pub fn simulate(cfg: &WorldConfig) -> World {
             by_school[s].push(row);
         }
         for (s, rows) in by_school.into_iter().enumerate() {
-            feeds.push(Feed {
-                urn: sim.schools[s].urn,
-                term,
-                rows,
-            });
+            feeds.push(Feed { urn: sim.schools[s].urn, term, rows });
         }
         sim.pupils.retain(|p| !p.left);
     }
-    World {
-        config: cfg.clone(),
-        schools: sim.schools,
-        terms,
-        feeds,
-    }
+    World { config: cfg.clone(), schools: sim.schools, terms, feeds }
 }

@@ -21,19 +21,7 @@ fn text(b: &[u8]) -> String {
 fn keys_create_prints_the_key_alone_and_list_never_shows_it() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let out = riskid(
-        &[
-            "keys",
-            "create",
-            "--role",
-            "school",
-            "--school",
-            "100001",
-            "--data-dir",
-            d,
-        ],
-        None,
-    );
+    let out = riskid(&["keys", "create", "--role", "school", "--school", "100001", "--data-dir", d], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let key = text(&out.stdout);
     assert_eq!(key.lines().count(), 1);
@@ -41,21 +29,10 @@ fn keys_create_prints_the_key_alone_and_list_never_shows_it() {
     let list = text(&riskid(&["keys", "list", "--data-dir", d], None).stdout);
     assert!(list.contains("school") && list.contains("100001") && !list.contains(key.trim()));
 
-    let refused = riskid(
-        &["keys", "create", "--role", "link_worker", "--data-dir", d],
-        None,
-    );
+    let refused = riskid(&["keys", "create", "--role", "link_worker", "--data-dir", d], None);
     assert!(!refused.status.success());
-    assert!(
-        text(&refused.stderr).contains("--school"),
-        "{}",
-        text(&refused.stderr)
-    );
-    assert!(
-        !riskid(&["keys", "revoke", "99", "--data-dir", d], None)
-            .status
-            .success()
-    );
+    assert!(text(&refused.stderr).contains("--school"), "{}", text(&refused.stderr));
+    assert!(!riskid(&["keys", "revoke", "99", "--data-dir", d], None).status.success());
 }
 
 #[tokio::test]
@@ -67,47 +44,24 @@ async fn submit_prints_a_report_and_exits_non_zero_on_rejection() {
     let run = move |file: &'static str, key: String, server: String| {
         tokio::task::spawn_blocking(move || {
             let path = format!("{fixtures}/{file}");
-            let args = [
-                "submit", "--server", &server, "--school", "100001", "--year", "2025/26", "--term",
-                "autumn", &path,
-            ];
+            let args =
+                ["submit", "--server", &server, "--school", "100001", "--year", "2025/26", "--term", "autumn", &path];
             riskid(&args, Some(&key))
         })
     };
-    let ok = run("valid-feed.csv", key.clone(), server.clone())
-        .await
-        .unwrap();
+    let ok = run("valid-feed.csv", key.clone(), server.clone()).await.unwrap();
     assert!(ok.status.success(), "{}", text(&ok.stderr));
     let report = text(&ok.stdout);
-    assert!(
-        report.contains("ACCEPTED") && report.contains("10 pupil rows, 2 warning(s)"),
-        "{report}"
-    );
+    assert!(report.contains("ACCEPTED") && report.contains("10 pupil rows, 2 warning(s)"), "{report}");
 
-    let bad = run("invalid-feed.csv", key.clone(), server.clone())
-        .await
-        .unwrap();
+    let bad = run("invalid-feed.csv", key.clone(), server.clone()).await.unwrap();
     assert_eq!(bad.status.code(), Some(1));
     let report = text(&bad.stdout);
-    assert!(
-        report.contains("REJECTED") && report.contains("9 error(s)"),
-        "{report}"
-    );
-    assert!(
-        report.lines().any(|l| l.contains("  11  sdq_emotional")),
-        "{report}"
-    );
+    assert!(report.contains("REJECTED") && report.contains("9 error(s)"), "{report}");
+    assert!(report.lines().any(|l| l.contains("  11  sdq_emotional")), "{report}");
 
-    let list = tokio::task::spawn_blocking(move || {
-        riskid(&["submissions", "list", "--server", &server], Some(&key))
-    })
-    .await
-    .unwrap();
-    assert!(
-        text(&list.stdout)
-            .lines()
-            .filter(|l| l.contains("100001"))
-            .count()
-            == 1
-    );
+    let list = tokio::task::spawn_blocking(move || riskid(&["submissions", "list", "--server", &server], Some(&key)))
+        .await
+        .unwrap();
+    assert!(text(&list.stdout).lines().filter(|l| l.contains("100001")).count() == 1);
 }

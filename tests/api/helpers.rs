@@ -29,19 +29,14 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(limits: Limits) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path()).unwrap());
-    let app = Arc::new(App::new(store.clone(), limits));
+    let app = Arc::new(App::new(store.clone(), limits).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(riskid::server::serve(listener, app, None, async {
         let _ = rx.await;
     }));
-    TestApp {
-        addr,
-        store,
-        _dir: dir,
-        _shutdown: tx,
-    }
+    TestApp { addr, store, _dir: dir, _shutdown: tx }
 }
 
 impl TestApp {
@@ -63,11 +58,7 @@ impl TestApp {
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
+        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
     }
 
     pub async fn feed(&self, key: &str) -> FeedServiceClient<Authed> {
@@ -99,9 +90,7 @@ pub async fn submit(
     header: pb::SubmissionHeader,
     csv: &[u8],
 ) -> Result<pb::SubmitFeedResponse, tonic::Status> {
-    c.submit_feed(submission_stream(header, csv.to_vec()))
-        .await
-        .map(|r| r.into_inner())
+    c.submit_feed(submission_stream(header, csv.to_vec())).await.map(|r| r.into_inner())
 }
 
 pub const VALID: &[u8] = include_bytes!("../fixtures/valid-feed.csv");

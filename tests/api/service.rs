@@ -1,8 +1,6 @@
 //! Health and reflection work without a key, as probes and grpcurl expect.
 
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use crate::helpers::*;
 
@@ -10,21 +8,9 @@ use crate::helpers::*;
 async fn health_reports_serving_without_a_key() {
     let app = spawn_app().await;
     let mut h = HealthClient::new(app.channel().await);
-    let overall = h
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let overall = h.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
     assert_eq!(overall.status(), ServingStatus::Serving);
-    let feed = h
-        .check(HealthCheckRequest {
-            service: "riskid.v1.FeedService".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let feed = h.check(HealthCheckRequest { service: "riskid.v1.FeedService".into() }).await.unwrap().into_inner();
     assert_eq!(feed.status(), ServingStatus::Serving);
 }
 
@@ -40,22 +26,10 @@ async fn reflection_lists_the_services() {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut resp = c
-        .server_reflection_info(tokio_stream::iter(vec![req]))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut resp = c.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
     let msg = resp.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
-        panic!("unexpected reply")
-    };
+    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else { panic!("unexpected reply") };
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(
-        names.contains(&"riskid.v1.FeedService".to_string()),
-        "{names:?}"
-    );
-    assert!(
-        names.contains(&"grpc.health.v1.Health".to_string()),
-        "{names:?}"
-    );
+    assert!(names.contains(&"riskid.v1.FeedService".to_string()), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
 }

@@ -1,6 +1,14 @@
 //! Use cases, free of transport: the gRPC handlers and the CLI call these.
 
-use std::sync::Arc;
+pub(crate) mod audit;
+mod cohorts;
+mod models;
+mod risks;
+
+pub use cohorts::{DecisionInput, OverrideRow, ProposeInput, capacity_of};
+pub use models::{BUNDLED_MODEL, Progress, rfc3339};
+
+use std::sync::{Arc, RwLock};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -9,8 +17,7 @@ use crate::auth::{AccessError, Principal, ReadSubmissions, SubmitPass, hash_key}
 use crate::domain::{SchoolTerm, Term, Urn};
 use crate::ingest::{self, Rejected};
 use crate::storage::{
-    FeedSource, NewSubmission, SaveOutcome, Store, StoreError, SubmissionFilter, SubmissionRecord,
-    now_unix,
+    FeedSource, NewSubmission, SaveOutcome, Store, StoreError, SubmissionFilter, SubmissionRecord, now_unix,
 };
 
 /// One error type for the use cases; mapped to a gRPC status once, at the edge.
@@ -28,6 +35,9 @@ pub enum AppError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A concurrent change won; retrying after a reload may succeed.
+    #[error("{0}")]
+    Aborted(String),
     #[error("{0}")]
     ResourceExhausted(String),
     #[error(transparent)]
@@ -47,10 +57,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_feed_bytes: 64 << 20,
-            max_concurrent_ingests: 4,
-        }
+        Self { max_feed_bytes: 64 << 20, max_concurrent_ingests: 4 }
     }
 }
 
@@ -58,6 +65,9 @@ pub struct App {
     store: Arc<Store>,
     limits: Limits,
     ingest_slots: Arc<Semaphore>,
+    scoring_slots: Arc<Semaphore>,
+    active: RwLock<Arc<crate::model::ModelArtifact>>,
+    training: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What a submission's body is made of.
@@ -81,13 +91,26 @@ pub enum SubmitResult {
 }
 
 impl App {
-    pub fn new(store: Arc<Store>, limits: Limits) -> Self {
+    /// Builds the application; activates the bundled model if the store has none active.
+    pub fn new(store: Arc<Store>, limits: Limits) -> AppResult<Self> {
         let ingest_slots = Arc::new(Semaphore::new(limits.max_concurrent_ingests));
-        Self {
+        let active = RwLock::new(Self::load_active_model(&store)?);
+        Ok(Self {
             store,
             limits,
             ingest_slots,
-        }
+            // Scoring is CPU-bound: two batches per core, and refuse the rest rather than queue.
+            scoring_slots: Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()) * 2)),
+            active,
+            training: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    pub(crate) fn scoring_permit(&self) -> AppResult<tokio::sync::OwnedSemaphorePermit> {
+        self.scoring_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| AppError::ResourceExhausted("the server is busy scoring; retry shortly".into()))
     }
 
     pub fn limits(&self) -> &Limits {
@@ -98,7 +121,7 @@ impl App {
         &self.store
     }
 
-    async fn blocking<T: Send + 'static>(
+    pub(crate) async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> AppResult<T> + Send + 'static,
     ) -> AppResult<T> {
@@ -113,26 +136,17 @@ impl App {
     /// Resolves a bearer key to its principal. Unknown and revoked keys look the same.
     pub async fn authenticate(&self, key: &str) -> AppResult<Principal> {
         let hash = hash_key(key);
-        let rec = self
-            .blocking(move |s| Ok(s.find_active_key(&hash)?))
-            .await?;
-        let rec = rec.ok_or(AppError::Unauthenticated(
-            "the API key is not valid or has been revoked",
-        ))?;
-        Ok(Principal {
-            key_id: rec.id,
-            role: rec.role,
-            schools: rec.schools,
-        })
+        let rec = self.blocking(move |s| Ok(s.find_active_key(&hash)?)).await?;
+        let rec = rec.ok_or(AppError::Unauthenticated("the API key is not valid or has been revoked"))?;
+        Ok(Principal { key_id: rec.id, role: rec.role, schools: rec.schools })
     }
 
     /// A permit to ingest now, or a refusal if the server is already busy ingesting.
     pub fn ingest_permit(&self) -> AppResult<tokio::sync::OwnedSemaphorePermit> {
-        self.ingest_slots.clone().try_acquire_owned().map_err(|_| {
-            AppError::ResourceExhausted(
-                "the server is busy ingesting other feeds; retry shortly".into(),
-            )
-        })
+        self.ingest_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| AppError::ResourceExhausted("the server is busy ingesting other feeds; retry shortly".into()))
     }
 
     /// Validates a feed and, unless a dry run, stores it atomically.
@@ -144,11 +158,9 @@ impl App {
         request_id: Option<String>,
         dry_run: bool,
     ) -> AppResult<SubmitResult> {
-        let school_term = SchoolTerm {
-            urn: pass.urn,
-            term,
-        };
+        let school_term = SchoolTerm { urn: pass.urn, term };
         let key_id = pass.key_id;
+        let model = self.active_model();
         self.blocking(move |store| {
             let sha = hex::encode(Sha256::digest(&body.csv));
             let feed = ingest::parse_csv(&body.csv).map_err(|r| AppError::FeedRejected(Box::new(r)))?;
@@ -174,6 +186,11 @@ impl App {
             Ok(match outcome {
                 SaveOutcome::Accepted(r) => {
                     tracing::info!(submission = r.id, school = %r.school_term.urn, rows = r.row_count, "feed accepted");
+                    // The feed is stored whatever happens here; activation rescores if this fails.
+                    match models::score_submission(store, &model, r.id, school_term) {
+                        Ok(risks) => tracing::info!(submission = r.id, pupils = risks.len(), model = %model.model_id, "feed scored"),
+                        Err(e) => tracing::error!(submission = r.id, error = %e, "scoring the accepted feed failed"),
+                    }
                     SubmitResult::Accepted(r)
                 }
                 SaveOutcome::Unchanged(r) => SubmitResult::Unchanged(r),
@@ -182,11 +199,7 @@ impl App {
         .await
     }
 
-    pub async fn get_submission(
-        &self,
-        scope: ReadSubmissions,
-        id: i64,
-    ) -> AppResult<SubmissionRecord> {
+    pub async fn get_submission(&self, scope: ReadSubmissions, id: i64) -> AppResult<SubmissionRecord> {
         let rec = self.blocking(move |s| Ok(s.get_submission(id)?)).await?;
         // Out-of-scope submissions are reported as missing, so ids reveal nothing.
         match rec {
@@ -209,15 +222,8 @@ impl App {
             (None, Some(set)) => Some(set.iter().copied().collect()),
             (None, None) => None,
         };
-        let filter = SubmissionFilter {
-            schools,
-            include_superseded,
-            before_id,
-            limit,
-        };
-        let rows = self
-            .blocking(move |s| Ok(s.list_submissions(&filter)?))
-            .await?;
+        let filter = SubmissionFilter { schools, include_superseded, before_id, limit };
+        let rows = self.blocking(move |s| Ok(s.list_submissions(&filter)?)).await?;
         Ok(rows.into_iter().map(|r| redact(&scope, r)).collect())
     }
 }

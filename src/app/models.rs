@@ -1,0 +1,201 @@
+//! Model use cases: train (a long job), evaluate, list, activate; scoring at ingest and on
+//! activation; stateless scoring for other systems.
+
+use std::sync::Arc;
+
+use super::{App, AppError, AppResult};
+use crate::audit::NewEvent;
+use crate::auth::Principal;
+use crate::domain::{PupilTerm, SchoolTerm};
+use crate::model::features::History;
+use crate::model::{ModelArtifact, TrainParams, TrainRequest, train_and_evaluate};
+use crate::scoring::{PupilRisk, score_pupil};
+use crate::storage::{ModelRecord, ScoreRecord, Store, now_unix};
+
+/// The model shipped in the binary: trained on synthetic data by `riskid model build-default`.
+pub const BUNDLED_MODEL: &str = include_str!("../../models/default.json");
+
+pub fn rfc3339(unix: i64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64))
+        .to_string()
+}
+
+/// Scores every pupil of one stored submission with `model`, from their history.
+pub(crate) fn score_submission(
+    store: &Store,
+    model: &ModelArtifact,
+    submission_id: i64,
+    st: SchoolTerm,
+) -> AppResult<Vec<PupilRisk>> {
+    let history = History::from_rows(store.history_of_submission(submission_id)?);
+    let rows = store.current_rows(st)?;
+    let risks: Vec<PupilRisk> = rows
+        .iter()
+        .map(|row| {
+            let h = &history.pupils[&row.upn];
+            score_pupil(model, h, row, st)
+        })
+        .collect();
+    let records: Vec<ScoreRecord> = risks
+        .iter()
+        .map(|r| ScoreRecord {
+            school_term: st,
+            upn: r.upn.clone(),
+            model_id: model.model_id.clone(),
+            submission_id,
+            priority: r.any_adverse,
+            explanation_json: serde_json::to_string(r).expect("risk serialises"),
+        })
+        .collect();
+    store.save_scores(&records)?;
+    Ok(risks)
+}
+
+/// Progress of a training job, for the caller to show.
+pub type Progress = tokio::sync::mpsc::UnboundedSender<String>;
+
+impl App {
+    /// The active model, loading it from the store (or the bundled one on first start).
+    pub(crate) fn load_active_model(store: &Store) -> AppResult<Arc<ModelArtifact>> {
+        if let Some(rec) = store.active_model()? {
+            return Ok(Arc::new(ModelArtifact::from_json(&rec.artifact_json).map_err(AppError::Internal)?));
+        }
+        let model = ModelArtifact::from_json(BUNDLED_MODEL).map_err(AppError::Internal)?;
+        store.save_model(&model.model_id, BUNDLED_MODEL, now_unix())?;
+        store.activate_model(&model.model_id, now_unix())?;
+        tracing::info!(model = %model.model_id, "activated the bundled model (trained on synthetic data)");
+        Ok(Arc::new(model))
+    }
+
+    pub fn active_model(&self) -> Arc<ModelArtifact> {
+        self.active.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Trains from the store's history. Refuses a second concurrent training.
+    pub async fn train(
+        &self,
+        who: &Principal,
+        params: TrainParams,
+        model_id: Option<String>,
+        progress: Progress,
+    ) -> AppResult<ModelRecord> {
+        who.may_manage_models()?;
+        let _job = self
+            .training
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| AppError::Conflict("a training job is already running; wait for it to finish".into()))?;
+        let params = params.check().map_err(|e| AppError::InvalidArgument(e.to_string()))?.get().clone();
+        self.blocking(move |store| {
+            let _ = progress.send("loading history from the store".into());
+            let rows = store.all_current_rows()?;
+            let history = History::from_rows(rows);
+            let now = now_unix();
+            let mut report = |m: &str| {
+                let _ = progress.send(m.to_string());
+            };
+            let artifact = train_and_evaluate(
+                &history,
+                params,
+                TrainRequest {
+                    model_id,
+                    created_at: rfc3339(now),
+                    data_description: "Trained on the feeds held by this riskid server.".into(),
+                    progress: &mut report,
+                },
+            )
+            .map_err(|e| AppError::InvalidArgument(e.to_string()))?;
+            store.save_model(&artifact.model_id, &artifact.to_json(), now)?;
+            store.get_model(&artifact.model_id)?.ok_or_else(|| AppError::Internal("model vanished".into()))
+        })
+        .await
+    }
+
+    pub async fn get_model(&self, who: &Principal, model_id: String) -> AppResult<ModelRecord> {
+        who.may_manage_models()?;
+        let id = model_id.clone();
+        self.blocking(move |s| Ok(s.get_model(&id)?))
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("no model {model_id:?}")))
+    }
+
+    pub async fn list_models(&self, who: &Principal) -> AppResult<Vec<ModelRecord>> {
+        who.may_manage_models()?;
+        self.blocking(|s| Ok(s.list_models()?)).await
+    }
+
+    /// Activates a model and rescores each school's latest term with it.
+    /// Returns (schools, pupils) rescored.
+    pub async fn activate(
+        &self,
+        who: &Principal,
+        model_id: String,
+        force: bool,
+        reason: String,
+    ) -> AppResult<(usize, usize)> {
+        who.may_manage_models()?;
+        let rec = self.get_model(who, model_id.clone()).await?;
+        let model = Arc::new(ModelArtifact::from_json(&rec.artifact_json).map_err(AppError::InvalidArgument)?);
+        if !model.beats_baselines() && !force {
+            return Err(AppError::Conflict(format!(
+                "model {model_id} does not beat the baselines at capacity for every outcome; \
+                 activate with force and a reason to override (this is audited)"
+            )));
+        }
+        if force && reason.trim().is_empty() {
+            return Err(AppError::InvalidArgument("a forced activation needs a reason".into()));
+        }
+        let event = NewEvent {
+            at: now_unix(),
+            actor_key_id: who.key_id,
+            actor_role: who.role.to_string(),
+            action: if force { "model.activate_forced" } else { "model.activate" }.into(),
+            school_urn: None,
+            subject: format!("model {model_id}"),
+            details: serde_json::json!({ "model_id": model_id, "force": force, "reason": reason,
+                                         "beats_baselines": model.beats_baselines() }),
+        };
+        let m = model.clone();
+        let counts = self
+            .blocking(move |store| {
+                store.in_transaction(|tx| super::audit::append(tx, event))?;
+                store.activate_model(&m.model_id, now_unix())?;
+                let (mut schools, mut pupils) = (0, 0);
+                for (st, submission) in store.latest_submissions()? {
+                    pupils += score_submission(store, &m, submission, st)?.len();
+                    schools += 1;
+                }
+                Ok((schools, pupils))
+            })
+            .await?;
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) = model;
+        tracing::info!(model = %model_id, schools = counts.0, pupils = counts.1, "model activated; latest terms rescored");
+        Ok(counts)
+    }
+
+    /// Scores pupils without storing anything. Each pupil is (school term, row, earlier rows).
+    pub async fn score_stateless(
+        &self,
+        who: &Principal,
+        pupils: Vec<(SchoolTerm, PupilTerm, Vec<(SchoolTerm, PupilTerm)>)>,
+    ) -> AppResult<(String, Vec<PupilRisk>)> {
+        who.may_score_statelessly()?;
+        let _permit = self.scoring_permit()?;
+        let model = self.active_model();
+        let risks = tokio::task::spawn_blocking(move || {
+            pupils
+                .into_iter()
+                .map(|(st, row, prior)| {
+                    let mut h: Vec<(SchoolTerm, PupilTerm)> =
+                        prior.into_iter().filter(|(p, _)| p.term < st.term).collect();
+                    h.push((st, row.clone()));
+                    h.sort_by_key(|(s, _)| (s.term, s.urn));
+                    score_pupil(&model, &h, &row, st)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+        Ok((self.active_model().model_id.clone(), risks))
+    }
+}
