@@ -4,24 +4,14 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos: Vec<PathBuf> = std::fs::read_dir("proto/riskid/v1")?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    let mut protos: Vec<PathBuf> = protos
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "proto"))
-        .collect();
+    let protos: Vec<PathBuf> =
+        std::fs::read_dir("proto/riskid/v1")?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    let mut protos: Vec<PathBuf> = protos.into_iter().filter(|p| p.extension().is_some_and(|e| e == "proto")).collect();
     protos.sort();
     let fds = protox::compile(&protos, ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out.join("riskid_descriptor.bin"),
-        prost::Message::encode_to_vec(&fds),
-    )?;
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(fds)?;
+    std::fs::write(out.join("riskid_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }
