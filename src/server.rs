@@ -9,8 +9,12 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, ServerTlsConfig};
 
+use crate::api::pb::audit_service_server::AuditServiceServer;
+use crate::api::pb::cohort_service_server::CohortServiceServer;
 use crate::api::pb::feed_service_server::FeedServiceServer;
-use crate::api::{FeedApi, GatewayLayer, pb};
+use crate::api::pb::model_service_server::ModelServiceServer;
+use crate::api::pb::risk_service_server::RiskServiceServer;
+use crate::api::{AuditApi, CohortApi, FeedApi, GatewayLayer, ModelApi, RiskApi, pb};
 use crate::app::{App, Limits};
 use crate::storage::Store;
 
@@ -79,6 +83,10 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<FeedServiceServer<FeedApi>>().await;
+    health.set_serving::<RiskServiceServer<RiskApi>>().await;
+    health.set_serving::<ModelServiceServer<ModelApi>>().await;
+    health.set_serving::<CohortServiceServer<CohortApi>>().await;
+    health.set_serving::<AuditServiceServer<AuditApi>>().await;
     // Both reflection versions: older grpcurl and Python's grpcio-reflection speak v1alpha only.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -98,6 +106,10 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(FeedServiceServer::new(FeedApi::new(app.clone())).max_decoding_message_size(max_msg))
+        .add_service(RiskServiceServer::new(RiskApi::new(app.clone())).max_decoding_message_size(max_msg))
+        .add_service(ModelServiceServer::new(ModelApi::new(app.clone())))
+        .add_service(CohortServiceServer::new(CohortApi::new(app.clone())))
+        .add_service(AuditServiceServer::new(AuditApi::new(app.clone())))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())

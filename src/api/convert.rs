@@ -150,3 +150,49 @@ pub fn records_to_csv(records: &[pb::PupilRecord]) -> Vec<u8> {
     out.extend(w.into_inner().unwrap_or_default());
     out
 }
+
+pub fn band_to_pb(b: crate::scoring::Band) -> pb::Band {
+    match b {
+        crate::scoring::Band::Low => pb::Band::Low,
+        crate::scoring::Band::Medium => pb::Band::Medium,
+        crate::scoring::Band::High => pb::Band::High,
+    }
+}
+
+pub fn outcome_to_pb(o: crate::domain::Outcome) -> pb::Outcome {
+    match o {
+        crate::domain::Outcome::PersistentAbsence => pb::Outcome::PersistentAbsence,
+        crate::domain::Outcome::Suspension => pb::Outcome::Suspension,
+        crate::domain::Outcome::MhReferral => pb::Outcome::MhReferral,
+    }
+}
+
+/// The one conversion every RPC that shows a child uses.
+pub fn risk_to_pb(r: &crate::scoring::PupilRisk) -> pb::PupilRisk {
+    pb::PupilRisk {
+        upn: r.upn.clone(),
+        school_term: Some(school_term_to_pb(r.school_term.urn, r.school_term.term)),
+        model_id: r.model_id.clone(),
+        any_adverse: r.any_adverse,
+        outcomes: r
+            .outcomes
+            .iter()
+            .map(|o| pb::OutcomeRisk {
+                outcome: outcome_to_pb(o.outcome) as i32,
+                probability: o.probability,
+                band: band_to_pb(o.band) as i32,
+                reasons: o
+                    .reasons
+                    .iter()
+                    .map(|x| pb::Reason {
+                        domain: x.domain.clone(),
+                        text: x.text.clone(),
+                        contribution: x.contribution,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        flags: r.flags.clone(),
+        ncyear: crate::domain::NcYear::new(r.ncyear).map(|y| y.label()).unwrap_or_default(),
+    }
+}

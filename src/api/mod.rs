@@ -1,8 +1,12 @@
 //! The gRPC edge: generated types, conversions, status mapping, access layer, handlers.
 
+mod audit;
+mod cohort;
 mod convert;
 mod feed;
 mod gateway;
+mod model;
+mod risk;
 mod status;
 
 pub mod pb {
@@ -13,9 +17,13 @@ pub mod pb {
     pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/riskid_descriptor.bin"));
 }
 
+pub use audit::AuditApi;
+pub use cohort::CohortApi;
 pub use convert::{records_to_csv, school_term_to_pb as school_term_pb, term_from_pb};
 pub use feed::FeedApi;
 pub use gateway::{GatewayLayer, policy};
+pub use model::ModelApi;
+pub use risk::RiskApi;
 pub use status::{field_of, parse_field};
 
 use crate::auth::Principal;

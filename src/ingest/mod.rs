@@ -7,11 +7,10 @@ mod validate;
 
 pub use columns::{COLUMN_COUNT, Column, contract_header};
 pub use csv_feed::parse_csv;
-pub use report::{MAX_LISTED, Violation, code};
+pub use report::{Findings, MAX_LISTED, Violation, code};
 pub use validate::{Cells, RowValidator};
 
 use crate::domain::PupilTerm;
-use report::Findings;
 
 /// An accepted feed: every row valid, perhaps with warnings.
 #[derive(Debug, Clone)]

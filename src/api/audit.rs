@@ -1,0 +1,104 @@
+//! AuditService: the audit trail, its verification, and the override report.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::feed::page_size;
+use super::pb::{self, audit_service_server::AuditService};
+use super::principal;
+use crate::app::App;
+
+pub struct AuditApi {
+    app: Arc<App>,
+}
+
+impl AuditApi {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+}
+
+#[tonic::async_trait]
+impl AuditService for AuditApi {
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        let who = principal(&request)?;
+        let pb::ListAuditEventsRequest { action, school_urn, page_size: size, page_token } = request.into_inner();
+        let after: u64 = if page_token.is_empty() {
+            0
+        } else {
+            page_token.parse().map_err(|_| Status::invalid_argument("bad page_token"))?
+        };
+        let limit = page_size(size);
+        let opt = |s: String| (!s.is_empty()).then_some(s);
+        let events = self.app.audit_events(&who, after, limit, opt(action), opt(school_urn)).await?;
+        let next_page_token = if events.len() == limit {
+            events.last().map(|e| e.seq.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let events = events
+            .into_iter()
+            .map(|e| pb::AuditEvent {
+                seq: e.seq,
+                at: e.event.at,
+                actor_key_id: e.event.actor_key_id,
+                actor_role: e.event.actor_role,
+                action: e.event.action,
+                school_urn: e.event.school_urn.unwrap_or_default(),
+                subject: e.event.subject,
+                details_json: e.event.details.to_string(),
+                prev_hash: e.prev_hash,
+                hash: e.hash,
+            })
+            .collect();
+        Ok(Response::new(pb::ListAuditEventsResponse { events, next_page_token }))
+    }
+
+    async fn verify_audit_chain(
+        &self,
+        request: Request<pb::VerifyAuditChainRequest>,
+    ) -> Result<Response<pb::VerifyAuditChainResponse>, Status> {
+        let who = principal(&request)?;
+        let pb::VerifyAuditChainRequest {} = request.into_inner();
+        Ok(Response::new(match self.app.verify_audit(&who).await? {
+            Ok(n) => pb::VerifyAuditChainResponse {
+                ok: true,
+                events_checked: n,
+                first_broken_seq: 0,
+                problem: String::new(),
+            },
+            Err(b) => pb::VerifyAuditChainResponse {
+                ok: false,
+                events_checked: b.seq,
+                first_broken_seq: b.seq,
+                problem: b.problem,
+            },
+        }))
+    }
+
+    async fn get_override_report(
+        &self,
+        request: Request<pb::GetOverrideReportRequest>,
+    ) -> Result<Response<pb::OverrideReport>, Status> {
+        let who = principal(&request)?;
+        let rows = self.app.override_report(&who).await?;
+        Ok(Response::new(pb::OverrideReport {
+            rows: rows
+                .into_iter()
+                .map(|r| pb::OverrideRow {
+                    dimension: r.dimension,
+                    value: r.value,
+                    proposed: r.proposed as u32,
+                    confirmed: r.confirmed as u32,
+                    removed: r.removed as u32,
+                    added: r.added as u32,
+                    override_rate: r.override_rate,
+                })
+                .collect(),
+        }))
+    }
+}

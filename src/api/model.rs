@@ -1,0 +1,130 @@
+//! ModelService: analysts train, evaluate, list, read and activate models.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::feed::page_size;
+use super::pb::{self, model_service_server::ModelService, train_model_progress::Event};
+use super::principal;
+use crate::app::App;
+use crate::model::{ModelArtifact, TrainParams};
+use crate::storage::ModelRecord;
+
+pub struct ModelApi {
+    app: Arc<App>,
+}
+
+impl ModelApi {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+}
+
+pub(crate) fn model_to_pb(r: &ModelRecord) -> pb::Model {
+    let artifact = ModelArtifact::from_json(&r.artifact_json).ok();
+    pb::Model {
+        model_id: r.model_id.clone(),
+        active: r.active,
+        created_at: crate::app::rfc3339(r.created_at),
+        card: artifact.as_ref().map(ModelArtifact::model_card).unwrap_or_default(),
+        artifact_json: r.artifact_json.clone(),
+        beats_baselines: artifact.as_ref().is_some_and(ModelArtifact::beats_baselines),
+    }
+}
+
+type ProgressStream = Pin<Box<dyn Stream<Item = Result<pb::TrainModelProgress, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ModelService for ModelApi {
+    type TrainModelStream = ProgressStream;
+
+    async fn train_model(
+        &self,
+        request: Request<pb::TrainModelRequest>,
+    ) -> Result<Response<Self::TrainModelStream>, Status> {
+        let who = principal(&request)?;
+        who.may_manage_models().map_err(crate::app::AppError::from)?;
+        let pb::TrainModelRequest { capacity, seed, alpha, model_id } = request.into_inner();
+        let defaults = TrainParams::default();
+        let params = TrainParams {
+            capacity: if capacity == 0 { defaults.capacity } else { capacity as usize },
+            seed,
+            alpha: if alpha == 0.0 { defaults.alpha } else { alpha },
+            ..defaults
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<pb::TrainModelProgress, Status>>(64);
+        let app = self.app.clone();
+        let model_id = (!model_id.is_empty()).then_some(model_id);
+        // The job runs to completion even if the caller goes away; progress is best effort.
+        let job = tokio::spawn(async move { app.train(&who, params, model_id, tx).await });
+        tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                let _ = out_tx.send(Ok(pb::TrainModelProgress { event: Some(Event::Message(m)) })).await;
+            }
+            let last = match job.await {
+                Ok(Ok(rec)) => Ok(pb::TrainModelProgress { event: Some(Event::Model(model_to_pb(&rec))) }),
+                Ok(Err(e)) => Err(Status::from(e)),
+                Err(e) => Err(Status::internal(format!("training stopped: {e}"))),
+            };
+            let _ = out_tx.send(last).await;
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(out_rx))))
+    }
+
+    async fn evaluate_model(
+        &self,
+        request: Request<pb::EvaluateModelRequest>,
+    ) -> Result<Response<pb::EvaluateModelResponse>, Status> {
+        let who = principal(&request)?;
+        let pb::EvaluateModelRequest { model_id, capacity: _ } = request.into_inner();
+        let rec = self.app.get_model(&who, model_id).await?;
+        let a = ModelArtifact::from_json(&rec.artifact_json).map_err(Status::failed_precondition)?;
+        let evaluations: Vec<_> = a.outcomes.iter().map(|o| &o.evaluation).collect();
+        let report_json = serde_json::to_string_pretty(&evaluations).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::EvaluateModelResponse { report_json }))
+    }
+
+    async fn list_models(
+        &self,
+        request: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let who = principal(&request)?;
+        let pb::ListModelsRequest { page_size: size, page_token } = request.into_inner();
+        let all = self.app.list_models(&who).await?;
+        let offset: usize = if page_token.is_empty() {
+            0
+        } else {
+            page_token.parse().map_err(|_| Status::invalid_argument("bad page_token"))?
+        };
+        let end = (offset + page_size(size)).min(all.len());
+        let models = all.get(offset..end).unwrap_or_default().iter().map(model_to_pb).collect();
+        let next_page_token = if end < all.len() { end.to_string() } else { String::new() };
+        Ok(Response::new(pb::ListModelsResponse { models, next_page_token }))
+    }
+
+    async fn get_model(&self, request: Request<pb::GetModelRequest>) -> Result<Response<pb::Model>, Status> {
+        let who = principal(&request)?;
+        let pb::GetModelRequest { model_id } = request.into_inner();
+        Ok(Response::new(model_to_pb(&self.app.get_model(&who, model_id).await?)))
+    }
+
+    async fn activate_model(
+        &self,
+        request: Request<pb::ActivateModelRequest>,
+    ) -> Result<Response<pb::ActivateModelResponse>, Status> {
+        let who = principal(&request)?;
+        let pb::ActivateModelRequest { model_id, force, reason, request_id: _ } = request.into_inner();
+        // Activation is naturally idempotent: activating the active model again rescores the same.
+        let (schools, pupils) = self.app.activate(&who, model_id.clone(), force, reason).await?;
+        let rec = self.app.get_model(&who, model_id).await?;
+        Ok(Response::new(pb::ActivateModelResponse {
+            model: Some(model_to_pb(&rec)),
+            schools_rescored: schools as u32,
+            pupils_rescored: pupils as u32,
+        }))
+    }
+}
