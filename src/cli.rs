@@ -24,6 +24,23 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole mission on a synthetic borough: server, feeds, training, cohorts, review.
+    Demo {
+        /// Schools in the synthetic borough (Leigh has 7).
+        #[arg(long, default_value_t = 7)]
+        schools: usize,
+        /// Academic years of feeds.
+        #[arg(long, default_value_t = 3)]
+        years: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Cohort capacity per school.
+        #[arg(long, default_value_t = 36)]
+        capacity: u32,
+        /// Keep the data directory here (default: a temporary directory, removed at the end).
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
     /// Run the gRPC server.
     Serve(Settings),
     /// Manage API keys directly in a data directory (works while the server runs).
@@ -152,6 +169,11 @@ pub fn init_tracing(format: &str) {
 /// Runs a command; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Demo { schools, years, seed, capacity, keep } => {
+            let opts = crate::demo::DemoOptions { schools, years, seed, capacity, keep };
+            crate::demo::run(opts, &mut std::io::stdout()).await?;
+            Ok(0)
+        }
         Command::Serve(settings) => server::run(settings).await.map(|()| 0),
         Command::Keys { action, data_dir } => keys(action, data_dir),
         Command::Submit { client, school, year, term, dry_run, request_id, file } => {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod cohort;
+pub mod demo;
 pub mod domain;
 pub mod ingest;
 pub mod model;

@@ -194,5 +194,6 @@ pub fn risk_to_pb(r: &crate::scoring::PupilRisk) -> pb::PupilRisk {
             .collect(),
         flags: r.flags.clone(),
         ncyear: crate::domain::NcYear::new(r.ncyear).map(|y| y.label()).unwrap_or_default(),
+        statutory: r.statutory,
     }
 }

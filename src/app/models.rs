@@ -51,6 +51,9 @@ pub(crate) fn score_submission(
     Ok(risks)
 }
 
+/// A pupil to score statelessly: the term's row and any earlier rows.
+pub type ToScore = (SchoolTerm, PupilTerm, Vec<(SchoolTerm, PupilTerm)>);
+
 /// Progress of a training job, for the caller to show.
 pub type Progress = tokio::sync::mpsc::UnboundedSender<String>;
 
@@ -177,7 +180,7 @@ impl App {
     pub async fn score_stateless(
         &self,
         who: &Principal,
-        pupils: Vec<(SchoolTerm, PupilTerm, Vec<(SchoolTerm, PupilTerm)>)>,
+        pupils: Vec<ToScore>,
     ) -> AppResult<(String, Vec<PupilRisk>)> {
         who.may_score_statelessly()?;
         let _permit = self.scoring_permit()?;
