@@ -117,3 +117,32 @@ pub fn valid_csv(n: usize, salt: u64) -> Vec<u8> {
     }
     s.into_bytes()
 }
+
+/// A small generated borough, every feed submitted through the API by its school.
+pub struct Borough {
+    pub world: riskid::synth::World,
+    pub latest: Term,
+}
+
+pub async fn submit_world(app: &TestApp, schools: usize) -> Borough {
+    let cfg = riskid::synth::WorldConfig {
+        schools,
+        years: 1,
+        seed: 5,
+        primary_year_size: 12,
+        secondary_year_size: 24,
+        ..Default::default()
+    };
+    let world = riskid::synth::generate(&cfg).unwrap();
+    for f in &world.feeds {
+        let mut c = app.feed(&app.key(Role::School, &[f.urn.get()])).await;
+        let h = header(f.urn.get(), f.term);
+        submit(&mut c, h, &riskid::synth::feed_csv(&f.rows)).await.unwrap();
+    }
+    let latest = *world.terms.last().unwrap();
+    Borough { world, latest }
+}
+
+pub fn st(urn: Urn, t: Term) -> pb::SchoolTerm {
+    riskid::api::school_term_pb(urn, t)
+}

@@ -5,3 +5,4 @@ mod feed;
 mod helpers;
 mod service;
 mod tls;
+mod risk;
