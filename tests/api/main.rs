@@ -1,8 +1,9 @@
 //! Integration tests against a real server on 127.0.0.1:0, through the generated clients.
 
 mod cli;
+mod cohort;
 mod feed;
 mod helpers;
+mod risk;
 mod service;
 mod tls;
-mod risk;

@@ -117,7 +117,8 @@ async fn reads_are_scoped_and_stateless_scoring_stores_nothing() {
         ..Default::default()
     };
     let t = term("2025/26", "spring");
-    let pupil = |r: pb::PupilRecord| pb::PupilToScore { school_term: Some(st(a, t)), record: Some(r), prior_terms: vec![] };
+    let pupil =
+        |r: pb::PupilRecord| pb::PupilToScore { school_term: Some(st(a, t)), record: Some(r), prior_terms: vec![] };
     let many: Vec<_> = (0..1000).map(|_| pupil(rec.clone())).collect();
     let out = svc.score_records(pb::ScoreRecordsRequest { pupils: many }).await.unwrap().into_inner();
     assert_eq!(out.risks.len(), 1000);

@@ -1,0 +1,173 @@
+//! Proposals and the link workers' review through the API, with the audit trail.
+
+use riskid::api::pb::{self, audit_service_client::AuditServiceClient, cohort_service_client::CohortServiceClient};
+use riskid::auth::Role;
+use riskid::client::{Authed, Bearer};
+use tonic::Code;
+
+use crate::helpers::*;
+
+fn cohorts(ch: tonic::transport::Channel, key: &str) -> CohortServiceClient<Authed> {
+    CohortServiceClient::with_interceptor(ch, Bearer::new(key))
+}
+
+fn propose_req(s: pb::SchoolTerm, k: u32, force: bool) -> pb::ProposeCohortRequest {
+    pb::ProposeCohortRequest { school_term: Some(s), capacity: k, seed: 9, force, ..Default::default() }
+}
+
+fn decision(c: &pb::Cohort, upn: &str, kind: pb::DecisionKind, reason: &str, rid: &str) -> pb::RecordDecisionRequest {
+    pb::RecordDecisionRequest {
+        cohort_id: c.cohort_id.clone(),
+        upn: upn.into(),
+        decision: kind as i32,
+        reason_code: reason.into(),
+        note: "note".into(),
+        request_id: rid.into(),
+    }
+}
+
+#[tokio::test]
+async fn proposals_are_capacity_limited_eligible_and_reproducible() {
+    let app = spawn_app().await;
+    let b = submit_world(&app, 2).await;
+    let urn = b.world.schools[0].urn;
+    let mut lw = cohorts(app.channel().await, &app.key(Role::LinkWorker, &[urn.get()]));
+    let first = lw.propose_cohort(propose_req(st(urn, b.latest), 10, false)).await.unwrap().into_inner();
+    assert_eq!(first.members.len(), 10.min(first.eligible as usize));
+    let feed = b.world.feeds.iter().find(|f| f.urn == urn && f.term == b.latest).unwrap();
+    for m in &first.members {
+        let row = feed.rows.iter().find(|r| r.upn.as_str() == m.upn).unwrap();
+        assert!(!row.statutory(), "CLA/CPP children are never proposed");
+        let risk = m.risk.as_ref().unwrap();
+        assert!(!risk.model_id.is_empty() && risk.outcomes.iter().any(|o| !o.reasons.is_empty()));
+    }
+    // Repeating the proposal (unreviewed) gives the same list, replacing the first.
+    let again = lw.propose_cohort(propose_req(st(urn, b.latest), 10, false)).await.unwrap().into_inner();
+    let upns = |c: &pb::Cohort| c.members.iter().map(|m| m.upn.clone()).collect::<Vec<_>>();
+    assert_eq!(upns(&first), upns(&again));
+    assert_ne!(first.cohort_id, again.cohort_id);
+    // Larger capacity than eligible: everyone eligible.
+    let all = lw.propose_cohort(propose_req(st(urn, b.latest), 100_000, false)).await.unwrap().into_inner();
+    assert_eq!(all.members.len(), all.eligible as usize);
+    // Once review starts, a new proposal needs force.
+    let c = lw.propose_cohort(propose_req(st(urn, b.latest), 10, false)).await.unwrap().into_inner();
+    lw.record_decision(decision(&c, &c.members[0].upn, pb::DecisionKind::Confirm, "", "")).await.unwrap();
+    let err = lw.propose_cohort(propose_req(st(urn, b.latest), 10, false)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(lw.propose_cohort(propose_req(st(urn, b.latest), 10, true)).await.is_ok());
+    // Bad input.
+    assert_eq!(
+        lw.propose_cohort(propose_req(st(urn, b.latest), 0, false)).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let never = st(urn, term("2030/31", "autumn"));
+    assert_eq!(lw.propose_cohort(propose_req(never, 5, false)).await.unwrap_err().code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_full_review_with_refusals_conflicts_repeats_and_an_audit_that_detects_tampering() {
+    let app = spawn_app().await;
+    let b = submit_world(&app, 2).await;
+    let (urn, other) = (b.world.schools[0].urn, b.world.schools[1].urn);
+    let mut lw = cohorts(app.channel().await, &app.key(Role::LinkWorker, &[urn.get()]));
+    let c = lw.propose_cohort(propose_req(st(urn, b.latest), 6, false)).await.unwrap().into_inner();
+    let m: Vec<String> = c.members.iter().map(|m| m.upn.clone()).collect();
+
+    // A link worker for another school is refused on every review RPC.
+    let mut stranger = cohorts(app.channel().await, &app.key(Role::LinkWorker, &[other.get()]));
+    let denied = stranger.record_decision(decision(&c, &m[0], pb::DecisionKind::Confirm, "", "")).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let undo = pb::UndoDecisionRequest { cohort_id: c.cohort_id.clone(), upn: m[0].clone(), request_id: String::new() };
+    assert_eq!(stranger.undo_decision(undo.clone()).await.unwrap_err().code(), Code::PermissionDenied);
+    let fin = pb::FinaliseCohortRequest { cohort_id: c.cohort_id.clone(), ..Default::default() };
+    assert_eq!(stranger.finalise_cohort(fin.clone()).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(
+        stranger.get_cohort(pb::GetCohortRequest { school_term: Some(st(urn, b.latest)) }).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    // Schools read their cohort but cannot decide.
+    let mut school = cohorts(app.channel().await, &app.key(Role::School, &[urn.get()]));
+    assert!(school.get_cohort(pb::GetCohortRequest { school_term: Some(st(urn, b.latest)) }).await.is_ok());
+    assert_eq!(
+        school.record_decision(decision(&c, &m[0], pb::DecisionKind::Confirm, "", "")).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+
+    // Removal needs a reason; finalising needs every child decided.
+    let no_reason = lw.record_decision(decision(&c, &m[1], pb::DecisionKind::Remove, "", "")).await.unwrap_err();
+    assert_eq!(no_reason.code(), Code::InvalidArgument);
+    lw.record_decision(decision(&c, &m[1], pb::DecisionKind::Remove, "family_declined", "r1")).await.unwrap();
+    assert_eq!(lw.finalise_cohort(fin.clone()).await.unwrap_err().code(), Code::FailedPrecondition);
+
+    // Concurrent decisions on one child: one wins, the other is told so.
+    let (mut a, mut bb) = (lw.clone(), lw.clone());
+    let (ra, rb) = tokio::join!(
+        a.record_decision(decision(&c, &m[0], pb::DecisionKind::Confirm, "", "")),
+        bb.record_decision(decision(&c, &m[0], pb::DecisionKind::Remove, "data_wrong", ""))
+    );
+    assert!(ra.is_ok() != rb.is_ok(), "exactly one wins");
+    let loser = ra.err().or(rb.err()).unwrap();
+    assert_eq!(loser.code(), Code::Aborted, "{}", loser.message());
+
+    // A repeated request id returns the first result and does not apply twice.
+    let first =
+        lw.record_decision(decision(&c, &m[2], pb::DecisionKind::Confirm, "", "req-2")).await.unwrap().into_inner();
+    let repeat =
+        lw.record_decision(decision(&c, &m[2], pb::DecisionKind::Confirm, "", "req-2")).await.unwrap().into_inner();
+    assert_eq!(first.members, repeat.members);
+
+    // Undo, then decide again.
+    lw.undo_decision(pb::UndoDecisionRequest { upn: m[2].clone(), ..undo.clone() }).await.unwrap();
+    lw.record_decision(decision(&c, &m[2], pb::DecisionKind::Confirm, "", "")).await.unwrap();
+
+    // Adding: not on roll is refused; an eligible child on roll is added.
+    let not_on_roll =
+        lw.record_decision(decision(&c, &upn(7), pb::DecisionKind::Add, "school_concern", "")).await.unwrap_err();
+    assert_eq!(not_on_roll.code(), Code::InvalidArgument);
+    let feed = b.world.feeds.iter().find(|f| f.urn == urn && f.term == b.latest).unwrap();
+    let extra = feed.rows.iter().find(|r| !m.contains(&r.upn.as_str().to_string()) && !r.statutory()).unwrap();
+    lw.record_decision(decision(&c, extra.upn.as_str(), pb::DecisionKind::Add, "school_concern", "")).await.unwrap();
+    for u in &m[3..] {
+        lw.record_decision(decision(&c, u, pb::DecisionKind::Confirm, "", "")).await.unwrap();
+    }
+    let done = lw.finalise_cohort(fin.clone()).await.unwrap().into_inner();
+    assert_eq!(done.state(), pb::CohortState::Finalised);
+    assert!(done.programme_ends.is_some());
+    assert_eq!(
+        lw.record_decision(decision(&c, &m[1], pb::DecisionKind::Confirm, "", "")).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+
+    // The audit chain verifies, lists the decisions, and breaks when a row is altered directly.
+    let analyst = app.key(Role::Analyst, &[]);
+    let mut audit = AuditServiceClient::with_interceptor(app.channel().await, Bearer::new(&analyst));
+    let ok = audit.verify_audit_chain(pb::VerifyAuditChainRequest {}).await.unwrap().into_inner();
+    assert!(ok.ok && ok.events_checked >= 10, "{ok:?}");
+    let events = audit
+        .list_audit_events(pb::ListAuditEventsRequest { action: "decision.remove".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(events.events.len(), 1);
+    assert!(events.events[0].details_json.contains("\"shown\""), "what was shown is recorded");
+    let report = audit.get_override_report(pb::GetOverrideReportRequest {}).await.unwrap().into_inner();
+    assert!(
+        report.rows.iter().any(|r| r.dimension == "reason" && r.value == "remove: family_declined" && r.removed == 1)
+    );
+    let mut lw_audit = AuditServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(&app.key(Role::LinkWorker, &[urn.get()])),
+    );
+    assert_eq!(
+        lw_audit.verify_audit_chain(pb::VerifyAuditChainRequest {}).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+
+    let db = rusqlite::Connection::open(app.store.path()).unwrap();
+    db.execute_batch(
+        "DROP TRIGGER audit_no_update; UPDATE audit_events SET event_json = replace(event_json, 'family_declined', 'data_wrong') WHERE seq = 3 OR event_json LIKE '%family_declined%';",
+    )
+    .unwrap();
+    let broken = audit.verify_audit_chain(pb::VerifyAuditChainRequest {}).await.unwrap().into_inner();
+    assert!(!broken.ok && broken.first_broken_seq > 0, "{broken:?}");
+}
