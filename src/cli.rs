@@ -96,6 +96,31 @@ pub enum Command {
         #[command(subcommand)]
         action: ModelCommand,
     },
+    /// A school's pupils for a term, highest risk first, with reasons.
+    Risks {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        at: crate::cli_client::SchoolTermArgs,
+        /// How many pupils to show.
+        #[arg(long, default_value_t = 20)]
+        limit: i32,
+    },
+    /// Cohorts: propose, show, and the link worker's review.
+    Cohort {
+        #[command(subcommand)]
+        action: crate::cli_client::CohortClient,
+    },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        action: crate::cli_client::AuditClient,
+    },
+    /// Reports for analysts.
+    Report {
+        #[command(subcommand)]
+        action: ReportCommand,
+    },
     /// Read stored submissions.
     Submissions {
         #[command(subcommand)]
@@ -125,6 +150,9 @@ pub enum KeysCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
+    /// Train, list, show or activate models on a server.
+    #[command(flatten)]
+    Server(crate::cli_client::ModelClient),
     /// Train the bundled default model on a generated synthetic world (no server) and write
     /// the artifact and its model card.
     BuildDefault {
@@ -142,6 +170,15 @@ pub enum ModelCommand {
         /// Artifact path; the card is written beside it as .card.md.
         #[arg(long, default_value = "models/default.json")]
         out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Confirm/remove/add rates by school, reason, model and group.
+    Overrides {
+        #[command(flatten)]
+        client: ClientArgs,
     },
 }
 
@@ -179,7 +216,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Submit { client, school, year, term, dry_run, request_id, file } => {
             submit(client, &school, &year, &term, dry_run, request_id, file).await
         }
+        Command::Model { action: ModelCommand::Server(cmd) } => crate::cli_client::model(cmd).await,
         Command::Model { action } => model(action).await,
+        Command::Risks { client, at, limit } => crate::cli_client::risks(client, at, limit).await,
+        Command::Cohort { action } => crate::cli_client::cohort(action).await,
+        Command::Audit { action } => crate::cli_client::audit(action).await,
+        Command::Report { action: ReportCommand::Overrides { client } } => crate::cli_client::overrides(client).await,
         Command::Generate { schools, years, seed, first_year, out } => {
             let cfg = crate::synth::WorldConfig { schools, years, seed, first_year, ..Default::default() };
             let world = crate::synth::generate(&cfg).map_err(anyhow::Error::msg)?;
@@ -322,6 +364,7 @@ async fn list_submissions(args: ClientArgs, school: Option<String>, all: bool) -
 
 async fn model(action: ModelCommand) -> anyhow::Result<i32> {
     match action {
+        ModelCommand::Server(_) => unreachable!("handled by the client commands"),
         ModelCommand::BuildDefault { schools, years, seed, capacity, out } => {
             let cfg = crate::synth::WorldConfig { schools, years, seed, ..Default::default() };
             eprintln!("generating a synthetic world: {schools} schools, {years} years, seed {seed}");

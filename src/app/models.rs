@@ -177,11 +177,7 @@ impl App {
     }
 
     /// Scores pupils without storing anything. Each pupil is (school term, row, earlier rows).
-    pub async fn score_stateless(
-        &self,
-        who: &Principal,
-        pupils: Vec<ToScore>,
-    ) -> AppResult<(String, Vec<PupilRisk>)> {
+    pub async fn score_stateless(&self, who: &Principal, pupils: Vec<ToScore>) -> AppResult<(String, Vec<PupilRisk>)> {
         who.may_score_statelessly()?;
         let _permit = self.scoring_permit()?;
         let model = self.active_model();

@@ -1,0 +1,419 @@
+//! Client commands for scores, models, cohorts and the audit trail.
+
+use clap::Subcommand;
+use tokio_stream::StreamExt;
+
+use crate::api::pb::{
+    self, audit_service_client::AuditServiceClient, cohort_service_client::CohortServiceClient,
+    model_service_client::ModelServiceClient, risk_service_client::RiskServiceClient,
+};
+use crate::client::{ClientArgs, connect};
+use crate::domain::{Term, Urn};
+
+/// Which school and term.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SchoolTermArgs {
+    /// School URN (6 digits).
+    #[arg(long)]
+    pub school: String,
+    /// Academic year, e.g. 2025/26.
+    #[arg(long)]
+    pub year: String,
+    /// autumn, spring or summer.
+    #[arg(long)]
+    pub term: String,
+}
+
+impl SchoolTermArgs {
+    fn pb(&self) -> anyhow::Result<pb::SchoolTerm> {
+        let urn = Urn::parse(&self.school).map_err(anyhow::Error::msg)?;
+        let term = Term::parse(&self.year, &self.term).map_err(anyhow::Error::msg)?;
+        Ok(crate::api::school_term_pb(urn, term))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelClient {
+    /// Train from the server's history (progress is shown), then print the new model's card.
+    Train {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long, default_value_t = 36)]
+        capacity: u32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// List models; the active one is marked.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print a model's card.
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+        model_id: String,
+    },
+    /// Activate a model (rescoring each school's latest term). Refused unless it beats the baselines,
+    /// or --force with --reason (audited).
+    Activate {
+        #[command(flatten)]
+        client: ClientArgs,
+        model_id: String,
+        #[arg(long)]
+        force: bool,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CohortClient {
+    /// Propose a cohort from the active model's scores.
+    Propose {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        at: SchoolTermArgs,
+        #[arg(long, default_value_t = 36)]
+        capacity: u32,
+        /// Year groups in the programme (0 = Reception).
+        #[arg(long, default_value_t = 0)]
+        min_year: u32,
+        #[arg(long, default_value_t = 13)]
+        max_year: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Replace a cohort already in review.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the cohort with each child's reasons and decision.
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        at: SchoolTermArgs,
+    },
+    /// Confirm a proposed child.
+    Confirm {
+        #[command(flatten)]
+        client: ClientArgs,
+        cohort_id: String,
+        upn: String,
+    },
+    /// Remove a proposed child, with a reason code and note.
+    Remove {
+        #[command(flatten)]
+        client: ClientArgs,
+        cohort_id: String,
+        upn: String,
+        /// already_supported, family_declined, data_wrong, professional_judgement, statutory_involvement, left_school, other
+        #[arg(long)]
+        reason: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Add a child the model did not propose, with a reason code and note.
+    Add {
+        #[command(flatten)]
+        client: ClientArgs,
+        cohort_id: String,
+        upn: String,
+        /// professional_judgement, school_concern, family_request, data_missing, other
+        #[arg(long)]
+        reason: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Undo a decision before finalising.
+    Undo {
+        #[command(flatten)]
+        client: ClientArgs,
+        cohort_id: String,
+        upn: String,
+    },
+    /// Finalise once every proposed child has a decision.
+    Finalise {
+        #[command(flatten)]
+        client: ClientArgs,
+        cohort_id: String,
+        /// Needed when the final list is over capacity.
+        #[arg(long, default_value = "")]
+        over_capacity_reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditClient {
+    /// List audit events (oldest first).
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long, default_value = "")]
+        action: String,
+        #[arg(long, default_value_t = 50)]
+        limit: i32,
+    },
+    /// Recompute the hash chain; exits 1 if it is broken.
+    Verify {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+fn status(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", s.code().description(), s.message())
+}
+
+fn band(b: i32) -> &'static str {
+    match pb::Band::try_from(b) {
+        Ok(pb::Band::High) => "HIGH",
+        Ok(pb::Band::Medium) => "medium",
+        _ => "low",
+    }
+}
+
+fn print_risk_line(prefix: &str, r: &pb::PupilRisk) {
+    let p: Vec<String> =
+        r.outcomes.iter().map(|o| format!("{:>3.0}% {:<6}", 100.0 * o.probability, band(o.band))).collect();
+    println!(
+        "{prefix}{}  Y{:<3} any {:>3.0}%  PA {}  susp {}  MH {}",
+        r.upn,
+        r.ncyear,
+        100.0 * r.any_adverse,
+        p[0],
+        p[1],
+        p[2]
+    );
+    let pad = " ".repeat(prefix.chars().count() + 4);
+    if let Some(top) = r.outcomes.iter().max_by(|a, b| a.probability.total_cmp(&b.probability)) {
+        for reason in &top.reasons {
+            println!("{pad}{:<11} {}", reason.domain, reason.text);
+        }
+    }
+    for f in &r.flags {
+        println!("{pad}(note: {f})");
+    }
+}
+
+pub async fn risks(client: ClientArgs, at: SchoolTermArgs, limit: i32) -> anyhow::Result<i32> {
+    let (ch, bearer) = connect(&client).await?;
+    let mut c = RiskServiceClient::with_interceptor(ch, bearer);
+    let r = c
+        .list_school_risks(pb::ListSchoolRisksRequest {
+            school_term: Some(at.pb()?),
+            page_size: limit,
+            ..Default::default()
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    println!(
+        "model {}; highest risk first (next term: persistent absence, suspension, mental-health referral)",
+        r.model_id
+    );
+    for (i, risk) in r.risks.iter().enumerate() {
+        print_risk_line(&format!("{:>4}. ", i + 1), risk);
+    }
+    Ok(0)
+}
+
+pub async fn model(cmd: ModelClient) -> anyhow::Result<i32> {
+    let client = match &cmd {
+        ModelClient::Train { client, .. }
+        | ModelClient::List { client }
+        | ModelClient::Show { client, .. }
+        | ModelClient::Activate { client, .. } => client.clone(),
+    };
+    let (ch, bearer) = connect(&client).await?;
+    let mut c = ModelServiceClient::with_interceptor(ch, bearer);
+    match cmd {
+        ModelClient::Train { capacity, seed, .. } => {
+            let mut s = c
+                .train_model(pb::TrainModelRequest { capacity, seed, ..Default::default() })
+                .await
+                .map_err(status)?
+                .into_inner();
+            while let Some(m) = s.next().await {
+                match m.map_err(status)?.event {
+                    Some(pb::train_model_progress::Event::Message(m)) => eprintln!("  {m}"),
+                    Some(pb::train_model_progress::Event::Model(m)) => {
+                        println!("{}", m.card);
+                        println!("model id: {} (beats baselines: {})", m.model_id, m.beats_baselines);
+                    }
+                    None => {}
+                }
+            }
+        }
+        ModelClient::List { .. } => {
+            for m in c.list_models(pb::ListModelsRequest::default()).await.map_err(status)?.into_inner().models {
+                println!(
+                    "{} {:<40} created {}  beats baselines: {}",
+                    if m.active { "*" } else { " " },
+                    m.model_id,
+                    m.created_at,
+                    m.beats_baselines
+                );
+            }
+        }
+        ModelClient::Show { model_id, .. } => {
+            println!("{}", c.get_model(pb::GetModelRequest { model_id }).await.map_err(status)?.into_inner().card);
+        }
+        ModelClient::Activate { model_id, force, reason, .. } => {
+            let r = c
+                .activate_model(pb::ActivateModelRequest { model_id, force, reason, request_id: String::new() })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!("activated; rescored {} pupils in {} schools", r.pupils_rescored, r.schools_rescored);
+        }
+    }
+    Ok(0)
+}
+
+fn print_cohort(c: &pb::Cohort) {
+    let state = pb::CohortState::try_from(c.state).map(|s| s.as_str_name().to_ascii_lowercase()).unwrap_or_default();
+    println!(
+        "cohort {} ({state}), model {}, capacity {}, {} eligible ({} statutory, {} in a programme, {} outside the years excluded)",
+        c.cohort_id,
+        c.model_id,
+        c.capacity,
+        c.eligible,
+        c.excluded_statutory,
+        c.excluded_in_programme,
+        c.excluded_year_group
+    );
+    for m in &c.members {
+        let d =
+            pb::DecisionKind::try_from(m.decision).map(|d| d.as_str_name().to_ascii_lowercase()).unwrap_or_default();
+        let d = if d == "decision_kind_unspecified" { "undecided".to_string() } else { d };
+        let why = if m.reason_code.is_empty() { String::new() } else { format!(" ({}: {})", m.reason_code, m.note) };
+        println!("  #{:<3} {d}{why}", if m.proposed { m.rank.to_string() } else { "+".into() });
+        if let Some(r) = &m.risk {
+            print_risk_line("       ", r);
+        }
+    }
+}
+
+pub async fn cohort(cmd: CohortClient) -> anyhow::Result<i32> {
+    use CohortClient::*;
+    let client = match &cmd {
+        Propose { client, .. }
+        | Show { client, .. }
+        | Confirm { client, .. }
+        | Remove { client, .. }
+        | Add { client, .. }
+        | Undo { client, .. }
+        | Finalise { client, .. } => client.clone(),
+    };
+    let (ch, bearer) = connect(&client).await?;
+    let mut c = CohortServiceClient::with_interceptor(ch, bearer);
+    let decide = |cohort_id: String, upn: String, kind: pb::DecisionKind, reason: String, note: String| {
+        pb::RecordDecisionRequest {
+            cohort_id,
+            upn,
+            decision: kind as i32,
+            reason_code: reason,
+            note,
+            request_id: String::new(),
+        }
+    };
+    let cohort = match cmd {
+        Propose { at, capacity, min_year, max_year, seed, force, .. } => {
+            let req = pb::ProposeCohortRequest {
+                school_term: Some(at.pb()?),
+                capacity,
+                min_year: Some(min_year),
+                max_year: Some(max_year),
+                policy: None,
+                seed,
+                force,
+                request_id: String::new(),
+            };
+            c.propose_cohort(req).await
+        }
+        Show { at, .. } => c.get_cohort(pb::GetCohortRequest { school_term: Some(at.pb()?) }).await,
+        Confirm { cohort_id, upn, .. } => {
+            c.record_decision(decide(cohort_id, upn, pb::DecisionKind::Confirm, String::new(), String::new())).await
+        }
+        Remove { cohort_id, upn, reason, note, .. } => {
+            c.record_decision(decide(cohort_id, upn, pb::DecisionKind::Remove, reason, note)).await
+        }
+        Add { cohort_id, upn, reason, note, .. } => {
+            c.record_decision(decide(cohort_id, upn, pb::DecisionKind::Add, reason, note)).await
+        }
+        Undo { cohort_id, upn, .. } => {
+            c.undo_decision(pb::UndoDecisionRequest { cohort_id, upn, request_id: String::new() }).await
+        }
+        Finalise { cohort_id, over_capacity_reason, .. } => {
+            c.finalise_cohort(pb::FinaliseCohortRequest { cohort_id, over_capacity_reason, request_id: String::new() })
+                .await
+        }
+    };
+    print_cohort(&cohort.map_err(status)?.into_inner());
+    Ok(0)
+}
+
+pub async fn audit(cmd: AuditClient) -> anyhow::Result<i32> {
+    let client = match &cmd {
+        AuditClient::List { client, .. } | AuditClient::Verify { client } => client.clone(),
+    };
+    let (ch, bearer) = connect(&client).await?;
+    let mut c = AuditServiceClient::with_interceptor(ch, bearer);
+    match cmd {
+        AuditClient::List { action, limit, .. } => {
+            let r = c
+                .list_audit_events(pb::ListAuditEventsRequest { action, page_size: limit, ..Default::default() })
+                .await
+                .map_err(status)?
+                .into_inner();
+            for e in r.events {
+                println!(
+                    "{:>5}  {}  key {:<3} {:<12} {:<22} {:<7} {}",
+                    e.seq,
+                    crate::app::rfc3339(e.at),
+                    e.actor_key_id,
+                    e.actor_role,
+                    e.action,
+                    e.school_urn,
+                    e.subject
+                );
+            }
+            Ok(0)
+        }
+        AuditClient::Verify { .. } => {
+            let r = c.verify_audit_chain(pb::VerifyAuditChainRequest {}).await.map_err(status)?.into_inner();
+            if r.ok {
+                println!("audit chain verified: {} events", r.events_checked);
+                Ok(0)
+            } else {
+                println!("AUDIT CHAIN BROKEN at event {}: {}", r.first_broken_seq, r.problem);
+                Ok(1)
+            }
+        }
+    }
+}
+
+pub async fn overrides(client: ClientArgs) -> anyhow::Result<i32> {
+    let (ch, bearer) = connect(&client).await?;
+    let mut c = AuditServiceClient::with_interceptor(ch, bearer);
+    let r = c.get_override_report(pb::GetOverrideReportRequest {}).await.map_err(status)?.into_inner();
+    println!(
+        "{:<16} {:<36} {:>8} {:>9} {:>7} {:>5} {:>9}",
+        "dimension", "value", "proposed", "confirmed", "removed", "added", "override"
+    );
+    for row in r.rows {
+        println!(
+            "{:<16} {:<36} {:>8} {:>9} {:>7} {:>5} {:>8.0}%",
+            row.dimension,
+            row.value,
+            row.proposed,
+            row.confirmed,
+            row.removed,
+            row.added,
+            100.0 * row.override_rate
+        );
+    }
+    Ok(0)
+}
