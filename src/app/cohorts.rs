@@ -10,7 +10,6 @@ use crate::auth::{CohortPass, Principal};
 use crate::cohort::{Candidate, CohortParams, propose};
 use crate::domain::{NcYear, SchoolTerm, Upn};
 use crate::review::{self, Kind, ReviewError};
-use crate::scoring::PupilRisk;
 use crate::storage::cohorts::{request_result, save_request_result};
 use crate::storage::{CohortRow, MemberRow, ReplaceRefused, Store, now_unix};
 
@@ -27,6 +26,26 @@ pub struct DecisionInput {
     pub reason_code: String,
     pub note: String,
     pub request_id: Option<String>,
+}
+
+/// The part of a stored `PupilRisk` that ranking needs.
+#[derive(serde::Deserialize)]
+struct Ranking {
+    upn: String,
+    ncyear: u8,
+    statutory: bool,
+    outcomes: Vec<RankingOutcome>,
+}
+
+#[derive(serde::Deserialize)]
+struct RankingOutcome {
+    probability: f64,
+}
+
+impl Ranking {
+    fn probabilities(&self) -> [f64; 3] {
+        std::array::from_fn(|k| self.outcomes.get(k).map_or(0.0, |o| o.probability))
+    }
 }
 
 impl From<ReviewError> for AppError {
@@ -71,8 +90,9 @@ impl App {
             if s.current_submission_id(st)?.is_none() {
                 return Err(AppError::NotFound(format!("no feed for school {} in {}: submit it first", st.urn, st.term)));
             }
-            let risks: Vec<PupilRisk> = s
-                .school_scores(st, &model_id)?
+            let stored = s.school_scores(st, &model_id)?;
+            // Ranking needs only the probabilities: skip the reasons' text when reading.
+            let risks: Vec<Ranking> = stored
                 .iter()
                 .map(|r| serde_json::from_str(&r.explanation_json))
                 .collect::<Result<_, _>>()
@@ -102,7 +122,7 @@ impl App {
                     proposed: true,
                     rank: Some(p.rank as u32),
                     priority: Some(p.priority),
-                    shown_json: serde_json::to_string(&risks[p.candidate]).expect("risk serialises"),
+                    shown_json: stored[p.candidate].explanation_json.clone(),
                     decision: None,
                     reason_code: None,
                     note: None,
