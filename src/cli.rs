@@ -155,22 +155,25 @@ pub enum ModelCommand {
     Server(crate::cli_client::ModelClient),
     /// Train the bundled default model on a generated synthetic world (no server) and write
     /// the artifact and its model card.
-    BuildDefault {
-        /// Schools in the synthetic world.
-        #[arg(long, default_value_t = 40)]
-        schools: usize,
-        /// Academic years.
-        #[arg(long, default_value_t = 3)]
-        years: usize,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Cohort capacity per school for evaluation at capacity.
-        #[arg(long, default_value_t = 36)]
-        capacity: usize,
-        /// Artifact path; the card is written beside it as .card.md.
-        #[arg(long, default_value = "models/default.json")]
-        out: PathBuf,
-    },
+    BuildDefault(BuildDefaultArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BuildDefaultArgs {
+    /// Schools in the synthetic world.
+    #[arg(long, default_value_t = 40)]
+    schools: usize,
+    /// Academic years.
+    #[arg(long, default_value_t = 3)]
+    years: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Cohort capacity per school for evaluation at capacity.
+    #[arg(long, default_value_t = 36)]
+    capacity: usize,
+    /// Artifact path; the card is written beside it as .card.md.
+    #[arg(long, default_value = "models/default.json")]
+    out: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -217,7 +220,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             submit(client, &school, &year, &term, dry_run, request_id, file).await
         }
         Command::Model { action: ModelCommand::Server(cmd) } => crate::cli_client::model(cmd).await,
-        Command::Model { action } => model(action).await,
+        Command::Model { action: ModelCommand::BuildDefault(args) } => build_default(args),
         Command::Risks { client, at, limit } => crate::cli_client::risks(client, at, limit).await,
         Command::Cohort { action } => crate::cli_client::cohort(action).await,
         Command::Audit { action } => crate::cli_client::audit(action).await,
@@ -262,6 +265,13 @@ fn keys(action: KeysCommand, data_dir: PathBuf) -> anyhow::Result<i32> {
                 label: &label,
                 created_at: now_unix(),
             })?;
+            let urns: Vec<String> = schools.iter().map(Urn::to_string).collect();
+            audit_key_change(
+                &store,
+                "key.create",
+                id,
+                serde_json::json!({"role": role.as_str(), "schools": urns, "label": label}),
+            )?;
             eprintln!("created key {id} ({role}); it is shown once, below, and stored only as a hash");
             println!("{key}");
         }
@@ -285,6 +295,7 @@ fn keys(action: KeysCommand, data_dir: PathBuf) -> anyhow::Result<i32> {
             if !store.revoke_key(id, now_unix())? {
                 anyhow::bail!("no active key with id {id}");
             }
+            audit_key_change(&store, "key.revoke", id, serde_json::json!({}))?;
             println!("revoked key {id}");
         }
     }
@@ -362,41 +373,54 @@ async fn list_submissions(args: ClientArgs, school: Option<String>, all: bool) -
     }
 }
 
-async fn model(action: ModelCommand) -> anyhow::Result<i32> {
-    match action {
-        ModelCommand::Server(_) => unreachable!("handled by the client commands"),
-        ModelCommand::BuildDefault { schools, years, seed, capacity, out } => {
-            let cfg = crate::synth::WorldConfig { schools, years, seed, ..Default::default() };
-            eprintln!("generating a synthetic world: {schools} schools, {years} years, seed {seed}");
-            let world = crate::synth::generate(&cfg).map_err(anyhow::Error::msg)?;
-            let history = crate::model::History::from_rows(world.feeds.into_iter().flat_map(|f| {
-                let st = crate::domain::SchoolTerm { urn: f.urn, term: f.term };
-                f.rows.into_iter().map(move |r| (st, r))
-            }));
-            let started = std::time::Instant::now();
-            let artifact = crate::model::train_and_evaluate(
-                &history,
-                crate::model::TrainParams { seed, capacity, ..Default::default() },
-                crate::model::TrainRequest {
-                    model_id: Some(format!("default-synthetic-{schools}x{years}-s{seed}")),
-                    // Fixed, so rebuilding gives the same bytes.
-                    created_at: "built by `riskid model build-default`".into(),
-                    data_description: format!(
-                        "SYNTHETIC data only: a generated borough of {schools} schools over {years} years (seed {seed}); \
-                         no real pupil's data."
-                    ),
-                    progress: &mut |m| eprintln!("  {m}"),
-                },
-            )?;
-            if let Some(dir) = out.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(&out, artifact.to_json())?;
-            let card = out.with_extension("card.md");
-            std::fs::write(&card, artifact.model_card())?;
-            eprintln!("trained in {:.1} s", started.elapsed().as_secs_f64());
-            println!("wrote {} and {}", out.display(), card.display());
-            Ok(0)
-        }
+fn build_default(args: BuildDefaultArgs) -> anyhow::Result<i32> {
+    let BuildDefaultArgs { schools, years, seed, capacity, out } = args;
+    let cfg = crate::synth::WorldConfig { schools, years, seed, ..Default::default() };
+    eprintln!("generating a synthetic world: {schools} schools, {years} years, seed {seed}");
+    let world = crate::synth::generate(&cfg).map_err(anyhow::Error::msg)?;
+    let history = crate::model::History::from_rows(world.feeds.into_iter().flat_map(|f| {
+        let st = crate::domain::SchoolTerm { urn: f.urn, term: f.term };
+        f.rows.into_iter().map(move |r| (st, r))
+    }));
+    let started = std::time::Instant::now();
+    let artifact = crate::model::train_and_evaluate(
+        &history,
+        crate::model::TrainParams { seed, capacity, ..Default::default() },
+        crate::model::TrainRequest {
+            model_id: Some(format!("default-synthetic-{schools}x{years}-s{seed}")),
+            // Fixed, so rebuilding gives the same bytes.
+            created_at: "built by `riskid model build-default`".into(),
+            data_description: format!(
+                "SYNTHETIC data only: a generated borough of {schools} schools over {years} years (seed {seed}); \
+                 no real pupil's data."
+            ),
+            progress: &mut |m| eprintln!("  {m}"),
+        },
+    )?;
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
     }
+    std::fs::write(&out, artifact.to_json())?;
+    let card = out.with_extension("card.md");
+    std::fs::write(&card, artifact.model_card())?;
+    eprintln!("trained in {:.1} s", started.elapsed().as_secs_f64());
+    println!("wrote {} and {}", out.display(), card.display());
+    Ok(0)
+}
+
+/// Key changes are made by the operator on the data directory, not through a key: the audit
+/// event names the operator's OS user instead.
+fn audit_key_change(store: &Store, action: &str, key_id: i64, details: serde_json::Value) -> anyhow::Result<()> {
+    let operator = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let event = crate::audit::NewEvent {
+        at: now_unix(),
+        actor_key_id: 0,
+        actor_role: format!("operator:{operator}"),
+        action: action.into(),
+        school_urn: None,
+        subject: format!("key {key_id}"),
+        details,
+    };
+    store.in_transaction(|tx| crate::app::audit::append(tx, event)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
 }

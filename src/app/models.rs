@@ -65,6 +65,16 @@ impl App {
         }
         let model = ModelArtifact::from_json(BUNDLED_MODEL).map_err(AppError::Internal)?;
         store.save_model(&model.model_id, BUNDLED_MODEL, now_unix())?;
+        let event = NewEvent {
+            at: now_unix(),
+            actor_key_id: 0,
+            actor_role: "system".into(),
+            action: "model.activate".into(),
+            school_urn: None,
+            subject: format!("model {}", model.model_id),
+            details: serde_json::json!({ "model_id": model.model_id, "reason": "no active model: the bundled model (synthetic data)" }),
+        };
+        store.in_transaction(|tx| super::audit::append(tx, event))?;
         store.activate_model(&model.model_id, now_unix())?;
         tracing::info!(model = %model.model_id, "activated the bundled model (trained on synthetic data)");
         Ok(Arc::new(model))

@@ -78,21 +78,8 @@ impl Store {
     /// The current rows, at any school and term, of every pupil in a submission: what
     /// features need to describe those pupils' history.
     pub fn history_of_submission(&self, submission_id: i64) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT s.urn, s.term_index, p.row_json FROM pupil_terms p JOIN submissions s ON s.id = p.submission_id \
-             WHERE s.state = 'current' AND p.upn IN (SELECT upn FROM pupil_terms WHERE submission_id = ?1) \
-             ORDER BY s.urn, s.term_index, p.upn",
-        )?;
-        let rows = stmt
-            .query_map([submission_id], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?)))?;
-        rows.map(|row| {
-            let (urn, ti, json) = row?;
-            let urn = Urn::new(urn).map_err(StoreError::Corrupt)?;
-            let row = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            Ok((SchoolTerm { urn, term: Term::from_index(ti) }, row))
-        })
-        .collect()
+        let and = "AND p.upn IN (SELECT upn FROM pupil_terms WHERE submission_id = ?1)";
+        super::submissions::located_rows(&self.conn(), and, [submission_id])
     }
 
     /// The current submission id for each school's latest term (for rescoring).

@@ -209,20 +209,29 @@ impl Store {
 
     /// Every current row in the store, as (school, term, row), ordered by school then term.
     pub fn all_current_rows(&self) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT s.urn, s.term_index, p.row_json FROM pupil_terms p JOIN submissions s ON s.id = p.submission_id \
-             WHERE s.state = 'current' ORDER BY s.urn, s.term_index, p.upn",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?)))?;
-        rows.map(|row| {
-            let (urn, ti, json) = row?;
-            let urn = Urn::new(urn).map_err(StoreError::Corrupt)?;
-            let row = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            Ok((SchoolTerm { urn, term: Term::from_index(ti) }, row))
-        })
-        .collect()
+        located_rows(&self.conn(), "", [])
     }
+}
+
+/// Current rows as (school, term, row), ordered by school, term and UPN, optionally narrowed
+/// by an extra `AND …` condition on `p` (pupil_terms) or `s` (submissions).
+pub(super) fn located_rows(
+    conn: &rusqlite::Connection,
+    and: &str,
+    params: impl rusqlite::Params,
+) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT s.urn, s.term_index, p.row_json FROM pupil_terms p JOIN submissions s ON s.id = p.submission_id \
+         WHERE s.state = 'current' {and} ORDER BY s.urn, s.term_index, p.upn"
+    ))?;
+    let rows = stmt.query_map(params, |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?)))?;
+    rows.map(|row| {
+        let (urn, ti, json) = row?;
+        let urn = Urn::new(urn).map_err(StoreError::Corrupt)?;
+        let row = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok((SchoolTerm { urn, term: Term::from_index(ti) }, row))
+    })
+    .collect()
 }
 
 fn insert_rows(tx: &Transaction, id: i64, urn: u32, term_index: u32, rows: &[PupilTerm]) -> StoreResult<()> {

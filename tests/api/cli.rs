@@ -33,6 +33,9 @@ fn keys_create_prints_the_key_alone_and_list_never_shows_it() {
     assert!(!refused.status.success());
     assert!(text(&refused.stderr).contains("--school"), "{}", text(&refused.stderr));
     assert!(!riskid(&["keys", "revoke", "99", "--data-dir", d], None).status.success());
+    let store = riskid::storage::Store::open(dir.path()).unwrap();
+    let events = store.audit_events(0, 10).unwrap();
+    assert!(events.iter().any(|e| e.contains("key.create")), "key changes are audited");
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ mod cohort;
 mod demo;
 mod feed;
 mod helpers;
+mod model;
 mod risk;
 mod service;
 mod tls;

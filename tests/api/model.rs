@@ -1,0 +1,54 @@
+//! ModelService: training streams progress, activation is guarded and audited.
+
+use riskid::api::pb::{self, model_service_client::ModelServiceClient, train_model_progress::Event};
+use riskid::auth::Role;
+use riskid::client::Bearer;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn train_then_activate_with_guard_rails() {
+    let app = spawn_app().await;
+    submit_world(&app, 2).await;
+    let bundled = app.store.active_model().unwrap().unwrap().model_id;
+    let mut c = ModelServiceClient::with_interceptor(app.channel().await, Bearer::new(&app.key(Role::Analyst, &[])));
+    let mut stream =
+        c.train_model(pb::TrainModelRequest { capacity: 5, seed: 1, ..Default::default() }).await.unwrap().into_inner();
+    let (mut messages, mut model) = (0, None);
+    while let Some(m) = stream.next().await {
+        match m.unwrap().event {
+            Some(Event::Message(_)) => messages += 1,
+            Some(Event::Model(m)) => model = Some(m),
+            None => {}
+        }
+    }
+    let model = model.expect("the stream ends with the model");
+    assert!(messages >= 5, "progress is reported");
+    assert!(model.card.contains("never a decision") && !model.active);
+    let listed = c.list_models(pb::ListModelsRequest::default()).await.unwrap().into_inner().models;
+    assert_eq!(listed.len(), 2);
+
+    let activate = |force: bool, reason: &str| pb::ActivateModelRequest {
+        model_id: model.model_id.clone(),
+        force,
+        reason: reason.into(),
+        request_id: String::new(),
+    };
+    if !model.beats_baselines {
+        assert_eq!(c.activate_model(activate(false, "")).await.unwrap_err().code(), Code::FailedPrecondition);
+    }
+    assert_eq!(c.activate_model(activate(true, " ")).await.unwrap_err().code(), Code::InvalidArgument);
+    let done = c.activate_model(activate(true, "pilot comparison")).await.unwrap().into_inner();
+    assert_eq!(done.schools_rescored, 2);
+    assert_ne!(app.store.active_model().unwrap().unwrap().model_id, bundled);
+    let events = app.store.audit_events(0, 100).unwrap();
+    assert!(events.iter().any(|e| e.contains("model.activate_forced") && e.contains("pilot comparison")));
+
+    let unknown = pb::ActivateModelRequest { model_id: "nope".into(), ..activate(false, "") };
+    assert_eq!(c.activate_model(unknown).await.unwrap_err().code(), Code::NotFound);
+    let mut school =
+        ModelServiceClient::with_interceptor(app.channel().await, Bearer::new(&app.key(Role::School, &[SCHOOL_A])));
+    assert_eq!(school.list_models(pb::ListModelsRequest::default()).await.unwrap_err().code(), Code::PermissionDenied);
+}
