@@ -80,10 +80,8 @@ impl ModelService for ModelApi {
         request: Request<pb::EvaluateModelRequest>,
     ) -> Result<Response<pb::EvaluateModelResponse>, Status> {
         let who = principal(&request)?;
-        let pb::EvaluateModelRequest { model_id, capacity: _ } = request.into_inner();
-        let rec = self.app.get_model(&who, model_id).await?;
-        let a = ModelArtifact::from_json(&rec.artifact_json).map_err(Status::failed_precondition)?;
-        let evaluations: Vec<_> = a.outcomes.iter().map(|o| &o.evaluation).collect();
+        let pb::EvaluateModelRequest { model_id, capacity } = request.into_inner();
+        let evaluations = self.app.evaluate(&who, model_id, capacity as usize).await?;
         let report_json = serde_json::to_string_pretty(&evaluations).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::EvaluateModelResponse { report_json }))
     }

@@ -132,6 +132,33 @@ impl App {
             .ok_or_else(|| AppError::NotFound(format!("no model {model_id:?}")))
     }
 
+    /// Re-evaluates a stored model, as it is (no refit), on the store's latest labelled term.
+    pub async fn evaluate(
+        &self,
+        who: &Principal,
+        model_id: String,
+        capacity: usize,
+    ) -> AppResult<Vec<crate::model::evaluate::OutcomeEvaluation>> {
+        let rec = self.get_model(who, model_id).await?;
+        let model = ModelArtifact::from_json(&rec.artifact_json).map_err(AppError::Conflict)?;
+        let capacity = if capacity == 0 { model.training.capacity } else { capacity };
+        self.blocking(move |store| {
+            let history = History::from_rows(store.all_current_rows()?);
+            let examples = crate::model::dataset::build(&history, model.training.seed);
+            let term = crate::model::dataset::latest_labelled_term(&examples)
+                .ok_or_else(|| AppError::Conflict("the store has no pupil with two consecutive terms yet".into()))?;
+            let test: Vec<_> = examples.iter().filter(|e| e.term == term).collect();
+            let probs: Vec<[f64; 3]> = test.iter().map(|e| model.probabilities(&e.features)).collect();
+            Ok((0..3)
+                .map(|k| {
+                    let p: Vec<f64> = probs.iter().map(|p| p[k]).collect();
+                    crate::model::evaluate::evaluate_outcome(k, &test, &p, capacity, term)
+                })
+                .collect())
+        })
+        .await
+    }
+
     pub async fn list_models(&self, who: &Principal) -> AppResult<Vec<ModelRecord>> {
         who.may_manage_models()?;
         self.blocking(|s| Ok(s.list_models()?)).await

@@ -46,6 +46,16 @@ async fn train_then_activate_with_guard_rails() {
     let events = app.store.audit_events(0, 100).unwrap();
     assert!(events.iter().any(|e| e.contains("model.activate_forced") && e.contains("pilot comparison")));
 
+    let report = c
+        .evaluate_model(pb::EvaluateModelRequest { model_id: bundled.clone(), capacity: 5 })
+        .await
+        .unwrap()
+        .into_inner()
+        .report_json;
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report.as_array().unwrap().len(), 3, "one evaluation per outcome, on this store's data");
+    assert_eq!(report[0]["capacity"], 5);
+
     let unknown = pb::ActivateModelRequest { model_id: "nope".into(), ..activate(false, "") };
     assert_eq!(c.activate_model(unknown).await.unwrap_err().code(), Code::NotFound);
     let mut school =
