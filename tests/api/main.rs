@@ -6,6 +6,7 @@ mod demo;
 mod feed;
 mod helpers;
 mod model;
+mod privacy;
 mod risk;
 mod service;
 mod tls;
