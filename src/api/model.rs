@@ -55,7 +55,7 @@ impl ModelService for ModelApi {
             alpha: if alpha == 0.0 { defaults.alpha } else { alpha },
             ..defaults
         };
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(16);
         let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<pb::TrainModelProgress, Status>>(64);
         let app = self.app.clone();
         let model_id = (!model_id.is_empty()).then_some(model_id);

@@ -54,8 +54,9 @@ pub(crate) fn score_submission(
 /// A pupil to score statelessly: the term's row and any earlier rows.
 pub type ToScore = (SchoolTerm, PupilTerm, Vec<(SchoolTerm, PupilTerm)>);
 
-/// Progress of a training job, for the caller to show.
-pub type Progress = tokio::sync::mpsc::UnboundedSender<String>;
+/// Progress of a training job, for the caller to show. Bounded: a job whose messages are
+/// not being read waits (holding the training slot) rather than buffering without limit.
+pub type Progress = tokio::sync::mpsc::Sender<String>;
 
 impl App {
     /// The active model, loading it from the store (or the bundled one on first start).
@@ -100,12 +101,12 @@ impl App {
             .map_err(|_| AppError::Conflict("a training job is already running; wait for it to finish".into()))?;
         let params = params.check().map_err(|e| AppError::InvalidArgument(e.to_string()))?.get().clone();
         self.blocking(move |store| {
-            let _ = progress.send("loading history from the store".into());
+            let _ = progress.blocking_send("loading history from the store".into());
             let rows = store.all_current_rows()?;
             let history = History::from_rows(rows);
             let now = now_unix();
             let mut report = |m: &str| {
-                let _ = progress.send(m.to_string());
+                let _ = progress.blocking_send(m.to_string());
             };
             let artifact = train_and_evaluate(
                 &history,

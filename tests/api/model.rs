@@ -62,3 +62,24 @@ async fn train_then_activate_with_guard_rails() {
         ModelServiceClient::with_interceptor(app.channel().await, Bearer::new(&app.key(Role::School, &[SCHOOL_A])));
     assert_eq!(school.list_models(pb::ListModelsRequest::default()).await.unwrap_err().code(), Code::PermissionDenied);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_concurrent_training_is_refused() {
+    use std::sync::Arc;
+    let test_app = spawn_app().await;
+    submit_world(&test_app, 2).await;
+    let store = Arc::new(riskid::storage::Store::open(test_app._dir.path()).unwrap());
+    let app = Arc::new(riskid::app::App::new(store, Default::default()).unwrap());
+    let analyst = riskid::auth::Principal { key_id: 1, role: Role::Analyst, schools: Default::default() };
+    // The first job reports into a one-slot channel: after we take its first message it can
+    // buffer one more, then waits for us at the third, still holding the training slot.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let (a, who) = (app.clone(), analyst.clone());
+    let first = tokio::spawn(async move { a.train(&who, Default::default(), None, tx).await });
+    assert_eq!(rx.recv().await.unwrap(), "loading history from the store");
+    let (tx2, _rx2) = tokio::sync::mpsc::channel(1);
+    let err = app.train(&analyst, Default::default(), None, tx2).await.unwrap_err();
+    assert!(matches!(err, riskid::app::AppError::Conflict(ref m) if m.contains("already running")), "{err}");
+    while rx.recv().await.is_some() {}
+    assert!(first.await.unwrap().is_ok(), "the first training completes");
+}
