@@ -202,9 +202,11 @@ impl App {
                 store.in_transaction(|tx| super::audit::append(tx, event))?;
                 store.activate_model(&m.model_id, now_unix())?;
                 let (mut schools, mut pupils) = (0, 0);
-                for (st, submission) in store.latest_submissions()? {
-                    pupils += score_submission(store, &m, submission, st)?.len();
+                let latest = store.latest_submissions()?;
+                for (st, submission) in &latest {
+                    pupils += score_submission(store, &m, *submission, *st)?.len();
                     schools += 1;
+                    tracing::info!(school = %st.urn, term = %st.term, done = schools, of = latest.len(), "rescored");
                 }
                 Ok((schools, pupils))
             })
