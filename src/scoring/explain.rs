@@ -124,6 +124,8 @@ const DOMAINS: [Domain; 5] =
 pub fn score_pupil(model: &ModelArtifact, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm) -> PupilRisk {
     let f = features(h, row, st.term);
     let explained = model.explain(&f.values);
+    // The same domain's words serve every outcome that names it: write them once.
+    let mut words: [Option<String>; 5] = Default::default();
     let outcomes: Vec<OutcomeRisk> = Outcome::ALL
         .iter()
         .zip(&explained)
@@ -141,7 +143,7 @@ pub fn score_pupil(model: &ModelArtifact, h: &PupilHistory, row: &PupilTerm, st:
                 .take(TOP_REASONS)
                 .map(|d| Reason {
                     domain: DOMAINS[d].as_str().into(),
-                    text: describe(DOMAINS[d], h, row, st),
+                    text: words[d].get_or_insert_with(|| describe(DOMAINS[d], h, row, st)).clone(),
                     contribution: by_domain[d],
                 })
                 .collect();
