@@ -297,11 +297,11 @@ impl<'c> Sim<'c> {
         } else {
             base_possible - self.rng.random_range(0..6)
         };
-        let abs_logit = -3.2
-            + 0.6 * p.attend
+        let abs_logit = -3.08
+            + 0.52 * p.attend
             + 0.9 * p.drift[0]
             + if secondary { 0.3 } else { 0.0 }
-            + 0.3 * fsm
+            + 0.2 * fsm
             + school_abs
             + season;
         let rate = sigmoid(abs_logit).min(0.95);
@@ -327,7 +327,7 @@ impl<'c> Sim<'c> {
         } else {
             0
         };
-        let permanent_exclusion = suspensions > 0 && secondary && self.rng.random_bool(0.012);
+        let permanent_exclusion = suspensions > 0 && secondary && self.rng.random_bool(0.03);
         let suspension_sessions = suspensions * self.rng.random_range(1..=4u8);
         // Wellbeing.
         let e = p.emotional + 0.6 * p.drift[2];
