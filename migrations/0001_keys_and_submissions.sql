@@ -42,6 +42,7 @@ CREATE TABLE pupil_terms (
     urn            INTEGER NOT NULL,
     term_index     INTEGER NOT NULL,
     row_json       TEXT NOT NULL,
+    -- A rowid table: rows are a few hundred bytes of JSON, large for WITHOUT ROWID pages.
     PRIMARY KEY (submission_id, upn)
-) WITHOUT ROWID;
+);
 CREATE INDEX pupil_terms_upn ON pupil_terms (upn, term_index);

@@ -18,8 +18,9 @@ CREATE TABLE scores (
     submission_id    INTEGER NOT NULL REFERENCES submissions(id),
     priority         REAL NOT NULL,
     explanation_json TEXT NOT NULL,
+    -- A rowid table: explanations are ~1.5 KB, too large for WITHOUT ROWID's B-tree pages.
     PRIMARY KEY (urn, term_index, model_id, upn)
-) WITHOUT ROWID;
+);
 CREATE INDEX scores_upn ON scores (upn, term_index);
 
 CREATE TABLE cohorts (

@@ -187,7 +187,7 @@ impl App {
                 SaveOutcome::Accepted(r) => {
                     tracing::info!(submission = r.id, school = %r.school_term.urn, rows = r.row_count, "feed accepted");
                     // The feed is stored whatever happens here; activation rescores if this fails.
-                    match models::score_submission(store, &model, r.id, school_term) {
+                    match models::score_submission(store, &model, r.id, school_term, Some(&feed.rows)) {
                         Ok(risks) => tracing::info!(submission = r.id, pupils = risks.len(), model = %model.model_id, "feed scored"),
                         Err(e) => tracing::error!(submission = r.id, error = %e, "scoring the accepted feed failed"),
                     }

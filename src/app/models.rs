@@ -20,20 +20,30 @@ pub fn rfc3339(unix: i64) -> String {
         .to_string()
 }
 
-/// Scores every pupil of one stored submission with `model`, from their history.
+/// Scores every pupil of one stored submission with `model`, from their history. `rows` are
+/// the submission's rows when the caller already holds them (at ingest), saving a re-read.
 pub(crate) fn score_submission(
     store: &Store,
     model: &ModelArtifact,
     submission_id: i64,
     st: SchoolTerm,
+    rows: Option<&[PupilTerm]>,
 ) -> AppResult<Vec<PupilRisk>> {
     let history = History::from_rows(store.history_of_submission(submission_id)?);
-    let rows = store.current_rows(st)?;
+    let read;
+    let rows = match rows {
+        Some(r) => r,
+        None => {
+            read = store.current_rows(st)?;
+            &read
+        }
+    };
     let risks: Vec<PupilRisk> = rows
         .iter()
-        .map(|row| {
-            let h = &history.pupils[&row.upn];
-            score_pupil(model, h, row, st)
+        .map(|row| match history.pupils.get(&row.upn) {
+            Some(h) => score_pupil(model, h, row, st),
+            // Only reachable if the row was superseded meanwhile: score it on its own.
+            None => score_pupil(model, &vec![(st, row.clone())], row, st),
         })
         .collect();
     let records: Vec<ScoreRecord> = risks
@@ -204,7 +214,7 @@ impl App {
                 let (mut schools, mut pupils) = (0, 0);
                 let latest = store.latest_submissions()?;
                 for (st, submission) in &latest {
-                    pupils += score_submission(store, &m, *submission, *st)?.len();
+                    pupils += score_submission(store, &m, *submission, *st, None)?.len();
                     schools += 1;
                     tracing::info!(school = %st.urn, term = %st.term, done = schools, of = latest.len(), "rescored");
                 }
