@@ -200,8 +200,9 @@ pub enum SubmissionsCommand {
     },
 }
 
-pub fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+/// Logs to stderr; `RUST_LOG` overrides `default_level`.
+pub fn init_tracing(format: &str, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into());
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -427,4 +428,14 @@ fn audit_key_change(store: &Store, action: &str, key_id: i64, details: serde_jso
     };
     store.in_transaction(|tx| crate::app::audit::append(tx, event)).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
+}
+
+impl Command {
+    /// The demo prints its own narrative; the in-process server's info logs would bury it.
+    pub fn default_log_level(&self) -> &'static str {
+        match self {
+            Command::Demo { .. } => "warn",
+            _ => "info",
+        }
+    }
 }

@@ -9,7 +9,7 @@ fn main() -> std::process::ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = riskid::cli::Cli::parse();
-    riskid::cli::init_tracing(&cli.log_format);
+    riskid::cli::init_tracing(&cli.log_format, cli.command.default_log_level());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
