@@ -1,0 +1,70 @@
+//! Across terms and restarts: a finalised cohort's children are not proposed again while their
+//! programme runs, and everything survives a server restart.
+
+use std::sync::Arc;
+
+use riskid::api::pb::{self, cohort_service_client::CohortServiceClient};
+use riskid::auth::Role;
+use riskid::client::Bearer;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn children_in_a_running_programme_are_not_proposed_again_and_state_survives_a_restart() {
+    let app = spawn_app().await;
+    let b = submit_world(&app, 2).await;
+    let urn = b.world.schools[0].urn;
+    let spring = b.latest.prev();
+    let key = app.key(Role::LinkWorker, &[urn.get()]);
+    let mut lw = CohortServiceClient::with_interceptor(app.channel().await, Bearer::new(&key));
+    let propose = |t| pb::ProposeCohortRequest {
+        school_term: Some(st(urn, t)),
+        capacity: 5,
+        min_year: Some(1),
+        max_year: Some(6),
+        seed: 4,
+        ..Default::default()
+    };
+    let first = lw.propose_cohort(propose(spring)).await.unwrap().into_inner();
+    assert!(first.excluded_year_group > 0, "Reception is outside years 1–6");
+    for m in &first.members {
+        let d = pb::RecordDecisionRequest {
+            cohort_id: first.cohort_id.clone(),
+            upn: m.upn.clone(),
+            decision: pb::DecisionKind::Confirm as i32,
+            ..Default::default()
+        };
+        lw.record_decision(d).await.unwrap();
+    }
+    lw.finalise_cohort(pb::FinaliseCohortRequest { cohort_id: first.cohort_id.clone(), ..Default::default() })
+        .await
+        .unwrap();
+
+    let next = lw.propose_cohort(propose(b.latest)).await.unwrap().into_inner();
+    let before: Vec<&str> = first.members.iter().map(|m| m.upn.as_str()).collect();
+    let still_on_roll = b
+        .world
+        .feeds
+        .iter()
+        .find(|f| f.urn == urn && f.term == b.latest)
+        .unwrap()
+        .rows
+        .iter()
+        .filter(|r| before.contains(&r.upn.as_str()))
+        .count();
+    assert_eq!(next.excluded_in_programme as usize, still_on_roll);
+    assert!(next.members.iter().all(|m| !before.contains(&m.upn.as_str())), "no child is proposed twice");
+
+    // A restart: a new server on the same data directory sees the same state.
+    let active = app.store.active_model().unwrap().unwrap().model_id;
+    let reopened = Arc::new(riskid::storage::Store::open(app._dir.path()).unwrap());
+    let again = riskid::app::App::new(reopened.clone(), Default::default()).unwrap();
+    assert_eq!(again.active_model().model_id, active);
+    let spring_cohort = reopened.open_cohort(riskid::domain::SchoolTerm { urn, term: spring }).unwrap().unwrap();
+    assert_eq!(spring_cohort.state, "finalised");
+    let analyst = riskid::auth::Principal { key_id: 0, role: Role::Analyst, schools: Default::default() };
+    assert_eq!(
+        again.verify_audit(&analyst).await.unwrap().unwrap(),
+        reopened.audit_events(0, 10_000).unwrap().len() as u64
+    );
+}
