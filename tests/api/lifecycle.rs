@@ -68,3 +68,24 @@ async fn children_in_a_running_programme_are_not_proposed_again_and_state_surviv
         reopened.audit_events(0, 10_000).unwrap().len() as u64
     );
 }
+
+#[tokio::test]
+async fn a_weighted_policy_ranks_by_the_weighted_outcomes() {
+    let app = spawn_app().await;
+    let b = submit_world(&app, 2).await;
+    let urn = b.world.schools[1].urn;
+    let mut c = CohortServiceClient::with_interceptor(app.channel().await, Bearer::new(&app.key(Role::Analyst, &[])));
+    let req = |kind: &str, weights: Vec<f64>| pb::ProposeCohortRequest {
+        school_term: Some(st(urn, b.latest)),
+        capacity: 10,
+        policy: Some(pb::Policy { kind: kind.into(), weights }),
+        ..Default::default()
+    };
+    let by_absence = c.propose_cohort(req("weighted", vec![1.0, 0.0, 0.0])).await.unwrap().into_inner();
+    let p = |m: &pb::CohortMember| m.risk.as_ref().unwrap().outcomes[0].probability;
+    assert!(by_absence.members.windows(2).all(|w| p(&w[0]) >= p(&w[1])), "ranked by absence risk");
+    assert_eq!(by_absence.policy.unwrap().kind, "weighted");
+    for bad in [req("weighted", vec![1.0]), req("weighted", vec![0.0, 0.0, 0.0]), req("loudest", vec![])] {
+        assert_eq!(c.propose_cohort(bad).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    }
+}
