@@ -1,6 +1,6 @@
 //! Turning a model's additive contributions into reasons a person can check.
 
-use super::{Band, OutcomeRisk, PupilRisk, Reason};
+use super::{OutcomeRisk, PupilRisk, Reason};
 use crate::domain::{Attainment, Cin, Outcome, PupilTerm, SchoolTerm, Sen};
 use crate::model::features::{Domain, FEATURES, PupilHistory, features, row_at, statutory};
 use crate::model::{ModelArtifact, N_FEATURES};
@@ -161,9 +161,4 @@ pub fn score_pupil(model: &ModelArtifact, h: &PupilHistory, row: &PupilTerm, st:
         outcomes,
         flags: f.flags,
     }
-}
-
-/// The highest band across outcomes.
-pub fn top_band(r: &PupilRisk) -> Band {
-    r.outcomes.iter().map(|o| o.band).max().unwrap_or(Band::Low)
 }

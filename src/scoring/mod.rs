@@ -3,7 +3,7 @@
 
 mod explain;
 
-pub use explain::{TOP_REASONS, score_pupil, top_band};
+pub use explain::{TOP_REASONS, score_pupil};
 
 use serde::{Deserialize, Serialize};
 
