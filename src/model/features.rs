@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::domain::{Attainment, Cin, PupilTerm, SchoolTerm, Sen, Term, TermName, Upn};
+use crate::domain::{Attainment, PupilTerm, SchoolTerm, Sen, Term, TermName, Upn};
 
 /// Bump when features change: artifacts record it, and scoring refuses a mismatch.
 pub const FEATURE_SPEC_VERSION: &str = "riskid-features-1";
@@ -215,10 +215,6 @@ pub fn features(h: &PupilHistory, now: &PupilTerm, at: Term) -> FeatureRow {
     FeatureRow { values, flags }
 }
 
-/// CLA or CPP: statutory, never proposed for early help.
-pub fn statutory(row: &PupilTerm) -> bool {
-    matches!(row.cin, Some(Cin::Cla | Cin::Cpp))
-}
 
 #[cfg(test)]
 mod tests {

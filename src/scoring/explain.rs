@@ -2,7 +2,7 @@
 
 use super::{OutcomeRisk, PupilRisk, Reason};
 use crate::domain::{Attainment, Cin, Outcome, PupilTerm, SchoolTerm, Sen};
-use crate::model::features::{Domain, FEATURES, PupilHistory, features, row_at, statutory};
+use crate::model::features::{Domain, FEATURES, PupilHistory, features, row_at};
 use crate::model::{ModelArtifact, N_FEATURES};
 
 /// Reasons shown per outcome.
@@ -155,7 +155,7 @@ pub fn score_pupil(model: &ModelArtifact, h: &PupilHistory, row: &PupilTerm, st:
         upn: row.upn.as_str().to_owned(),
         school_term: st,
         ncyear: row.ncyear.get(),
-        statutory: statutory(row),
+        statutory: row.statutory(),
         model_id: model.model_id.clone(),
         any_adverse: 1.0 - p.iter().map(|q| 1.0 - q).product::<f64>(),
         outcomes,
