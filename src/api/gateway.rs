@@ -17,7 +17,7 @@ use crate::auth::Role;
 /// reflection). A method missing from this table is refused to everyone.
 pub fn policy(path: &str) -> Option<&'static [Role]> {
     use Role::*;
-    const OPEN: &[Role] = &[];
+    const NOBODY: &[Role] = &[];
     let roles: &'static [Role] = match path {
         p if p.starts_with("/grpc.health.v1.Health/") => return None,
         p if p.starts_with("/grpc.reflection.") => return None,
@@ -42,7 +42,7 @@ pub fn policy(path: &str) -> Option<&'static [Role]> {
         "/riskid.v1.AuditService/ListAuditEvents"
         | "/riskid.v1.AuditService/VerifyAuditChain"
         | "/riskid.v1.AuditService/GetOverrideReport" => &[Admin, Analyst],
-        _ => OPEN,
+        _ => NOBODY,
     };
     Some(roles)
 }
