@@ -139,3 +139,29 @@ trait BoxedSend: std::future::Future + Send + Sized + 'static {
     }
 }
 impl<F: std::future::Future + Send + 'static> BoxedSend for F {}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn every_rpc_has_roles_and_unknown_methods_have_none() {
+        let fds = prost_types::FileDescriptorSet::decode(super::super::pb::FILE_DESCRIPTOR_SET).unwrap();
+        let mut n = 0;
+        for file in fds.file.iter().filter(|f| f.package() == "riskid.v1") {
+            for svc in &file.service {
+                for m in &svc.method {
+                    let path = format!("/riskid.v1.{}/{}", svc.name(), m.name());
+                    let roles = policy(&path).expect("riskid methods need a key");
+                    assert!(!roles.is_empty(), "{path} has no roles: add it to the policy table");
+                    n += 1;
+                }
+            }
+        }
+        assert_eq!(n, 19);
+        assert_eq!(policy("/riskid.v1.FeedService/DropTables"), Some(&[][..]));
+        assert_eq!(policy("/grpc.health.v1.Health/Check"), None);
+    }
+}

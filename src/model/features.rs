@@ -215,7 +215,6 @@ pub fn features(h: &PupilHistory, now: &PupilTerm, at: Term) -> FeatureRow {
     FeatureRow { values, flags }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
