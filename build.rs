@@ -11,7 +11,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(&protos, ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("riskid_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
+    // Type names let the codec find each message's wire limits (src/api/codec.rs).
+    let mut config = tonic_prost_build::Config::new();
+    config.enable_type_names();
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .codec_path("crate::api::codec::BoundedCodec")
+        .compile_fds_with_config(fds, config)?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

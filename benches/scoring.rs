@@ -86,7 +86,7 @@ fn main() {
             let csv = riskid::synth::feed_csv(std::slice::from_ref(r));
             let text = String::from_utf8(csv).unwrap();
             let cells: Vec<&str> = text.lines().nth(1).unwrap().split(',').collect();
-            let opt = |i: usize| cells[i].parse::<u32>().ok();
+            let opt = |i: usize| cells[i].parse::<u64>().ok();
             let b = |i: usize| if cells[i].is_empty() { None } else { Some(cells[i] == "Y") };
             pb::PupilToScore {
                 school_term: Some(riskid::api::school_term_pb(st.urn, st.term)),

@@ -235,7 +235,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let world = crate::synth::generate(&cfg).map_err(anyhow::Error::msg)?;
             let manifest = crate::synth::write_world(&world, &out)?;
             let rows: usize = manifest.feeds.iter().map(|f| f.rows).sum();
-            println!(
+            crate::out!(
                 "wrote {} feeds ({} schools x {} terms, {rows} pupil rows) and manifest.json to {}",
                 manifest.feeds.len(),
                 manifest.schools.len(),
@@ -278,14 +278,14 @@ fn keys(action: KeysCommand, data_dir: PathBuf) -> anyhow::Result<i32> {
                 serde_json::json!({"role": role.as_str(), "schools": urns, "label": label}),
             )?;
             eprintln!("created key {id} ({role}); it is shown once, below, and stored only as a hash");
-            println!("{key}");
+            crate::out!("{key}");
         }
         KeysCommand::List => {
-            println!("{:>4}  {:<11} {:<10} {:<10} {:<24} label", "id", "role", "prefix", "state", "schools");
+            crate::out!("{:>4}  {:<11} {:<10} {:<10} {:<24} label", "id", "role", "prefix", "state", "schools");
             for k in store.list_keys()? {
                 let schools: Vec<String> = k.schools.iter().map(Urn::to_string).collect();
                 let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
-                println!(
+                crate::out!(
                     "{:>4}  {:<11} {:<10} {:<10} {:<24} {}",
                     k.id,
                     k.role,
@@ -301,7 +301,7 @@ fn keys(action: KeysCommand, data_dir: PathBuf) -> anyhow::Result<i32> {
                 anyhow::bail!("no active key with id {id}");
             }
             audit_key_change(&store, "key.revoke", id, serde_json::json!({}))?;
-            println!("revoked key {id}");
+            crate::out!("revoked key {id}");
         }
     }
     Ok(0)
@@ -334,19 +334,25 @@ async fn submit(
             Ok(0)
         }
         Err(status) if status.code() == tonic::Code::InvalidArgument => {
-            client::print_rejection(&status);
+            client::print_rejection(&mut c, &status).await;
             Ok(1)
         }
-        Err(status) => anyhow::bail!("{}: {}", status.code().description(), status.message()),
+        Err(status) => anyhow::bail!("{}: {}", status.code().description(), client::safe(status.message())),
     }
 }
 
 async fn list_submissions(args: ClientArgs, school: Option<String>, all: bool) -> anyhow::Result<i32> {
     let mut c = client::feed_client(&args).await?;
     let mut token = String::new();
-    println!(
+    crate::out!(
         "{:>6}  {:<7} {:<8} {:<7} {:<11} {:>6} {:>8}",
-        "id", "school", "year", "term", "state", "rows", "warnings"
+        "id",
+        "school",
+        "year",
+        "term",
+        "state",
+        "rows",
+        "warnings"
     );
     loop {
         let resp = c
@@ -366,9 +372,15 @@ async fn list_submissions(args: ClientArgs, school: Option<String>, all: bool) -
             let state = pb::SubmissionState::try_from(s.state)
                 .map(|t| t.as_str_name().to_ascii_lowercase())
                 .unwrap_or_default();
-            println!(
+            crate::out!(
                 "{:>6}  {:<7} {:<8} {:<7} {:<11} {:>6} {:>8}",
-                s.submission_id, st.school_urn, st.academic_year, term, state, s.row_count, s.warning_count
+                s.submission_id,
+                st.school_urn,
+                st.academic_year,
+                term,
+                state,
+                s.row_count,
+                s.warning_count
             );
         }
         if resp.next_page_token.is_empty() {
@@ -409,7 +421,7 @@ fn build_default(args: BuildDefaultArgs) -> anyhow::Result<i32> {
     let card = out.with_extension("card.md");
     std::fs::write(&card, artifact.model_card())?;
     eprintln!("trained in {:.1} s", started.elapsed().as_secs_f64());
-    println!("wrote {} and {}", out.display(), card.display());
+    crate::out!("wrote {} and {}", out.display(), card.display());
     Ok(0)
 }
 

@@ -163,7 +163,7 @@ pub enum AuditClient {
 }
 
 fn status(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}: {}", s.code().description(), s.message())
+    anyhow::anyhow!("{}: {}", s.code().description(), crate::client::safe(s.message()))
 }
 
 fn band(b: i32) -> &'static str {
@@ -177,7 +177,7 @@ fn band(b: i32) -> &'static str {
 fn print_risk_line(prefix: &str, r: &pb::PupilRisk) {
     let p: Vec<String> =
         r.outcomes.iter().map(|o| format!("{:>3.0}% {:<6}", 100.0 * o.probability, band(o.band))).collect();
-    println!(
+    crate::out!(
         "{prefix}{}  Y{:<3} any {:>3.0}%  PA {}  susp {}  MH {}",
         r.upn,
         r.ncyear,
@@ -189,11 +189,11 @@ fn print_risk_line(prefix: &str, r: &pb::PupilRisk) {
     let pad = " ".repeat(prefix.chars().count() + 4);
     if let Some(top) = r.outcomes.iter().max_by(|a, b| a.probability.total_cmp(&b.probability)) {
         for reason in &top.reasons {
-            println!("{pad}{:<11} {}", reason.domain, reason.text);
+            crate::out!("{pad}{:<11} {}", reason.domain, reason.text);
         }
     }
     for f in &r.flags {
-        println!("{pad}(note: {f})");
+        crate::out!("{pad}(note: {f})");
     }
 }
 
@@ -209,7 +209,7 @@ pub async fn risks(client: ClientArgs, at: SchoolTermArgs, limit: i32) -> anyhow
         .await
         .map_err(status)?
         .into_inner();
-    println!(
+    crate::out!(
         "model {}; highest risk first (next term: persistent absence, suspension, mental-health referral)",
         r.model_id
     );
@@ -239,8 +239,8 @@ pub async fn model(cmd: ModelClient) -> anyhow::Result<i32> {
                 match m.map_err(status)?.event {
                     Some(pb::train_model_progress::Event::Message(m)) => eprintln!("  {m}"),
                     Some(pb::train_model_progress::Event::Model(m)) => {
-                        println!("{}", m.card);
-                        println!("model id: {} (beats baselines: {})", m.model_id, m.beats_baselines);
+                        crate::out!("{}", m.card);
+                        crate::out!("model id: {} (beats baselines: {})", m.model_id, m.beats_baselines);
                     }
                     None => {}
                 }
@@ -248,7 +248,7 @@ pub async fn model(cmd: ModelClient) -> anyhow::Result<i32> {
         }
         ModelClient::List { .. } => {
             for m in c.list_models(pb::ListModelsRequest::default()).await.map_err(status)?.into_inner().models {
-                println!(
+                crate::out!(
                     "{} {:<40} created {}  beats baselines: {}",
                     if m.active { "*" } else { " " },
                     m.model_id,
@@ -258,7 +258,7 @@ pub async fn model(cmd: ModelClient) -> anyhow::Result<i32> {
             }
         }
         ModelClient::Show { model_id, .. } => {
-            println!("{}", c.get_model(pb::GetModelRequest { model_id }).await.map_err(status)?.into_inner().card);
+            crate::out!("{}", c.get_model(pb::GetModelRequest { model_id }).await.map_err(status)?.into_inner().card);
         }
         ModelClient::Activate { model_id, force, reason, .. } => {
             let r = c
@@ -266,7 +266,7 @@ pub async fn model(cmd: ModelClient) -> anyhow::Result<i32> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            println!("activated; rescored {} pupils in {} schools", r.pupils_rescored, r.schools_rescored);
+            crate::out!("activated; rescored {} pupils in {} schools", r.pupils_rescored, r.schools_rescored);
         }
     }
     Ok(0)
@@ -274,7 +274,7 @@ pub async fn model(cmd: ModelClient) -> anyhow::Result<i32> {
 
 fn print_cohort(c: &pb::Cohort) {
     let state = pb::CohortState::try_from(c.state).map(|s| s.as_str_name().to_ascii_lowercase()).unwrap_or_default();
-    println!(
+    crate::out!(
         "cohort {} ({state}), model {}, capacity {}, {} eligible ({} statutory, {} in a programme, {} outside the years excluded)",
         c.cohort_id,
         c.model_id,
@@ -289,7 +289,7 @@ fn print_cohort(c: &pb::Cohort) {
             pb::DecisionKind::try_from(m.decision).map(|d| d.as_str_name().to_ascii_lowercase()).unwrap_or_default();
         let d = if d == "decision_kind_unspecified" { "undecided".to_string() } else { d };
         let why = if m.reason_code.is_empty() { String::new() } else { format!(" ({}: {})", m.reason_code, m.note) };
-        println!("  #{:<3} {d}{why}", if m.proposed { m.rank.to_string() } else { "+".into() });
+        crate::out!("  #{:<3} {d}{why}", if m.proposed { m.rank.to_string() } else { "+".into() });
         if let Some(r) = &m.risk {
             print_risk_line("       ", r);
         }
@@ -369,7 +369,7 @@ pub async fn audit(cmd: AuditClient) -> anyhow::Result<i32> {
                 .map_err(status)?
                 .into_inner();
             for e in r.events {
-                println!(
+                crate::out!(
                     "{:>5}  {}  key {:<3} {:<12} {:<22} {:<7} {}",
                     e.seq,
                     crate::app::rfc3339(e.at),
@@ -385,10 +385,10 @@ pub async fn audit(cmd: AuditClient) -> anyhow::Result<i32> {
         AuditClient::Verify { .. } => {
             let r = c.verify_audit_chain(pb::VerifyAuditChainRequest {}).await.map_err(status)?.into_inner();
             if r.ok {
-                println!("audit chain verified: {} events", r.events_checked);
+                crate::out!("audit chain verified: {} events", r.events_checked);
                 Ok(0)
             } else {
-                println!("AUDIT CHAIN BROKEN at event {}: {}", r.first_broken_seq, r.problem);
+                crate::out!("AUDIT CHAIN BROKEN at event {}: {}", r.first_broken_seq, r.problem);
                 Ok(1)
             }
         }
@@ -399,12 +399,18 @@ pub async fn overrides(client: ClientArgs) -> anyhow::Result<i32> {
     let (ch, bearer) = connect(&client).await?;
     let mut c = AuditServiceClient::with_interceptor(ch, bearer);
     let r = c.get_override_report(pb::GetOverrideReportRequest {}).await.map_err(status)?.into_inner();
-    println!(
+    crate::out!(
         "{:<16} {:<36} {:>8} {:>9} {:>7} {:>5} {:>9}",
-        "dimension", "value", "proposed", "confirmed", "removed", "added", "override"
+        "dimension",
+        "value",
+        "proposed",
+        "confirmed",
+        "removed",
+        "added",
+        "override"
     );
     for row in r.rows {
-        println!(
+        crate::out!(
             "{:<16} {:<36} {:>8} {:>9} {:>7} {:>5} {:>8.0}%",
             row.dimension,
             row.value,

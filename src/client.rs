@@ -67,14 +67,44 @@ pub async fn feed_client(args: &ClientArgs) -> anyhow::Result<FeedServiceClient<
     Ok(FeedServiceClient::with_interceptor(channel, bearer))
 }
 
-/// Streams a CSV body as a header then 1 MiB chunks.
+/// Text from the server made safe for a terminal: control characters (escape sequences,
+/// carriage returns, backspaces) and bidirectional overrides are shown escaped, never
+/// written raw, so a hostile header name or note cannot rewrite the screen.
+pub fn safe(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(bad) {
+        return s.into();
+    }
+    s.chars()
+        .flat_map(|c| {
+            let v: Vec<char> = if bad(c) { c.escape_unicode().collect() } else { vec![c] };
+            v
+        })
+        .collect::<String>()
+        .into()
+}
+
+/// `println!` for anything that may hold text from the server: see [`safe`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        println!("{}", $crate::client::safe(&format!($($arg)*)))
+    };
+}
+
+/// CSV chunk size: well under the server's 1 MiB message limit.
+const CHUNK: usize = 256 << 10;
+
+/// Streams a CSV body as a header then 256 KiB chunks.
 pub fn submission_stream(
     header: pb::SubmissionHeader,
     csv: Vec<u8>,
 ) -> impl tokio_stream::Stream<Item = pb::SubmitFeedRequest> {
     use pb::submit_feed_request::Part;
     let mut parts = vec![pb::SubmitFeedRequest { part: Some(Part::Header(header)) }];
-    parts.extend(csv.chunks(1 << 20).map(|c| pb::SubmitFeedRequest { part: Some(Part::CsvChunk(c.to_vec())) }));
+    parts.extend(csv.chunks(CHUNK).map(|c| pb::SubmitFeedRequest { part: Some(Part::CsvChunk(c.to_vec())) }));
     tokio_stream::iter(parts)
 }
 
@@ -101,30 +131,57 @@ pub fn print_submission(outcome: pb::SubmitOutcome, s: &pb::Submission) {
         pb::SubmitOutcome::Validated => "VALID (dry run; nothing stored)",
         pb::SubmitOutcome::Unspecified => "UNKNOWN",
     };
-    println!("{what}");
+    crate::out!("{what}");
     if let Some(st) = st {
         let term = pb::TermName::try_from(st.term).map(|t| t.as_str_name().to_ascii_lowercase()).unwrap_or_default();
-        println!("  school {}  {} {}", st.school_urn, st.academic_year, term);
+        crate::out!("  school {}  {} {}", st.school_urn, st.academic_year, term);
     }
     if !s.submission_id.is_empty() {
-        println!("  submission {}", s.submission_id);
+        crate::out!("  submission {}", s.submission_id);
     }
     if !s.supersedes_submission_id.is_empty() {
-        println!("  supersedes submission {}", s.supersedes_submission_id);
+        crate::out!("  supersedes submission {}", s.supersedes_submission_id);
     }
-    println!("  {} pupil rows, {} warning(s)", s.row_count, s.warning_count);
+    crate::out!("  {} pupil rows, {} warning(s)", s.row_count, s.warning_count);
     for w in &s.warnings {
-        println!("  warning  line {:>5}  {:<22} {}", w.line, w.column, w.message);
+        crate::out!("  warning  line {:>5}  {:<22} {}", w.line, w.column, w.message);
     }
 }
 
-pub fn print_rejection(status: &Status) {
-    println!("REJECTED: {}", status.message());
-    let rows = rejection_rows(status);
-    if !rows.is_empty() {
-        println!("  {:>6}  {:<22} {:<16} message", "line", "column", "code");
-        for (line, col, code, msg) in rows {
-            println!("  {line:>6}  {col:<22} {code:<16} {msg}");
+/// The rejection's ErrorInfo metadata value for `key`.
+fn info(status: &Status, key: &str) -> Option<String> {
+    status.get_details_error_info().and_then(|i| i.metadata.get(key).cloned())
+}
+
+/// Prints a rejection: every listed error (fetching the full report when the status lists
+/// only the first ones) and the total.
+pub async fn print_rejection(c: &mut FeedServiceClient<Authed>, status: &Status) {
+    crate::out!("REJECTED: {}", status.message());
+    let total: Option<u64> = info(status, "error_count").and_then(|n| n.parse().ok());
+    let mut rows = rejection_rows(status);
+    if let (Some(id), Some(total)) = (info(status, "report_id"), total)
+        && total as usize > rows.len()
+    {
+        match c.get_feed_report(pb::GetFeedReportRequest { report_id: id }).await {
+            Ok(r) => {
+                rows = r.into_inner().errors.into_iter().map(|v| (v.line, v.column, v.code, v.message)).collect();
+            }
+            Err(e) => eprintln!(
+                "  (could not fetch the full report: {}; showing the first {})",
+                safe(e.message()),
+                rows.len()
+            ),
         }
+    }
+    if !rows.is_empty() {
+        crate::out!("  {:>6}  {:<22} {:<16} message", "line", "column", "code");
+        for (line, col, code, msg) in &rows {
+            crate::out!("  {line:>6}  {col:<22} {code:<16} {msg}");
+        }
+    }
+    if let Some(total) = total {
+        let more =
+            if total as usize > rows.len() { format!(" (the first {} shown)", rows.len()) } else { String::new() };
+        crate::out!("  {total} error(s) in all{more}; nothing was stored");
     }
 }

@@ -20,7 +20,7 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(riskid::cli::run(cli)) {
         Ok(code) => std::process::ExitCode::from(code as u8),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", riskid::client::safe(&format!("{e:#}")));
             std::process::ExitCode::FAILURE
         }
     }

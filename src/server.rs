@@ -26,12 +26,25 @@ pub struct Settings {
     /// Data directory: holds the SQLite database (created on first start).
     #[arg(long, env = "RISKID_DATA_DIR", default_value = "./riskid-data")]
     pub data_dir: PathBuf,
-    /// Largest feed accepted, in bytes; larger submissions are refused before they are read.
-    #[arg(long, env = "RISKID_MAX_FEED_BYTES", default_value_t = 64 << 20)]
+    /// Largest feed accepted, in bytes; larger submissions are refused (RESOURCE_EXHAUSTED)
+    /// as soon as they pass it.
+    #[arg(long, env = "RISKID_MAX_FEED_BYTES", default_value_t = 16 << 20)]
     pub max_feed_bytes: usize,
-    /// Feeds validated and stored at once; more are refused with RESOURCE_EXHAUSTED.
+    /// Most pupil rows in one feed (the largest English school has about 3,500 pupils);
+    /// longer feeds are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "RISKID_MAX_FEED_ROWS", default_value_t = 10_000)]
+    pub max_feed_rows: usize,
+    /// Feeds received, validated and stored at once; more are refused with
+    /// RESOURCE_EXHAUSTED and RetryInfo. An upload holds a slot only once its data flows.
     #[arg(long, env = "RISKID_MAX_CONCURRENT_INGESTS", default_value_t = 4)]
     pub max_concurrent_ingests: usize,
+    /// Uploads one key may have open at once, so one key cannot hold every slot.
+    #[arg(long, env = "RISKID_MAX_INGESTS_PER_KEY", default_value_t = 2)]
+    pub max_ingests_per_key: usize,
+    /// An upload that sends nothing for this long is ended (DEADLINE_EXCEEDED) and its slot
+    /// freed, e.g. "15s".
+    #[arg(long, env = "RISKID_INGEST_IDLE_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub ingest_idle_timeout: std::time::Duration,
     /// PEM certificate chain for TLS. With --tls-key, the server speaks only TLS; without
     /// both, plaintext (for local use: put production behind TLS).
     #[arg(long, env = "RISKID_TLS_CERT", requires = "tls_key")]
@@ -46,8 +59,11 @@ impl Settings {
         Self {
             listen: "127.0.0.1:0".parse().expect("valid address"),
             data_dir,
-            max_feed_bytes: 64 << 20,
+            max_feed_bytes: 16 << 20,
+            max_feed_rows: 10_000,
             max_concurrent_ingests: 4,
+            max_ingests_per_key: 2,
+            ingest_idle_timeout: std::time::Duration::from_secs(15),
             tls_cert: None,
             tls_key: None,
         }
@@ -63,7 +79,13 @@ impl Settings {
     }
 
     pub fn limits(&self) -> Limits {
-        Limits { max_feed_bytes: self.max_feed_bytes, max_concurrent_ingests: self.max_concurrent_ingests }
+        Limits {
+            max_feed_bytes: self.max_feed_bytes,
+            max_feed_rows: self.max_feed_rows,
+            max_concurrent_ingests: self.max_concurrent_ingests,
+            max_ingests_per_key: self.max_ingests_per_key,
+            ingest_idle_timeout: self.ingest_idle_timeout,
+        }
     }
 }
 
@@ -94,7 +116,12 @@ pub async fn serve(
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
-    let max_msg = 16 << 20;
+    // Per-service message limits: feed chunks of up to 1 MiB; ScoreRecords up to 4 MiB (what
+    // default clients send); every other request is small. Repeated fields are also counted
+    // on the wire before decoding (api::codec).
+    const FEED_MSG: usize = (1 << 20) + 4096;
+    const SCORE_MSG: usize = 4 << 20;
+    const SMALL_MSG: usize = 64 << 10;
     // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms to small replies.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = tonic::transport::Server::builder();
@@ -106,11 +133,11 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(FeedServiceServer::new(FeedApi::new(app.clone())).max_decoding_message_size(max_msg))
-        .add_service(RiskServiceServer::new(RiskApi::new(app.clone())).max_decoding_message_size(max_msg))
-        .add_service(ModelServiceServer::new(ModelApi::new(app.clone())))
-        .add_service(CohortServiceServer::new(CohortApi::new(app.clone())))
-        .add_service(AuditServiceServer::new(AuditApi::new(app.clone())))
+        .add_service(FeedServiceServer::new(FeedApi::new(app.clone())).max_decoding_message_size(FEED_MSG))
+        .add_service(RiskServiceServer::new(RiskApi::new(app.clone())).max_decoding_message_size(SCORE_MSG))
+        .add_service(ModelServiceServer::new(ModelApi::new(app.clone())).max_decoding_message_size(SMALL_MSG))
+        .add_service(CohortServiceServer::new(CohortApi::new(app.clone())).max_decoding_message_size(SMALL_MSG))
+        .add_service(AuditServiceServer::new(AuditApi::new(app.clone())).max_decoding_message_size(SMALL_MSG))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

@@ -34,7 +34,7 @@ fn years(w: &World) -> HashMap<(String, u16), Year> {
         for r in &f.rows {
             let y = out.entry((r.upn.as_str().to_owned(), f.term.start_year())).or_default();
             y.possible += u32::from(r.sessions_possible);
-            y.absent += u32::from(r.absent_sessions());
+            y.absent += r.absent_sessions();
             y.suspensions += u32::from(r.suspensions);
             y.suspended |= r.suspensions > 0;
             y.excluded |= r.permanent_exclusion;

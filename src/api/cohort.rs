@@ -5,9 +5,10 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert::{risk_to_pb, school_term_to_pb, term_from_pb};
+use super::limits::{check_note, check_token, request_id};
 use super::pb::{self, cohort_service_server::CohortService};
 use super::principal;
-use crate::app::{App, DecisionInput, ProposeInput};
+use crate::app::{App, AppError, DecisionInput, ProposeInput};
 use crate::cohort::{CohortParams, Policy};
 use crate::domain::SchoolTerm;
 use crate::review::Kind;
@@ -24,6 +25,9 @@ impl CohortApi {
     }
 }
 
+/// Largest weight of one outcome in a weighted policy.
+const MAX_WEIGHT: f64 = 1_000.0;
+
 fn policy_from_pb(p: Option<pb::Policy>) -> Result<Policy, Status> {
     let pb::Policy { kind, weights } = p.unwrap_or_default();
     match kind.as_str() {
@@ -32,6 +36,16 @@ fn policy_from_pb(p: Option<pb::Policy>) -> Result<Policy, Status> {
             let w: [f64; 3] = weights.try_into().map_err(|_| {
                 Status::invalid_argument("policy.weights needs three numbers (absence, suspension, referral)")
             })?;
+            // Bounded weights keep the weighted score a meaningful number: at 1e308 the sum
+            // overflows to infinity and the ranking falls to the tie-break hash.
+            if !w.iter().all(|x| (0.0..=MAX_WEIGHT).contains(x)) || w.iter().sum::<f64>() <= 0.0 {
+                return Err(AppError::BadField {
+                    field: "policy.weights".into(),
+                    reason: "OUT_OF_RANGE",
+                    description: format!("each weight must be from 0 to {MAX_WEIGHT}, and at least one above 0"),
+                }
+                .into());
+            }
             Ok(Policy::Weighted { weights: w })
         }
         other => Err(Status::invalid_argument(format!("policy.kind {other:?} is not any_adverse or weighted"))),
@@ -39,11 +53,15 @@ fn policy_from_pb(p: Option<pb::Policy>) -> Result<Policy, Status> {
 }
 
 fn id(raw: &str) -> Result<i64, Status> {
-    raw.parse().map_err(|_| Status::invalid_argument(format!("cohort_id {raw:?} is not a cohort id")))
+    raw.parse().map_err(|_| Status::invalid_argument("cohort_id is not a cohort id"))
 }
 
-fn rid(r: String) -> Option<String> {
-    (!r.is_empty()).then_some(r)
+fn rid(r: String) -> Result<Option<String>, Status> {
+    request_id(r)
+}
+
+fn check_token_or_empty(field: &str, v: &str) -> Result<(), Status> {
+    if v.is_empty() { Ok(()) } else { check_token(field, v, 64) }
 }
 
 pub(crate) fn cohort_to_pb(c: &CohortRow) -> pb::Cohort {
@@ -137,15 +155,18 @@ impl CohortService for CohortApi {
             _ => return Err(Status::invalid_argument("decision must be CONFIRM, REMOVE or ADD")),
         };
         crate::domain::Upn::parse(&upn).map_err(|e| Status::invalid_argument(format!("upn is not valid: {e}")))?;
+        check_note("note", &note)?;
+        check_token_or_empty("reason_code", &reason_code)?;
         let input =
-            DecisionInput { cohort_id: id(&cohort_id)?, upn, kind, reason_code, note, request_id: rid(request_id) };
+            DecisionInput { cohort_id: id(&cohort_id)?, upn, kind, reason_code, note, request_id: rid(request_id)? };
         Ok(Response::new(cohort_to_pb(&self.app.decide(&who, input).await?)))
     }
 
     async fn undo_decision(&self, request: Request<pb::UndoDecisionRequest>) -> Result<Response<pb::Cohort>, Status> {
         let who = principal(&request)?;
         let pb::UndoDecisionRequest { cohort_id, upn, request_id } = request.into_inner();
-        Ok(Response::new(cohort_to_pb(&self.app.undo(&who, id(&cohort_id)?, upn, rid(request_id)).await?)))
+        crate::domain::Upn::parse(&upn).map_err(|e| Status::invalid_argument(format!("upn is not valid: {e}")))?;
+        Ok(Response::new(cohort_to_pb(&self.app.undo(&who, id(&cohort_id)?, upn, rid(request_id)?).await?)))
     }
 
     async fn finalise_cohort(
@@ -154,7 +175,8 @@ impl CohortService for CohortApi {
     ) -> Result<Response<pb::Cohort>, Status> {
         let who = principal(&request)?;
         let pb::FinaliseCohortRequest { cohort_id, over_capacity_reason, request_id } = request.into_inner();
-        let c = self.app.finalise(&who, id(&cohort_id)?, over_capacity_reason, rid(request_id)).await?;
+        check_note("over_capacity_reason", &over_capacity_reason)?;
+        let c = self.app.finalise(&who, id(&cohort_id)?, over_capacity_reason, rid(request_id)?).await?;
         Ok(Response::new(cohort_to_pb(&c)))
     }
 }

@@ -4,7 +4,7 @@ use tonic::Status;
 
 use super::pb;
 use crate::domain::{Term, TermName, Urn};
-use crate::ingest::{COLUMN_COUNT, Violation, contract_header};
+use crate::ingest::{COLUMN_COUNT, Violation};
 use crate::storage::{FeedSource, SubmissionRecord, SubmissionState};
 
 pub fn term_name_to_pb(t: TermName) -> pb::TermName {
@@ -77,7 +77,7 @@ pub fn submission_to_pb(r: &SubmissionRecord) -> pb::Submission {
 /// A record's cells in the contract's column order; an unset field is an empty cell.
 pub fn record_cells(r: &pb::PupilRecord) -> [String; COLUMN_COUNT] {
     let b = |v: &Option<bool>| v.map(|b| if b { "Y" } else { "N" }.to_string()).unwrap_or_default();
-    let n = |v: &Option<u32>| v.map(|n| n.to_string()).unwrap_or_default();
+    let n = |v: &Option<u64>| v.map(|n| n.to_string()).unwrap_or_default();
     let pb::PupilRecord {
         upn,
         ncyear,
@@ -137,18 +137,10 @@ pub fn record_cells(r: &pb::PupilRecord) -> [String; COLUMN_COUNT] {
     ]
 }
 
-/// Renders structured records as contract CSV, so one validator (and one content hash)
-/// serves both ways of submitting. Record i becomes line i + 2.
+/// Renders structured records as contract CSV (record i becomes line i + 2).
 pub fn records_to_csv(records: &[pb::PupilRecord]) -> Vec<u8> {
-    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
-    let mut out = contract_header().into_bytes();
-    out.push(b'\n');
-    for r in records {
-        // Writing to a Vec cannot fail.
-        let _ = w.write_record(record_cells(r));
-    }
-    out.extend(w.into_inner().unwrap_or_default());
-    out
+    let cells: Vec<[String; COLUMN_COUNT]> = records.iter().map(record_cells).collect();
+    crate::ingest::cells_to_csv(&cells)
 }
 
 pub fn band_to_pb(b: crate::scoring::Band) -> pb::Band {

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::convert::{records_to_csv, submission_to_pb, term_from_pb, urn_from_pb, violation_to_pb};
+use super::convert::{record_cells, submission_to_pb, term_from_pb, urn_from_pb, violation_to_pb};
 use super::pb::{self, feed_service_server::FeedService, submit_feed_request::Part};
 use super::principal;
-use crate::app::{App, FeedBody, SubmitResult};
+use crate::app::{App, AppError, FeedBody, RecordCells, SubmitResult};
 use crate::storage::FeedSource;
 
 pub struct FeedApi {
@@ -28,49 +28,97 @@ pub(crate) fn page_size(requested: i32) -> usize {
     if requested <= 0 { DEFAULT_PAGE } else { (requested as usize).min(MAX_PAGE) }
 }
 
-/// Reads the whole body of a submission stream, enforcing the size limit as it goes.
-async fn read_body(
-    stream: &mut Streaming<pb::SubmitFeedRequest>,
-    max_bytes: usize,
-) -> Result<(FeedSource, Vec<u8>), Status> {
-    let mut csv = Vec::new();
-    let mut records = Vec::new();
-    let mut record_bytes = 0usize;
-    let too_big = || {
-        Status::resource_exhausted(format!(
-            "the feed is larger than this server accepts ({} MiB); split it or ask the operator to raise --max-feed-bytes",
-            max_bytes >> 20
-        ))
-    };
-    // A transport error (cancelled or broken stream) ends the call here: nothing is stored.
-    while let Some(msg) = stream.next().await {
-        match msg?.part {
-            Some(Part::CsvChunk(chunk)) => {
-                if csv.len() + chunk.len() > max_bytes {
-                    return Err(too_big());
-                }
-                csv.extend_from_slice(&chunk);
+/// An upload in progress: its per-key slot, and the ingest permit once data flows.
+struct Upload<'a> {
+    app: &'a App,
+    stream: &'a mut Streaming<pb::SubmitFeedRequest>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Upload<'_> {
+    /// The next message, or `None` at the end; an idle stream is ended with DEADLINE_EXCEEDED.
+    async fn next(&mut self) -> Result<Option<Part>, Status> {
+        let idle = self.app.limits().ingest_idle_timeout;
+        let msg = match tokio::time::timeout(idle, self.stream.next()).await {
+            Ok(m) => m.transpose()?,
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "the upload sent nothing for {} s and was ended; nothing was stored",
+                    idle.as_secs()
+                )));
             }
-            Some(Part::Records(batch)) => {
-                record_bytes += prost::Message::encoded_len(&batch);
-                if record_bytes > max_bytes {
-                    return Err(too_big());
-                }
-                records.extend(batch.records);
-            }
-            Some(Part::Header(_)) => {
-                return Err(Status::invalid_argument("the header may be sent only once, first"));
-            }
-            None => {
-                return Err(Status::invalid_argument("empty message in the submission stream"));
-            }
+        };
+        let Some(msg) = msg else { return Ok(None) };
+        // The server-wide permit is taken when data first flows, not when the stream opens.
+        if self.permit.is_none() {
+            self.permit = Some(self.app.ingest_permit()?);
+        }
+        match msg.part {
+            Some(Part::Header(_)) => Err(Status::invalid_argument("the header may be sent only once, first")),
+            None => Err(Status::invalid_argument("empty message in the submission stream")),
+            Some(part) => Ok(Some(part)),
         }
     }
-    match (csv.is_empty(), records.is_empty()) {
-        (false, false) => Err(Status::invalid_argument("send CSV chunks or record batches, not both")),
-        (true, false) => Ok((FeedSource::Records, records_to_csv(&records))),
-        _ => Ok((FeedSource::Csv, csv)),
+}
+
+/// Reads the whole body of a submission stream, enforcing the size, row and time limits as
+/// it goes; memory stays proportional to what has been accepted so far.
+async fn read_body(up: &mut Upload<'_>, content_length: u64) -> Result<FeedBody, Status> {
+    let limits = up.app.limits().clone();
+    let max_bytes = limits.max_feed_bytes;
+    let too_big = || {
+        AppError::TooLarge {
+            reason: "FEED_TOO_LARGE",
+            message: format!(
+                "the feed is larger than this server accepts ({max_bytes} bytes); split it or ask the operator to \
+                 raise --max-feed-bytes; nothing was stored"
+            ),
+        }
+        .into()
+    };
+    let mut csv = Vec::new();
+    let mut records: Vec<RecordCells> = Vec::new();
+    let mut received = 0u64;
+    // A transport error (cancelled or broken stream) ends the call here: nothing is stored.
+    while let Some(part) = up.next().await? {
+        received += match &part {
+            Part::CsvChunk(chunk) => chunk.len() as u64,
+            Part::Records(batch) => prost::Message::encoded_len(batch) as u64,
+            Part::Header(_) => 0,
+        };
+        if received > max_bytes as u64 {
+            return Err(too_big());
+        }
+        if content_length > 0 && received > content_length {
+            return Err(Status::invalid_argument(format!(
+                "the stream sent more than the {content_length} bytes announced in the header; nothing was stored"
+            )));
+        }
+        match part {
+            Part::CsvChunk(chunk) if records.is_empty() => csv.extend_from_slice(&chunk),
+            Part::Records(batch) if csv.is_empty() => {
+                if records.len() + batch.records.len() > limits.max_feed_rows {
+                    return Err(AppError::TooLarge {
+                        reason: "FEED_TOO_MANY_ROWS",
+                        message: format!(
+                            "the feed has more than {} pupil records, the most this server accepts in one feed; \
+                             nothing was stored (the operator sets this with --max-feed-rows)",
+                            limits.max_feed_rows
+                        ),
+                    }
+                    .into());
+                }
+                records.extend(batch.records.iter().map(record_cells));
+            }
+            _ => return Err(Status::invalid_argument("send CSV chunks or record batches, not both")),
+        }
     }
+    if content_length > 0 && received != content_length {
+        return Err(Status::invalid_argument(format!(
+            "the stream ended after {received} of the {content_length} bytes announced in the header; nothing was stored"
+        )));
+    }
+    Ok(if records.is_empty() { FeedBody::Csv(csv) } else { FeedBody::Records(records) })
 }
 
 #[tonic::async_trait]
@@ -89,23 +137,27 @@ impl FeedService for FeedApi {
         };
         let pb::SubmissionHeader { school_term, request_id, dry_run, content_length } = header;
         let (urn, term) = term_from_pb(school_term.as_ref())?;
-        let pass = caller.may_submit(urn).map_err(crate::app::AppError::from)?;
-        let _permit = self.app.ingest_permit()?;
+        let pass = caller.may_submit(urn).map_err(AppError::from)?;
+        let request_id = super::limits::request_id(request_id)?;
         let max = self.app.limits().max_feed_bytes;
-        if content_length as usize > max {
-            return Err(Status::resource_exhausted(format!(
-                "the feed ({content_length} bytes) is larger than this server accepts ({max} bytes)"
-            )));
+        if content_length > max as u64 {
+            return Err(AppError::TooLarge {
+                reason: "FEED_TOO_LARGE",
+                message: format!(
+                    "the feed ({content_length} bytes) is larger than this server accepts ({max} bytes); nothing was read"
+                ),
+            }
+            .into());
         }
-        let (source, csv) = read_body(&mut stream, max).await?;
-        if source == FeedSource::Csv && content_length > 0 && csv.len() as u64 != content_length {
-            return Err(Status::invalid_argument(format!(
-                "the stream ended after {} of the {content_length} bytes announced in the header; nothing was stored",
-                csv.len()
-            )));
-        }
-        let request_id = (!request_id.is_empty()).then_some(request_id);
-        let result = self.app.submit_feed(pass, term, FeedBody { source, csv }, request_id, dry_run).await?;
+        let _slot = self.app.upload_slot(caller.key_id)?;
+        let mut upload = Upload { app: &self.app, stream: &mut stream, permit: None };
+        let body = read_body(&mut upload, content_length).await?;
+        let source = body.source();
+        let _permit = match upload.permit.take() {
+            Some(p) => p,
+            None => self.app.ingest_permit()?,
+        };
+        let result = self.app.submit_feed(pass, term, body, request_id, dry_run).await?;
         let (outcome, submission) = match result {
             SubmitResult::Accepted(r) => (pb::SubmitOutcome::Accepted, submission_to_pb(&r)),
             SubmitResult::Unchanged(r) => (pb::SubmitOutcome::Unchanged, submission_to_pb(&r)),
@@ -126,6 +178,23 @@ impl FeedService for FeedApi {
             ),
         };
         Ok(Response::new(pb::SubmitFeedResponse { outcome: outcome as i32, submission: Some(submission) }))
+    }
+
+    async fn get_feed_report(
+        &self,
+        request: Request<pb::GetFeedReportRequest>,
+    ) -> Result<Response<pb::FeedReport>, Status> {
+        let caller = principal(&request)?;
+        let pb::GetFeedReportRequest { report_id } = request.into_inner();
+        super::limits::check_token("report_id", &report_id, 64)?;
+        let r = self.app.feed_report(caller.key_id, &report_id)?;
+        Ok(Response::new(pb::FeedReport {
+            report_id,
+            error_count: r.error_count as u64,
+            errors: r.errors.iter().map(violation_to_pb).collect(),
+            warning_count: r.warning_count as u64,
+            warnings: r.warnings.iter().map(violation_to_pb).collect(),
+        }))
     }
 
     async fn get_submission(

@@ -21,7 +21,8 @@ pub fn policy(path: &str) -> Option<&'static [Role]> {
     let roles: &'static [Role] = match path {
         p if p.starts_with("/grpc.health.v1.Health/") => return None,
         p if p.starts_with("/grpc.reflection.") => return None,
-        "/riskid.v1.FeedService/SubmitFeed" => &[School],
+        // A report is returned only to the key that submitted the feed (checked by the use case).
+        "/riskid.v1.FeedService/SubmitFeed" | "/riskid.v1.FeedService/GetFeedReport" => &[School],
         "/riskid.v1.FeedService/GetSubmission" | "/riskid.v1.FeedService/ListSubmissions" => {
             &[Admin, Analyst, School, LinkWorker]
         }
@@ -160,7 +161,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(n, 19);
+        assert_eq!(n, 20);
         assert_eq!(policy("/riskid.v1.FeedService/DropTables"), Some(&[][..]));
         assert_eq!(policy("/grpc.health.v1.Health/Check"), None);
     }

@@ -1,10 +1,12 @@
 //! The gRPC edge: generated types, conversions, status mapping, access layer, handlers.
 
 mod audit;
+pub mod codec;
 mod cohort;
 mod convert;
 mod feed;
 mod gateway;
+mod limits;
 mod model;
 mod risk;
 mod status;

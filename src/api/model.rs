@@ -7,6 +7,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::feed::page_size;
+use super::limits::{MAX_MODEL_ID, check_note, check_token};
 use super::pb::{self, model_service_server::ModelService, train_model_progress::Event};
 use super::principal;
 use crate::app::App;
@@ -58,6 +59,9 @@ impl ModelService for ModelApi {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(16);
         let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<pb::TrainModelProgress, Status>>(64);
         let app = self.app.clone();
+        if !model_id.is_empty() {
+            check_token("model_id", &model_id, MAX_MODEL_ID)?;
+        }
         let model_id = (!model_id.is_empty()).then_some(model_id);
         // The job runs to completion even if the caller goes away; progress is best effort.
         let job = tokio::spawn(async move { app.train(&who, params, model_id, tx).await });
@@ -81,6 +85,7 @@ impl ModelService for ModelApi {
     ) -> Result<Response<pb::EvaluateModelResponse>, Status> {
         let who = principal(&request)?;
         let pb::EvaluateModelRequest { model_id, capacity } = request.into_inner();
+        check_token("model_id", &model_id, MAX_MODEL_ID)?;
         let evaluations = self.app.evaluate(&who, model_id, capacity as usize).await?;
         let report_json = serde_json::to_string_pretty(&evaluations).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::EvaluateModelResponse { report_json }))
@@ -107,6 +112,7 @@ impl ModelService for ModelApi {
     async fn get_model(&self, request: Request<pb::GetModelRequest>) -> Result<Response<pb::Model>, Status> {
         let who = principal(&request)?;
         let pb::GetModelRequest { model_id } = request.into_inner();
+        check_token("model_id", &model_id, MAX_MODEL_ID)?;
         Ok(Response::new(model_to_pb(&self.app.get_model(&who, model_id).await?)))
     }
 
@@ -115,7 +121,10 @@ impl ModelService for ModelApi {
         request: Request<pb::ActivateModelRequest>,
     ) -> Result<Response<pb::ActivateModelResponse>, Status> {
         let who = principal(&request)?;
-        let pb::ActivateModelRequest { model_id, force, reason, request_id: _ } = request.into_inner();
+        let pb::ActivateModelRequest { model_id, force, reason, request_id } = request.into_inner();
+        check_token("model_id", &model_id, MAX_MODEL_ID)?;
+        check_note("reason", &reason)?;
+        super::limits::request_id(request_id)?;
         // Activation is naturally idempotent: activating the active model again rescores the same.
         let (schools, pupils) = self.app.activate(&who, model_id.clone(), force, reason).await?;
         let rec = self.app.get_model(&who, model_id).await?;

@@ -3,13 +3,12 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use super::convert::{risk_to_pb, term_from_pb};
 use super::feed::page_size;
 use super::pb::{self, risk_service_server::RiskService};
 use super::principal;
-use crate::app::App;
+use crate::app::{App, AppError, AppResult, ToScore};
 use crate::domain::{Outcome, PupilTerm, SchoolTerm};
 use crate::ingest::{RowValidator, Violation};
 use crate::scoring::Band;
@@ -24,23 +23,70 @@ impl RiskApi {
     }
 }
 
-/// Most pupils one ScoreRecords call may carry.
-pub const MAX_BATCH: usize = 10_000;
+type Bad = Vec<crate::app::FieldError>;
 
-fn validate(record: &pb::PupilRecord, field: &str, bad: &mut Vec<FieldViolation>) -> Option<PupilTerm> {
+fn validate(record: &pb::PupilRecord, field: &str, bad: &mut Bad) -> Option<PupilTerm> {
     let owned = super::convert::record_cells(record);
     let cells: crate::ingest::Cells = std::array::from_fn(|i| owned[i].trim_matches(' '));
     let mut findings = crate::ingest::Findings::default();
     let row = RowValidator::default().validate(0, &cells, &mut findings);
     for Violation { column, code, message, .. } in findings.errors {
-        bad.push(FieldViolation {
-            field: format!("{field}.{column}"),
-            description: message,
-            reason: code.to_ascii_uppercase(),
-            localized_message: None,
-        });
+        bad.push(crate::app::FieldError::new(format!("{field}.{column}"), code.to_ascii_uppercase(), message));
     }
     row
+}
+
+/// Checks every pupil of a ScoreRecords request; CPU work, run off the async threads.
+fn check_pupils(pupils: Vec<pb::PupilToScore>) -> AppResult<Vec<ToScore>> {
+    let mut bad = Bad::new();
+    let mut input = Vec::with_capacity(pupils.len());
+    for (i, p) in pupils.iter().enumerate() {
+        let pb::PupilToScore { school_term, record, prior_terms } = p;
+        let st = match term_from_pb(school_term.as_ref()) {
+            Ok((urn, term)) => Some(SchoolTerm { urn, term }),
+            Err(s) => {
+                bad.push(crate::app::FieldError::new(format!("pupils[{i}].school_term"), "INVALID_VALUE", s.message()));
+                None
+            }
+        };
+        let row = match record {
+            Some(r) => validate(r, &format!("pupils[{i}].record"), &mut bad),
+            None => {
+                bad.push(crate::app::FieldError::new(format!("pupils[{i}].record"), "REQUIRED", "record is required"));
+                None
+            }
+        };
+        let mut prior = Vec::new();
+        for (j, pt) in prior_terms.iter().enumerate() {
+            let field = format!("pupils[{i}].prior_terms[{j}]");
+            let pst = term_from_pb(pt.school_term.as_ref())
+                .map_err(|s| {
+                    bad.push(crate::app::FieldError::new(format!("{field}.school_term"), "INVALID_VALUE", s.message()))
+                })
+                .ok();
+            let prow = pt.record.as_ref().and_then(|r| validate(r, &format!("{field}.record"), &mut bad));
+            if let (Some((urn, term)), Some(r)) = (pst, prow) {
+                if row.as_ref().is_some_and(|now| now.upn != r.upn) {
+                    bad.push(crate::app::FieldError::new(
+                        format!("{field}.record.upn"),
+                        "INCONSISTENT",
+                        "prior terms must be the same pupil",
+                    ));
+                }
+                prior.push((SchoolTerm { urn, term }, r));
+            }
+        }
+        if let (Some(st), Some(row)) = (st, row) {
+            input.push((st, row, prior));
+        }
+    }
+    if !bad.is_empty() {
+        return Err(AppError::BadFields {
+            message: format!("{} invalid field(s); nothing was scored", bad.len()),
+            fields: bad,
+        });
+    }
+    Ok(input)
 }
 
 pub(crate) fn band_from_pb(b: i32) -> Option<Band> {
@@ -68,59 +114,9 @@ impl RiskService for RiskApi {
         request: Request<pb::ScoreRecordsRequest>,
     ) -> Result<Response<pb::ScoreRecordsResponse>, Status> {
         let who = principal(&request)?;
+        // The codec has already refused more than MAX_SCORE_PUPILS before decoding.
         let pb::ScoreRecordsRequest { pupils } = request.into_inner();
-        if pupils.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!("at most {MAX_BATCH} pupils per call; got {}", pupils.len())));
-        }
-        let mut bad = Vec::new();
-        let mut input = Vec::with_capacity(pupils.len());
-        for (i, p) in pupils.iter().enumerate() {
-            let pb::PupilToScore { school_term, record, prior_terms } = p;
-            let st = match term_from_pb(school_term.as_ref()) {
-                Ok((urn, term)) => Some(SchoolTerm { urn, term }),
-                Err(s) => {
-                    bad.push(FieldViolation::new(format!("pupils[{i}].school_term"), s.message()));
-                    None
-                }
-            };
-            let row = match record {
-                Some(r) => validate(r, &format!("pupils[{i}].record"), &mut bad),
-                None => {
-                    bad.push(FieldViolation::new(format!("pupils[{i}].record"), "record is required"));
-                    None
-                }
-            };
-            let mut prior = Vec::new();
-            for (j, pt) in prior_terms.iter().enumerate() {
-                let field = format!("pupils[{i}].prior_terms[{j}]");
-                let pst = term_from_pb(pt.school_term.as_ref())
-                    .map_err(|s| bad.push(FieldViolation::new(format!("{field}.school_term"), s.message())))
-                    .ok();
-                let prow = pt.record.as_ref().and_then(|r| validate(r, &format!("{field}.record"), &mut bad));
-                if let (Some((urn, term)), Some(r)) = (pst, prow) {
-                    if row.as_ref().is_some_and(|now| now.upn != r.upn) {
-                        bad.push(FieldViolation::new(
-                            format!("{field}.record.upn"),
-                            "prior terms must be the same pupil",
-                        ));
-                    }
-                    prior.push((SchoolTerm { urn, term }, r));
-                }
-            }
-            if let (Some(st), Some(row)) = (st, row) {
-                input.push((st, row, prior));
-            }
-        }
-        if !bad.is_empty() {
-            let n = bad.len();
-            bad.truncate(crate::ingest::MAX_LISTED);
-            return Err(Status::with_error_details(
-                tonic::Code::InvalidArgument,
-                format!("{n} invalid field(s); nothing was scored"),
-                ErrorDetails::with_bad_request(bad),
-            ));
-        }
-        let (model_id, risks) = self.app.score_stateless(&who, input).await?;
+        let (model_id, risks) = self.app.score_stateless(&who, move || check_pupils(pupils)).await?;
         Ok(Response::new(pb::ScoreRecordsResponse { model_id, risks: risks.iter().map(risk_to_pb).collect() }))
     }
 

@@ -18,32 +18,94 @@ pub fn parse_field(field: &str) -> Option<(u64, String)> {
     Some((line.parse().ok()?, col.to_owned()))
 }
 
+/// Bytes of BadRequest a rejection carries. Details travel base64-encoded in the
+/// `grpc-status-details-bin` trailer; 4 KB stays well inside grpcio's default 8 KB of
+/// metadata and h2's 16 KB header list, with room for the message and other headers.
+const DETAILS_BUDGET: usize = 4_000;
+/// Longest description of one violation in the trailer (the full text is in the report).
+const MAX_DESCRIPTION: usize = 200;
+
+fn cap(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// The first violations that fit the trailer budget.
+fn fitting(all: impl IntoIterator<Item = (String, String, String)>) -> Vec<FieldViolation> {
+    let mut used = 0;
+    let mut out = Vec::new();
+    for (field, reason, description) in all {
+        let fv = FieldViolation {
+            field: cap(&field, 120),
+            description: cap(&description, MAX_DESCRIPTION),
+            reason,
+            localized_message: None,
+        };
+        // Three strings, their tags and lengths, and the entry's own tag and length.
+        let size = fv.field.len() + fv.description.len() + fv.reason.len() + 12;
+        if used + size > DETAILS_BUDGET {
+            break;
+        }
+        used += size;
+        out.push(fv);
+    }
+    out
+}
+
+fn error_info(reason: &str, metadata: impl IntoIterator<Item = (String, String)>) -> ErrorDetails {
+    let mut details = ErrorDetails::new();
+    details.set_error_info(reason, DOMAIN, metadata.into_iter().collect::<std::collections::HashMap<_, _>>());
+    details
+}
+
+/// The ErrorInfo domain of every riskid error.
+pub const DOMAIN: &str = "riskid";
+
 pub(crate) fn to_status(e: AppError) -> Status {
     match e {
         AppError::InvalidArgument(m) => Status::invalid_argument(m),
-        AppError::FeedRejected(r) => {
-            let mut details = ErrorDetails::new();
-            let violations = r
-                .errors
-                .iter()
-                .map(|v| FieldViolation {
-                    field: field_of(v),
-                    description: v.message.clone(),
-                    reason: v.code.to_ascii_uppercase(),
-                    localized_message: None,
-                })
-                .collect::<Vec<_>>();
+        AppError::BadField { field, reason, description } => {
+            let mut details = error_info(reason, []);
+            details.set_bad_request(vec![FieldViolation {
+                field,
+                description: cap(&description, MAX_DESCRIPTION),
+                reason: reason.into(),
+                localized_message: None,
+            }]);
+            Status::with_error_details(Code::InvalidArgument, cap(&description, MAX_DESCRIPTION), details)
+        }
+        AppError::BadFields { message, fields } => {
+            let n = fields.len();
+            let violations = fitting(fields.into_iter().map(|f| (f.field, f.reason, f.description)));
+            let mut details = error_info("INVALID_FIELDS", [("field_count".to_string(), n.to_string())]);
             details.set_bad_request(violations);
-            details.set_error_info(
+            Status::with_error_details(Code::InvalidArgument, message, details)
+        }
+        AppError::FeedRejected { report: r, report_id } => {
+            let violations =
+                fitting(r.errors.iter().map(|v| (field_of(v), v.code.to_ascii_uppercase(), v.message.clone())));
+            let listed = violations.len();
+            let mut details = error_info(
                 "FEED_REJECTED",
-                "riskid",
                 [
                     ("error_count".to_string(), r.error_count.to_string()),
                     ("warning_count".to_string(), r.warning_count.to_string()),
+                    ("listed_count".to_string(), listed.to_string()),
+                    ("report_id".to_string(), report_id.clone()),
                 ],
             );
-            let shown = if r.error_count > r.errors.len() {
-                format!(" (the first {} are listed)", r.errors.len())
+            details.set_bad_request(violations);
+            let shown = if r.error_count > listed {
+                format!(
+                    " (the first {listed} are listed here; GetFeedReport with report_id {report_id} returns the first {})",
+                    r.errors.len()
+                )
             } else {
                 String::new()
             };
@@ -55,7 +117,14 @@ pub(crate) fn to_status(e: AppError) -> Status {
         AppError::NotFound(m) => Status::not_found(m),
         AppError::Conflict(m) => Status::failed_precondition(m),
         AppError::Aborted(m) => Status::aborted(m),
-        AppError::ResourceExhausted(m) => Status::resource_exhausted(m),
+        AppError::Overloaded(m) => {
+            let mut details = error_info("OVERLOADED", []);
+            details.set_retry_info(Some(std::time::Duration::from_secs(1)));
+            Status::with_error_details(Code::ResourceExhausted, m, details)
+        }
+        AppError::TooLarge { reason, message } => {
+            Status::with_error_details(Code::ResourceExhausted, message, error_info(reason, []))
+        }
         AppError::Store(e) => internal(&e),
         AppError::Internal(m) => internal(&m),
     }

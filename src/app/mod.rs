@@ -3,10 +3,11 @@
 pub(crate) mod audit;
 mod cohorts;
 mod models;
+mod reports;
 mod risks;
 
 pub use cohorts::{DecisionInput, OverrideRow, ProposeInput, capacity_of};
-pub use models::{BUNDLED_MODEL, Progress, rfc3339};
+pub use models::{BUNDLED_MODEL, Progress, ToScore, rfc3339};
 
 use std::sync::{Arc, RwLock};
 
@@ -25,8 +26,14 @@ use crate::storage::{
 pub enum AppError {
     #[error("{0}")]
     InvalidArgument(String),
-    #[error("the feed has {} error(s)", .0.error_count)]
-    FeedRejected(Box<Rejected>),
+    /// Several fields of the request are invalid.
+    #[error("{message}")]
+    BadFields { message: String, fields: Vec<FieldError> },
+    /// One field of the request is invalid.
+    #[error("{field}: {description}")]
+    BadField { field: String, reason: &'static str, description: String },
+    #[error("the feed has {} error(s)", .report.error_count)]
+    FeedRejected { report: Arc<Rejected>, report_id: String },
     #[error("{0}")]
     Unauthenticated(&'static str),
     #[error(transparent)]
@@ -38,8 +45,12 @@ pub enum AppError {
     /// A concurrent change won; retrying after a reload may succeed.
     #[error("{0}")]
     Aborted(String),
+    /// The server is busy; the same request may succeed shortly (sent with RetryInfo).
     #[error("{0}")]
-    ResourceExhausted(String),
+    Overloaded(String),
+    /// The request is larger than this server accepts; retrying it will not help.
+    #[error("{message}")]
+    TooLarge { reason: &'static str, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -48,16 +59,43 @@ pub enum AppError {
 
 pub type AppResult<T> = Result<T, AppError>;
 
+/// One invalid field of a request: its path (`pupils[3].record.upn`), a stable reason
+/// code and a description for the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+    pub description: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>, description: impl Into<String>) -> Self {
+        Self { field: field.into(), reason: reason.into(), description: description.into() }
+    }
+}
+
 /// Limits on what one request may cost.
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_feed_bytes: usize,
+    /// Most pupil rows in one feed: well above the largest English school (~3,500 pupils).
+    pub max_feed_rows: usize,
     pub max_concurrent_ingests: usize,
+    /// Most uploads one key may have open at once, so one key cannot hold every slot.
+    pub max_ingests_per_key: usize,
+    /// An upload that sends nothing for this long is ended and its slot freed.
+    pub ingest_idle_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_feed_bytes: 64 << 20, max_concurrent_ingests: 4 }
+        Self {
+            max_feed_bytes: 64 << 20,
+            max_feed_rows: 10_000,
+            max_concurrent_ingests: 4,
+            max_ingests_per_key: 2,
+            ingest_idle_timeout: std::time::Duration::from_secs(15),
+        }
     }
 }
 
@@ -68,13 +106,40 @@ pub struct App {
     scoring_slots: Arc<Semaphore>,
     active: RwLock<Arc<crate::model::ModelArtifact>>,
     training: Arc<tokio::sync::Mutex<()>>,
+    reports: Arc<reports::Reports>,
+    uploads: Arc<reports::KeySlots>,
 }
 
-/// What a submission's body is made of.
-pub struct FeedBody {
-    pub source: FeedSource,
-    /// Contract CSV; record streams are rendered to CSV first so one validator serves both.
-    pub csv: Vec<u8>,
+/// A submission's body: contract CSV, or structured records as cells in the contract's
+/// column order (an unset field is an empty cell).
+pub enum FeedBody {
+    Csv(Vec<u8>),
+    Records(Vec<RecordCells>),
+}
+
+pub type RecordCells = [String; ingest::COLUMN_COUNT];
+
+impl FeedBody {
+    pub fn source(&self) -> FeedSource {
+        match self {
+            FeedBody::Csv(_) => FeedSource::Csv,
+            FeedBody::Records(_) => FeedSource::Records,
+        }
+    }
+
+    /// Validates the body. Records follow exactly the CSV rules (trimmed cells, record *i*
+    /// on line *i* + 2). Returns the rows and the content hash: for records, the hash of
+    /// their rendering as contract CSV, so the same rows hash alike however they came.
+    fn parse(&self, max_rows: usize) -> (Result<ingest::Feed, ingest::FeedError>, String) {
+        match self {
+            FeedBody::Csv(bytes) => (ingest::parse_csv_limited(bytes, max_rows), hex::encode(Sha256::digest(bytes))),
+            FeedBody::Records(records) => {
+                let cells = records.iter().map(|r| std::array::from_fn(|i| r[i].trim_matches(' ')));
+                let feed = ingest::parse_records(cells, max_rows);
+                (feed, hex::encode(Sha256::digest(ingest::cells_to_csv(records))))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -103,6 +168,8 @@ impl App {
             scoring_slots: Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()) * 2)),
             active,
             training: Arc::new(tokio::sync::Mutex::new(())),
+            reports: Arc::new(reports::Reports::default()),
+            uploads: Arc::new(reports::KeySlots::default()),
         })
     }
 
@@ -110,7 +177,7 @@ impl App {
         self.scoring_slots
             .clone()
             .try_acquire_owned()
-            .map_err(|_| AppError::ResourceExhausted("the server is busy scoring; retry shortly".into()))
+            .map_err(|_| AppError::Overloaded("the server is busy scoring; retry shortly".into()))
     }
 
     pub fn limits(&self) -> &Limits {
@@ -141,12 +208,31 @@ impl App {
         Ok(Principal { key_id: rec.id, role: rec.role, schools: rec.schools })
     }
 
+    /// A slot for one more open upload by this key, or a refusal if it has its share open.
+    pub fn upload_slot(&self, key_id: i64) -> AppResult<reports::KeySlot> {
+        self.uploads.take(key_id, self.limits.max_ingests_per_key).ok_or_else(|| {
+            AppError::Overloaded(format!(
+                "this key already has {} uploads open; wait for one to finish",
+                self.limits.max_ingests_per_key
+            ))
+        })
+    }
+
+    /// The full report of a rejected feed, for the key that submitted it, while it is kept.
+    pub fn feed_report(&self, key_id: i64, report_id: &str) -> AppResult<Arc<Rejected>> {
+        self.reports.get(key_id, report_id).ok_or_else(|| {
+            AppError::NotFound(
+                "no such report for this key: reports are kept in memory for 15 minutes after a rejection".into(),
+            )
+        })
+    }
+
     /// A permit to ingest now, or a refusal if the server is already busy ingesting.
     pub fn ingest_permit(&self) -> AppResult<tokio::sync::OwnedSemaphorePermit> {
         self.ingest_slots
             .clone()
             .try_acquire_owned()
-            .map_err(|_| AppError::ResourceExhausted("the server is busy ingesting other feeds; retry shortly".into()))
+            .map_err(|_| AppError::Overloaded("the server is busy ingesting other feeds; retry shortly".into()))
     }
 
     /// Validates a feed and, unless a dry run, stores it atomically.
@@ -161,9 +247,24 @@ impl App {
         let school_term = SchoolTerm { urn: pass.urn, term };
         let key_id = pass.key_id;
         let model = self.active_model();
+        let max_rows = self.limits.max_feed_rows;
+        let reports = self.reports.clone();
         self.blocking(move |store| {
-            let sha = hex::encode(Sha256::digest(&body.csv));
-            let feed = ingest::parse_csv(&body.csv).map_err(|r| AppError::FeedRejected(Box::new(r)))?;
+            let (feed, sha) = body.parse(max_rows);
+            let feed = feed.map_err(|e| match e {
+                ingest::FeedError::Rejected(r) => {
+                    let report: Arc<Rejected> = Arc::from(r);
+                    let report_id = reports.put(key_id, report.clone());
+                    AppError::FeedRejected { report, report_id }
+                }
+                ingest::FeedError::TooManyRows { limit } => AppError::TooLarge {
+                    reason: "FEED_TOO_MANY_ROWS",
+                    message: format!(
+                        "the feed has more than {limit} pupil rows, the most this server accepts in one feed; \
+                         nothing was stored (the operator sets this with --max-feed-rows)"
+                    ),
+                },
+            })?;
             if dry_run {
                 return Ok(SubmitResult::Validated {
                     rows: feed.rows.len(),
@@ -174,7 +275,7 @@ impl App {
             }
             let outcome = store.save_submission(&NewSubmission {
                 school_term,
-                source: body.source,
+                source: body.source(),
                 content_sha256: &sha,
                 rows: &feed.rows,
                 warnings: &feed.warnings,

@@ -111,6 +111,13 @@ impl App {
             .map_err(|_| AppError::Conflict("a training job is already running; wait for it to finish".into()))?;
         let params = params.check().map_err(|e| AppError::InvalidArgument(e.to_string()))?.get().clone();
         self.blocking(move |store| {
+            let taken =
+                |id: &str| AppError::Conflict(format!("a model with id {id} already exists; choose another id"));
+            if let Some(id) = &model_id
+                && store.get_model(id)?.is_some()
+            {
+                return Err(taken(id));
+            }
             let _ = progress.blocking_send("loading history from the store".into());
             let rows = store.all_current_rows()?;
             let history = History::from_rows(rows);
@@ -129,7 +136,9 @@ impl App {
                 },
             )
             .map_err(|e| AppError::InvalidArgument(e.to_string()))?;
-            store.save_model(&artifact.model_id, &artifact.to_json(), now)?;
+            if !store.save_model(&artifact.model_id, &artifact.to_json(), now)? {
+                return Err(taken(&artifact.model_id));
+            }
             store.get_model(&artifact.model_id)?.ok_or_else(|| AppError::Internal("model vanished".into()))
         })
         .await
@@ -227,24 +236,34 @@ impl App {
     }
 
     /// Scores pupils without storing anything. Each pupil is (school term, row, earlier rows).
-    pub async fn score_stateless(&self, who: &Principal, pupils: Vec<ToScore>) -> AppResult<(String, Vec<PupilRisk>)> {
+    /// Scores pupils without storing anything. `prepare` (checking the request) runs on the
+    /// blocking pool with the scoring itself, so no CPU work lands on the async threads.
+    pub async fn score_stateless(
+        &self,
+        who: &Principal,
+        prepare: impl FnOnce() -> AppResult<Vec<ToScore>> + Send + 'static,
+    ) -> AppResult<(String, Vec<PupilRisk>)> {
         who.may_score_statelessly()?;
         let _permit = self.scoring_permit()?;
         let model = self.active_model();
+        let model_id = model.model_id.clone();
         let risks = tokio::task::spawn_blocking(move || {
-            pupils
-                .into_iter()
-                .map(|(st, row, prior)| {
-                    let mut h: Vec<(SchoolTerm, PupilTerm)> =
-                        prior.into_iter().filter(|(p, _)| p.term < st.term).collect();
-                    h.push((st, row.clone()));
-                    h.sort_by_key(|(s, _)| (s.term, s.urn));
-                    score_pupil(&model, &h, &row, st)
-                })
-                .collect::<Vec<_>>()
+            let pupils = prepare()?;
+            Ok::<_, AppError>(
+                pupils
+                    .into_iter()
+                    .map(|(st, row, prior)| {
+                        let mut h: Vec<(SchoolTerm, PupilTerm)> =
+                            prior.into_iter().filter(|(p, _)| p.term < st.term).collect();
+                        h.push((st, row.clone()));
+                        h.sort_by_key(|(s, _)| (s.term, s.urn));
+                        score_pupil(&model, &h, &row, st)
+                    })
+                    .collect::<Vec<_>>(),
+            )
         })
         .await
-        .map_err(|e| AppError::Internal(e.to_string()))?;
-        Ok((self.active_model().model_id.clone(), risks))
+        .map_err(|e| AppError::Internal(e.to_string()))??;
+        Ok((model_id, risks))
     }
 }

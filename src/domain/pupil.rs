@@ -116,8 +116,9 @@ pub struct PupilTerm {
 }
 
 impl PupilTerm {
-    pub fn absent_sessions(&self) -> u16 {
-        self.sessions_authorised + self.sessions_unauthorised
+    /// Widened so no stored value can overflow the sum.
+    pub fn absent_sessions(&self) -> u32 {
+        u32::from(self.sessions_authorised) + u32::from(self.sessions_unauthorised)
     }
     /// Absence rate, defined only when at least 20 sessions were possible.
     pub fn absence_rate(&self) -> Option<f64> {
@@ -131,7 +132,11 @@ impl PupilTerm {
     }
     /// SDQ total difficulties, defined only when all four difficulty subscales are present.
     pub fn sdq_total(&self) -> Option<u8> {
-        Some(self.sdq_emotional? + self.sdq_conduct? + self.sdq_hyperactivity? + self.sdq_peer?)
+        let sum = [self.sdq_emotional?, self.sdq_conduct?, self.sdq_hyperactivity?, self.sdq_peer?]
+            .iter()
+            .map(|&v| u16::from(v))
+            .sum::<u16>();
+        u8::try_from(sum).ok()
     }
     /// Statutory involvement: not eligible for early-help cohorts.
     pub fn statutory(&self) -> bool {

@@ -128,3 +128,17 @@ impl Column {
 pub fn contract_header() -> String {
     Column::ALL.iter().map(|c| c.name()).collect::<Vec<_>>().join(",")
 }
+
+/// Renders rows of cells (in the contract's column order) as contract CSV with `\n` line
+/// ends, quoting where needed: the canonical form of a record submission.
+pub fn cells_to_csv<S: AsRef<str>>(rows: &[[S; COLUMN_COUNT]]) -> Vec<u8> {
+    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
+    let mut out = contract_header().into_bytes();
+    out.push(b'\n');
+    for r in rows {
+        // Writing to a Vec cannot fail.
+        let _ = w.write_record(r.iter().map(|c| c.as_ref()));
+    }
+    out.extend(w.into_inner().unwrap_or_default());
+    out
+}

@@ -1,121 +1,155 @@
 //! Reading a termly feed CSV into validated rows or a full list of violations.
 
 use super::columns::{COLUMN_COUNT, Column};
-use super::report::{Findings, code};
+use super::csv_reader::{Next, Reader, Record};
+use super::report::{Findings, code, quote};
 use super::validate::{Cells, RowValidator};
-use super::{Feed, Rejected};
+use super::{Feed, FeedError};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Where each contract column sits in the file, from the header row.
 struct Header {
     positions: [Option<usize>; COLUMN_COUNT],
-    width: usize,
+    /// Each position's header name, for errors in columns the contract does not know.
+    names: Vec<String>,
 }
 
-fn read_header(record: &csv::ByteRecord, findings: &mut Findings) -> Header {
+fn read_header(record: &Record, findings: &mut Findings) -> Header {
+    let line = record.line;
     let mut positions = [None; COLUMN_COUNT];
+    let mut names = Vec::with_capacity(record.len());
     for (i, raw) in record.iter().enumerate() {
         let Ok(name) = std::str::from_utf8(raw) else {
-            findings.error(1, &format!("#{}", i + 1), code::INVALID_UTF8, "header cell is not valid UTF-8".into());
+            findings.error(line, &format!("#{}", i + 1), code::INVALID_UTF8, "header cell is not valid UTF-8".into());
+            names.push(format!("#{}", i + 1));
             continue;
         };
+        let trimmed = name.trim_matches(' ');
+        if trimmed.starts_with('\u{feff}') {
+            findings.error(
+                line,
+                &format!("#{}", i + 1),
+                code::MALFORMED_CSV,
+                "a byte-order mark inside the header: the file may start with one byte-order mark, no more".into(),
+            );
+            names.push(format!("#{}", i + 1));
+            continue;
+        }
+        names.push(super::report::short(trimmed).into_owned());
         match Column::from_header(name) {
             Some(c) if positions[c.index()].is_some() => findings.error(
-                1,
+                line,
                 c.name(),
                 code::DUPLICATE_COLUMN,
                 format!("column {} appears more than once in the header", c.name()),
             ),
             Some(c) => positions[c.index()] = Some(i),
             None => findings.warning(
-                1,
-                name.trim_matches(' '),
+                line,
+                &names[i],
                 code::UNKNOWN_COLUMN,
-                format!("column {:?} is not part of the feed contract and is ignored", name.trim_matches(' ')),
+                format!("column {} is not part of the feed contract and is ignored", quote(trimmed)),
             ),
         }
     }
     for c in Column::ALL {
         if c.required() && positions[c.index()].is_none() {
             findings.error(
-                1,
+                line,
                 c.name(),
                 code::MISSING_COLUMN,
                 format!("required column {} is missing from the header", c.name()),
             );
         }
     }
-    Header { positions, width: record.len() }
+    Header { positions, names }
 }
 
-/// Parses and validates a whole feed. Every problem is reported; any error rejects it all.
-pub fn parse_csv(bytes: &[u8]) -> Result<Feed, Rejected> {
+/// Parses and validates a whole feed with no row limit. Every problem is reported; any
+/// error rejects it all.
+pub fn parse_csv(bytes: &[u8]) -> Result<Feed, super::Rejected> {
+    match parse_csv_limited(bytes, usize::MAX) {
+        Ok(feed) => Ok(feed),
+        Err(FeedError::Rejected(r)) => Err(*r),
+        Err(FeedError::TooManyRows { .. }) => unreachable!("no row limit"),
+    }
+}
+
+/// Parses and validates a feed of at most `max_rows` pupil rows. A longer feed is refused as
+/// soon as the limit is passed, before more of it is read: that is a resource limit of this
+/// server, not a fault in the file.
+pub fn parse_csv_limited(bytes: &[u8], max_rows: usize) -> Result<Feed, FeedError> {
     let bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
     let mut findings = Findings::default();
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(bytes);
-    let mut record = csv::ByteRecord::new();
-    let header = match reader.read_byte_record(&mut record) {
-        Ok(true) => Some(read_header(&record, &mut findings)),
-        Ok(false) => {
-            findings.error(
-                1,
-                "",
-                code::EMPTY_FILE,
-                "the file is empty: it needs a header row and one row per pupil".into(),
-            );
-            None
-        }
-        Err(e) => {
-            findings.error(1, "", code::MALFORMED_CSV, format!("the header row cannot be read as CSV: {e}"));
-            None
+    let mut reader = Reader::new(bytes);
+    let mut record = Record::default();
+    let syntax = |findings: &mut Findings, e: super::csv_reader::SyntaxError| {
+        findings.error(e.line, "", code::MALFORMED_CSV, e.message);
+    };
+    // The first record is the header; faults before it are reported and skipped.
+    let header = loop {
+        match reader.next(&mut record) {
+            Next::Record => break Some(read_header(&record, &mut findings)),
+            Next::Error(e) => syntax(&mut findings, e),
+            Next::End => {
+                if findings.error_count == 0 {
+                    findings.error(
+                        1,
+                        "",
+                        code::EMPTY_FILE,
+                        "the file is empty: it needs a header row and one row per pupil".into(),
+                    );
+                }
+                break None;
+            }
         }
     };
     let mut rows = Vec::new();
     let absent = header.as_ref().map_or([false; COLUMN_COUNT], |h| h.positions.map(|p| p.is_none()));
     let mut validator = RowValidator::with_absent_columns(absent);
-    let mut data_rows = 0u64;
+    let mut data_rows = 0usize;
     if let Some(header) = header {
         loop {
-            let line = reader.position().line();
-            match reader.read_byte_record(&mut record) {
-                Ok(false) => break,
-                Ok(true) => {}
-                Err(e) => {
-                    findings.error(line, "", code::MALFORMED_CSV, format!("this row cannot be read as CSV: {e}"));
-                    break;
+            match reader.next(&mut record) {
+                Next::End => break,
+                Next::Error(e) => {
+                    data_rows += 1;
+                    syntax(&mut findings, e);
+                    continue;
                 }
+                Next::Record => data_rows += 1,
             }
-            // Blank lines between records are not rows.
-            if record.len() == 1 && record[0].iter().all(|&b| b == b' ') {
-                continue;
+            if data_rows > max_rows {
+                return Err(FeedError::TooManyRows { limit: max_rows });
             }
-            let line = record.position().map_or(line, |p| p.line());
-            data_rows += 1;
-            if record.len() != header.width {
+            let line = record.line;
+            if record.len() != header.names.len() {
                 findings.error(
                     line,
                     "",
                     code::FIELD_COUNT,
-                    format!("this row has {} cells but the header has {}", record.len(), header.width),
+                    format!("this row has {} cells but the header has {}", record.len(), header.names.len()),
                 );
                 continue;
             }
-            let mut cells: Cells = [""; COLUMN_COUNT];
+            // Every cell must be UTF-8, also in columns the contract does not use.
             let mut utf8_ok = true;
-            for c in Column::ALL {
-                if let Some(pos) = header.positions[c.index()] {
-                    match std::str::from_utf8(&record[pos]) {
-                        Ok(s) => cells[c.index()] = s.trim_matches(' '),
-                        Err(_) => {
-                            utf8_ok = false;
-                            findings.error(line, c.name(), code::INVALID_UTF8, "this cell is not valid UTF-8".into());
-                        }
-                    }
+            for (i, raw) in record.iter().enumerate() {
+                if std::str::from_utf8(raw).is_err() {
+                    utf8_ok = false;
+                    findings.error(line, &header.names[i], code::INVALID_UTF8, "this cell is not valid UTF-8".into());
                 }
             }
             if !utf8_ok {
                 continue;
+            }
+            let mut cells: Cells = [""; COLUMN_COUNT];
+            for c in Column::ALL {
+                if let Some(pos) = header.positions[c.index()] {
+                    // Checked just above.
+                    cells[c.index()] = std::str::from_utf8(record.get(pos)).unwrap_or_default().trim_matches(' ');
+                }
             }
             if let Some(row) = validator.validate(line, &cells, &mut findings) {
                 rows.push(row);

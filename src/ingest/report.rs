@@ -41,6 +41,31 @@ impl Findings {
     }
 }
 
+/// Longest cell text quoted in a message; longer cells are cut, so one huge cell cannot
+/// make a huge report.
+const QUOTE_CHARS: usize = 40;
+
+/// A cell's text as a message quotes it: in quotes, control characters escaped, cut to
+/// [`QUOTE_CHARS`] characters with the full length said.
+pub fn quote(v: &str) -> String {
+    let n = v.chars().count();
+    if n <= QUOTE_CHARS {
+        return format!("{v:?}");
+    }
+    let head: String = v.chars().take(QUOTE_CHARS).collect();
+    format!("{head:?}… ({n} characters)")
+}
+
+/// A name from the file (an unknown header) made safe to show: control characters
+/// escaped, at most 64 characters.
+pub fn short(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.len() <= 64 && !v.chars().any(char::is_control) {
+        return v.into();
+    }
+    let escaped: String = v.chars().take(64).flat_map(char::escape_debug).collect();
+    if v.chars().count() > 64 { format!("{escaped}…").into() } else { escaped.into() }
+}
+
 /// Error and warning codes. Stable: clients may match on them.
 pub mod code {
     pub const MALFORMED_CSV: &str = "malformed_csv";

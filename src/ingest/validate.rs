@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::columns::{COLUMN_COUNT, Column};
-use super::report::{Findings, code};
+use super::report::{Findings, code, quote};
 use crate::domain::{Attainment, Cin, Ethnicity, NcYear, PupilTerm, Sen, Sex, Upn, UpnError};
 
 /// One row's trimmed cells by column; `""` for an empty or absent cell.
@@ -43,25 +43,22 @@ impl Row<'_> {
         Some(v)
     }
 
-    /// A whole number in `min..=max`; `max = None` means no upper bound in the contract.
-    fn int(&mut self, cells: &Cells, col: Column, min: u64, max: Option<u64>) -> Option<u64> {
+    /// A whole number in `min..=max`, parsed exactly: a number too large for any type is
+    /// out of range, never saturated or wrapped.
+    fn int(&mut self, cells: &Cells, col: Column, min: u64, max: u64, why: &str) -> Option<u64> {
         let v = self.present(cells, col)?;
         if !v.bytes().all(|b| b.is_ascii_digit()) {
             let what = if v.starts_with('-') { "a number of 0 or more" } else { "a whole number" };
-            self.err(col, code::INVALID_INTEGER, format!("{} must be {what}, got {v:?}", col.name()));
+            self.err(col, code::INVALID_INTEGER, format!("{} must be {what}, got {}", col.name(), quote(v)));
             return None;
         }
-        // All digits: only overflow can fail, and such a number is out of every range.
-        let n: u64 = v.parse().unwrap_or(u64::MAX);
-        if n < min || max.is_some_and(|m| n > m) {
-            let range = match max {
-                Some(m) => format!("{min}–{m}"),
-                None => format!("{min} or more"),
-            };
-            self.err(col, code::OUT_OF_RANGE, format!("{} must be {range}, got {n}", col.name()));
-            return None;
+        match v.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                self.err(col, code::OUT_OF_RANGE, format!("{} must be {min}–{max}{why}, got {}", col.name(), quote(v)));
+                None
+            }
         }
-        Some(n)
     }
 
     fn boolean(&mut self, cells: &Cells, col: Column) -> Option<bool> {
@@ -73,7 +70,7 @@ impl Row<'_> {
                 self.err(
                     col,
                     code::INVALID_BOOLEAN,
-                    format!("{} must be Y/N, Yes/No, true/false or 1/0, got {v:?}", col.name()),
+                    format!("{} must be Y/N, Yes/No, true/false or 1/0, got {}", col.name(), quote(v)),
                 );
                 None
             }
@@ -84,7 +81,7 @@ impl Row<'_> {
         let v = self.present(cells, col)?;
         let parsed = parse(v);
         if parsed.is_none() {
-            self.err(col, code::INVALID_CODE, format!("{} must be one of {allowed}, got {v:?}", col.name()));
+            self.err(col, code::INVALID_CODE, format!("{} must be one of {allowed}, got {}", col.name(), quote(v)));
         }
         parsed
     }
@@ -111,7 +108,7 @@ impl RowValidator {
                     UpnError::Length => "a UPN has 13 characters",
                     UpnError::Format => "a UPN is a letter then 12 digits (or 11 digits and a letter)",
                 };
-                r.err(C::Upn, code::INVALID_UPN, format!("UPN {v:?} is not valid: {hint}"));
+                r.err(C::Upn, code::INVALID_UPN, format!("UPN {} is not valid: {hint}", quote(v)));
                 None
             }
         });
@@ -120,7 +117,7 @@ impl RowValidator {
         }
         let ncyear = match r.present(cells, C::Ncyear) {
             Some(v) if v.bytes().all(|b| b.is_ascii_digit()) && NcYear::parse(v).is_none() => {
-                r.err(C::Ncyear, code::OUT_OF_RANGE, format!("ncyear must be R or 1–13, got {v}"));
+                r.err(C::Ncyear, code::OUT_OF_RANGE, format!("ncyear must be R or 1–13, got {}", quote(v)));
                 None
             }
             Some(_) => r.code(cells, C::Ncyear, NcYear::parse, "R or 1–13"),
@@ -133,19 +130,21 @@ impl RowValidator {
         let sen = r.code(cells, C::Sen, Sen::parse, "N, K or E");
         let cin = r.code(cells, C::Cin, Cin::parse, "CIN, CPP or CLA (or empty)");
         let young_carer = r.boolean(cells, C::YoungCarer);
-        let school_moves = r.int(cells, C::SchoolMoves, 0, Some(20));
-        let possible = r.int(cells, C::SessionsPossible, 0, Some(200));
-        let authorised = r.int(cells, C::SessionsAuthorised, 0, None);
-        let unauthorised = r.int(cells, C::SessionsUnauthorised, 0, None);
-        let spells = r.int(cells, C::AbsenceSpells, 0, None);
-        let suspensions = r.int(cells, C::Suspensions, 0, Some(20));
-        let suspension_sessions = r.int(cells, C::SuspensionSessions, 0, Some(90));
+        // The contract bounds every count: none can exceed sessions_possible, at most 200.
+        const SESSIONS: &str = " (no count of sessions can exceed sessions_possible, at most 200)";
+        let school_moves = r.int(cells, C::SchoolMoves, 0, 20, "");
+        let possible = r.int(cells, C::SessionsPossible, 0, 200, "");
+        let authorised = r.int(cells, C::SessionsAuthorised, 0, 200, SESSIONS);
+        let unauthorised = r.int(cells, C::SessionsUnauthorised, 0, 200, SESSIONS);
+        let spells = r.int(cells, C::AbsenceSpells, 0, 200, SESSIONS);
+        let suspensions = r.int(cells, C::Suspensions, 0, 20, "");
+        let suspension_sessions = r.int(cells, C::SuspensionSessions, 0, 90, "");
         let permanent_exclusion = r.boolean(cells, C::PermanentExclusion);
-        let behaviour = r.int(cells, C::BehaviourIncidents, 0, Some(500));
+        let behaviour = r.int(cells, C::BehaviourIncidents, 0, 500, "");
         let att = |v: &str| Attainment::parse(v);
         let english = r.code(cells, C::AttainmentEnglish, att, "below, expected or above");
         let maths = r.code(cells, C::AttainmentMaths, att, "below, expected or above");
-        let sdq = |r: &mut Row, col| r.int(cells, col, 0, Some(10)).map(|v| v as u8);
+        let sdq = |r: &mut Row, col| r.int(cells, col, 0, 10, "").map(|v| v as u8);
         let sdq_emotional = sdq(&mut r, C::SdqEmotional);
         let sdq_conduct = sdq(&mut r, C::SdqConduct);
         let sdq_hyperactivity = sdq(&mut r, C::SdqHyperactivity);

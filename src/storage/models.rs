@@ -25,13 +25,14 @@ fn read(r: &rusqlite::Row) -> rusqlite::Result<ModelRecord> {
 
 impl Store {
     /// Saves an artifact; saving the same id again with the same bytes is a no-op.
-    pub fn save_model(&self, model_id: &str, artifact_json: &str, created_at: i64) -> StoreResult<()> {
-        self.conn().execute(
+    /// Stores a model; `false` if one with this id exists (it is left as it was).
+    pub fn save_model(&self, model_id: &str, artifact_json: &str, created_at: i64) -> StoreResult<bool> {
+        let inserted = self.conn().execute(
             "INSERT INTO models (model_id, artifact_json, created_at) VALUES (?1, ?2, ?3) \
              ON CONFLICT (model_id) DO NOTHING",
             params![model_id, artifact_json, created_at],
         )?;
-        Ok(())
+        Ok(inserted == 1)
     }
 
     pub fn get_model(&self, model_id: &str) -> StoreResult<Option<ModelRecord>> {

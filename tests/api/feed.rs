@@ -214,7 +214,7 @@ async fn bad_headers_are_invalid_arguments() {
     assert_eq!(c.submit_feed(no_header).await.unwrap_err().code(), Code::InvalidArgument);
 }
 
-fn record(upn: &str, absent: u32) -> pb::PupilRecord {
+fn record(upn: &str, absent: u64) -> pb::PupilRecord {
     pb::PupilRecord {
         upn: upn.into(),
         ncyear: "7".into(),
