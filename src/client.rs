@@ -185,3 +185,74 @@ pub async fn print_rejection(c: &mut FeedServiceClient<Authed>, status: &Status)
         crate::out!("  {total} error(s) in all{more}; nothing was stored");
     }
 }
+
+/// Calls a method with pre-encoded request messages and returns the raw reply: for load and
+/// hostile-input tools that must send what no typed client would build (millions of empty
+/// records without holding them decoded). Any unary or client-streaming method works.
+pub async fn raw_call(
+    channel: Channel,
+    key: &str,
+    path: &'static str,
+    messages: Vec<Vec<u8>>,
+) -> Result<Vec<u8>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
+    grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
+    let mut req = Request::new(tokio_stream::iter(messages));
+    req.metadata_mut().insert("authorization", Bearer::new(key).0);
+    let path = http::uri::PathAndQuery::from_static(path);
+    grpc.client_streaming(req, path, raw::RawCodec).await.map(|r| r.into_inner())
+}
+
+/// A codec that passes message bytes through unchanged.
+mod raw {
+    use prost::bytes::{Buf, BufMut};
+    use tonic::Status;
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    #[derive(Default)]
+    pub struct RawCodec;
+    pub struct Raw;
+
+    impl Codec for RawCodec {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = Raw;
+        type Decoder = Raw;
+        fn encoder(&mut self) -> Raw {
+            Raw
+        }
+        fn decoder(&mut self) -> Raw {
+            Raw
+        }
+    }
+
+    impl Encoder for Raw {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            buf.put_slice(&item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for Raw {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+            Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe;
+
+    #[test]
+    fn terminal_escapes_from_the_server_are_shown_not_obeyed() {
+        assert_eq!(safe("plain\ttext\n"), "plain\ttext\n");
+        assert_eq!(safe("m\u{1b}[2J"), "m\\u{1b}[2J");
+        assert_eq!(safe("a\rb\u{8}"), "a\\u{d}b\\u{8}");
+        assert_eq!(safe("x\u{202e}y"), "x\\u{202e}y", "bidirectional overrides too");
+    }
+}

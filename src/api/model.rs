@@ -61,6 +61,13 @@ impl ModelService for ModelApi {
         let app = self.app.clone();
         if !model_id.is_empty() {
             check_token("model_id", &model_id, MAX_MODEL_ID)?;
+            // Refused before the stream starts; the job checks again when it saves.
+            if self.app.get_model(&who, model_id.clone()).await.is_ok() {
+                return Err(crate::app::AppError::Conflict(format!(
+                    "a model with id {model_id} already exists; choose another id"
+                ))
+                .into());
+            }
         }
         let model_id = (!model_id.is_empty()).then_some(model_id);
         // The job runs to completion even if the caller goes away; progress is best effort.

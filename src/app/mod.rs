@@ -218,6 +218,11 @@ impl App {
         })
     }
 
+    /// Uploads open now, across all keys.
+    pub fn open_uploads(&self) -> usize {
+        self.uploads.open()
+    }
+
     /// The full report of a rejected feed, for the key that submitted it, while it is kept.
     pub fn feed_report(&self, key_id: i64, report_id: &str) -> AppResult<Arc<Rejected>> {
         self.reports.get(key_id, report_id).ok_or_else(|| {

@@ -59,6 +59,10 @@ pub struct KeySlot {
 }
 
 impl KeySlots {
+    pub fn open(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+    }
+
     pub fn take(self: &Arc<Self>, key_id: i64, max: usize) -> Option<KeySlot> {
         let mut m = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let n = m.entry(key_id).or_insert(0);

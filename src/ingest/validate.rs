@@ -104,6 +104,9 @@ impl RowValidator {
             Ok(u) => Some(u),
             Err(e) => {
                 let hint = match e {
+                    _ if v.bytes().any(|b| b.is_ascii_lowercase()) && Upn::parse(&v.to_ascii_uppercase()).is_ok() => {
+                        "a UPN's letters are upper case"
+                    }
                     UpnError::CheckLetter => "the check letter does not match: check the number was copied exactly",
                     UpnError::Length => "a UPN has 13 characters",
                     UpnError::Format => "a UPN is a letter then 12 digits (or 11 digits and a letter)",

@@ -68,3 +68,33 @@ async fn submit_prints_a_report_and_exits_non_zero_on_rejection() {
         .unwrap();
     assert!(text(&list.stdout).lines().filter(|l| l.contains("100001")).count() == 1);
 }
+
+#[tokio::test]
+async fn a_feed_with_5000_errors_prints_the_first_1000_and_the_total_without_terminal_escapes() {
+    let app = spawn_app().await;
+    let key = app.key(riskid::auth::Role::School, &[SCHOOL_A]);
+    let server = format!("http://{}", app.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.csv");
+    // 5,000 rows with a bad year group; an unknown column whose name holds a terminal escape.
+    let mut csv = format!("{},\u{1b}[2Jnote", riskid::ingest::contract_header());
+    for i in 0..5_000u64 {
+        csv.push_str(&format!("\n{},99,F,WBRI,N,N,N,,,,140,0,0,,0,,N,,,,,,,,,N,x", upn(i)));
+    }
+    std::fs::write(&path, csv).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let p = path.to_str().unwrap();
+        riskid(
+            &["submit", "--server", &server, "--school", "100001", "--year", "2025/26", "--term", "autumn", p],
+            Some(&key),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    let rows = report.lines().filter(|l| l.contains(" ncyear ")).count();
+    assert_eq!(rows, 1_000, "the CLI fetched the full report");
+    assert!(report.contains("5000 error(s) in all (the first 1000 shown)"), "{}", &report[report.len() - 300..]);
+    assert!(!report.contains('\u{1b}') && !text(&out.stderr).contains('\u{1b}'));
+}

@@ -18,6 +18,7 @@ pub const SCHOOL_B: u32 = 100002;
 pub struct TestApp {
     pub addr: SocketAddr,
     pub store: Arc<Store>,
+    pub app: Arc<App>,
     pub _dir: TempDir,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
@@ -33,10 +34,10 @@ pub async fn spawn_app_with(limits: Limits) -> TestApp {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(riskid::server::serve(listener, app, None, async {
+    tokio::spawn(riskid::server::serve(listener, app.clone(), None, async {
         let _ = rx.await;
     }));
-    TestApp { addr, store, _dir: dir, _shutdown: tx }
+    TestApp { addr, store, app, _dir: dir, _shutdown: tx }
 }
 
 impl TestApp {

@@ -5,6 +5,7 @@ mod cohort;
 mod demo;
 mod feed;
 mod helpers;
+mod hostile;
 mod lifecycle;
 mod model;
 mod privacy;
