@@ -216,7 +216,7 @@ async fn main() {
             let ms = t.elapsed().as_secs_f64() * 1e3;
             let (health, risk, rss) = probe.finish().await;
             println!(
-                "{:<58} {:<18} {:>8.0} {:>8.2} {:>9} {:>10.1} {:>10.1}",
+                "{:<58} {:<32} {:>8.0} {:>8.2} {:>9} {:>10.1} {:>10.1}",
                 $name,
                 reply,
                 ms,
