@@ -68,14 +68,17 @@ fn main() {
         let (key, hash, prefix) = riskid::auth::generate_key();
         let empty = Default::default();
         store
-            .create_key(&riskid::storage::NewKey {
-                key_hash: &hash,
-                prefix: &prefix,
-                role: Role::Analyst,
-                schools: &empty,
-                label: "",
-                created_at: 0,
-            })
+            .create_key(
+                &riskid::storage::NewKey {
+                    key_hash: &hash,
+                    prefix: &prefix,
+                    role: Role::Analyst,
+                    schools: &empty,
+                    label: "",
+                    created_at: 0,
+                },
+                "operator:test",
+            )
             .unwrap();
         let app = Arc::new(App::new(store.clone(), Limits::default()).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -152,14 +155,17 @@ fn main() {
         let (skey, shash, sprefix) = riskid::auth::generate_key();
         let set = [urn].into_iter().collect();
         store
-            .create_key(&riskid::storage::NewKey {
-                key_hash: &shash,
-                prefix: &sprefix,
-                role: Role::School,
-                schools: &set,
-                label: "",
-                created_at: 0,
-            })
+            .create_key(
+                &riskid::storage::NewKey {
+                    key_hash: &shash,
+                    prefix: &sprefix,
+                    role: Role::School,
+                    schools: &set,
+                    label: "",
+                    created_at: 0,
+                },
+                "operator:test",
+            )
             .unwrap();
         let big =
             generate(&WorldConfig { schools: 1, years: 1, seed: 3, primary_year_size: 290, ..Default::default() })
@@ -182,7 +188,12 @@ fn main() {
             let t = Instant::now();
             app.propose_cohort(
                 &analyst,
-                ProposeInput { school_term: SchoolTerm { urn, term: feed.term }, params, force: false },
+                ProposeInput {
+                    school_term: SchoolTerm { urn, term: feed.term },
+                    params,
+                    force: false,
+                    request_id: None,
+                },
             )
             .await
             .unwrap();

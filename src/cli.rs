@@ -262,20 +262,16 @@ fn keys(action: KeysCommand, data_dir: PathBuf) -> anyhow::Result<i32> {
                 anyhow::bail!("a {role} key is not limited to schools: drop --school");
             }
             let (key, hash, prefix) = generate_key();
-            let id = store.create_key(&NewKey {
-                key_hash: &hash,
-                prefix: &prefix,
-                role,
-                schools: &schools,
-                label: &label,
-                created_at: now_unix(),
-            })?;
-            let urns: Vec<String> = schools.iter().map(Urn::to_string).collect();
-            audit_key_change(
-                &store,
-                "key.create",
-                id,
-                serde_json::json!({"role": role.as_str(), "schools": urns, "label": label}),
+            let id = store.create_key(
+                &NewKey {
+                    key_hash: &hash,
+                    prefix: &prefix,
+                    role,
+                    schools: &schools,
+                    label: &label,
+                    created_at: now_unix(),
+                },
+                &operator(),
             )?;
             eprintln!("created key {id} ({role}); it is shown once, below, and stored only as a hash");
             crate::out!("{key}");
@@ -297,10 +293,9 @@ fn keys(action: KeysCommand, data_dir: PathBuf) -> anyhow::Result<i32> {
             }
         }
         KeysCommand::Revoke { id } => {
-            if !store.revoke_key(id, now_unix())? {
+            if !store.revoke_key(id, now_unix(), &operator())? {
                 anyhow::bail!("no active key with id {id}");
             }
-            audit_key_change(&store, "key.revoke", id, serde_json::json!({}))?;
             crate::out!("revoked key {id}");
         }
     }
@@ -427,19 +422,8 @@ fn build_default(args: BuildDefaultArgs) -> anyhow::Result<i32> {
 
 /// Key changes are made by the operator on the data directory, not through a key: the audit
 /// event names the operator's OS user instead.
-fn audit_key_change(store: &Store, action: &str, key_id: i64, details: serde_json::Value) -> anyhow::Result<()> {
-    let operator = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let event = crate::audit::NewEvent {
-        at: now_unix(),
-        actor_key_id: 0,
-        actor_role: format!("operator:{operator}"),
-        action: action.into(),
-        school_urn: None,
-        subject: format!("key {key_id}"),
-        details,
-    };
-    store.in_transaction(|tx| crate::app::audit::append(tx, event)).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(())
+fn operator() -> String {
+    format!("operator:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
 }
 
 impl Command {

@@ -155,11 +155,59 @@ pub enum AuditClient {
         #[arg(long, default_value_t = 50)]
         limit: i32,
     },
-    /// Recompute the hash chain; exits 1 if it is broken.
+    /// Verify the audit chain: every hash and its authentication, the head file, a
+    /// checkpoint if given, and that the current state is explained by the chain. Exits 1
+    /// naming the first problem. With --data-dir it works offline, without a server.
     Verify {
         #[command(flatten)]
-        client: ClientArgs,
+        at: AuditAt,
+        /// A checkpoint file written earlier by `riskid audit checkpoint`.
+        #[arg(long)]
+        checkpoint: Option<std::path::PathBuf>,
     },
+    /// Print an authenticated checkpoint of the chain's head (JSON) to keep outside the
+    /// server; `verify --checkpoint FILE` later proves nothing before it was cut or rewritten.
+    Checkpoint {
+        #[command(flatten)]
+        at: AuditAt,
+    },
+}
+
+/// Where the audit chain is: a running server, or (offline) a data directory.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuditAt {
+    /// Work on this data directory directly (offline), instead of a server.
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// The audit key, for --data-dir (default: audit.key in the data directory).
+    #[arg(long, env = "RISKID_AUDIT_KEY_FILE")]
+    pub audit_key_file: Option<std::path::PathBuf>,
+    /// Server address (without --data-dir).
+    #[arg(long, env = "RISKID_SERVER", default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+    /// API key of an admin or analyst (without --data-dir).
+    #[arg(long, env = "RISKID_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    #[arg(long, env = "RISKID_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+}
+
+impl AuditAt {
+    fn store(&self) -> anyhow::Result<Option<crate::storage::Store>> {
+        let Some(dir) = &self.data_dir else { return Ok(None) };
+        if !dir.join(crate::storage::DB_FILE).exists() {
+            anyhow::bail!("no riskid database in {}", dir.display());
+        }
+        Ok(Some(crate::storage::Store::open_with_key(dir, self.audit_key_file.as_deref())?))
+    }
+
+    fn client(&self) -> anyhow::Result<ClientArgs> {
+        let key = self
+            .key
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("give --key (or RISKID_KEY) to use a server, or --data-dir"))?;
+        Ok(ClientArgs { server: self.server.clone(), key, tls_ca: self.tls_ca.clone() })
+    }
 }
 
 fn status(s: tonic::Status) -> anyhow::Error {
@@ -357,7 +405,9 @@ pub async fn cohort(cmd: CohortClient) -> anyhow::Result<i32> {
 
 pub async fn audit(cmd: AuditClient) -> anyhow::Result<i32> {
     let client = match &cmd {
-        AuditClient::List { client, .. } | AuditClient::Verify { client } => client.clone(),
+        AuditClient::List { client, .. } => client.clone(),
+        AuditClient::Verify { at, checkpoint } => return verify(at, checkpoint.as_deref()).await,
+        AuditClient::Checkpoint { at } => return checkpoint(at).await,
     };
     let (ch, bearer) = connect(&client).await?;
     let mut c = AuditServiceClient::with_interceptor(ch, bearer);
@@ -382,17 +432,60 @@ pub async fn audit(cmd: AuditClient) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        AuditClient::Verify { .. } => {
-            let r = c.verify_audit_chain(pb::VerifyAuditChainRequest {}).await.map_err(status)?.into_inner();
-            if r.ok {
-                crate::out!("audit chain verified: {} events", r.events_checked);
-                Ok(0)
-            } else {
-                crate::out!("AUDIT CHAIN BROKEN at event {}: {}", r.first_broken_seq, r.problem);
-                Ok(1)
-            }
+        AuditClient::Verify { .. } | AuditClient::Checkpoint { .. } => unreachable!("handled above"),
+    }
+}
+
+async fn verify(at: &AuditAt, checkpoint: Option<&std::path::Path>) -> anyhow::Result<i32> {
+    let cp: Option<crate::audit::Checkpoint> = match checkpoint {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
+            Some(serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not a checkpoint: {e}", p.display()))?)
+        }
+        None => None,
+    };
+    let (events, problem) = match at.store()? {
+        Some(store) => {
+            let v = crate::app::verify_store(&store, cp.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            (v.events, v.problem.map(|b| (b.seq, b.problem)))
+        }
+        None => {
+            let (ch, bearer) = connect(&at.client()?).await?;
+            let mut c = AuditServiceClient::with_interceptor(ch, bearer);
+            let checkpoint = cp.map(|c| pb::AuditCheckpoint { seq: c.seq, hash: c.hash, mac: c.mac });
+            let r =
+                c.verify_audit_chain(pb::VerifyAuditChainRequest { checkpoint }).await.map_err(status)?.into_inner();
+            (r.events_checked, (!r.ok).then_some((r.first_broken_seq, r.problem)))
+        }
+    };
+    match problem {
+        None => {
+            crate::out!("audit chain verified: {events} events; the state is explained by the chain");
+            Ok(0)
+        }
+        Some((0, problem)) => {
+            crate::out!("AUDIT CHECK FAILED: {problem}");
+            Ok(1)
+        }
+        Some((seq, problem)) => {
+            crate::out!("AUDIT CHAIN BROKEN at event {seq}: {problem}");
+            Ok(1)
         }
     }
+}
+
+async fn checkpoint(at: &AuditAt) -> anyhow::Result<i32> {
+    let cp = match at.store()? {
+        Some(store) => store.checkpoint()?.ok_or_else(|| anyhow::anyhow!("the audit chain is empty"))?,
+        None => {
+            let (ch, bearer) = connect(&at.client()?).await?;
+            let mut c = AuditServiceClient::with_interceptor(ch, bearer);
+            let r = c.get_audit_checkpoint(pb::GetAuditCheckpointRequest {}).await.map_err(status)?.into_inner();
+            crate::audit::Checkpoint { seq: r.seq, hash: r.hash, mac: r.mac }
+        }
+    };
+    crate::out!("{}", serde_json::to_string(&cp)?);
+    Ok(0)
 }
 
 pub async fn overrides(client: ClientArgs) -> anyhow::Result<i32> {

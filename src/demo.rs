@@ -56,14 +56,10 @@ pub struct DemoSummary {
 fn key(store: &Store, role: Role, schools: &[Urn], label: &str) -> anyhow::Result<Bearer> {
     let (k, hash, prefix) = generate_key();
     let schools: BTreeSet<Urn> = schools.iter().copied().collect();
-    store.create_key(&NewKey {
-        key_hash: &hash,
-        prefix: &prefix,
-        role,
-        schools: &schools,
-        label,
-        created_at: now_unix(),
-    })?;
+    store.create_key(
+        &NewKey { key_hash: &hash, prefix: &prefix, role, schools: &schools, label, created_at: now_unix() },
+        "operator:test",
+    )?;
     Ok(Bearer::new(&k))
 }
 
@@ -247,7 +243,7 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::Res
     }
 
     let mut audit = AuditServiceClient::with_interceptor(channel.clone(), analyst.clone());
-    let verified = audit.verify_audit_chain(pb::VerifyAuditChainRequest {}).await?.into_inner();
+    let verified = audit.verify_audit_chain(pb::VerifyAuditChainRequest::default()).await?.into_inner();
     let report = audit.get_override_report(pb::GetOverrideReportRequest {}).await?.into_inner();
     (s.audit_ok, s.audit_events) = (verified.ok, verified.events_checked);
 

@@ -45,6 +45,11 @@ pub struct Settings {
     /// freed, e.g. "15s".
     #[arg(long, env = "RISKID_INGEST_IDLE_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub ingest_idle_timeout: std::time::Duration,
+    /// The secret key that authenticates the audit chain (64 hex characters). When not given,
+    /// `audit.key` in the data directory is used, created on first start: for production,
+    /// move it elsewhere (a secrets store) and pass its path here.
+    #[arg(long, env = "RISKID_AUDIT_KEY_FILE")]
+    pub audit_key_file: Option<PathBuf>,
     /// PEM certificate chain for TLS. With --tls-key, the server speaks only TLS; without
     /// both, plaintext (for local use: put production behind TLS).
     #[arg(long, env = "RISKID_TLS_CERT", requires = "tls_key")]
@@ -64,6 +69,7 @@ impl Settings {
             max_concurrent_ingests: 4,
             max_ingests_per_key: 2,
             ingest_idle_timeout: std::time::Duration::from_secs(15),
+            audit_key_file: None,
             tls_cert: None,
             tls_key: None,
         }
@@ -91,7 +97,7 @@ impl Settings {
 
 /// Opens the store and builds the application from settings.
 pub fn build_app(settings: &Settings) -> anyhow::Result<Arc<App>> {
-    let store = Store::open(&settings.data_dir)?;
+    let store = Store::open_with_key(&settings.data_dir, settings.audit_key_file.as_deref())?;
     Ok(Arc::new(App::new(Arc::new(store), settings.limits())?))
 }
 

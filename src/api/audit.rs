@@ -34,7 +34,13 @@ impl AuditService for AuditApi {
         };
         let limit = page_size(size);
         let opt = |s: String| (!s.is_empty()).then_some(s);
-        let events = self.app.audit_events(&who, after, limit, opt(action), opt(school_urn)).await?;
+        let action = match opt(action) {
+            None => None,
+            Some(a) => Some(crate::audit::Action::parse(&a).ok_or_else(|| {
+                Status::invalid_argument("action is not an audit action (e.g. decision.confirm, cohort.finalise)")
+            })?),
+        };
+        let events = self.app.audit_events(&who, after, limit, action, opt(school_urn)).await?;
         let next_page_token = if events.len() == limit {
             events.last().map(|e| e.seq.to_string()).unwrap_or_default()
         } else {
@@ -47,7 +53,7 @@ impl AuditService for AuditApi {
                 at: e.event.at,
                 actor_key_id: e.event.actor_key_id,
                 actor_role: e.event.actor_role,
-                action: e.event.action,
+                action: e.event.action.as_str().into(),
                 school_urn: e.event.school_urn.unwrap_or_default(),
                 subject: e.event.subject,
                 details_json: e.event.details.to_string(),
@@ -63,21 +69,33 @@ impl AuditService for AuditApi {
         request: Request<pb::VerifyAuditChainRequest>,
     ) -> Result<Response<pb::VerifyAuditChainResponse>, Status> {
         let who = principal(&request)?;
-        let pb::VerifyAuditChainRequest {} = request.into_inner();
-        Ok(Response::new(match self.app.verify_audit(&who).await? {
-            Ok(n) => pb::VerifyAuditChainResponse {
+        let pb::VerifyAuditChainRequest { checkpoint } = request.into_inner();
+        let checkpoint = checkpoint.map(|c| crate::audit::Checkpoint { seq: c.seq, hash: c.hash, mac: c.mac });
+        let v = self.app.verify_audit(&who, checkpoint).await?;
+        Ok(Response::new(match v.problem {
+            None => pb::VerifyAuditChainResponse {
                 ok: true,
-                events_checked: n,
+                events_checked: v.events,
                 first_broken_seq: 0,
                 problem: String::new(),
             },
-            Err(b) => pb::VerifyAuditChainResponse {
+            Some(b) => pb::VerifyAuditChainResponse {
                 ok: false,
-                events_checked: b.seq,
+                events_checked: v.events,
                 first_broken_seq: b.seq,
                 problem: b.problem,
             },
         }))
+    }
+
+    async fn get_audit_checkpoint(
+        &self,
+        request: Request<pb::GetAuditCheckpointRequest>,
+    ) -> Result<Response<pb::AuditCheckpoint>, Status> {
+        let who = principal(&request)?;
+        let cp = self.app.audit_checkpoint(&who).await?;
+        let cp = cp.ok_or_else(|| Status::failed_precondition("the audit chain is empty"))?;
+        Ok(Response::new(pb::AuditCheckpoint { seq: cp.seq, hash: cp.hash, mac: cp.mac }))
     }
 
     async fn get_override_report(

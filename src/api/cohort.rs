@@ -10,10 +10,8 @@ use super::pb::{self, cohort_service_server::CohortService};
 use super::principal;
 use crate::app::{App, AppError, DecisionInput, ProposeInput};
 use crate::cohort::{CohortParams, Policy};
-use crate::domain::SchoolTerm;
-use crate::review::Kind;
-use crate::scoring::PupilRisk;
-use crate::storage::CohortRow;
+use crate::domain::{SchoolTerm, Upn};
+use crate::review::{Cohort, CohortState, Kind};
 
 pub struct CohortApi {
     app: Arc<App>,
@@ -64,60 +62,66 @@ fn check_token_or_empty(field: &str, v: &str) -> Result<(), Status> {
     if v.is_empty() { Ok(()) } else { check_token(field, v, 64) }
 }
 
-pub(crate) fn cohort_to_pb(c: &CohortRow) -> pb::Cohort {
-    let params: serde_json::Value = serde_json::from_str(&c.params_json).unwrap_or_default();
-    let num = |k: &str| params.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
-    let policy = match serde_json::from_value::<Policy>(params["policy"].clone()) {
-        Ok(Policy::Weighted { weights }) => pb::Policy { kind: "weighted".into(), weights: weights.to_vec() },
-        _ => pb::Policy { kind: "any_adverse".into(), weights: vec![] },
+pub(crate) fn cohort_to_pb(c: &Cohort) -> pb::Cohort {
+    let policy = match c.params.policy {
+        Policy::Weighted { weights } => pb::Policy { kind: "weighted".into(), weights: weights.to_vec() },
+        Policy::AnyAdverse => pb::Policy { kind: "any_adverse".into(), weights: vec![] },
     };
     pb::Cohort {
         cohort_id: c.id.to_string(),
         school_term: Some(school_term_to_pb(c.school_term.urn, c.school_term.term)),
-        state: match c.state.as_str() {
-            "proposed" => pb::CohortState::Proposed,
-            "in_review" => pb::CohortState::InReview,
-            "finalised" => pb::CohortState::Finalised,
-            _ => pb::CohortState::Unspecified,
+        state: match c.state {
+            CohortState::Proposed => pb::CohortState::Proposed,
+            CohortState::InReview => pb::CohortState::InReview,
+            CohortState::Finalised => pb::CohortState::Finalised,
+            CohortState::Replaced => pb::CohortState::Unspecified,
         } as i32,
         model_id: c.model_id.clone(),
-        capacity: num("capacity") as u32,
+        capacity: c.params.capacity as u32,
         policy: Some(policy),
-        seed: num("seed"),
-        min_year: num("min_year") as u32,
-        max_year: num("max_year") as u32,
+        seed: c.params.seed,
+        min_year: u32::from(c.params.min_year),
+        max_year: u32::from(c.params.max_year),
         members: c
             .members
             .iter()
-            .map(|m| pb::CohortMember {
-                upn: m.upn.clone(),
-                proposed: m.proposed,
-                rank: m.rank.unwrap_or(0),
-                risk: serde_json::from_str::<PupilRisk>(&m.shown_json).ok().map(|r| risk_to_pb(&r)),
-                decision: match m.decision.as_deref() {
-                    Some("confirm") => pb::DecisionKind::Confirm,
-                    Some("remove") => pb::DecisionKind::Remove,
-                    Some("add") => pb::DecisionKind::Add,
-                    _ => pb::DecisionKind::Unspecified,
-                } as i32,
-                reason_code: m.reason_code.clone().unwrap_or_default(),
-                note: m.note.clone().unwrap_or_default(),
+            .map(|m| {
+                let d = m.decided.as_ref().map(|d| &d.decision);
+                pb::CohortMember {
+                    upn: m.upn.as_str().to_owned(),
+                    proposed: m.proposed,
+                    rank: m.rank.unwrap_or(0),
+                    risk: m.shown.as_ref().map(risk_to_pb),
+                    decision: match d.map(|d| d.kind()) {
+                        Some(Kind::Confirm) => pb::DecisionKind::Confirm,
+                        Some(Kind::Remove) => pb::DecisionKind::Remove,
+                        Some(Kind::Add) => pb::DecisionKind::Add,
+                        None => pb::DecisionKind::Unspecified,
+                    } as i32,
+                    reason_code: d.and_then(|d| d.reason_code()).unwrap_or_default().to_owned(),
+                    note: d.and_then(|d| d.note()).unwrap_or_default().to_owned(),
+                }
             })
             .collect(),
-        eligible: num("eligible") as u32,
-        excluded_statutory: num("excluded_statutory") as u32,
-        excluded_in_programme: num("excluded_in_programme") as u32,
-        excluded_year_group: num("excluded_year_group") as u32,
+        eligible: c.stats.eligible as u32,
+        excluded_statutory: c.stats.excluded_statutory as u32,
+        excluded_in_programme: c.stats.excluded_in_programme as u32,
+        excluded_year_group: c.stats.excluded_year_group as u32,
         programme_ends: c.programme_end.map(|t| school_term_to_pb(c.school_term.urn, t)),
     }
+}
+
+fn upn_of(raw: &str) -> Result<Upn, Status> {
+    Upn::parse(raw).map_err(|e| Status::invalid_argument(format!("upn is not valid: {e}")))
 }
 
 #[tonic::async_trait]
 impl CohortService for CohortApi {
     async fn propose_cohort(&self, request: Request<pb::ProposeCohortRequest>) -> Result<Response<pb::Cohort>, Status> {
         let who = principal(&request)?;
-        let pb::ProposeCohortRequest { school_term, capacity, min_year, max_year, policy, seed, force, request_id: _ } =
+        let pb::ProposeCohortRequest { school_term, capacity, min_year, max_year, policy, seed, force, request_id } =
             request.into_inner();
+        let request_id = rid(request_id)?;
         let (urn, term) = term_from_pb(school_term.as_ref())?;
         let params = CohortParams {
             capacity: capacity as usize,
@@ -129,7 +133,7 @@ impl CohortService for CohortApi {
         // A repeated proposal with the same inputs gives the same list (replacing an unreviewed one).
         let c = self
             .app
-            .propose_cohort(&who, ProposeInput { school_term: SchoolTerm { urn, term }, params, force })
+            .propose_cohort(&who, ProposeInput { school_term: SchoolTerm { urn, term }, params, force, request_id })
             .await?;
         Ok(Response::new(cohort_to_pb(&c)))
     }
@@ -154,7 +158,7 @@ impl CohortService for CohortApi {
             Ok(pb::DecisionKind::Add) => Kind::Add,
             _ => return Err(Status::invalid_argument("decision must be CONFIRM, REMOVE or ADD")),
         };
-        crate::domain::Upn::parse(&upn).map_err(|e| Status::invalid_argument(format!("upn is not valid: {e}")))?;
+        let upn = upn_of(&upn)?;
         check_note("note", &note)?;
         check_token_or_empty("reason_code", &reason_code)?;
         let input =
@@ -165,7 +169,7 @@ impl CohortService for CohortApi {
     async fn undo_decision(&self, request: Request<pb::UndoDecisionRequest>) -> Result<Response<pb::Cohort>, Status> {
         let who = principal(&request)?;
         let pb::UndoDecisionRequest { cohort_id, upn, request_id } = request.into_inner();
-        crate::domain::Upn::parse(&upn).map_err(|e| Status::invalid_argument(format!("upn is not valid: {e}")))?;
+        let upn = upn_of(&upn)?;
         Ok(Response::new(cohort_to_pb(&self.app.undo(&who, id(&cohort_id)?, upn, rid(request_id)?).await?)))
     }
 

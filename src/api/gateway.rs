@@ -42,6 +42,7 @@ pub fn policy(path: &str) -> Option<&'static [Role]> {
         | "/riskid.v1.CohortService/FinaliseCohort" => &[LinkWorker],
         "/riskid.v1.AuditService/ListAuditEvents"
         | "/riskid.v1.AuditService/VerifyAuditChain"
+        | "/riskid.v1.AuditService/GetAuditCheckpoint"
         | "/riskid.v1.AuditService/GetOverrideReport" => &[Admin, Analyst],
         _ => NOBODY,
     };
@@ -161,7 +162,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(n, 20);
+        assert_eq!(n, 21);
         assert_eq!(policy("/riskid.v1.FeedService/DropTables"), Some(&[][..]));
         assert_eq!(policy("/grpc.health.v1.Health/Check"), None);
     }

@@ -48,7 +48,8 @@ impl ModelService for ModelApi {
     ) -> Result<Response<Self::TrainModelStream>, Status> {
         let who = principal(&request)?;
         who.may_manage_models().map_err(crate::app::AppError::from)?;
-        let pb::TrainModelRequest { capacity, seed, alpha, model_id } = request.into_inner();
+        let pb::TrainModelRequest { capacity, seed, alpha, model_id, request_id } = request.into_inner();
+        let request_id = super::limits::request_id(request_id)?;
         let defaults = TrainParams::default();
         let params = TrainParams {
             capacity: if capacity == 0 { defaults.capacity } else { capacity as usize },
@@ -71,7 +72,7 @@ impl ModelService for ModelApi {
         }
         let model_id = (!model_id.is_empty()).then_some(model_id);
         // The job runs to completion even if the caller goes away; progress is best effort.
-        let job = tokio::spawn(async move { app.train(&who, params, model_id, tx).await });
+        let job = tokio::spawn(async move { app.train(&who, params, model_id, request_id, tx).await });
         tokio::spawn(async move {
             while let Some(m) = rx.recv().await {
                 let _ = out_tx.send(Ok(pb::TrainModelProgress { event: Some(Event::Message(m)) })).await;
@@ -131,9 +132,8 @@ impl ModelService for ModelApi {
         let pb::ActivateModelRequest { model_id, force, reason, request_id } = request.into_inner();
         check_token("model_id", &model_id, MAX_MODEL_ID)?;
         check_note("reason", &reason)?;
-        super::limits::request_id(request_id)?;
-        // Activation is naturally idempotent: activating the active model again rescores the same.
-        let (schools, pupils) = self.app.activate(&who, model_id.clone(), force, reason).await?;
+        let request_id = super::limits::request_id(request_id)?;
+        let (schools, pupils) = self.app.activate(&who, model_id.clone(), force, reason, request_id).await?;
         let rec = self.app.get_model(&who, model_id).await?;
         Ok(Response::new(pb::ActivateModelResponse {
             model: Some(model_to_pb(&rec)),

@@ -117,6 +117,23 @@ pub(crate) fn to_status(e: AppError) -> Status {
         AppError::NotFound(m) => Status::not_found(m),
         AppError::Conflict(m) => Status::failed_precondition(m),
         AppError::Aborted(m) => Status::aborted(m),
+        AppError::NotReady(m) => {
+            let mut details = error_info("SCORES_PENDING", []);
+            details.set_retry_info(Some(std::time::Duration::from_secs(1)));
+            Status::with_error_details(Code::Unavailable, m, details)
+        }
+        AppError::Store(crate::storage::StoreError::RequestReused { method }) => {
+            let description =
+                format!("this request_id was already used for a different {method} request; use a new request_id");
+            let mut details = error_info("REQUEST_ID_REUSED", []);
+            details.set_bad_request(vec![FieldViolation {
+                field: "request_id".into(),
+                description: description.clone(),
+                reason: "REQUEST_ID_REUSED".into(),
+                localized_message: None,
+            }]);
+            Status::with_error_details(Code::InvalidArgument, description, details)
+        }
         AppError::Overloaded(m) => {
             let mut details = error_info("OVERLOADED", []);
             details.set_retry_info(Some(std::time::Duration::from_secs(1)));

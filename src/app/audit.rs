@@ -1,50 +1,72 @@
-//! Audit use cases: append inside the caller's transaction, list, verify.
+//! Audit use cases: list (redacted for roles that may not read pupils), verify the chain,
+//! its anchors, and that the current state is explained by it.
 
-use super::{App, AppError, AppResult};
-use crate::audit::{AuditEvent, ChainBreak, NewEvent, chain, verify};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde_json::Value;
+
+use super::cohorts::shown_digest;
+use super::models::artifact_digest;
+use super::{App, AppResult};
+use crate::audit::{Action, AuditEvent, ChainBreak, Checkpoint, verify, verify_anchor};
 use crate::auth::Principal;
-use crate::storage::audit::{insert_event, last_event};
+use crate::review::{CohortState, Kind};
+use crate::storage::Store;
 
-fn parse(json: &str) -> AppResult<AuditEvent> {
-    serde_json::from_str(json).map_err(|e| AppError::Internal(format!("unreadable audit event: {e}")))
+/// What `verify` found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verification {
+    pub events: u64,
+    /// The first problem: a break in the chain or its anchors, or state the chain does not explain.
+    pub problem: Option<ChainBreak>,
 }
 
-/// Appends an event to the chain, in the caller's transaction.
-pub(crate) fn append(tx: &rusqlite::Connection, event: NewEvent) -> AppResult<AuditEvent> {
-    let prev = last_event(tx)?.map(|j| parse(&j)).transpose()?;
-    let e = chain(prev.as_ref(), event);
-    let json = serde_json::to_string(&e).map_err(|e| AppError::Internal(e.to_string()))?;
-    insert_event(tx, e.seq, &json, &e.hash)?;
-    Ok(e)
+const REDACTED: &str = "[redacted: pupil data]";
+
+/// Removes pupil values (UPNs, what was shown, notes, lists of children) from an event's
+/// details, keeping ids, counts, digests and reasons codes.
+fn redact(mut e: AuditEvent) -> AuditEvent {
+    if e.event.action.holds_pupil_data()
+        && let Value::Object(map) = &mut e.event.details
+    {
+        for k in ["upn", "shown", "note", "final", "members", "over_capacity_reason"] {
+            if let Some(v) = map.get_mut(k) {
+                *v = Value::String(REDACTED.into());
+            }
+        }
+    }
+    e
 }
 
 impl App {
-    /// Events after `after_seq`, filtered by action and school, at most `limit`.
+    /// Events after `after_seq`, filtered by action and school, at most `limit`. Roles that
+    /// may not read pupils' data see those events with pupil values redacted.
     pub async fn audit_events(
         &self,
         who: &Principal,
         after_seq: u64,
         limit: usize,
-        action: Option<String>,
+        action: Option<Action>,
         school: Option<String>,
     ) -> AppResult<Vec<AuditEvent>> {
         who.may_read_audit()?;
+        let may_read_pupils = who.may_read_risks().is_ok();
         self.blocking(move |s| {
             let mut out = Vec::new();
             let mut cursor = after_seq;
             // Filtered reads page through the chain until the page is full.
             loop {
-                let batch = s.audit_events(cursor, 1000)?;
+                let batch = s.stored_events(cursor, 1000)?;
                 if batch.is_empty() {
                     return Ok(out);
                 }
-                for j in &batch {
-                    let e = parse(j)?;
-                    cursor = e.seq;
-                    let keep = action.as_ref().is_none_or(|a| &e.event.action == a)
+                for stored in batch {
+                    cursor = stored.seq;
+                    let Ok(e) = stored.event else { continue };
+                    let keep = action.is_none_or(|a| e.event.action == a)
                         && school.as_ref().is_none_or(|u| e.event.school_urn.as_ref() == Some(u));
                     if keep {
-                        out.push(e);
+                        out.push(if may_read_pupils { e } else { redact(e) });
                         if out.len() == limit {
                             return Ok(out);
                         }
@@ -55,25 +77,258 @@ impl App {
         .await
     }
 
-    /// Recomputes the whole chain from the rows as stored.
-    pub async fn verify_audit(&self, who: &Principal) -> AppResult<Result<u64, ChainBreak>> {
+    /// Verifies the chain, its anchors and the state it explains.
+    pub async fn verify_audit(&self, who: &Principal, checkpoint: Option<Checkpoint>) -> AppResult<Verification> {
         who.may_read_audit()?;
-        self.blocking(|s| {
-            let mut events = Vec::new();
-            let mut cursor = 0;
-            loop {
-                let batch = s.audit_events(cursor, 5000)?;
-                if batch.is_empty() {
-                    break;
+        self.blocking(move |s| verify_store(s, checkpoint.as_ref())).await
+    }
+
+    /// An authenticated checkpoint of the chain as it is now, to keep outside the server.
+    pub async fn audit_checkpoint(&self, who: &Principal) -> AppResult<Option<Checkpoint>> {
+        who.may_read_audit()?;
+        self.blocking(|s| Ok(s.checkpoint()?)).await
+    }
+}
+
+/// Everything `verify` checks, on a store opened directly (offline) or by the server.
+pub fn verify_store(s: &Store, checkpoint: Option<&Checkpoint>) -> AppResult<Verification> {
+    let stored = s.all_stored_events()?;
+    let n = stored.len() as u64;
+    let fail = |b: ChainBreak| Ok(Verification { events: n, problem: Some(b) });
+    let events = match verify(&stored, s.audit_key()) {
+        Ok(e) => e,
+        Err(b) => return fail(b),
+    };
+    match s.head_file() {
+        Ok(Some(head)) => {
+            if let Err(b) = verify_anchor(&events, &head, s.audit_key(), "head file") {
+                return fail(b);
+            }
+        }
+        Ok(None) if !events.is_empty() => {
+            return fail(ChainBreak { seq: 0, problem: "the head file beside the database is missing".into() });
+        }
+        Ok(None) => {}
+        Err(problem) => return fail(ChainBreak { seq: 0, problem }),
+    }
+    if let Some(cp) = checkpoint
+        && let Err(b) = verify_anchor(&events, cp, s.audit_key(), "checkpoint")
+    {
+        return fail(b);
+    }
+    if let Err(problem) = state_explained(s, &events)? {
+        return fail(ChainBreak { seq: 0, problem: format!("the state disagrees with the audit chain: {problem}") });
+    }
+    Ok(Verification { events: n, problem: None })
+}
+
+fn str_of<'a>(d: &'a Value, k: &str) -> &'a str {
+    d.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+fn int_of(d: &Value, k: &str) -> i64 {
+    d.get(k).and_then(Value::as_i64).unwrap_or(-1)
+}
+
+/// A member as the chain says it should be: its shown digest and its decision.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct ExpectedMember {
+    proposed: bool,
+    shown: String,
+    decision: Option<(String, String, String)>,
+}
+
+#[derive(Debug, Default)]
+struct ExpectedCohort {
+    members: BTreeMap<String, ExpectedMember>,
+    finalised: bool,
+    decided: bool,
+    replaced: bool,
+}
+
+/// Replays the chain and compares what it says with the store; the first disagreement.
+fn state_explained(s: &Store, events: &[AuditEvent]) -> AppResult<Result<(), String>> {
+    let mut cohorts: BTreeMap<i64, ExpectedCohort> = BTreeMap::new();
+    let mut open: HashMap<(String, String), i64> = HashMap::new();
+    let mut models: HashMap<String, String> = HashMap::new();
+    let mut active: Option<(String, String)> = None;
+    let mut keys: BTreeMap<i64, (String, BTreeSet<u32>, bool)> = BTreeMap::new();
+    let mut rows: HashMap<i64, String> = HashMap::new();
+    let mut scores: HashMap<(i64, String), String> = HashMap::new();
+    for e in events {
+        let d = &e.event.details;
+        match e.event.action {
+            Action::FeedAccept => {
+                let id = int_of(d, "submission_id");
+                rows.insert(id, str_of(d, "rows_sha256").into());
+                scores.insert((id, str_of(d, "model_id").into()), str_of(d, "scores_sha256").into());
+            }
+            Action::ScoresWrite => {
+                scores.insert(
+                    (int_of(d, "submission_id"), str_of(d, "model_id").into()),
+                    str_of(d, "scores_sha256").into(),
+                );
+            }
+            Action::ModelTrain => {
+                models.insert(str_of(d, "model_id").into(), str_of(d, "artifact_sha256").into());
+            }
+            Action::ModelActivate | Action::ModelActivateForced => {
+                let (id, digest) = (str_of(d, "model_id").to_string(), str_of(d, "artifact_sha256").to_string());
+                models.entry(id.clone()).or_insert_with(|| digest.clone());
+                active = Some((id, digest));
+            }
+            Action::CohortPropose => {
+                let id = int_of(d, "cohort_id");
+                let st = (e.event.school_urn.clone().unwrap_or_default(), str_of(d, "term").to_string());
+                if let Some(prev) = open.insert(st.clone(), id)
+                    && let Some(p) = cohorts.get_mut(&prev)
+                    && !p.finalised
+                {
+                    p.replaced = true;
                 }
-                for j in &batch {
-                    let e = parse(j)?;
-                    cursor = e.seq;
-                    events.push(e);
+                let mut c = ExpectedCohort::default();
+                for m in d.get("members").and_then(Value::as_array).into_iter().flatten() {
+                    let upn = m.get(0).and_then(Value::as_str).unwrap_or("").to_string();
+                    let shown = m.get(2).and_then(Value::as_str).unwrap_or("").to_string();
+                    c.members.insert(upn, ExpectedMember { proposed: true, shown, decision: None });
+                }
+                cohorts.insert(id, c);
+            }
+            Action::DecisionConfirm | Action::DecisionRemove | Action::DecisionAdd => {
+                let Some(c) = cohorts.get_mut(&int_of(d, "cohort_id")) else {
+                    return Ok(Err(format!("event {} decides on a cohort no proposal created", e.seq)));
+                };
+                c.decided = true;
+                let m = c.members.entry(str_of(d, "upn").into()).or_default();
+                m.shown = str_of(d, "shown_sha256").into();
+                m.decision =
+                    Some((str_of(d, "decision").into(), str_of(d, "reason_code").into(), str_of(d, "note").into()));
+            }
+            Action::DecisionUndo => {
+                if let Some(c) = cohorts.get_mut(&int_of(d, "cohort_id")) {
+                    let upn = str_of(d, "upn").to_string();
+                    if c.members.get(&upn).is_some_and(|m| !m.proposed) {
+                        c.members.remove(&upn);
+                    } else if let Some(m) = c.members.get_mut(&upn) {
+                        m.decision = None;
+                    }
                 }
             }
-            Ok(verify(&events))
-        })
-        .await
+            Action::CohortFinalise => {
+                if let Some(c) = cohorts.get_mut(&int_of(d, "cohort_id")) {
+                    c.finalised = true;
+                }
+            }
+            Action::KeyCreate => {
+                let schools = d.get("schools").and_then(Value::as_array).into_iter().flatten();
+                let schools = schools.filter_map(|u| u.as_u64()).map(|u| u as u32).collect();
+                keys.insert(int_of(d, "key_id"), (str_of(d, "role").into(), schools, false));
+            }
+            Action::KeyRevoke => {
+                if let Some(k) = keys.get_mut(&int_of(d, "key_id")) {
+                    k.2 = true;
+                }
+            }
+        }
     }
+    // Cohorts: every stored cohort, its state, members, what was shown and the decisions.
+    let stored = s.all_cohorts()?;
+    if stored.len() != cohorts.len() {
+        return Ok(Err(format!("the store holds {} cohorts; the chain records {}", stored.len(), cohorts.len())));
+    }
+    for c in &stored {
+        let Some(x) = cohorts.get(&c.id) else {
+            return Ok(Err(format!("cohort {} has no proposal in the chain", c.id)));
+        };
+        let want = if x.finalised {
+            CohortState::Finalised
+        } else if x.replaced {
+            CohortState::Replaced
+        } else if x.decided {
+            CohortState::InReview
+        } else {
+            CohortState::Proposed
+        };
+        // A proposal replaced after review had started keeps its decisions: in review → replaced.
+        if c.state != want && !(c.state == CohortState::Replaced && x.replaced) {
+            return Ok(Err(format!("cohort {} is {} but the chain says {}", c.id, c.state.as_str(), want.as_str())));
+        }
+        if c.members.len() != x.members.len() {
+            return Ok(Err(format!(
+                "cohort {} has {} members; the chain records {}",
+                c.id,
+                c.members.len(),
+                x.members.len()
+            )));
+        }
+        for m in &c.members {
+            let Some(xm) = x.members.get(m.upn.as_str()) else {
+                return Ok(Err(format!("cohort {} holds a child the chain never proposed or added", c.id)));
+            };
+            if shown_digest(m.shown.as_ref()) != xm.shown {
+                return Ok(Err(format!("cohort {} rank {:?}: what was shown differs from the chain", c.id, m.rank)));
+            }
+            let got = m.decided.as_ref().map(|d| {
+                (
+                    d.decision.kind().as_str().to_string(),
+                    d.decision.reason_code().unwrap_or("").to_string(),
+                    d.decision.note().unwrap_or("").to_string(),
+                )
+            });
+            let want = xm.decision.clone().map(|(k, r, n)| {
+                // Confirmations carry no reason code.
+                let r = if k == Kind::Confirm.as_str() { String::new() } else { r };
+                (k, r, n.trim().to_string())
+            });
+            let got = got.map(|(k, r, n)| (k, r, n.trim().to_string()));
+            if got != want {
+                return Ok(Err(format!("cohort {} rank {:?}: the decision differs from the chain", c.id, m.rank)));
+            }
+        }
+    }
+    // Models: every artifact as recorded, and the active one.
+    for m in s.list_models()? {
+        match models.get(&m.model_id) {
+            Some(d) if *d == artifact_digest(&m.artifact_json) => {}
+            Some(_) => return Ok(Err(format!("model {}'s artifact differs from the one recorded", m.model_id))),
+            None => return Ok(Err(format!("model {} has no training or activation in the chain", m.model_id))),
+        }
+        if m.active && active.as_ref().map(|a| &a.0) != Some(&m.model_id) {
+            return Ok(Err(format!("model {} is active but the chain's last activation is another", m.model_id)));
+        }
+    }
+    if let Some((id, _)) = &active
+        && s.active_model()?.is_none_or(|m| &m.model_id != id)
+    {
+        return Ok(Err(format!("the chain's last activation is model {id}, which is not active")));
+    }
+    // Keys: roles, schools and revocations.
+    let stored_keys = s.list_keys()?;
+    if stored_keys.len() != keys.len() {
+        return Ok(Err(format!("the store holds {} keys; the chain records {}", stored_keys.len(), keys.len())));
+    }
+    for k in stored_keys {
+        let Some((role, schools, revoked)) = keys.get(&k.id) else {
+            return Ok(Err(format!("key {} has no creation in the chain", k.id)));
+        };
+        let got: BTreeSet<u32> = k.schools.iter().map(|u| u.get()).collect();
+        if k.role.as_str() != role || &got != schools {
+            return Ok(Err(format!("key {}'s role or schools differ from the chain", k.id)));
+        }
+        if k.revoked_at.is_some() != *revoked {
+            return Ok(Err(format!("key {}'s revocation differs from the chain", k.id)));
+        }
+    }
+    // Pupil rows and scores, by digest.
+    for (id, digest) in s.row_digests()? {
+        if rows.get(&id) != Some(&digest) {
+            return Ok(Err(format!("submission {id}'s pupil rows differ from those recorded when it was accepted")));
+        }
+    }
+    for (id, model, digest) in s.score_digests()? {
+        if scores.get(&(id, model.clone())) != Some(&digest) {
+            return Ok(Err(format!("submission {id}'s scores under model {model} differ from those recorded")));
+        }
+    }
+    Ok(Ok(()))
 }

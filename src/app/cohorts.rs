@@ -4,48 +4,29 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::{App, AppError, AppResult, audit};
-use crate::audit::NewEvent;
+use super::{App, AppError, AppResult, request_key};
+use crate::audit::{Action, NewEvent};
 use crate::auth::{CohortPass, Principal};
 use crate::cohort::{Candidate, CohortParams, propose};
 use crate::domain::{NcYear, SchoolTerm, Upn};
-use crate::review::{self, Kind, ReviewError};
-use crate::storage::cohorts::{request_result, save_request_result};
-use crate::storage::{CohortRow, MemberRow, ReplaceRefused, Store, now_unix};
+use crate::review::{self, Cohort, CohortState, Decision, Kind, Member, ProposalStats, ReviewError};
+use crate::scoring::PupilRisk;
+use crate::storage::{LiveScores, ReplaceRefused, RequestKey, RequestResult, now_unix};
 
 pub struct ProposeInput {
     pub school_term: SchoolTerm,
     pub params: CohortParams,
     pub force: bool,
+    pub request_id: Option<String>,
 }
 
 pub struct DecisionInput {
     pub cohort_id: i64,
-    pub upn: String,
+    pub upn: Upn,
     pub kind: Kind,
     pub reason_code: String,
     pub note: String,
     pub request_id: Option<String>,
-}
-
-/// The part of a stored `PupilRisk` that ranking needs.
-#[derive(serde::Deserialize)]
-struct Ranking {
-    upn: String,
-    ncyear: u8,
-    statutory: bool,
-    outcomes: Vec<RankingOutcome>,
-}
-
-#[derive(serde::Deserialize)]
-struct RankingOutcome {
-    probability: f64,
-}
-
-impl Ranking {
-    fn probabilities(&self) -> [f64; 3] {
-        std::array::from_fn(|k| self.outcomes.get(k).map_or(0.0, |o| o.probability))
-    }
 }
 
 impl From<ReviewError> for AppError {
@@ -54,95 +35,107 @@ impl From<ReviewError> for AppError {
             ReviewError::Invalid(m) => AppError::InvalidArgument(m),
             ReviewError::AlreadyDecided(_) => AppError::Aborted(e.to_string()),
             ReviewError::NotMember => AppError::NotFound(e.to_string()),
-            ReviewError::Finalised | ReviewError::NotReady(_) => AppError::Conflict(e.to_string()),
+            ReviewError::Finalised | ReviewError::Replaced | ReviewError::NotReady(_) => {
+                AppError::Conflict(e.to_string())
+            }
         }
     }
 }
 
-fn event(pass: &CohortPass, action: &str, c: &CohortRow, subject: String, details: serde_json::Value) -> NewEvent {
+fn event(key_id: i64, role: &str, action: Action, c: &Cohort, subject: String, details: serde_json::Value) -> NewEvent {
     NewEvent {
         at: now_unix(),
-        actor_key_id: pass.key_id,
-        actor_role: pass.role.to_string(),
-        action: action.into(),
+        actor_key_id: key_id,
+        actor_role: role.into(),
+        action,
         school_urn: Some(c.school_term.urn.to_string()),
         subject,
         details,
     }
 }
 
-/// What the link worker saw for a child: the stored score, as JSON.
-fn shown(m: &MemberRow) -> serde_json::Value {
-    serde_json::from_str(&m.shown_json).unwrap_or(serde_json::Value::Null)
+/// The digest of what a link worker was shown for a child, kept in the audit events.
+pub(crate) fn shown_digest(shown: Option<&PupilRisk>) -> String {
+    match shown {
+        Some(r) => crate::audit::sha256_hex(serde_json::to_string(r).expect("risk serialises").as_bytes()),
+        None => "none".into(),
+    }
 }
 
-pub fn capacity_of(c: &CohortRow) -> usize {
-    serde_json::from_str::<CohortParams>(&c.params_json).map_or(usize::MAX, |p| p.capacity)
+/// The live scores of a school term, or an error a client can act on.
+pub(crate) fn ready_scores(live: LiveScores, st: SchoolTerm) -> AppResult<(String, Vec<crate::storage::ScoreRecord>)> {
+    match live {
+        LiveScores::NoFeed => {
+            Err(AppError::NotFound(format!("no feed for school {} in {}: submit it first", st.urn, st.term)))
+        }
+        LiveScores::Pending { model_id, .. } => Err(AppError::NotReady(format!(
+            "the scores for school {} in {} are being computed{}; retry shortly",
+            st.urn,
+            st.term,
+            if model_id.is_empty() { String::new() } else { format!(" with model {model_id}") }
+        ))),
+        LiveScores::Ready { model_id, scores, .. } => Ok((model_id, scores)),
+    }
 }
 
 impl App {
-    pub async fn propose_cohort(&self, who: &Principal, input: ProposeInput) -> AppResult<CohortRow> {
+    pub async fn propose_cohort(&self, who: &Principal, input: ProposeInput) -> AppResult<Cohort> {
         let pass = who.may_propose(input.school_term.urn)?;
         input.params.check().map_err(AppError::InvalidArgument)?;
-        let model_id = self.active_model().model_id.clone();
+        let st = input.school_term;
+        let rk = input.request_id.clone().map(|r| {
+            request_key(who, "ProposeCohort", r, &(st.urn.get(), st.term.index(), &input.params, input.force))
+        });
+        let role = pass.role.to_string();
         self.blocking(move |s| {
-            let st = input.school_term;
-            if s.current_submission_id(st)?.is_none() {
-                return Err(AppError::NotFound(format!("no feed for school {} in {}: submit it first", st.urn, st.term)));
+            if let Some(prior) = s.prior_request_ro(rk.as_ref())? {
+                return cohort_of(s, prior);
             }
-            let stored = s.school_scores(st, &model_id)?;
-            // Ranking needs only the probabilities: skip the reasons' text when reading.
-            let risks: Vec<Ranking> = stored
-                .iter()
-                .map(|r| serde_json::from_str(&r.explanation_json))
-                .collect::<Result<_, _>>()
-                .map_err(|e| AppError::Internal(e.to_string()))?;
-            if risks.is_empty() {
-                return Err(AppError::Conflict(format!("the feed has no scores under the active model {model_id}")));
-            }
+            let (model_id, stored) = ready_scores(s.live_scores(st)?, st)?;
             let running = s.in_programme(st.term)?;
-            let candidates: Vec<Candidate> = risks
+            let candidates: Vec<Candidate> = stored
                 .iter()
                 .map(|r| {
                     Ok(Candidate {
-                        upn: Upn::parse(&r.upn).map_err(|e| AppError::Internal(e.to_string()))?,
-                        ncyear: NcYear::new(r.ncyear).ok_or_else(|| AppError::Internal("bad year".into()))?,
-                        statutory: r.statutory,
-                        in_programme: running.contains(&r.upn),
-                        probabilities: r.probabilities(),
+                        upn: Upn::parse(&r.risk.upn).map_err(|e| AppError::Internal(e.to_string()))?,
+                        ncyear: NcYear::new(r.risk.ncyear).ok_or_else(|| AppError::Internal("bad year".into()))?,
+                        statutory: r.risk.statutory,
+                        in_programme: false,
+                        probabilities: r.risk.probabilities(),
+                    })
+                })
+                .map(|c: AppResult<Candidate>| {
+                    c.map(|mut c| {
+                        c.in_programme = running.contains(&c.upn);
+                        c
                     })
                 })
                 .collect::<AppResult<_>>()?;
             let proposal = propose(&candidates, &input.params);
-            let members = proposal
+            let members: Vec<Member> = proposal
                 .picks
                 .iter()
-                .map(|p| MemberRow {
-                    upn: risks[p.candidate].upn.clone(),
+                .map(|p| Member {
+                    upn: candidates[p.candidate].upn.clone(),
                     proposed: true,
                     rank: Some(p.rank as u32),
                     priority: Some(p.priority),
-                    shown_json: stored[p.candidate].explanation_json.clone(),
-                    decision: None,
-                    reason_code: None,
-                    note: None,
-                    decided_by: None,
-                    decided_at: None,
+                    shown: Some(stored[p.candidate].risk.clone()),
+                    decided: None,
                 })
                 .collect();
-            let params_json = serde_json::to_string(&json!({
-                "capacity": input.params.capacity, "min_year": input.params.min_year, "max_year": input.params.max_year,
-                "policy": input.params.policy, "seed": input.params.seed,
-                "eligible": proposal.eligible, "excluded_year_group": proposal.excluded_year_group,
-                "excluded_statutory": proposal.excluded_statutory, "excluded_in_programme": proposal.excluded_in_programme,
-            }))
-            .expect("params serialise");
-            let row = CohortRow {
+            let cohort = Cohort {
                 id: 0,
                 school_term: st,
-                model_id: model_id.clone(),
-                params_json,
-                state: "proposed".into(),
+                model_id,
+                params: input.params.clone(),
+                stats: ProposalStats {
+                    eligible: proposal.eligible,
+                    excluded_year_group: proposal.excluded_year_group,
+                    excluded_statutory: proposal.excluded_statutory,
+                    excluded_in_programme: proposal.excluded_in_programme,
+                },
+                state: CohortState::Proposed,
                 created_at: now_unix(),
                 created_by: pass.key_id,
                 finalised_at: None,
@@ -150,25 +143,28 @@ impl App {
                 programme_end: None,
                 members,
             };
-            let saved = s.create_cohort(row, input.force, |tx, c| {
-                let details = json!({ "model_id": c.model_id, "params": serde_json::from_str::<serde_json::Value>(&c.params_json).unwrap_or_default(),
-                                      "proposed": c.members.len(), "force": input.force });
-                audit::append(tx, event(&pass, "cohort.propose", c, format!("cohort {}", c.id), details)).map(|_| ())
+            let saved = s.create_cohort(cohort, input.force, rk.as_ref(), |c| {
+                let members: Vec<_> =
+                    c.members.iter().map(|m| json!([m.upn.as_str(), m.rank, shown_digest(m.shown.as_ref())])).collect();
+                let details = json!({ "cohort_id": c.id, "term": c.school_term.term.to_string(), "model_id": c.model_id,
+                                      "params": c.params, "proposed": c.members.len(), "force": input.force,
+                                      "members": members });
+                event(pass.key_id, &role, Action::CohortPropose, c, format!("cohort {}", c.id), details)
             })?;
             match saved {
                 Ok(c) => Ok(c),
                 Err(ReplaceRefused::ReviewStarted(id)) => Err(AppError::Conflict(format!(
                     "cohort {id} for this school and term is already being reviewed; propose with force to replace it"
                 ))),
-                Err(ReplaceRefused::Finalised(id)) => {
-                    Err(AppError::Conflict(format!("cohort {id} for this school and term is finalised and cannot be replaced")))
-                }
+                Err(ReplaceRefused::Finalised(id)) => Err(AppError::Conflict(format!(
+                    "cohort {id} for this school and term is finalised and cannot be replaced"
+                ))),
             }
         })
         .await
     }
 
-    pub async fn get_cohort(&self, who: &Principal, st: SchoolTerm) -> AppResult<CohortRow> {
+    pub async fn get_cohort(&self, who: &Principal, st: SchoolTerm) -> AppResult<Cohort> {
         who.may_read_cohorts()?.check(st.urn)?;
         self.blocking(move |s| {
             s.open_cohort(st)?
@@ -177,82 +173,87 @@ impl App {
         .await
     }
 
-    async fn cohort_pass(&self, who: &Principal, id: i64) -> AppResult<CohortPass> {
+    async fn cohort_pass(&self, who: &Principal, id: i64) -> AppResult<(CohortPass, Cohort)> {
         let c = self
             .blocking(move |s| s.get_cohort(id)?.ok_or_else(|| AppError::NotFound(format!("no cohort {id}"))))
             .await?;
-        if c.state == "replaced" {
-            return Err(AppError::Conflict(format!("cohort {id} was replaced by a newer proposal")));
-        }
-        Ok(who.may_review(c.school_term.urn)?)
+        Ok((who.may_review(c.school_term.urn)?, c))
     }
 
-    /// Applies `change` to a cohort with its audit event, atomically and idempotently.
+    /// Applies `change` to the cohort as it is now, with its audit event and the request's
+    /// result, in one transaction; a repeated request returns the cohort as it is.
     async fn mutate(
         &self,
         pass: CohortPass,
         id: i64,
-        request_id: Option<String>,
-        method: &'static str,
-        change: impl FnOnce(&Store, &mut CohortRow) -> AppResult<(String, String, serde_json::Value)> + Send + 'static,
-    ) -> AppResult<CohortRow> {
+        rk: Option<RequestKey>,
+        change: impl FnOnce(&mut Cohort) -> AppResult<(Action, serde_json::Value)> + Send + 'static,
+    ) -> AppResult<Cohort> {
+        let role = pass.role.to_string();
         self.blocking(move |s| {
-            let seen = match &request_id {
-                Some(r) => s.in_transaction(|tx| request_result(tx, pass.key_id, r))?,
-                None => None,
-            };
-            if seen.is_some() {
-                return s.get_cohort(id)?.ok_or_else(|| AppError::NotFound(format!("no cohort {id}")));
-            }
-            // Look-ups the rule needs are read before the write transaction takes the lock.
-            let pre = s.get_cohort(id)?.ok_or_else(|| AppError::NotFound(format!("no cohort {id}")))?;
-            let mut planned = pre.clone();
-            let (action, subject, details) = change(s, &mut planned)?;
-            let out = s.update_cohort(id, |tx, c| {
-                if c.members != pre.members || c.state != pre.state {
-                    return Err(AppError::Aborted(
-                        "the cohort changed while this decision was being made; reload and try again".into(),
-                    ));
-                }
-                *c = planned;
-                audit::append(tx, event(&pass, &action, c, subject, details))?;
-                if let Some(r) = &request_id {
-                    save_request_result(tx, pass.key_id, r, method, &c.id.to_string())?;
-                }
-                Ok(())
+            let out = s.update_cohort(id, rk.as_ref(), |c| {
+                let (action, details) = change(c)?;
+                Ok::<_, AppError>(event(pass.key_id, &role, action, c, format!("cohort {}", c.id), details))
             })?;
-            out.map(|(_, c)| c).ok_or_else(|| AppError::NotFound(format!("no cohort {id}")))
+            match out {
+                Some(c) => Ok(c),
+                None => Err(AppError::NotFound(format!("no cohort {id}"))),
+            }
         })
         .await
     }
 
-    pub async fn decide(&self, who: &Principal, d: DecisionInput) -> AppResult<CohortRow> {
-        let pass = self.cohort_pass(who, d.cohort_id).await?;
-        let model_id = self.active_model().model_id.clone();
+    pub async fn decide(&self, who: &Principal, d: DecisionInput) -> AppResult<Cohort> {
+        let (pass, current) = self.cohort_pass(who, d.cohort_id).await?;
+        let decision = Decision::from_parts(d.kind, &d.reason_code, &d.note)?;
+        let rk = d.request_id.clone().map(|r| {
+            request_key(who, "RecordDecision", r, &(d.cohort_id, d.upn.as_str(), d.kind, &d.reason_code, &d.note))
+        });
+        let active_model_id = self.active_model().model_id.clone();
         let by = pass.key_id;
-        let rid = d.request_id.clone();
-        self.mutate(pass, d.cohort_id, rid, "RecordDecision", move |s, c| {
-            let at = now_unix();
-            match d.kind {
-                Kind::Add => {
-                    let st = c.school_term;
-                    let row = s.current_rows(st)?.into_iter().find(|r| r.upn.as_str() == d.upn);
-                    let score = s.school_scores(st, &c.model_id)?.into_iter().find(|r| r.upn == d.upn);
+        // What an addition must satisfy, read from the term's data before the write.
+        let check = if d.kind == Kind::Add {
+            let (st, upn) = (current.school_term, d.upn.clone());
+            Some(
+                self.blocking(move |s| {
+                    let row = s.current_rows(st)?.into_iter().find(|r| r.upn == upn);
+                    let shown = match s.live_scores(st)? {
+                        LiveScores::Ready { scores, .. } => {
+                            scores.into_iter().find(|r| r.risk.upn == upn.as_str()).map(|r| r.risk)
+                        }
+                        _ => None,
+                    };
                     let running = s.in_programme(st.term)?;
-                    let check = review::AddCheck {
+                    Ok(review::AddCheck {
                         on_roll: row.is_some(),
                         statutory: row.as_ref().is_some_and(|r| r.statutory()),
-                        in_programme: running.contains(&d.upn),
-                        shown_json: score.map_or("{}".into(), |r| r.explanation_json),
-                    };
-                    review::add(c, &d.upn, check, &d.reason_code, &d.note, by, at)?;
-                }
-                kind => review::decide(c, &d.upn, kind, &d.reason_code, &d.note, by, at)?,
+                        in_programme: running.contains(&upn),
+                        shown,
+                    })
+                })
+                .await?,
+            )
+        } else {
+            None
+        };
+        let upn = d.upn.clone();
+        self.mutate(pass, d.cohort_id, rk, move |c| {
+            let at = now_unix();
+            match check {
+                Some(check) => review::add(c, &upn, check, decision, by, at)?,
+                None => review::decide(c, &upn, decision, by, at)?,
             }
-            let m = c.members.iter().find(|m| m.upn == d.upn).expect("member just decided");
-            let details = json!({ "upn": d.upn, "decision": d.kind.as_str(), "reason_code": d.reason_code, "note": d.note,
-                                  "rank": m.rank, "shown": shown(m), "cohort_model_id": c.model_id, "active_model_id": model_id });
-            Ok((format!("decision.{}", d.kind.as_str()), format!("cohort {} member", c.id), details))
+            let m = c.member(&upn).expect("member just decided");
+            let action = match d.kind {
+                Kind::Confirm => Action::DecisionConfirm,
+                Kind::Remove => Action::DecisionRemove,
+                Kind::Add => Action::DecisionAdd,
+            };
+            let details = json!({ "cohort_id": c.id, "upn": upn.as_str(), "decision": d.kind.as_str(),
+                                  "reason_code": d.reason_code, "note": d.note, "rank": m.rank,
+                                  "shown": m.shown, "shown_sha256": shown_digest(m.shown.as_ref()),
+                                  "cohort_model_id": c.model_id, "active_model_id": active_model_id });
+            Ok((action, details))
         })
         .await
     }
@@ -261,13 +262,17 @@ impl App {
         &self,
         who: &Principal,
         cohort_id: i64,
-        upn: String,
+        upn: Upn,
         request_id: Option<String>,
-    ) -> AppResult<CohortRow> {
-        let pass = self.cohort_pass(who, cohort_id).await?;
-        self.mutate(pass, cohort_id, request_id, "UndoDecision", move |_, c| {
+    ) -> AppResult<Cohort> {
+        let (pass, _) = self.cohort_pass(who, cohort_id).await?;
+        let rk = request_id.map(|r| request_key(who, "UndoDecision", r, &(cohort_id, upn.as_str())));
+        self.mutate(pass, cohort_id, rk, move |c| {
             let undone = review::undo(c, &upn)?;
-            Ok(("decision.undo".into(), format!("cohort {} member", c.id), json!({ "upn": upn, "undone": undone })))
+            Ok((
+                Action::DecisionUndo,
+                json!({ "cohort_id": c.id, "upn": upn.as_str(), "undone": undone.kind().as_str() }),
+            ))
         })
         .await
     }
@@ -278,14 +283,16 @@ impl App {
         cohort_id: i64,
         reason: String,
         request_id: Option<String>,
-    ) -> AppResult<CohortRow> {
-        let pass = self.cohort_pass(who, cohort_id).await?;
-        self.mutate(pass, cohort_id, request_id, "FinaliseCohort", move |_, c| {
-            let capacity = capacity_of(c);
-            let list = review::finalise(c, capacity, &reason, now_unix())?;
-            let details = json!({ "final": list, "capacity": capacity, "over_capacity_reason": reason,
-                                  "model_id": c.model_id, "programme_end": c.programme_end.map(|t| t.to_string()) });
-            Ok(("cohort.finalise".into(), format!("cohort {}", c.id), details))
+    ) -> AppResult<Cohort> {
+        let (pass, _) = self.cohort_pass(who, cohort_id).await?;
+        let rk = request_id.map(|r| request_key(who, "FinaliseCohort", r, &(cohort_id, &reason)));
+        self.mutate(pass, cohort_id, rk, move |c| {
+            let list = review::finalise(c, &reason, now_unix())?;
+            let list: Vec<&str> = list.iter().map(Upn::as_str).collect();
+            let details = json!({ "cohort_id": c.id, "final": list, "capacity": c.params.capacity,
+                                  "over_capacity_reason": c.over_capacity_reason, "model_id": c.model_id,
+                                  "programme_end": c.programme_end.map(|t| t.to_string()) });
+            Ok((Action::CohortFinalise, details))
         })
         .await
     }
@@ -296,20 +303,21 @@ impl App {
         self.blocking(|s| {
             let mut rows: BTreeMap<(String, String), [usize; 4]> = BTreeMap::new();
             for c in s.reviewed_cohorts()? {
-                let pupils: BTreeMap<String, crate::domain::PupilTerm> =
-                    s.current_rows(c.school_term)?.into_iter().map(|r| (r.upn.as_str().to_owned(), r)).collect();
+                let pupils: BTreeMap<Upn, crate::domain::PupilTerm> =
+                    s.current_rows(c.school_term)?.into_iter().map(|r| (r.upn.clone(), r)).collect();
                 for m in &c.members {
-                    let Some(d) = m.decision.as_deref() else { continue };
-                    let col = match d {
-                        "confirm" => 1,
-                        "remove" => 2,
-                        _ => 3,
+                    let Some(decided) = &m.decided else { continue };
+                    let d = decided.decision.kind().as_str();
+                    let col = match decided.decision.kind() {
+                        Kind::Confirm => 1,
+                        Kind::Remove => 2,
+                        Kind::Add => 3,
                     };
                     let mut keys = vec![
                         ("school".to_string(), c.school_term.urn.to_string()),
                         ("model".into(), c.model_id.clone()),
                     ];
-                    if let Some(r) = &m.reason_code {
+                    if let Some(r) = decided.decision.reason_code() {
                         keys.push(("reason".into(), format!("{d}: {r}")));
                     }
                     if let Some(p) = pupils.get(&m.upn) {
@@ -357,4 +365,12 @@ pub struct OverrideRow {
     pub added: usize,
     /// (removed + added) / (proposed + added): how often people changed the model's list.
     pub override_rate: f64,
+}
+
+/// The cohort a repeated request produced, as it is now.
+fn cohort_of(s: &crate::storage::Store, prior: RequestResult) -> AppResult<Cohort> {
+    match prior {
+        RequestResult::Cohort { id } => s.get_cohort(id)?.ok_or_else(|| AppError::NotFound(format!("no cohort {id}"))),
+        _ => Err(AppError::Internal("a request result of another kind".into())),
+    }
 }

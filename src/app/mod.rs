@@ -6,7 +6,8 @@ mod models;
 mod reports;
 mod risks;
 
-pub use cohorts::{DecisionInput, OverrideRow, ProposeInput, capacity_of};
+pub use audit::{Verification, verify_store};
+pub use cohorts::{DecisionInput, OverrideRow, ProposeInput};
 pub use models::{BUNDLED_MODEL, Progress, ToScore, rfc3339};
 
 use std::sync::{Arc, RwLock};
@@ -14,11 +15,13 @@ use std::sync::{Arc, RwLock};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
+use crate::audit::{Action, NewEvent};
 use crate::auth::{AccessError, Principal, ReadSubmissions, SubmitPass, hash_key};
 use crate::domain::{SchoolTerm, Term, Urn};
 use crate::ingest::{self, Rejected};
+use crate::model::ModelArtifact;
 use crate::storage::{
-    FeedSource, NewSubmission, SaveOutcome, Store, StoreError, SubmissionFilter, SubmissionRecord, now_unix,
+    FeedSource, NewSubmission, RequestKey, SaveOutcome, Store, StoreError, SubmissionFilter, SubmissionRecord, now_unix,
 };
 
 /// One error type for the use cases; mapped to a gRPC status once, at the edge.
@@ -45,6 +48,9 @@ pub enum AppError {
     /// A concurrent change won; retrying after a reload may succeed.
     #[error("{0}")]
     Aborted(String),
+    /// What was asked for is being computed (scores after an activation); retry shortly.
+    #[error("{0}")]
+    NotReady(String),
     /// The server is busy; the same request may succeed shortly (sent with RetryInfo).
     #[error("{0}")]
     Overloaded(String),
@@ -58,6 +64,23 @@ pub enum AppError {
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+/// (key, method, request id) of a request in progress.
+type RequestSlot = (i64, &'static str, String);
+
+/// A stable digest of a request's content, for idempotency.
+pub(crate) fn fingerprint(content: &impl serde::Serialize) -> String {
+    hex::encode(Sha256::digest(serde_json::to_vec(content).expect("request content serialises")))
+}
+
+pub(crate) fn request_key(
+    who: &Principal,
+    method: &'static str,
+    request_id: String,
+    content: &impl serde::Serialize,
+) -> RequestKey {
+    RequestKey { key_id: who.key_id, method, request_id, fingerprint: fingerprint(content) }
+}
 
 /// One invalid field of a request: its path (`pupils[3].record.upn`), a stable reason
 /// code and a description for the caller.
@@ -108,6 +131,8 @@ pub struct App {
     training: Arc<tokio::sync::Mutex<()>>,
     reports: Arc<reports::Reports>,
     uploads: Arc<reports::KeySlots>,
+    /// Requests in progress by (key, method, request id): a racing repeat waits for the first.
+    inflight: std::sync::Mutex<std::collections::HashMap<RequestSlot, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// A submission's body: contract CSV, or structured records as cells in the contract's
@@ -120,6 +145,14 @@ pub enum FeedBody {
 pub type RecordCells = [String; ingest::COLUMN_COUNT];
 
 impl FeedBody {
+    /// A digest of the body, for request fingerprints.
+    fn fingerprint(&self) -> String {
+        match self {
+            FeedBody::Csv(bytes) => hex::encode(Sha256::digest(bytes)),
+            FeedBody::Records(r) => hex::encode(Sha256::digest(ingest::cells_to_csv(r))),
+        }
+    }
+
     pub fn source(&self) -> FeedSource {
         match self {
             FeedBody::Csv(_) => FeedSource::Csv,
@@ -160,6 +193,12 @@ impl App {
     pub fn new(store: Arc<Store>, limits: Limits) -> AppResult<Self> {
         let ingest_slots = Arc::new(Semaphore::new(limits.max_concurrent_ingests));
         let active = RwLock::new(Self::load_active_model(&store)?);
+        // Finish whatever an interrupted activation queued before serving.
+        let queued = store.queued_count()?;
+        if queued > 0 {
+            tracing::warn!(queued, "scoring submissions left queued by an interrupted activation");
+            Self::drain_score_queue(&store)?;
+        }
         Ok(Self {
             store,
             limits,
@@ -170,6 +209,7 @@ impl App {
             training: Arc::new(tokio::sync::Mutex::new(())),
             reports: Arc::new(reports::Reports::default()),
             uploads: Arc::new(reports::KeySlots::default()),
+            inflight: Default::default(),
         })
     }
 
@@ -206,6 +246,18 @@ impl App {
         let rec = self.blocking(move |s| Ok(s.find_active_key(&hash)?)).await?;
         let rec = rec.ok_or(AppError::Unauthenticated("the API key is not valid or has been revoked"))?;
         Ok(Principal { key_id: rec.id, role: rec.role, schools: rec.schools })
+    }
+
+    /// Holds the lock of one request (by key, method and request id) while it runs, so a
+    /// racing repeat waits and then finds the first one's stored result.
+    pub(crate) async fn request_lock(&self, rk: Option<&RequestKey>) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let rk = rk?;
+        let lock = {
+            let mut m = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            m.retain(|_, l| Arc::strong_count(l) > 1);
+            m.entry((rk.key_id, rk.method, rk.request_id.clone())).or_default().clone()
+        };
+        Some(lock.lock_owned().await)
     }
 
     /// A slot for one more open upload by this key, or a refusal if it has its share open.
@@ -252,6 +304,15 @@ impl App {
         let school_term = SchoolTerm { urn: pass.urn, term };
         let key_id = pass.key_id;
         let model = self.active_model();
+        let rk = request_id.map(|r| {
+            let body_sha = body.fingerprint();
+            RequestKey {
+                key_id,
+                method: "SubmitFeed",
+                request_id: r,
+                fingerprint: fingerprint(&(school_term.urn.get(), school_term.term.index(), body_sha, dry_run)),
+            }
+        });
         let max_rows = self.limits.max_feed_rows;
         let reports = self.reports.clone();
         self.blocking(move |store| {
@@ -278,7 +339,7 @@ impl App {
                     content_sha256: sha,
                 });
             }
-            let outcome = store.save_submission(&NewSubmission {
+            let new = NewSubmission {
                 school_term,
                 source: body.source(),
                 content_sha256: &sha,
@@ -287,16 +348,35 @@ impl App {
                 warning_count: feed.warning_count,
                 received_at: now_unix(),
                 key_id,
-                request_id: request_id.as_deref(),
-            })?;
+            };
+            let outcome = store.accept_submission(
+                &new,
+                rk.as_ref(),
+                |active, history| {
+                    let scoring = if active.model_id == model.model_id {
+                        model.clone()
+                    } else {
+                        Arc::new(ModelArtifact::from_json(&active.artifact_json()?).map_err(AppError::Internal)?)
+                    };
+                    Ok::<_, AppError>(models::score_history(&scoring, school_term, history))
+                },
+                |rec, w| NewEvent {
+                    at: rec.received_at,
+                    actor_key_id: key_id,
+                    actor_role: "school".into(),
+                    action: Action::FeedAccept,
+                    school_urn: Some(school_term.urn.to_string()),
+                    subject: format!("submission {}", rec.id),
+                    details: serde_json::json!({
+                        "submission_id": rec.id, "term": school_term.term.to_string(), "rows": rec.row_count,
+                        "content_sha256": rec.content_sha256, "rows_sha256": w.rows_digest,
+                        "model_id": w.model_id, "scores_sha256": w.scores_digest, "supersedes": rec.supersedes,
+                    }),
+                },
+            )?;
             Ok(match outcome {
                 SaveOutcome::Accepted(r) => {
-                    tracing::info!(submission = r.id, school = %r.school_term.urn, rows = r.row_count, "feed accepted");
-                    // The feed is stored whatever happens here; activation rescores if this fails.
-                    match models::score_submission(store, &model, r.id, school_term, Some(&feed.rows)) {
-                        Ok(risks) => tracing::info!(submission = r.id, pupils = risks.len(), model = %model.model_id, "feed scored"),
-                        Err(e) => tracing::error!(submission = r.id, error = %e, "scoring the accepted feed failed"),
-                    }
+                    tracing::info!(submission = r.id, school = %r.school_term.urn, rows = r.row_count, "feed accepted and scored");
                     SubmitResult::Accepted(r)
                 }
                 SaveOutcome::Unchanged(r) => SubmitResult::Unchanged(r),

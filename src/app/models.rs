@@ -3,14 +3,16 @@
 
 use std::sync::Arc;
 
+use serde_json::json;
+
 use super::{App, AppError, AppResult};
-use crate::audit::NewEvent;
+use crate::audit::{Action, NewEvent};
 use crate::auth::Principal;
 use crate::domain::{PupilTerm, SchoolTerm};
 use crate::model::features::History;
 use crate::model::{ModelArtifact, TrainParams, TrainRequest, train_and_evaluate};
 use crate::scoring::{PupilRisk, score_pupil};
-use crate::storage::{ModelRecord, ScoreRecord, Store, now_unix};
+use crate::storage::{ModelRecord, RequestResult, Store, now_unix};
 
 /// The model shipped in the binary: trained on synthetic data by `riskid model build-default`.
 pub const BUNDLED_MODEL: &str = include_str!("../../models/default.json");
@@ -20,45 +22,38 @@ pub fn rfc3339(unix: i64) -> String {
         .to_string()
 }
 
-/// Scores every pupil of one stored submission with `model`, from their history. `rows` are
-/// the submission's rows when the caller already holds them (at ingest), saving a re-read.
-pub(crate) fn score_submission(
-    store: &Store,
+/// Scores the pupils of school term `st` (the rows `history` holds for that term) with
+/// `model`, from each pupil's whole history (any school, any term).
+pub(crate) fn score_history(
     model: &ModelArtifact,
-    submission_id: i64,
     st: SchoolTerm,
-    rows: Option<&[PupilTerm]>,
-) -> AppResult<Vec<PupilRisk>> {
-    let history = History::from_rows(store.history_of_submission(submission_id)?);
-    let read;
-    let rows = match rows {
-        Some(r) => r,
-        None => {
-            read = store.current_rows(st)?;
-            &read
-        }
-    };
-    let risks: Vec<PupilRisk> = rows
-        .iter()
-        .map(|row| match history.pupils.get(&row.upn) {
-            Some(h) => score_pupil(model, h, row, st),
-            // Only reachable if the row was superseded meanwhile: score it on its own.
-            None => score_pupil(model, &vec![(st, row.clone())], row, st),
-        })
+    history: Vec<(SchoolTerm, PupilTerm)>,
+) -> Vec<PupilRisk> {
+    let history = History::from_rows(history);
+    let mut risks: Vec<PupilRisk> = history
+        .pupils
+        .values()
+        .filter_map(|h| h.iter().find(|(s, _)| *s == st).map(|(_, row)| score_pupil(model, h, row, st)))
         .collect();
-    let records: Vec<ScoreRecord> = risks
-        .iter()
-        .map(|r| ScoreRecord {
-            school_term: st,
-            upn: r.upn.clone(),
-            model_id: model.model_id.clone(),
-            submission_id,
-            priority: r.any_adverse,
-            explanation_json: serde_json::to_string(r).expect("risk serialises"),
-        })
-        .collect();
-    store.save_scores(&records)?;
-    Ok(risks)
+    risks.sort_by(|a, b| a.upn.cmp(&b.upn));
+    risks
+}
+
+/// The digest of a model's artifact bytes, kept in its audit events.
+pub(crate) fn artifact_digest(json: &str) -> String {
+    crate::audit::sha256_hex(json.as_bytes())
+}
+
+fn system_event(action: Action, subject: String, details: serde_json::Value) -> NewEvent {
+    NewEvent {
+        at: now_unix(),
+        actor_key_id: 0,
+        actor_role: "system".into(),
+        action,
+        school_urn: None,
+        subject,
+        details,
+    }
 }
 
 /// A pupil to score statelessly: the term's row and any earlier rows.
@@ -75,41 +70,88 @@ impl App {
             return Ok(Arc::new(ModelArtifact::from_json(&rec.artifact_json).map_err(AppError::Internal)?));
         }
         let model = ModelArtifact::from_json(BUNDLED_MODEL).map_err(AppError::Internal)?;
-        store.save_model(&model.model_id, BUNDLED_MODEL, now_unix())?;
-        let event = NewEvent {
-            at: now_unix(),
-            actor_key_id: 0,
-            actor_role: "system".into(),
-            action: "model.activate".into(),
-            school_urn: None,
-            subject: format!("model {}", model.model_id),
-            details: serde_json::json!({ "model_id": model.model_id, "reason": "no active model: the bundled model (synthetic data)" }),
-        };
-        store.in_transaction(|tx| super::audit::append(tx, event))?;
-        store.activate_model(&model.model_id, now_unix())?;
+        let event = system_event(
+            Action::ModelActivate,
+            format!("model {}", model.model_id),
+            json!({ "model_id": model.model_id, "artifact_sha256": artifact_digest(BUNDLED_MODEL),
+                    "reason": "no active model: the bundled model (synthetic data)" }),
+        );
+        store.install_active_model(&model.model_id, BUNDLED_MODEL, now_unix(), event)?;
         tracing::info!(model = %model.model_id, "activated the bundled model (trained on synthetic data)");
         Ok(Arc::new(model))
+    }
+
+    /// Scores every queued submission, each in its own transaction with its audit event:
+    /// what an activation queued, and after a crash whatever it left. Returns pupils scored.
+    pub(crate) fn drain_score_queue(store: &Store) -> AppResult<usize> {
+        let mut pupils = 0;
+        let mut models: std::collections::HashMap<String, Arc<ModelArtifact>> = Default::default();
+        while let Some((submission_id, st, model_id)) = store.next_queued()? {
+            if !models.contains_key(&model_id) {
+                let rec =
+                    store.get_model(&model_id)?.ok_or_else(|| AppError::Internal("a queued model vanished".into()))?;
+                models.insert(
+                    model_id.clone(),
+                    Arc::new(ModelArtifact::from_json(&rec.artifact_json).map_err(AppError::Internal)?),
+                );
+            }
+            let model = models[&model_id].clone();
+            pupils += store.write_queued_scores(
+                submission_id,
+                &model_id,
+                |history| Ok::<_, AppError>(score_history(&model, st, history)),
+                |digest| {
+                    let mut e = system_event(
+                        Action::ScoresWrite,
+                        format!("submission {submission_id}"),
+                        json!({ "submission_id": submission_id, "model_id": model_id, "scores_sha256": digest }),
+                    );
+                    e.school_urn = Some(st.urn.to_string());
+                    e
+                },
+            )?;
+            tracing::info!(school = %st.urn, term = %st.term, model = %model_id, "scored a queued submission");
+        }
+        Ok(pupils)
     }
 
     pub fn active_model(&self) -> Arc<ModelArtifact> {
         self.active.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Trains from the store's history. Refuses a second concurrent training.
+    /// Trains from the store's history. Refuses a second concurrent training; a repeated
+    /// `request_id` returns the first training's model without training again (a repeat
+    /// racing the first waits for it).
     pub async fn train(
         &self,
         who: &Principal,
         params: TrainParams,
         model_id: Option<String>,
+        request_id: Option<String>,
         progress: Progress,
     ) -> AppResult<ModelRecord> {
         who.may_manage_models()?;
+        let rk = request_id.map(|r| {
+            super::request_key(who, "TrainModel", r, &(params.capacity, params.seed, params.alpha.to_bits(), &model_id))
+        });
+        let _same_request = self.request_lock(rk.as_ref()).await;
+        if let Some(rk) = &rk {
+            let key = rk.clone();
+            if let Some(RequestResult::Model { model_id }) = self.blocking(move |s| Ok(s.prior_request(&key)?)).await? {
+                let _ = progress.send(format!("request {} was already done: model {model_id}", rk.request_id)).await;
+                return self
+                    .blocking(move |s| Ok(s.get_model(&model_id)?))
+                    .await?
+                    .ok_or_else(|| AppError::Internal("model vanished".into()));
+            }
+        }
         let _job = self
             .training
             .clone()
             .try_lock_owned()
             .map_err(|_| AppError::Conflict("a training job is already running; wait for it to finish".into()))?;
         let params = params.check().map_err(|e| AppError::InvalidArgument(e.to_string()))?.get().clone();
+        let actor = (who.key_id, who.role.to_string());
         self.blocking(move |store| {
             let taken =
                 |id: &str| AppError::Conflict(format!("a model with id {id} already exists; choose another id"));
@@ -136,7 +178,18 @@ impl App {
                 },
             )
             .map_err(|e| AppError::InvalidArgument(e.to_string()))?;
-            if !store.save_model(&artifact.model_id, &artifact.to_json(), now)? {
+            let json = artifact.to_json();
+            let event = NewEvent {
+                at: now,
+                actor_key_id: actor.0,
+                actor_role: actor.1,
+                action: Action::ModelTrain,
+                school_urn: None,
+                subject: format!("model {}", artifact.model_id),
+                details: json!({ "model_id": artifact.model_id, "artifact_sha256": artifact_digest(&json),
+                                 "examples": artifact.training.examples }),
+            };
+            if !store.save_model(&artifact.model_id, &json, now, rk.as_ref(), event)? {
                 return Err(taken(&artifact.model_id));
             }
             store.get_model(&artifact.model_id)?.ok_or_else(|| AppError::Internal("model vanished".into()))
@@ -184,16 +237,21 @@ impl App {
         self.blocking(|s| Ok(s.list_models()?)).await
     }
 
-    /// Activates a model and rescores each school's latest term with it.
-    /// Returns (schools, pupils) rescored.
+    /// Activates a model: in one transaction it becomes active and each school's latest term
+    /// is queued for scoring with it (with the audit event); then the queue is drained, each
+    /// school in its own transaction. A crash part-way leaves the queue, which start-up
+    /// drains, so an activation always completes. Returns (schools, pupils) rescored.
     pub async fn activate(
         &self,
         who: &Principal,
         model_id: String,
         force: bool,
         reason: String,
+        request_id: Option<String>,
     ) -> AppResult<(usize, usize)> {
         who.may_manage_models()?;
+        let rk = request_id.map(|r| super::request_key(who, "ActivateModel", r, &(&model_id, force, &reason)));
+        let _same_request = self.request_lock(rk.as_ref()).await;
         let rec = self.get_model(who, model_id.clone()).await?;
         let model = Arc::new(ModelArtifact::from_json(&rec.artifact_json).map_err(AppError::InvalidArgument)?);
         if !model.beats_baselines() && !force {
@@ -205,34 +263,35 @@ impl App {
         if force && reason.trim().is_empty() {
             return Err(AppError::InvalidArgument("a forced activation needs a reason".into()));
         }
-        let event = NewEvent {
-            at: now_unix(),
-            actor_key_id: who.key_id,
-            actor_role: who.role.to_string(),
-            action: if force { "model.activate_forced" } else { "model.activate" }.into(),
-            school_urn: None,
-            subject: format!("model {model_id}"),
-            details: serde_json::json!({ "model_id": model_id, "force": force, "reason": reason,
-                                         "beats_baselines": model.beats_baselines() }),
-        };
-        let m = model.clone();
-        let counts = self
+        let (key_id, role) = (who.key_id, who.role.to_string());
+        let digest = artifact_digest(&rec.artifact_json);
+        let beats = model.beats_baselines();
+        let id = model_id.clone();
+        let result = self
             .blocking(move |store| {
-                store.in_transaction(|tx| super::audit::append(tx, event))?;
-                store.activate_model(&m.model_id, now_unix())?;
-                let (mut schools, mut pupils) = (0, 0);
-                let latest = store.latest_submissions()?;
-                for (st, submission) in &latest {
-                    pupils += score_submission(store, &m, *submission, *st, None)?.len();
-                    schools += 1;
-                    tracing::info!(school = %st.urn, term = %st.term, done = schools, of = latest.len(), "rescored");
-                }
-                Ok((schools, pupils))
+                let result = store.activate_model(&id, now_unix(), rk.as_ref(), |schools, pupils| NewEvent {
+                    at: now_unix(),
+                    actor_key_id: key_id,
+                    actor_role: role,
+                    action: if force { Action::ModelActivateForced } else { Action::ModelActivate },
+                    school_urn: None,
+                    subject: format!("model {id}"),
+                    details: json!({ "model_id": id, "artifact_sha256": digest, "force": force, "reason": reason,
+                                     "beats_baselines": beats, "schools_queued": schools, "pupils_queued": pupils }),
+                })?;
+                App::drain_score_queue(store)?;
+                Ok(result)
             })
             .await?;
+        let Some(RequestResult::Activation { model_id: activated, schools, pupils }) = result else {
+            return Err(AppError::NotFound(format!("no model {model_id:?}")));
+        };
+        if activated != model_id {
+            return Err(AppError::Internal("a request result of another model".into()));
+        }
         *self.active.write().unwrap_or_else(|p| p.into_inner()) = model;
-        tracing::info!(model = %model_id, schools = counts.0, pupils = counts.1, "model activated; latest terms rescored");
-        Ok(counts)
+        tracing::info!(model = %model_id, schools, pupils, "model activated; latest terms rescored");
+        Ok((schools, pupils))
     }
 
     /// Scores pupils without storing anything. Each pupil is (school term, row, earlier rows).

@@ -1,42 +1,105 @@
-//! Append-only audit rows. The hash chain itself is built and checked in `audit`.
+//! Append-only audit rows: each event with its hash and its MAC under the audit key, and the
+//! chain's authenticated head in a file beside the database. The chain itself is built and
+//! checked in `audit`.
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Store, StoreError, StoreResult};
+use super::{Store, StoreError, StoreResult, Tx};
+use crate::audit::{AuditEvent, Checkpoint, NewEvent, StoredEvent, chain, event_mac};
 
-/// The newest event's JSON, to chain the next one onto.
-pub fn last_event(tx: &rusqlite::Connection) -> StoreResult<Option<String>> {
-    Ok(tx.query_row("SELECT event_json FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| r.get(0)).optional()?)
-}
-
-pub fn insert_event(tx: &rusqlite::Connection, seq: u64, event_json: &str, hash: &str) -> StoreResult<()> {
+/// Appends an event to the chain inside the caller's transaction.
+pub(crate) fn append(tx: &Tx, event: NewEvent) -> StoreResult<AuditEvent> {
+    let prev: Option<AuditEvent> = tx
+        .query_row("SELECT event_json FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| r.get::<_, String>(0))
+        .optional()?
+        .map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("the last audit event: {e}"))))
+        .transpose()?;
+    let e = chain(prev.as_ref(), event);
+    let json = serde_json::to_string(&e).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     tx.execute(
-        "INSERT INTO audit_events (seq, event_json, hash) VALUES (?1, ?2, ?3)",
-        params![seq as i64, event_json, hash],
+        "INSERT INTO audit_events (seq, event_json, hash, mac) VALUES (?1, ?2, ?3, ?4)",
+        params![e.seq as i64, json, e.hash, event_mac(tx.key, &e.hash)],
     )?;
-    Ok(())
+    *tx.head.borrow_mut() = Some(Checkpoint::new(tx.key, e.seq, &e.hash));
+    Ok(e)
 }
 
 impl Store {
-    /// Runs `f` in a transaction (for audit appends that stand alone).
-    pub fn in_transaction<T, E: From<StoreError>>(
-        &self,
-        f: impl FnOnce(&rusqlite::Transaction) -> Result<T, E>,
-    ) -> Result<T, E> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(StoreError::from)?;
-        let out = f(&tx)?;
-        tx.commit().map_err(StoreError::from)?;
-        Ok(out)
+    /// Appends one event in its own transaction (for changes made outside the store, such
+    /// as a bundled model's first activation).
+    pub fn append_event(&self, event: NewEvent) -> StoreResult<AuditEvent> {
+        self.write(|tx| append(tx, event))
     }
 
-    /// Event JSON in sequence order, after `after_seq`, at most `limit`.
-    pub fn audit_events(&self, after_seq: u64, limit: usize) -> StoreResult<Vec<String>> {
+    /// Events after `after_seq` in sequence order, at most `limit`, as stored.
+    pub fn stored_events(&self, after_seq: u64, limit: usize) -> StoreResult<Vec<StoredEvent>> {
         let conn = self.conn();
         let rows = conn
-            .prepare("SELECT event_json FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
-            .query_map(params![after_seq as i64, limit as i64], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+            .prepare_cached("SELECT seq, event_json, hash, mac FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
+            .query_map(params![after_seq as i64, limit as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, json, hash, mac)| StoredEvent {
+                seq: seq as u64,
+                event: serde_json::from_str::<AuditEvent>(&json).map_err(|e| e.to_string()),
+                hash,
+                mac,
+            })
+            .collect())
+    }
+
+    /// Every readable event's action and JSON, in order (for tests and tools).
+    pub fn audit_log(&self) -> StoreResult<Vec<(crate::audit::Action, String)>> {
+        Ok(self
+            .all_stored_events()?
+            .into_iter()
+            .filter_map(|s| s.event.ok())
+            .map(|e| (e.event.action, serde_json::to_string(&e).unwrap_or_default()))
+            .collect())
+    }
+
+    /// Every stored event.
+    pub fn all_stored_events(&self) -> StoreResult<Vec<StoredEvent>> {
+        let mut out = Vec::new();
+        loop {
+            let batch = self.stored_events(out.last().map_or(0, |e: &StoredEvent| e.seq), 5_000)?;
+            if batch.is_empty() {
+                return Ok(out);
+            }
+            out.extend(batch);
+        }
+    }
+
+    /// An authenticated checkpoint of the chain as it is now (none while it is empty).
+    pub fn checkpoint(&self) -> StoreResult<Option<Checkpoint>> {
+        let head: Option<(i64, String)> = self
+            .conn()
+            .query_row("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        Ok(head.map(|(seq, hash)| Checkpoint::new(&self.audit_key, seq as u64, &hash)))
+    }
+
+    /// The head file's checkpoint, if there is one.
+    pub fn head_file(&self) -> Result<Option<Checkpoint>, String> {
+        match std::fs::read_to_string(&self.head_path) {
+            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| format!("the head file cannot be read: {e}")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("the head file cannot be read: {e}")),
+        }
+    }
+
+    /// Replaces the head file (write then rename, so a crash leaves the old or the new one).
+    pub(super) fn write_head(&self, head: &Checkpoint) {
+        let tmp = self.head_path.with_extension("head.tmp");
+        let json = serde_json::to_string(head).expect("checkpoint serialises");
+        if let Err(e) = std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &self.head_path)) {
+            // The chain is committed; a stale head only lags, and verify allows a lag.
+            tracing::error!(error = %e, "could not update the audit head file");
+        }
     }
 }

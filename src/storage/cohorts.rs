@@ -1,40 +1,17 @@
-//! Cohorts and their members, stored as plain rows; the review rules live in `review`.
+//! Cohorts and their members. Storage speaks `review::Cohort`; the row and JSON layout stay
+//! in here. Every change commits with its audit event in one transaction.
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use std::collections::HashSet;
 
-use super::{Store, StoreError, StoreResult};
-use crate::domain::{SchoolTerm, Term, Urn};
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct CohortRow {
-    pub id: i64,
-    pub school_term: SchoolTerm,
-    pub model_id: String,
-    pub params_json: String,
-    /// proposed, in_review, finalised or replaced.
-    pub state: String,
-    pub created_at: i64,
-    pub created_by: i64,
-    pub finalised_at: Option<i64>,
-    pub over_capacity_reason: Option<String>,
-    pub programme_end: Option<Term>,
-    pub members: Vec<MemberRow>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct MemberRow {
-    pub upn: String,
-    pub proposed: bool,
-    pub rank: Option<u32>,
-    pub priority: Option<f64>,
-    /// What the link worker is shown (a `PupilRisk` as JSON).
-    pub shown_json: String,
-    pub decision: Option<String>,
-    pub reason_code: Option<String>,
-    pub note: Option<String>,
-    pub decided_by: Option<i64>,
-    pub decided_at: Option<i64>,
-}
+use super::{RequestKey, RequestResult, Store, StoreError, StoreResult, Tx};
+use crate::audit::NewEvent;
+use crate::cohort::{CohortParams, Policy};
+use crate::domain::{SchoolTerm, Term, Upn, Urn};
+use crate::review::{Cohort, CohortState, Decided, Decision, Kind, Member, ProposalStats};
+use crate::scoring::PupilRisk;
 
 /// Why a new proposal could not replace the open cohort.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +20,94 @@ pub enum ReplaceRefused {
     Finalised(i64),
 }
 
-fn load(tx: &rusqlite::Connection, id: i64) -> StoreResult<Option<CohortRow>> {
+/// The cohort's parameters and proposal figures as stored (one flat JSON object).
+#[derive(Serialize, Deserialize)]
+struct StoredParams {
+    capacity: usize,
+    min_year: u8,
+    max_year: u8,
+    policy: Policy,
+    seed: u64,
+    eligible: usize,
+    excluded_year_group: usize,
+    excluded_statutory: usize,
+    excluded_in_programme: usize,
+}
+
+fn params_json(c: &Cohort) -> String {
+    let (p, s) = (&c.params, &c.stats);
+    serde_json::to_string(&StoredParams {
+        capacity: p.capacity,
+        min_year: p.min_year,
+        max_year: p.max_year,
+        policy: p.policy,
+        seed: p.seed,
+        eligible: s.eligible,
+        excluded_year_group: s.excluded_year_group,
+        excluded_statutory: s.excluded_statutory,
+        excluded_in_programme: s.excluded_in_programme,
+    })
+    .expect("params serialise")
+}
+
+fn corrupt(what: &str, id: i64) -> StoreError {
+    StoreError::Corrupt(format!("cohort {id}: {what}"))
+}
+
+struct MemberCols {
+    upn: String,
+    proposed: i64,
+    rank: Option<u32>,
+    priority: Option<f64>,
+    shown_json: String,
+    decision: Option<String>,
+    reason_code: Option<String>,
+    note: Option<String>,
+    decided_by: Option<i64>,
+    decided_at: Option<i64>,
+}
+
+fn member_from(id: i64, m: MemberCols) -> StoreResult<Member> {
+    let upn = Upn::parse(&m.upn).map_err(|_| corrupt("a member's UPN is not valid", id))?;
+    let shown = if m.shown_json == "{}" {
+        None
+    } else {
+        Some(serde_json::from_str::<PupilRisk>(&m.shown_json).map_err(|_| corrupt("a member's shown score", id))?)
+    };
+    let decided = match (m.decision, m.decided_by, m.decided_at) {
+        (None, _, _) => None,
+        (Some(kind), Some(by), Some(at)) => {
+            let kind = Kind::parse(&kind).ok_or_else(|| corrupt("a decision kind", id))?;
+            let decision =
+                Decision::from_parts(kind, m.reason_code.as_deref().unwrap_or(""), m.note.as_deref().unwrap_or(""))
+                    .map_err(|_| corrupt("a decision's reason", id))?;
+            Some(Decided { decision, by, at })
+        }
+        _ => return Err(corrupt("a decision without its author or time", id)),
+    };
+    Ok(Member { upn, proposed: m.proposed == 1, rank: m.rank, priority: m.priority, shown, decided })
+}
+
+fn member_cols(m: &Member) -> MemberCols {
+    let d = m.decided.as_ref();
+    MemberCols {
+        upn: m.upn.as_str().to_owned(),
+        proposed: i64::from(m.proposed),
+        rank: m.rank,
+        priority: m.priority,
+        shown_json: m
+            .shown
+            .as_ref()
+            .map_or_else(|| "{}".into(), |r| serde_json::to_string(r).expect("risk serialises")),
+        decision: d.map(|d| d.decision.kind().as_str().to_owned()),
+        reason_code: d.and_then(|d| d.decision.reason_code()).map(str::to_owned),
+        note: d.and_then(|d| d.decision.note()).map(str::to_owned),
+        decided_by: d.map(|d| d.by),
+        decided_at: d.map(|d| d.at),
+    }
+}
+
+fn load(tx: &rusqlite::Connection, id: i64) -> StoreResult<Option<Cohort>> {
     let row = tx
         .query_row(
             "SELECT urn, term_index, model_id, params_json, state, created_at, created_by, finalised_at, \
@@ -68,15 +132,32 @@ fn load(tx: &rusqlite::Connection, id: i64) -> StoreResult<Option<CohortRow>> {
     let Some((urn, ti, model_id, params_json, state, created_at, created_by, finalised_at, ocr, pe)) = row else {
         return Ok(None);
     };
+    // Stored state that does not parse is corruption: refuse it rather than guess (the first
+    // release read unparseable parameters as "no capacity limit").
+    let p: StoredParams = serde_json::from_str(&params_json).map_err(|_| corrupt("its parameters", id))?;
+    let params = CohortParams {
+        capacity: p.capacity,
+        min_year: p.min_year,
+        max_year: p.max_year,
+        policy: p.policy,
+        seed: p.seed,
+    };
+    params.check().map_err(|_| corrupt("its parameters", id))?;
+    let stats = ProposalStats {
+        eligible: p.eligible,
+        excluded_year_group: p.excluded_year_group,
+        excluded_statutory: p.excluded_statutory,
+        excluded_in_programme: p.excluded_in_programme,
+    };
     let members = tx
-        .prepare(
+        .prepare_cached(
             "SELECT upn, proposed, rank, priority, shown_json, decision, reason_code, note, decided_by, decided_at \
-             FROM cohort_members WHERE cohort_id = ?1 ORDER BY rank IS NULL, rank, upn",
+             FROM cohort_members WHERE cohort_id = ?1 ORDER BY rank IS NULL, rank, decided_at, upn",
         )?
         .query_map([id], |r| {
-            Ok(MemberRow {
+            Ok(MemberCols {
                 upn: r.get(0)?,
-                proposed: r.get::<_, i64>(1)? == 1,
+                proposed: r.get(1)?,
                 rank: r.get(2)?,
                 priority: r.get(3)?,
                 shown_json: r.get(4)?,
@@ -87,13 +168,17 @@ fn load(tx: &rusqlite::Connection, id: i64) -> StoreResult<Option<CohortRow>> {
                 decided_at: r.get(9)?,
             })
         })?
-        .collect::<Result<_, _>>()?;
-    Ok(Some(CohortRow {
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .map(|m| member_from(id, m))
+        .collect::<StoreResult<_>>()?;
+    Ok(Some(Cohort {
         id,
         school_term: SchoolTerm { urn: Urn::new(urn).map_err(StoreError::Corrupt)?, term: Term::from_index(ti) },
         model_id,
-        params_json,
-        state,
+        params,
+        stats,
+        state: CohortState::parse(&state).ok_or_else(|| corrupt("its state", id))?,
         created_at,
         created_by,
         finalised_at,
@@ -103,95 +188,116 @@ fn load(tx: &rusqlite::Connection, id: i64) -> StoreResult<Option<CohortRow>> {
     }))
 }
 
-fn write(tx: &Transaction, c: &CohortRow) -> StoreResult<()> {
-    tx.execute(
-        "UPDATE cohorts SET state = ?2, finalised_at = ?3, over_capacity_reason = ?4, programme_end = ?5 WHERE id = ?1",
-        params![c.id, c.state, c.finalised_at, c.over_capacity_reason, c.programme_end.map(|t| t.index())],
-    )?;
-    tx.execute("DELETE FROM cohort_members WHERE cohort_id = ?1", [c.id])?;
-    insert_members(tx, c.id, &c.members)
+fn upsert_member(tx: &Tx, id: i64, m: &Member) -> StoreResult<()> {
+    let c = member_cols(m);
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO cohort_members (cohort_id, upn, proposed, rank, priority, shown_json, decision, \
+         reason_code, note, decided_by, decided_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        id,
+        c.upn,
+        c.proposed,
+        c.rank,
+        c.priority,
+        c.shown_json,
+        c.decision,
+        c.reason_code,
+        c.note,
+        c.decided_by,
+        c.decided_at
+    ])?;
+    Ok(())
 }
 
-fn insert_members(tx: &Transaction, id: i64, members: &[MemberRow]) -> StoreResult<()> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO cohort_members (cohort_id, upn, proposed, rank, priority, shown_json, decision, reason_code, \
-         note, decided_by, decided_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+/// Writes what changed between `before` and `after`: the cohort row and changed members only.
+fn write_changes(tx: &Tx, before: &Cohort, after: &Cohort) -> StoreResult<()> {
+    tx.execute(
+        "UPDATE cohorts SET state = ?2, finalised_at = ?3, over_capacity_reason = ?4, programme_end = ?5 WHERE id = ?1",
+        params![
+            after.id,
+            after.state.as_str(),
+            after.finalised_at,
+            after.over_capacity_reason,
+            after.programme_end.map(|t| t.index())
+        ],
     )?;
-    for m in members {
-        stmt.execute(params![
-            id,
-            m.upn,
-            m.proposed as i64,
-            m.rank,
-            m.priority,
-            m.shown_json,
-            m.decision,
-            m.reason_code,
-            m.note,
-            m.decided_by,
-            m.decided_at
-        ])?;
+    for m in &after.members {
+        if before.member(&m.upn) != Some(m) {
+            upsert_member(tx, after.id, m)?;
+        }
+    }
+    for m in &before.members {
+        if after.member(&m.upn).is_none() {
+            tx.execute(
+                "DELETE FROM cohort_members WHERE cohort_id = ?1 AND upn = ?2",
+                params![after.id, m.upn.as_str()],
+            )?;
+        }
     }
     Ok(())
 }
 
 impl Store {
-    /// Stores a new proposal, replacing an unreviewed one (or, with `force`, one in review).
-    /// A finalised cohort is never replaced. `on_saved` runs inside the same transaction
-    /// (e.g. to append the audit event).
-    pub fn create_cohort<E: From<StoreError>>(
+    /// Stores a new proposal, replacing an unreviewed one (or, with `force`, one in review),
+    /// with the audit event `event` builds from the saved cohort, in one transaction. A
+    /// finalised cohort is never replaced.
+    pub fn create_cohort(
         &self,
-        mut c: CohortRow,
+        mut c: Cohort,
         force: bool,
-        on_saved: impl FnOnce(&Transaction, &CohortRow) -> Result<(), E>,
-    ) -> Result<Result<CohortRow, ReplaceRefused>, E> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(StoreError::from)?;
-        let open: Option<(i64, String)> = tx
-            .query_row(
-                "SELECT id, state FROM cohorts WHERE urn = ?1 AND term_index = ?2 AND state != 'replaced'",
-                params![c.school_term.urn.get(), c.school_term.term.index()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(StoreError::from)?;
-        if let Some((id, state)) = open {
-            match state.as_str() {
-                "finalised" => return Ok(Err(ReplaceRefused::Finalised(id))),
-                "in_review" if !force => return Ok(Err(ReplaceRefused::ReviewStarted(id))),
-                _ => {
-                    tx.execute("UPDATE cohorts SET state = 'replaced' WHERE id = ?1", [id])
-                        .map_err(StoreError::from)?;
+        rk: Option<&RequestKey>,
+        event: impl FnOnce(&Cohort) -> NewEvent,
+    ) -> StoreResult<Result<Cohort, ReplaceRefused>> {
+        self.write(|tx| {
+            if let Some(RequestResult::Cohort { id }) = tx.prior(rk)? {
+                return Ok(Ok(load(tx, id)?.ok_or_else(|| corrupt("lost", id))?));
+            }
+            let open: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT id, state FROM cohorts WHERE urn = ?1 AND term_index = ?2 AND state != 'replaced'",
+                    params![c.school_term.urn.get(), c.school_term.term.index()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((id, state)) = open {
+                match CohortState::parse(&state) {
+                    Some(CohortState::Finalised) => return Ok(Err(ReplaceRefused::Finalised(id))),
+                    Some(CohortState::InReview) if !force => return Ok(Err(ReplaceRefused::ReviewStarted(id))),
+                    _ => {
+                        tx.execute("UPDATE cohorts SET state = 'replaced' WHERE id = ?1", [id])?;
+                    }
                 }
             }
-        }
-        tx.execute(
-            "INSERT INTO cohorts (urn, term_index, model_id, params_json, state, created_at, created_by) \
-             VALUES (?1, ?2, ?3, ?4, 'proposed', ?5, ?6)",
-            params![
-                c.school_term.urn.get(),
-                c.school_term.term.index(),
-                c.model_id,
-                c.params_json,
-                c.created_at,
-                c.created_by
-            ],
-        )
-        .map_err(StoreError::from)?;
-        c.id = tx.last_insert_rowid();
-        c.state = "proposed".into();
-        insert_members(&tx, c.id, &c.members)?;
-        on_saved(&tx, &c)?;
-        tx.commit().map_err(StoreError::from)?;
-        Ok(Ok(c))
+            c.state = CohortState::Proposed;
+            tx.execute(
+                "INSERT INTO cohorts (urn, term_index, model_id, params_json, state, created_at, created_by) \
+                 VALUES (?1, ?2, ?3, ?4, 'proposed', ?5, ?6)",
+                params![
+                    c.school_term.urn.get(),
+                    c.school_term.term.index(),
+                    c.model_id,
+                    params_json(&c),
+                    c.created_at,
+                    c.created_by
+                ],
+            )?;
+            c.id = tx.last_insert_rowid();
+            for m in &c.members {
+                upsert_member(tx, c.id, m)?;
+            }
+            super::audit::append(tx, event(&c))?;
+            tx.remember(rk, &RequestResult::Cohort { id: c.id })?;
+            Ok(Ok(c))
+        })
     }
 
-    pub fn get_cohort(&self, id: i64) -> StoreResult<Option<CohortRow>> {
+    pub fn get_cohort(&self, id: i64) -> StoreResult<Option<Cohort>> {
         load(&self.conn(), id)
     }
 
     /// The open (proposed, in review or finalised) cohort for a school and term.
-    pub fn open_cohort(&self, st: SchoolTerm) -> StoreResult<Option<CohortRow>> {
+    pub fn open_cohort(&self, st: SchoolTerm) -> StoreResult<Option<Cohort>> {
         let conn = self.conn();
         let id: Option<i64> = conn
             .query_row(
@@ -203,70 +309,64 @@ impl Store {
         id.map_or(Ok(None), |id| load(&conn, id))
     }
 
-    /// Loads a cohort, lets `change` apply a decision to it, and writes it back, all in one
-    /// transaction: concurrent decisions are applied one after the other, never interleaved.
-    pub fn update_cohort<T, E: From<StoreError>>(
+    /// Loads the cohort as it is now, lets `change` apply a review rule to it and name the
+    /// audit event, then writes what changed and the event, all in one transaction.
+    /// Concurrent changes are applied one after the other to the latest state, so decisions
+    /// on different children never conflict.
+    /// A repeated request (same key, method and id) changes nothing and returns the cohort
+    /// as it is now.
+    pub fn update_cohort<E: From<StoreError>>(
         &self,
         id: i64,
-        change: impl FnOnce(&Transaction, &mut CohortRow) -> Result<T, E>,
-    ) -> Result<Option<(T, CohortRow)>, E> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(StoreError::from)?;
-        let Some(mut c) = load(&tx, id)? else {
-            return Ok(None);
-        };
-        let out = change(&tx, &mut c)?;
-        write(&tx, &c)?;
-        tx.commit().map_err(StoreError::from)?;
-        Ok(Some((out, c)))
+        rk: Option<&RequestKey>,
+        change: impl FnOnce(&mut Cohort) -> Result<NewEvent, E>,
+    ) -> Result<Option<Cohort>, E> {
+        self.write(|tx| {
+            let Some(before) = load(tx, id)? else {
+                return Ok(None);
+            };
+            if tx.prior(rk)?.is_some() {
+                return Ok(Some(before));
+            }
+            let mut after = before.clone();
+            let event = change(&mut after)?;
+            write_changes(tx, &before, &after)?;
+            super::audit::append(tx, event)?;
+            tx.remember(rk, &RequestResult::Cohort { id })?;
+            Ok(Some(after))
+        })
     }
 
-    /// UPNs in a finalised cohort whose programme is still running at `term`.
-    pub fn in_programme(&self, term: Term) -> StoreResult<std::collections::HashSet<String>> {
+    /// Children in a finalised cohort whose programme is still running at `term`.
+    pub fn in_programme(&self, term: Term) -> StoreResult<HashSet<Upn>> {
         let conn = self.conn();
-        let rows = conn
-            .prepare(
+        let rows: Vec<String> = conn
+            .prepare_cached(
                 "SELECT m.upn FROM cohort_members m JOIN cohorts c ON c.id = m.cohort_id \
                  WHERE c.state = 'finalised' AND c.term_index <= ?1 AND c.programme_end > ?1 \
                  AND (m.decision IN ('confirm', 'add'))",
             )?
             .query_map([term.index()], |r| r.get::<_, String>(0))?
             .collect::<Result<_, _>>()?;
-        Ok(rows)
+        rows.iter().map(|u| Upn::parse(u).map_err(|_| StoreError::Corrupt("a member's UPN".into()))).collect()
     }
 
     /// Every finalised or in-review cohort (for override reports).
-    pub fn reviewed_cohorts(&self) -> StoreResult<Vec<CohortRow>> {
+    pub fn reviewed_cohorts(&self) -> StoreResult<Vec<Cohort>> {
+        self.cohorts_where("state IN ('in_review', 'finalised')")
+    }
+
+    /// Every cohort, replaced ones too (for audit verification).
+    pub fn all_cohorts(&self) -> StoreResult<Vec<Cohort>> {
+        self.cohorts_where("1 = 1")
+    }
+
+    fn cohorts_where(&self, filter: &str) -> StoreResult<Vec<Cohort>> {
         let conn = self.conn();
         let ids: Vec<i64> = conn
-            .prepare("SELECT id FROM cohorts WHERE state IN ('in_review', 'finalised') ORDER BY id")?
+            .prepare(&format!("SELECT id FROM cohorts WHERE {filter} ORDER BY id"))?
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         ids.into_iter().filter_map(|id| load(&conn, id).transpose()).collect()
     }
-}
-
-/// Idempotency: the stored result of an earlier mutation with the same key and request id.
-pub fn request_result(tx: &rusqlite::Connection, key_id: i64, request_id: &str) -> StoreResult<Option<String>> {
-    Ok(tx
-        .query_row(
-            "SELECT result_json FROM request_results WHERE key_id = ?1 AND request_id = ?2",
-            params![key_id, request_id],
-            |r| r.get(0),
-        )
-        .optional()?)
-}
-
-pub fn save_request_result(
-    tx: &rusqlite::Connection,
-    key_id: i64,
-    request_id: &str,
-    method: &str,
-    result_json: &str,
-) -> StoreResult<()> {
-    tx.execute(
-        "INSERT INTO request_results (key_id, request_id, method, result_json) VALUES (?1, ?2, ?3, ?4)",
-        params![key_id, request_id, method, result_json],
-    )?;
-    Ok(())
 }

@@ -2,7 +2,10 @@ use std::collections::BTreeSet;
 
 use rusqlite::{OptionalExtension, params};
 
+use serde_json::json;
+
 use super::{Store, StoreError, StoreResult};
+use crate::audit::{Action, NewEvent};
 use crate::auth::Role;
 use crate::domain::Urn;
 
@@ -27,19 +30,30 @@ pub struct KeyRecord {
 }
 
 impl Store {
-    pub fn create_key(&self, k: &NewKey) -> StoreResult<i64> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO api_keys (key_hash, prefix, role, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![k.key_hash, k.prefix, k.role.as_str(), k.label, k.created_at],
-        )?;
-        let id = tx.last_insert_rowid();
-        for urn in k.schools {
-            tx.execute("INSERT INTO api_key_schools (key_id, urn) VALUES (?1, ?2)", params![id, urn.get()])?;
-        }
-        tx.commit()?;
-        Ok(id)
+    /// Creates a key and its audit event (naming `actor`, e.g. the operator), together.
+    pub fn create_key(&self, k: &NewKey, actor: &str) -> StoreResult<i64> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO api_keys (key_hash, prefix, role, label, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![k.key_hash, k.prefix, k.role.as_str(), k.label, k.created_at],
+            )?;
+            let id = tx.last_insert_rowid();
+            for urn in k.schools {
+                tx.execute("INSERT INTO api_key_schools (key_id, urn) VALUES (?1, ?2)", params![id, urn.get()])?;
+            }
+            let schools: Vec<u32> = k.schools.iter().map(|u| u.get()).collect();
+            super::audit::append(
+                tx,
+                key_event(
+                    actor,
+                    Action::KeyCreate,
+                    id,
+                    k.created_at,
+                    json!({ "key_id": id, "role": k.role.as_str(), "schools": schools, "prefix": k.prefix }),
+                ),
+            )?;
+            Ok(id)
+        })
     }
 
     /// The active (not revoked) key with this hash.
@@ -64,11 +78,29 @@ impl Store {
     }
 
     /// Revokes a key; returns false if there is no such active key.
-    pub fn revoke_key(&self, id: i64, now: i64) -> StoreResult<bool> {
-        let n = self
-            .conn()
-            .execute("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", params![id, now])?;
-        Ok(n == 1)
+    pub fn revoke_key(&self, id: i64, now: i64, actor: &str) -> StoreResult<bool> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, now],
+            )?;
+            if n == 1 {
+                super::audit::append(tx, key_event(actor, Action::KeyRevoke, id, now, json!({ "key_id": id })))?;
+            }
+            Ok(n == 1)
+        })
+    }
+}
+
+fn key_event(actor: &str, action: Action, id: i64, at: i64, details: serde_json::Value) -> NewEvent {
+    NewEvent {
+        at,
+        actor_key_id: 0,
+        actor_role: actor.into(),
+        action,
+        school_urn: None,
+        subject: format!("key {id}"),
+        details,
     }
 }
 

@@ -7,6 +7,7 @@ use super::{StoreError, StoreResult};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_keys_and_submissions.sql"),
     include_str!("../../migrations/0002_models_scores_cohorts_audit.sql"),
+    include_str!("../../migrations/0003_integrity.sql"),
 ];
 
 pub fn apply(conn: &mut Connection) -> StoreResult<()> {

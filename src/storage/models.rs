@@ -1,6 +1,7 @@
 use rusqlite::{OptionalExtension, params};
 
-use super::{Store, StoreResult};
+use super::{RequestKey, RequestResult, Store, StoreResult, Tx};
+use crate::audit::NewEvent;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelRecord {
@@ -24,15 +25,41 @@ fn read(r: &rusqlite::Row) -> rusqlite::Result<ModelRecord> {
 }
 
 impl Store {
-    /// Saves an artifact; saving the same id again with the same bytes is a no-op.
-    /// Stores a model; `false` if one with this id exists (it is left as it was).
-    pub fn save_model(&self, model_id: &str, artifact_json: &str, created_at: i64) -> StoreResult<bool> {
-        let inserted = self.conn().execute(
-            "INSERT INTO models (model_id, artifact_json, created_at) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (model_id) DO NOTHING",
-            params![model_id, artifact_json, created_at],
-        )?;
-        Ok(inserted == 1)
+    /// Stores a trained model with its audit event and the request's result, in one
+    /// transaction; `false` if a model with this id exists (it is left as it was).
+    pub fn save_model(
+        &self,
+        model_id: &str,
+        artifact_json: &str,
+        created_at: i64,
+        rk: Option<&RequestKey>,
+        event: NewEvent,
+    ) -> StoreResult<bool> {
+        self.write(|tx| {
+            let inserted = tx.execute(
+                "INSERT INTO models (model_id, artifact_json, created_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (model_id) DO NOTHING",
+                params![model_id, artifact_json, created_at],
+            )?;
+            if inserted == 1 {
+                super::audit::append(tx, event)?;
+                tx.remember(rk, &RequestResult::Model { model_id: model_id.into() })?;
+            }
+            Ok(inserted == 1)
+        })
+    }
+
+    /// The earlier result of a request, if it was made (for requests whose work is done
+    /// outside a transaction, such as training).
+    pub fn prior_request(&self, rk: &RequestKey) -> StoreResult<Option<RequestResult>> {
+        self.write(|tx| tx.prior(Some(rk)))
+    }
+
+    pub fn prior_request_ro(&self, rk: Option<&RequestKey>) -> StoreResult<Option<RequestResult>> {
+        match rk {
+            Some(rk) => self.prior_request(rk),
+            None => Ok(None),
+        }
     }
 
     pub fn get_model(&self, model_id: &str) -> StoreResult<Option<ModelRecord>> {
@@ -54,17 +81,59 @@ impl Store {
         Ok(rows)
     }
 
-    /// Makes `model_id` the one active model. Returns false if there is no such model.
-    pub fn activate_model(&self, model_id: &str, now: i64) -> StoreResult<bool> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let exists: bool =
-            tx.query_row("SELECT count(*) FROM models WHERE model_id = ?1", [model_id], |r| r.get::<_, i64>(0))? == 1;
-        if exists {
-            tx.execute("UPDATE models SET active = 0 WHERE active = 1", [])?;
-            tx.execute("UPDATE models SET active = 1, activated_at = ?2 WHERE model_id = ?1", params![model_id, now])?;
-        }
-        tx.commit()?;
-        Ok(exists)
+    /// Installs and activates a model with no request behind it (the bundled model on first
+    /// start), with its audit event.
+    pub fn install_active_model(
+        &self,
+        model_id: &str,
+        artifact_json: &str,
+        now: i64,
+        event: NewEvent,
+    ) -> StoreResult<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO models (model_id, artifact_json, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (model_id) DO NOTHING",
+                params![model_id, artifact_json, now],
+            )?;
+            set_active(tx, model_id, now)?;
+            super::audit::append(tx, event)?;
+            Ok(())
+        })
     }
+
+    /// Makes `model_id` the active model and queues each school's latest term for scoring
+    /// with it, with the audit event and the request's result, in one transaction. The queue
+    /// is drained after (and, after a crash, at start-up), so an activation always completes.
+    /// Returns the earlier result for a repeated request, or `None` if there is no such model.
+    pub fn activate_model(
+        &self,
+        model_id: &str,
+        now: i64,
+        rk: Option<&RequestKey>,
+        event: impl FnOnce(usize, usize) -> NewEvent,
+    ) -> StoreResult<Option<RequestResult>> {
+        self.write(|tx| {
+            if let Some(prior) = tx.prior(rk)? {
+                return Ok(Some(prior));
+            }
+            let exists: bool = tx
+                .query_row("SELECT count(*) FROM models WHERE model_id = ?1", [model_id], |r| r.get::<_, i64>(0))?
+                == 1;
+            if !exists {
+                return Ok(None);
+            }
+            set_active(tx, model_id, now)?;
+            let (schools, pupils) = super::scores::queue_latest(tx, model_id)?;
+            super::audit::append(tx, event(schools, pupils))?;
+            let result = RequestResult::Activation { model_id: model_id.into(), schools, pupils };
+            tx.remember(rk, &result)?;
+            Ok(Some(result))
+        })
+    }
+}
+
+fn set_active(tx: &Tx, model_id: &str, now: i64) -> StoreResult<()> {
+    tx.execute("UPDATE models SET active = 0 WHERE active = 1", [])?;
+    tx.execute("UPDATE models SET active = 1, activated_at = ?2 WHERE model_id = ?1", params![model_id, now])?;
+    Ok(())
 }

@@ -1,106 +1,189 @@
-use rusqlite::params;
+//! Scores, kept per submission and model. `live_scores` names the model whose scores people
+//! are shown for each submission, so an earlier term keeps the scores that were live then.
+//! `score_queue` is the durable to-do list that activation writes and start-up drains.
 
-use super::{Store, StoreError, StoreResult};
+use rusqlite::{OptionalExtension, params};
+
+use super::{Store, StoreError, StoreResult, Tx};
 use crate::domain::{PupilTerm, SchoolTerm, Term, Urn};
+use crate::scoring::PupilRisk;
 
-/// One stored score: the explanation JSON is exactly what people are shown.
+/// One stored score, exactly as it was shown.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoreRecord {
-    pub school_term: SchoolTerm,
-    pub upn: String,
-    pub model_id: String,
     pub submission_id: i64,
-    pub priority: f64,
-    pub explanation_json: String,
+    pub model_id: String,
+    pub risk: PupilRisk,
 }
 
-fn read(r: &rusqlite::Row) -> rusqlite::Result<ScoreRecord> {
-    let urn = Urn::new(r.get(0)?)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Integer, e.into()))?;
-    Ok(ScoreRecord {
-        school_term: SchoolTerm { urn, term: Term::from_index(r.get(1)?) },
-        upn: r.get(2)?,
-        model_id: r.get(3)?,
-        submission_id: r.get(4)?,
-        priority: r.get(5)?,
-        explanation_json: r.get(6)?,
-    })
+/// A school term's live scores, or why there are none to show yet.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LiveScores {
+    /// No current submission for the school and term.
+    NoFeed,
+    /// Accepted, and queued for scoring (after an activation, or a crash): not ready yet.
+    Pending {
+        submission_id: i64,
+        model_id: String,
+    },
+    Ready {
+        submission_id: i64,
+        model_id: String,
+        scores: Vec<ScoreRecord>,
+    },
 }
 
-const COLUMNS: &str = "urn, term_index, upn, model_id, submission_id, priority, explanation_json";
+fn parse(submission_id: i64, model_id: String, json: &str) -> StoreResult<ScoreRecord> {
+    let risk = serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("a stored score: {e}")))?;
+    Ok(ScoreRecord { submission_id, model_id, risk })
+}
+
+/// SHA-256 over (UPN, JSON) pairs in UPN order: the digest of stored rows or scores that
+/// audit events record, and that `verify` recomputes.
+pub fn pairs_digest<'a>(mut pairs: Vec<(&'a str, &'a str)>) -> String {
+    pairs.sort_unstable();
+    let mut bytes = Vec::new();
+    for (upn, json) in pairs {
+        bytes.extend_from_slice(&(upn.len() as u64).to_be_bytes());
+        bytes.extend_from_slice(upn.as_bytes());
+        bytes.extend_from_slice(&(json.len() as u64).to_be_bytes());
+        bytes.extend_from_slice(json.as_bytes());
+    }
+    crate::audit::sha256_hex(&bytes)
+}
+
+/// Replaces one submission's scores under one model, makes them live and takes the pair off
+/// the queue, inside the caller's transaction. Returns the digest of what was written.
+pub(crate) fn write_scores(tx: &Tx, submission_id: i64, model_id: &str, risks: &[PupilRisk]) -> StoreResult<String> {
+    tx.execute("DELETE FROM scores WHERE submission_id = ?1 AND model_id = ?2", params![submission_id, model_id])?;
+    let mut jsons = Vec::with_capacity(risks.len());
+    {
+        let mut ins = tx.prepare_cached(
+            "INSERT INTO scores (urn, term_index, upn, model_id, submission_id, priority, explanation_json) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for r in risks {
+            let json = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let st = r.school_term;
+            ins.execute(params![st.urn.get(), st.term.index(), r.upn, model_id, submission_id, r.any_adverse, json])?;
+            jsons.push(json);
+        }
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO live_scores (submission_id, model_id) VALUES (?1, ?2)",
+        params![submission_id, model_id],
+    )?;
+    tx.execute("DELETE FROM score_queue WHERE submission_id = ?1 AND model_id = ?2", params![submission_id, model_id])?;
+    Ok(pairs_digest(risks.iter().map(|r| r.upn.as_str()).zip(jsons.iter().map(String::as_str)).collect()))
+}
+
+/// Queues each school's latest current submission for scoring with `model_id`; returns how
+/// many submissions and rows were queued.
+pub(crate) fn queue_latest(tx: &Tx, model_id: &str) -> StoreResult<(usize, usize)> {
+    let n = tx.execute(
+        "INSERT OR IGNORE INTO score_queue (submission_id, model_id) \
+         SELECT s.id, ?1 FROM submissions s WHERE s.state = 'current' \
+         AND s.term_index = (SELECT MAX(term_index) FROM submissions t WHERE t.urn = s.urn AND t.state = 'current')",
+        [model_id],
+    )?;
+    let rows: i64 = tx.query_row(
+        "SELECT COALESCE(SUM(s.row_count), 0) FROM score_queue q JOIN submissions s ON s.id = q.submission_id \
+         WHERE q.model_id = ?1",
+        [model_id],
+        |r| r.get(0),
+    )?;
+    Ok((n, rows as usize))
+}
 
 impl Store {
-    /// Replaces the scores of one school, term and model in one transaction.
-    pub fn save_scores(&self, scores: &[ScoreRecord]) -> StoreResult<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let mut cleared = std::collections::HashSet::new();
-        {
-            let mut del =
-                tx.prepare_cached("DELETE FROM scores WHERE urn = ?1 AND term_index = ?2 AND model_id = ?3")?;
-            let mut ins =
-                tx.prepare_cached(&format!("INSERT INTO scores ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?;
-            for s in scores {
-                let (urn, ti) = (s.school_term.urn.get(), s.school_term.term.index());
-                if cleared.insert((urn, ti, s.model_id.clone())) {
-                    del.execute(params![urn, ti, s.model_id])?;
-                }
-                ins.execute(params![urn, ti, s.upn, s.model_id, s.submission_id, s.priority, s.explanation_json])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+    /// The next queued (submission, school term, model) to score, oldest first.
+    pub fn next_queued(&self) -> StoreResult<Option<(i64, SchoolTerm, String)>> {
+        let row: Option<(i64, u32, u32, String)> = self
+            .conn()
+            .query_row(
+                "SELECT q.submission_id, s.urn, s.term_index, q.model_id FROM score_queue q \
+                 JOIN submissions s ON s.id = q.submission_id ORDER BY q.rowid LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        row.map(|(id, urn, ti, model)| {
+            Ok((id, SchoolTerm { urn: Urn::new(urn).map_err(StoreError::Corrupt)?, term: Term::from_index(ti) }, model))
+        })
+        .transpose()
     }
 
-    /// A school's scores for a term under one model, highest priority first.
-    pub fn school_scores(&self, st: SchoolTerm, model_id: &str) -> StoreResult<Vec<ScoreRecord>> {
+    pub fn queued_count(&self) -> StoreResult<usize> {
+        Ok(self.conn().query_row("SELECT COUNT(*) FROM score_queue", [], |r| r.get::<_, i64>(0))? as usize)
+    }
+
+    /// The live scores of a school term, highest priority first, or why there are none.
+    pub fn live_scores(&self, st: SchoolTerm) -> StoreResult<LiveScores> {
         let conn = self.conn();
-        let rows = conn
-            .prepare(&format!(
-                "SELECT {COLUMNS} FROM scores WHERE urn = ?1 AND term_index = ?2 AND model_id = ?3 \
-                 ORDER BY priority DESC, upn"
-            ))?
-            .query_map(params![st.urn.get(), st.term.index(), model_id], read)?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        let Some(submission_id): Option<i64> = conn
+            .query_row(
+                "SELECT id FROM submissions WHERE urn = ?1 AND term_index = ?2 AND state = 'current'",
+                params![st.urn.get(), st.term.index()],
+                |r| r.get(0),
+            )
+            .optional()?
+        else {
+            return Ok(LiveScores::NoFeed);
+        };
+        let queued: Option<String> = conn
+            .query_row("SELECT model_id FROM score_queue WHERE submission_id = ?1 LIMIT 1", [submission_id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let live: Option<String> = conn
+            .query_row("SELECT model_id FROM live_scores WHERE submission_id = ?1", [submission_id], |r| r.get(0))
+            .optional()?;
+        if let Some(model_id) = queued {
+            return Ok(LiveScores::Pending { submission_id, model_id });
+        }
+        // Accepted submissions are scored in the same transaction, so this means the store
+        // was changed by hand; say it is not ready rather than answer with nothing.
+        let Some(model_id) = live else {
+            return Ok(LiveScores::Pending { submission_id, model_id: String::new() });
+        };
+        let scores = conn
+            .prepare_cached(
+                "SELECT explanation_json FROM scores WHERE submission_id = ?1 AND model_id = ?2 ORDER BY priority DESC, upn",
+            )?
+            .query_map(params![submission_id, model_id], |r| r.get::<_, String>(0))?
+            .map(|j| parse(submission_id, model_id.clone(), &j?))
+            .collect::<StoreResult<_>>()?;
+        Ok(LiveScores::Ready { submission_id, model_id, scores })
     }
 
-    /// Every score of one pupil, oldest term first.
+    /// Every live score of one pupil, oldest term first.
     pub fn pupil_scores(&self, upn: &str) -> StoreResult<Vec<ScoreRecord>> {
         let conn = self.conn();
-        let rows = conn
-            .prepare(&format!("SELECT {COLUMNS} FROM scores WHERE upn = ?1 ORDER BY term_index, model_id"))?
-            .query_map([upn], read)?
+        let rows: Vec<(i64, String, String)> = conn
+            .prepare_cached(
+                "SELECT s.submission_id, s.model_id, s.explanation_json FROM scores s \
+                 JOIN live_scores l ON l.submission_id = s.submission_id AND l.model_id = s.model_id \
+                 JOIN submissions u ON u.id = s.submission_id AND u.state = 'current' \
+                 WHERE s.upn = ?1 ORDER BY s.term_index, s.urn",
+            )?
+            .query_map([upn], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;
-        Ok(rows)
+        rows.into_iter().map(|(id, m, j)| parse(id, m, &j)).collect()
+    }
+
+    /// How many scores are stored in all (any model, any submission).
+    pub fn score_count(&self) -> StoreResult<usize> {
+        Ok(self.conn().query_row("SELECT COUNT(*) FROM scores", [], |r| r.get::<_, i64>(0))? as usize)
     }
 
     /// The current rows, at any school and term, of every pupil in a submission: what
     /// features need to describe those pupils' history.
     pub fn history_of_submission(&self, submission_id: i64) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
-        let and = "AND p.upn IN (SELECT upn FROM pupil_terms WHERE submission_id = ?1)";
-        super::submissions::located_rows(&self.conn(), and, [submission_id])
-    }
-
-    /// The current submission id for each school's latest term (for rescoring).
-    pub fn latest_submissions(&self) -> StoreResult<Vec<(SchoolTerm, i64)>> {
-        let conn = self.conn();
-        let rows = conn
-            .prepare(
-                "SELECT urn, max(term_index), id FROM submissions WHERE state = 'current' GROUP BY urn ORDER BY urn",
-            )?
-            .query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?, r.get::<_, i64>(2)?)))?
-            .map(|r| {
-                let (urn, ti, id) = r?;
-                Ok((SchoolTerm { urn: Urn::new(urn).map_err(StoreError::Corrupt)?, term: Term::from_index(ti) }, id))
-            })
-            .collect::<StoreResult<_>>()?;
-        Ok(rows)
+        history_of(&self.conn(), submission_id)
     }
 
     /// The current submission for a school and term, if any.
     pub fn current_submission_id(&self, st: SchoolTerm) -> StoreResult<Option<i64>> {
-        use rusqlite::OptionalExtension;
         Ok(self
             .conn()
             .query_row(
@@ -110,4 +193,33 @@ impl Store {
             )
             .optional()?)
     }
+
+    /// For every (submission, model) with scores: the digest of those scores, for verify.
+    pub fn score_digests(&self) -> StoreResult<Vec<(i64, String, String)>> {
+        let conn = self.conn();
+        let rows: Vec<(i64, String, String, String)> = conn
+            .prepare(
+                "SELECT submission_id, model_id, upn, explanation_json FROM scores ORDER BY submission_id, model_id",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < rows.len() {
+            let (id, model) = (rows[i].0, rows[i].1.clone());
+            let mut j = i;
+            while j < rows.len() && rows[j].0 == id && rows[j].1 == model {
+                j += 1;
+            }
+            let pairs = rows[i..j].iter().map(|r| (r.2.as_str(), r.3.as_str())).collect();
+            out.push((id, model, pairs_digest(pairs)));
+            i = j;
+        }
+        Ok(out)
+    }
+}
+
+pub(super) fn history_of(conn: &rusqlite::Connection, submission_id: i64) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
+    let and = "AND p.upn IN (SELECT upn FROM pupil_terms WHERE submission_id = ?1)";
+    super::submissions::located_rows(conn, and, [submission_id])
 }

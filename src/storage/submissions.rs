@@ -1,8 +1,10 @@
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
-use super::{Store, StoreError, StoreResult};
+use super::{RequestKey, RequestResult, Store, StoreError, StoreResult};
+use crate::audit::NewEvent;
 use crate::domain::{PupilTerm, SchoolTerm, Term, Urn};
 use crate::ingest::Violation;
+use crate::scoring::PupilRisk;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubmissionState {
@@ -34,7 +36,6 @@ pub struct NewSubmission<'a> {
     pub warning_count: usize,
     pub received_at: i64,
     pub key_id: i64,
-    pub request_id: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -109,68 +110,144 @@ fn get(tx: &rusqlite::Connection, id: i64) -> StoreResult<Option<SubmissionRecor
     Ok(tx.query_row(&format!("SELECT {COLUMNS} FROM submissions WHERE id = ?1"), [id], read_record).optional()?)
 }
 
+/// The model active inside a submission's transaction; its artifact is read only if the
+/// caller does not already hold it.
+pub struct ActiveModel<'a> {
+    pub model_id: &'a str,
+    tx: &'a super::Tx<'a>,
+}
+
+impl ActiveModel<'_> {
+    pub fn artifact_json(&self) -> StoreResult<String> {
+        Ok(self.tx.query_row("SELECT artifact_json FROM models WHERE model_id = ?1", [self.model_id], |r| r.get(0))?)
+    }
+}
+
+/// Digests of what an accepted submission wrote, for its audit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub rows_digest: String,
+    pub model_id: String,
+    pub scores_digest: String,
+}
+
 impl Store {
-    /// Stores an accepted feed atomically: either all its rows and the supersede, or nothing.
-    pub fn save_submission(&self, s: &NewSubmission) -> StoreResult<SaveOutcome> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        if let Some(rid) = s.request_id {
-            let earlier: Option<i64> = tx
+    /// Stores an accepted feed and its scores atomically: the rows, the supersede, the
+    /// scores by the active model (`score` computes them from the pupils' history, inside the
+    /// transaction), the audit event and the request's result, or nothing at all.
+    pub fn accept_submission<E: From<StoreError>>(
+        &self,
+        s: &NewSubmission,
+        rk: Option<&RequestKey>,
+        score: impl FnOnce(ActiveModel, Vec<(SchoolTerm, PupilTerm)>) -> Result<Vec<PupilRisk>, E>,
+        event: impl FnOnce(&SubmissionRecord, &Written) -> NewEvent,
+    ) -> Result<SaveOutcome, E> {
+        self.write(|tx| {
+            let unchanged = |id: i64| -> StoreResult<SaveOutcome> {
+                Ok(SaveOutcome::Unchanged(get(tx, id)?.ok_or_else(|| StoreError::Corrupt("lost row".into()))?))
+            };
+            match tx.prior(rk)? {
+                Some(RequestResult::Submission { id, unchanged: true }) => return Ok(unchanged(id)?),
+                Some(RequestResult::Submission { id, unchanged: false }) => {
+                    return Ok(SaveOutcome::Accepted(get(tx, id)?.ok_or_else(|| StoreError::Corrupt("lost row".into()))?));
+                }
+                Some(_) => return Err(StoreError::Corrupt("a request result of another kind".into()).into()),
+                None => {}
+            }
+            let (urn, term_index) = (s.school_term.urn.get(), s.school_term.term.index());
+            let current: Option<(i64, String)> = tx
                 .query_row(
-                    "SELECT id FROM submissions WHERE key_id = ?1 AND request_id = ?2",
-                    params![s.key_id, rid],
-                    |r| r.get(0),
+                    "SELECT id, content_sha256 FROM submissions WHERE urn = ?1 AND term_index = ?2 AND state = 'current'",
+                    params![urn, term_index],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
-                .optional()?;
-            if let Some(id) = earlier {
-                return Ok(SaveOutcome::Unchanged(
-                    get(&tx, id)?.ok_or_else(|| StoreError::Corrupt("lost row".into()))?,
-                ));
+                .optional()
+                .map_err(StoreError::from)?;
+            if let Some((id, sha)) = &current {
+                if sha == s.content_sha256 {
+                    tx.remember(rk, &RequestResult::Submission { id: *id, unchanged: true })?;
+                    return Ok(unchanged(*id)?);
+                }
+                tx.execute("UPDATE submissions SET state = 'superseded' WHERE id = ?1", [id]).map_err(StoreError::from)?;
             }
-        }
-        let (urn, term_index) = (s.school_term.urn.get(), s.school_term.term.index());
-        let current: Option<(i64, String)> = tx
-            .query_row(
-                "SELECT id, content_sha256 FROM submissions WHERE urn = ?1 AND term_index = ?2 AND state = 'current'",
-                params![urn, term_index],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+            let warnings = serde_json::to_string(s.warnings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            tx.execute(
+                "INSERT INTO submissions (urn, term_index, state, source, content_sha256, row_count, warning_count, \
+                 warnings_json, received_at, key_id, supersedes) \
+                 VALUES (?1, ?2, 'current', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    urn,
+                    term_index,
+                    s.source.as_str(),
+                    s.content_sha256,
+                    s.rows.len() as i64,
+                    s.warning_count as i64,
+                    warnings,
+                    s.received_at,
+                    s.key_id,
+                    current.as_ref().map(|c| c.0),
+                ],
             )
-            .optional()?;
-        if let Some((id, sha)) = &current {
-            if sha == s.content_sha256 {
-                return Ok(SaveOutcome::Unchanged(
-                    get(&tx, *id)?.ok_or_else(|| StoreError::Corrupt("lost row".into()))?,
-                ));
+            .map_err(StoreError::from)?;
+            let id = tx.last_insert_rowid();
+            if let Some((old, _)) = current {
+                tx.execute("UPDATE submissions SET superseded_by = ?1 WHERE id = ?2", params![id, old])
+                    .map_err(StoreError::from)?;
             }
-            tx.execute("UPDATE submissions SET state = 'superseded' WHERE id = ?1", [id])?;
+            let rows_digest = insert_rows(tx, id, urn, term_index, s.rows)?;
+            let history = super::scores::history_of(tx, id)?;
+            // The model active now, read in this transaction: an activation cannot slip between.
+            let model_id: String = tx
+                .query_row("SELECT model_id FROM models WHERE active = 1", [], |r| r.get(0))
+                .map_err(StoreError::from)?;
+            let risks = score(ActiveModel { model_id: &model_id, tx }, history)?;
+            let scores_digest = super::scores::write_scores(tx, id, &model_id, &risks)?;
+            let rec = get(tx, id)?.ok_or_else(|| StoreError::Corrupt("lost row".into()))?;
+            super::audit::append(tx, event(&rec, &Written { rows_digest, model_id, scores_digest }))?;
+            tx.remember(rk, &RequestResult::Submission { id, unchanged: false })?;
+            Ok(SaveOutcome::Accepted(rec))
+        })
+    }
+
+    /// Scores a queued submission and records it, in one transaction (activation, recovery).
+    pub fn write_queued_scores<E: From<StoreError>>(
+        &self,
+        submission_id: i64,
+        model_id: &str,
+        score: impl FnOnce(Vec<(SchoolTerm, PupilTerm)>) -> Result<Vec<PupilRisk>, E>,
+        event: impl FnOnce(&str) -> NewEvent,
+    ) -> Result<usize, E> {
+        self.write(|tx| {
+            let history = super::scores::history_of(tx, submission_id)?;
+            let risks = score(history)?;
+            let digest = super::scores::write_scores(tx, submission_id, model_id, &risks)?;
+            super::audit::append(tx, event(&digest))?;
+            Ok(risks.len())
+        })
+    }
+
+    /// For every submission: the digest of its stored rows, for verify.
+    pub fn row_digests(&self) -> StoreResult<Vec<(i64, String)>> {
+        let conn = self.conn();
+        let rows: Vec<(i64, String, String)> = conn
+            .prepare("SELECT submission_id, upn, row_json FROM pupil_terms ORDER BY submission_id")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < rows.len() {
+            let id = rows[i].0;
+            let mut j = i;
+            while j < rows.len() && rows[j].0 == id {
+                j += 1;
+            }
+            out.push((
+                id,
+                super::scores::pairs_digest(rows[i..j].iter().map(|r| (r.1.as_str(), r.2.as_str())).collect()),
+            ));
+            i = j;
         }
-        let warnings = serde_json::to_string(s.warnings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        tx.execute(
-            "INSERT INTO submissions (urn, term_index, state, source, content_sha256, row_count, warning_count, \
-             warnings_json, received_at, key_id, request_id, supersedes) \
-             VALUES (?1, ?2, 'current', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
-                urn,
-                term_index,
-                s.source.as_str(),
-                s.content_sha256,
-                s.rows.len() as i64,
-                s.warning_count as i64,
-                warnings,
-                s.received_at,
-                s.key_id,
-                s.request_id,
-                current.as_ref().map(|c| c.0),
-            ],
-        )?;
-        let id = tx.last_insert_rowid();
-        if let Some((old, _)) = current {
-            tx.execute("UPDATE submissions SET superseded_by = ?1 WHERE id = ?2", params![id, old])?;
-        }
-        insert_rows(&tx, id, urn, term_index, s.rows)?;
-        let rec = get(&tx, id)?.ok_or_else(|| StoreError::Corrupt("lost row".into()))?;
-        tx.commit()?;
-        Ok(SaveOutcome::Accepted(rec))
+        Ok(out)
     }
 
     pub fn get_submission(&self, id: i64) -> StoreResult<Option<SubmissionRecord>> {
@@ -234,16 +311,16 @@ pub(super) fn located_rows(
     .collect()
 }
 
-fn insert_rows(tx: &Transaction, id: i64, urn: u32, term_index: u32, rows: &[PupilTerm]) -> StoreResult<()> {
+/// Inserts a submission's rows; returns their digest.
+fn insert_rows(tx: &Transaction, id: i64, urn: u32, term_index: u32, rows: &[PupilTerm]) -> StoreResult<String> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO pupil_terms (submission_id, upn, urn, term_index, row_json) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
-    let mut buf = Vec::with_capacity(512);
+    let mut jsons = Vec::with_capacity(rows.len());
     for row in rows {
-        buf.clear();
-        serde_json::to_writer(&mut buf, row).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let json = std::str::from_utf8(&buf).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let json = serde_json::to_string(row).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         stmt.execute(params![id, row.upn.as_str(), urn, term_index, json])?;
+        jsons.push(json);
     }
-    Ok(())
+    Ok(super::scores::pairs_digest(rows.iter().map(|r| r.upn.as_str()).zip(jsons.iter().map(String::as_str)).collect()))
 }

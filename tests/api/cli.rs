@@ -34,8 +34,8 @@ fn keys_create_prints_the_key_alone_and_list_never_shows_it() {
     assert!(text(&refused.stderr).contains("--school"), "{}", text(&refused.stderr));
     assert!(!riskid(&["keys", "revoke", "99", "--data-dir", d], None).status.success());
     let store = riskid::storage::Store::open(dir.path()).unwrap();
-    let events = store.audit_events(0, 10).unwrap();
-    assert!(events.iter().any(|e| e.contains("key.create")), "key changes are audited");
+    let events = store.audit_log().unwrap();
+    assert!(events.iter().any(|(a, _)| *a == riskid::audit::Action::KeyCreate), "key changes are audited");
 }
 
 #[tokio::test]

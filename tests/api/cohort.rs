@@ -141,7 +141,7 @@ async fn a_full_review_with_refusals_conflicts_repeats_and_an_audit_that_detects
     // The audit chain verifies, lists the decisions, and breaks when a row is altered directly.
     let analyst = app.key(Role::Analyst, &[]);
     let mut audit = AuditServiceClient::with_interceptor(app.channel().await, Bearer::new(&analyst));
-    let ok = audit.verify_audit_chain(pb::VerifyAuditChainRequest {}).await.unwrap().into_inner();
+    let ok = audit.verify_audit_chain(pb::VerifyAuditChainRequest::default()).await.unwrap().into_inner();
     assert!(ok.ok && ok.events_checked >= 10, "{ok:?}");
     let events = audit
         .list_audit_events(pb::ListAuditEventsRequest { action: "decision.remove".into(), ..Default::default() })
@@ -161,7 +161,7 @@ async fn a_full_review_with_refusals_conflicts_repeats_and_an_audit_that_detects
         Bearer::new(&app.key(Role::LinkWorker, &[urn.get()])),
     );
     assert_eq!(
-        lw_audit.verify_audit_chain(pb::VerifyAuditChainRequest {}).await.unwrap_err().code(),
+        lw_audit.verify_audit_chain(pb::VerifyAuditChainRequest::default()).await.unwrap_err().code(),
         Code::PermissionDenied
     );
 
@@ -170,6 +170,6 @@ async fn a_full_review_with_refusals_conflicts_repeats_and_an_audit_that_detects
         "DROP TRIGGER audit_no_update; UPDATE audit_events SET event_json = replace(event_json, 'family_declined', 'data_wrong') WHERE seq = 3 OR event_json LIKE '%family_declined%';",
     )
     .unwrap();
-    let broken = audit.verify_audit_chain(pb::VerifyAuditChainRequest {}).await.unwrap().into_inner();
+    let broken = audit.verify_audit_chain(pb::VerifyAuditChainRequest::default()).await.unwrap().into_inner();
     assert!(!broken.ok && broken.first_broken_seq > 0, "{broken:?}");
 }

@@ -75,7 +75,7 @@ async fn a_revoked_key_is_refused() {
     let app = spawn_app().await;
     let key = app.key(Role::School, &[SCHOOL_A]);
     let id = app.store.list_keys().unwrap()[0].id;
-    assert!(app.store.revoke_key(id, 1).unwrap());
+    assert!(app.store.revoke_key(id, 1, "operator:test").unwrap());
     let mut c = app.feed(&key).await;
     let err = submit(&mut c, header(SCHOOL_A, term("2025/26", "autumn")), VALID).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
@@ -144,13 +144,19 @@ async fn a_repeated_request_id_returns_the_first_result() {
     let app = spawn_app().await;
     let mut c = app.feed(&app.key(Role::School, &[SCHOOL_A])).await;
     let h = pb::SubmissionHeader { request_id: "upload-7".into(), ..header(SCHOOL_A, term("2025/26", "autumn")) };
-    let first = submit(&mut c, h.clone(), &valid_csv(10, 0)).await.unwrap().submission.unwrap();
-    // A retry, even with different bytes, is the same request.
-    let retry = submit(&mut c, h, &valid_csv(10, 3)).await.unwrap();
-    assert_eq!(retry.outcome(), pb::SubmitOutcome::Unchanged);
-    assert_eq!(retry.submission.unwrap().submission_id, first.submission_id);
+    let first = submit(&mut c, h.clone(), &valid_csv(10, 0)).await.unwrap();
+    assert_eq!(first.outcome(), pb::SubmitOutcome::Accepted);
+    // A retry of the same request returns the first result.
+    let retry = submit(&mut c, h.clone(), &valid_csv(10, 0)).await.unwrap();
+    assert_eq!(retry, first);
+    // The same id with other content, or for another term, is refused: it is not a retry.
+    let other = submit(&mut c, h.clone(), &valid_csv(10, 3)).await.unwrap_err();
+    assert_eq!(other.code(), Code::InvalidArgument);
+    assert!(other.message().contains("already used"), "{}", other.message());
+    let spring = pb::SubmissionHeader { request_id: "upload-7".into(), ..header(SCHOOL_A, term("2025/26", "spring")) };
+    assert_eq!(submit(&mut c, spring, &valid_csv(10, 0)).await.unwrap_err().code(), Code::InvalidArgument);
     let all = riskid::storage::SubmissionFilter { include_superseded: true, limit: 10, ..Default::default() };
-    assert_eq!(app.store.list_submissions(&all).unwrap().len(), 1, "the retry stored nothing");
+    assert_eq!(app.store.list_submissions(&all).unwrap().len(), 1, "the retries stored nothing");
 }
 
 #[tokio::test]

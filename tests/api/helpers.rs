@@ -46,14 +46,17 @@ impl TestApp {
         let (key, hash, prefix) = generate_key();
         let schools: BTreeSet<Urn> = schools.iter().map(|&u| Urn::new(u).unwrap()).collect();
         self.store
-            .create_key(&NewKey {
-                key_hash: &hash,
-                prefix: &prefix,
-                role,
-                schools: &schools,
-                label: "test",
-                created_at: now_unix(),
-            })
+            .create_key(
+                &NewKey {
+                    key_hash: &hash,
+                    prefix: &prefix,
+                    role,
+                    schools: &schools,
+                    label: "test",
+                    created_at: now_unix(),
+                },
+                "operator:test",
+            )
             .unwrap();
         key
     }

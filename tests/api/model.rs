@@ -43,8 +43,10 @@ async fn train_then_activate_with_guard_rails() {
     let done = c.activate_model(activate(true, "pilot comparison")).await.unwrap().into_inner();
     assert_eq!(done.schools_rescored, 2);
     assert_ne!(app.store.active_model().unwrap().unwrap().model_id, bundled);
-    let events = app.store.audit_events(0, 100).unwrap();
-    assert!(events.iter().any(|e| e.contains("model.activate_forced") && e.contains("pilot comparison")));
+    let events = app.store.audit_log().unwrap();
+    assert!(
+        events.iter().any(|(a, e)| *a == riskid::audit::Action::ModelActivateForced && e.contains("pilot comparison"))
+    );
 
     let report = c
         .evaluate_model(pb::EvaluateModelRequest { model_id: bundled.clone(), capacity: 5 })
@@ -75,10 +77,10 @@ async fn a_second_concurrent_training_is_refused() {
     // buffer one more, then waits for us at the third, still holding the training slot.
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
     let (a, who) = (app.clone(), analyst.clone());
-    let first = tokio::spawn(async move { a.train(&who, Default::default(), None, tx).await });
+    let first = tokio::spawn(async move { a.train(&who, Default::default(), None, None, tx).await });
     assert_eq!(rx.recv().await.unwrap(), "loading history from the store");
     let (tx2, _rx2) = tokio::sync::mpsc::channel(1);
-    let err = app.train(&analyst, Default::default(), None, tx2).await.unwrap_err();
+    let err = app.train(&analyst, Default::default(), None, None, tx2).await.unwrap_err();
     assert!(matches!(err, riskid::app::AppError::Conflict(ref m) if m.contains("already running")), "{err}");
     while rx.recv().await.is_some() {}
     assert!(first.await.unwrap().is_ok(), "the first training completes");

@@ -34,14 +34,17 @@ async fn tls_round_trip_with_a_self_signed_certificate() {
         .unwrap();
     let (key, hash, prefix) = riskid::auth::generate_key();
     store
-        .create_key(&riskid::storage::NewKey {
-            key_hash: &hash,
-            prefix: &prefix,
-            role: Role::Analyst,
-            schools: &Default::default(),
-            label: "",
-            created_at: 0,
-        })
+        .create_key(
+            &riskid::storage::NewKey {
+                key_hash: &hash,
+                prefix: &prefix,
+                role: Role::Analyst,
+                schools: &Default::default(),
+                label: "",
+                created_at: 0,
+            },
+            "operator:test",
+        )
         .unwrap();
     let mut c = FeedServiceClient::with_interceptor(channel, riskid::client::Bearer::new(&key));
     let list = c.list_submissions(pb::ListSubmissionsRequest::default()).await.unwrap().into_inner();
