@@ -6,6 +6,7 @@ mod demo;
 mod feed;
 mod helpers;
 mod hostile;
+mod integrity;
 mod lifecycle;
 mod model;
 mod privacy;
