@@ -2,6 +2,7 @@
 
 mod cli;
 mod cohort;
+mod crash;
 mod demo;
 mod feed;
 mod helpers;
