@@ -178,7 +178,18 @@ pub fn risk_to_pb(r: &crate::scoring::PupilRisk) -> pb::PupilRisk {
                     .iter()
                     .map(|x| pb::Reason {
                         domain: x.domain.clone(),
-                        text: x.text.clone(),
+                        text: x.text(),
+                        evidence: x
+                            .evidence
+                            .iter()
+                            .map(|e| pb::Evidence {
+                                measure: e.measure.as_str().into(),
+                                value: e.value,
+                                earlier: e.earlier,
+                                compared_with: e.compared_with.as_ref().map(|c| c.with.clone()).unwrap_or_default(),
+                                compared_value: e.compared_with.as_ref().map(|c| c.value),
+                            })
+                            .collect(),
                         contribution: x.contribution,
                     })
                     .collect(),

@@ -11,7 +11,7 @@ use super::limits::{MAX_MODEL_ID, check_note, check_token};
 use super::pb::{self, model_service_server::ModelService, train_model_progress::Event};
 use super::principal;
 use crate::app::App;
-use crate::model::{ModelArtifact, TrainParams};
+use crate::model::TrainParams;
 use crate::storage::ModelRecord;
 
 pub struct ModelApi {
@@ -25,14 +25,15 @@ impl ModelApi {
 }
 
 pub(crate) fn model_to_pb(r: &ModelRecord) -> pb::Model {
-    let artifact = ModelArtifact::from_json(&r.artifact_json).ok();
+    let artifact = r.artifact.as_ref().ok();
     pb::Model {
         model_id: r.model_id.clone(),
         active: r.active,
         created_at: crate::app::rfc3339(r.created_at),
-        card: artifact.as_ref().map(ModelArtifact::model_card).unwrap_or_default(),
-        artifact_json: r.artifact_json.clone(),
-        beats_baselines: artifact.as_ref().is_some_and(ModelArtifact::beats_baselines),
+        card: artifact.map(|a| a.model_card()).unwrap_or_default(),
+        // Re-rendered from the parsed artifact: byte-identical to the stored one (float_roundtrip).
+        artifact_json: artifact.map(|a| a.to_json()).unwrap_or_default(),
+        beats_baselines: artifact.is_some_and(|a| a.beats_baselines()),
     }
 }
 

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde_json::Value;
 
 use super::cohorts::shown_digest;
-use super::models::artifact_digest;
 use super::{App, AppResult};
 use crate::audit::{Action, AuditEvent, ChainBreak, Checkpoint, verify, verify_anchor};
 use crate::auth::Principal;
@@ -289,7 +288,7 @@ fn state_explained(s: &Store, events: &[AuditEvent]) -> AppResult<Result<(), Str
     // Models: every artifact as recorded, and the active one.
     for m in s.list_models()? {
         match models.get(&m.model_id) {
-            Some(d) if *d == artifact_digest(&m.artifact_json) => {}
+            Some(d) if *d == m.artifact_sha256 => {}
             Some(_) => return Ok(Err(format!("model {}'s artifact differs from the one recorded", m.model_id))),
             None => return Ok(Err(format!("model {} has no training or activation in the chain", m.model_id))),
         }

@@ -19,7 +19,6 @@ use crate::audit::{Action, NewEvent};
 use crate::auth::{AccessError, Principal, ReadSubmissions, SubmitPass, hash_key};
 use crate::domain::{SchoolTerm, Term, Urn};
 use crate::ingest::{self, Rejected};
-use crate::model::ModelArtifact;
 use crate::storage::{
     FeedSource, NewSubmission, RequestKey, SaveOutcome, Store, StoreError, SubmissionFilter, SubmissionRecord, now_unix,
 };
@@ -356,7 +355,7 @@ impl App {
                     let scoring = if active.model_id == model.model_id {
                         model.clone()
                     } else {
-                        Arc::new(ModelArtifact::from_json(&active.artifact_json()?).map_err(AppError::Internal)?)
+                        Arc::new(active.artifact()?)
                     };
                     Ok::<_, AppError>(models::score_history(&scoring, school_term, history))
                 },

@@ -11,7 +11,7 @@ use crate::auth::Principal;
 use crate::domain::{PupilTerm, SchoolTerm};
 use crate::model::features::History;
 use crate::model::{ModelArtifact, TrainParams, TrainRequest, train_and_evaluate};
-use crate::scoring::{PupilRisk, score_pupil};
+use crate::scoring::{PupilRisk, SchoolContext, score_pupil, score_pupil_in};
 use crate::storage::{ModelRecord, RequestResult, Store, now_unix};
 
 /// The model shipped in the binary: trained on synthetic data by `riskid model build-default`.
@@ -29,11 +29,12 @@ pub(crate) fn score_history(
     st: SchoolTerm,
     history: Vec<(SchoolTerm, PupilTerm)>,
 ) -> Vec<PupilRisk> {
+    let ctx = SchoolContext::of(history.iter().filter(|(s, _)| *s == st).map(|(_, r)| r));
     let history = History::from_rows(history);
     let mut risks: Vec<PupilRisk> = history
         .pupils
         .values()
-        .filter_map(|h| h.iter().find(|(s, _)| *s == st).map(|(_, row)| score_pupil(model, h, row, st)))
+        .filter_map(|h| h.iter().find(|(s, _)| *s == st).map(|(_, row)| score_pupil_in(model, h, row, st, &ctx)))
         .collect();
     risks.sort_by(|a, b| a.upn.cmp(&b.upn));
     risks
@@ -67,7 +68,7 @@ impl App {
     /// The active model, loading it from the store (or the bundled one on first start).
     pub(crate) fn load_active_model(store: &Store) -> AppResult<Arc<ModelArtifact>> {
         if let Some(rec) = store.active_model()? {
-            return Ok(Arc::new(ModelArtifact::from_json(&rec.artifact_json).map_err(AppError::Internal)?));
+            return rec.artifact.map_err(AppError::Internal);
         }
         let model = ModelArtifact::from_json(BUNDLED_MODEL).map_err(AppError::Internal)?;
         let event = system_event(
@@ -90,10 +91,7 @@ impl App {
             if !models.contains_key(&model_id) {
                 let rec =
                     store.get_model(&model_id)?.ok_or_else(|| AppError::Internal("a queued model vanished".into()))?;
-                models.insert(
-                    model_id.clone(),
-                    Arc::new(ModelArtifact::from_json(&rec.artifact_json).map_err(AppError::Internal)?),
-                );
+                models.insert(model_id.clone(), rec.artifact.map_err(AppError::Internal)?);
             }
             let model = models[&model_id].clone();
             pupils += store.write_queued_scores(
@@ -213,7 +211,7 @@ impl App {
         capacity: usize,
     ) -> AppResult<Vec<crate::model::evaluate::OutcomeEvaluation>> {
         let rec = self.get_model(who, model_id).await?;
-        let model = ModelArtifact::from_json(&rec.artifact_json).map_err(AppError::Conflict)?;
+        let model = rec.artifact.map_err(AppError::Conflict)?;
         let capacity = if capacity == 0 { model.training.capacity } else { capacity };
         self.blocking(move |store| {
             let history = History::from_rows(store.all_current_rows()?);
@@ -253,7 +251,7 @@ impl App {
         let rk = request_id.map(|r| super::request_key(who, "ActivateModel", r, &(&model_id, force, &reason)));
         let _same_request = self.request_lock(rk.as_ref()).await;
         let rec = self.get_model(who, model_id.clone()).await?;
-        let model = Arc::new(ModelArtifact::from_json(&rec.artifact_json).map_err(AppError::InvalidArgument)?);
+        let model = rec.artifact.clone().map_err(AppError::InvalidArgument)?;
         if !model.beats_baselines() && !force {
             return Err(AppError::Conflict(format!(
                 "model {model_id} does not beat the baselines at capacity for every outcome; \
@@ -264,7 +262,7 @@ impl App {
             return Err(AppError::InvalidArgument("a forced activation needs a reason".into()));
         }
         let (key_id, role) = (who.key_id, who.role.to_string());
-        let digest = artifact_digest(&rec.artifact_json);
+        let digest = rec.artifact_sha256.clone();
         let beats = model.beats_baselines();
         let id = model_id.clone();
         let result = self

@@ -1,5 +1,6 @@
 //! Turning a model's additive contributions into reasons a person can check.
 
+use super::evidence::{Evidence, Measure};
 use super::{OutcomeRisk, PupilRisk, Reason};
 use crate::domain::{Attainment, Cin, Outcome, PupilTerm, SchoolTerm, Sen};
 use crate::model::features::{Domain, FEATURES, PupilHistory, features, row_at};
@@ -8,40 +9,66 @@ use crate::model::{ModelArtifact, N_FEATURES};
 /// Reasons shown per outcome.
 pub const TOP_REASONS: usize = 3;
 
-fn pct(x: f64) -> String {
-    format!("{:.0}%", 100.0 * x)
+/// What a pupil's values compare with: the school's medians this term (absent for
+/// stateless scoring, where there is no school to compare with).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SchoolContext {
+    pub median_attendance: Option<f64>,
+    pub median_incidents: Option<f64>,
 }
 
-/// The data behind a domain, in plain words, from the pupil's own rows.
-fn describe(domain: Domain, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm) -> String {
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 })
+}
+
+impl SchoolContext {
+    /// The medians over one school's rows for a term.
+    pub fn of<'a>(rows: impl IntoIterator<Item = &'a PupilTerm>) -> Self {
+        let (mut att, mut inc) = (Vec::new(), Vec::new());
+        for r in rows {
+            if let Some(rate) = r.absence_rate() {
+                att.push(1.0 - rate);
+            }
+            if let Some(n) = r.behaviour_incidents {
+                inc.push(f64::from(n));
+            }
+        }
+        Self { median_attendance: median(att), median_incidents: median(inc) }
+    }
+}
+
+/// The data behind a domain, as evidence, from the pupil's own rows.
+fn describe(domain: Domain, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm, ctx: &SchoolContext) -> Vec<Evidence> {
+    use Measure as M;
+    let ev = Evidence::new;
+    let prev = row_at(h, st.term.prev());
+    let mut out = Vec::new();
     match domain {
         Domain::Attendance => {
-            let mut parts = Vec::new();
             match row.absence_rate() {
-                Some(r) => {
-                    let mut s = format!("attendance {} this term", pct(1.0 - r));
-                    if let Some(p) = row_at(h, st.term.prev()).and_then(PupilTerm::absence_rate) {
-                        let dir = if p < r {
-                            "down"
-                        } else if p > r {
-                            "up"
-                        } else {
-                            "the same as"
-                        };
-                        let from = if dir == "the same as" { String::new() } else { " from".into() };
-                        s.push_str(&format!(", {dir}{from} {} last term", pct(1.0 - p)));
-                    }
-                    parts.push(s);
-                }
-                None => parts.push(format!("only {} sessions possible this term", row.sessions_possible)),
+                Some(r) => out.push(
+                    ev(M::Attendance, 1.0 - r)
+                        .earlier(prev.and_then(PupilTerm::absence_rate).map(|p| 1.0 - p))
+                        .compared_with("school median", ctx.median_attendance),
+                ),
+                None => out.push(ev(M::SessionsPossible, f64::from(row.sessions_possible))),
             }
             if let Some(sp) = row.absence_spells.filter(|&s| s > 1) {
-                parts.push(format!("{sp} separate spells of absence"));
+                out.push(
+                    ev(M::AbsenceSpells, f64::from(sp)).earlier(prev.and_then(|p| p.absence_spells).map(f64::from)),
+                );
             }
             if row.sessions_unauthorised > 0 {
-                parts.push(format!("{} unauthorised sessions", row.sessions_unauthorised));
+                out.push(
+                    ev(M::UnauthorisedSessions, f64::from(row.sessions_unauthorised))
+                        .earlier(prev.map(|p| f64::from(p.sessions_unauthorised))),
+                );
             }
-            parts.join("; ")
         }
         Domain::Behaviour => {
             let recent: u32 = h
@@ -49,83 +76,105 @@ fn describe(domain: Domain, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm) -
                 .filter(|(s, _)| s.term <= st.term && s.term.index() + 2 >= st.term.index())
                 .map(|(_, r)| u32::from(r.suspensions))
                 .sum();
-            let mut parts = vec![format!("{recent} suspension(s) in the last three terms")];
+            out.push(ev(M::SuspensionsLastThreeTerms, f64::from(recent)));
             if row.permanent_exclusion {
-                parts.push("permanently excluded this term".into());
+                out.push(ev(M::PermanentExclusion, 1.0));
             }
             match row.behaviour_incidents {
-                Some(n) => parts.push(format!("{n} behaviour incidents this term")),
-                None => parts.push("behaviour incidents not recorded".into()),
+                Some(n) => out.push(
+                    ev(M::BehaviourIncidents, f64::from(n))
+                        .earlier(prev.and_then(|p| p.behaviour_incidents).map(f64::from))
+                        .compared_with("school median", ctx.median_incidents),
+                ),
+                None => out.push(ev(M::BehaviourNotRecorded, 1.0)),
             }
-            parts.join("; ")
         }
         Domain::Wellbeing => {
-            let mut parts = Vec::new();
             if row.mh_referral {
-                parts.push("referred to mental-health services this term".to_string());
+                out.push(ev(M::MhReferral, 1.0));
             }
-            let sdq =
-                h.iter().rev().filter(|(s, _)| s.term <= st.term).find_map(|(s, r)| {
-                    Some((s.term, r.sdq_emotional?, r.sdq_conduct?, r.sdq_hyperactivity?, r.sdq_peer?))
-                });
-            match sdq {
-                Some((t, e, c, hy, p)) => parts
-                    .push(format!("SDQ ({t}): emotional {e}/10, conduct {c}/10, hyperactivity {hy}/10, peer {p}/10")),
-                None => parts.push("no SDQ wellbeing survey on record".into()),
+            let mut surveys = h
+                .iter()
+                .rev()
+                .filter(|(s, _)| s.term <= st.term)
+                .filter_map(|(_, r)| Some([r.sdq_emotional?, r.sdq_conduct?, r.sdq_hyperactivity?, r.sdq_peer?]));
+            match (surveys.next(), surveys.next()) {
+                (Some(now), before) => {
+                    for (k, m) in
+                        [M::SdqEmotional, M::SdqConduct, M::SdqHyperactivity, M::SdqPeer].into_iter().enumerate()
+                    {
+                        out.push(ev(m, f64::from(now[k])).earlier(before.map(|b| f64::from(b[k]))));
+                    }
+                }
+                (None, _) => out.push(ev(M::NoSdq, 1.0)),
             }
-            parts.join("; ")
         }
         Domain::Attainment => {
-            let below: Vec<&str> = [("English", row.attainment_english), ("maths", row.attainment_maths)]
-                .iter()
-                .filter(|(_, a)| *a == Some(Attainment::Below))
-                .map(|(s, _)| *s)
-                .collect();
-            if below.is_empty() {
-                let e = row.attainment_english.map_or("not recorded", |a| a.code());
-                let m = row.attainment_maths.map_or("not recorded", |a| a.code());
-                format!("English {e}, maths {m}")
-            } else {
-                format!("below the expected standard in {}", below.join(" and "))
+            let level = |a: Option<Attainment>| match a {
+                Some(Attainment::Below) => 0.0,
+                Some(Attainment::Expected) => 1.0,
+                Some(Attainment::Above) => 2.0,
+                None => -1.0,
+            };
+            let below =
+                [(row.attainment_english, M::EnglishBelowExpected), (row.attainment_maths, M::MathsBelowExpected)];
+            for (a, m) in below {
+                if a == Some(Attainment::Below) {
+                    out.push(ev(m, 1.0));
+                }
+            }
+            if out.is_empty() {
+                out.push(ev(M::EnglishAttainment, level(row.attainment_english)));
+                out.push(ev(M::MathsAttainment, level(row.attainment_maths)));
             }
         }
         Domain::Context => {
-            let mut parts = Vec::new();
             if row.fsm {
-                parts.push("eligible for free school meals".to_string());
+                out.push(ev(M::FreeSchoolMeals, 1.0));
             }
             match row.sen {
-                Sen::K => parts.push("SEN support".into()),
-                Sen::E => parts.push("EHC plan".into()),
+                Sen::K => out.push(ev(M::SenSupport, 1.0)),
+                Sen::E => out.push(ev(M::EhcPlan, 1.0)),
                 Sen::N => {}
             }
             if row.cin == Some(Cin::Cin) {
-                parts.push("child in need".into());
+                out.push(ev(M::ChildInNeed, 1.0));
             }
             if row.young_carer == Some(true) {
-                parts.push("young carer".into());
+                out.push(ev(M::YoungCarer, 1.0));
             }
             if let Some(m) = row.school_moves.filter(|&m| m > 0) {
-                parts.push(format!("{m} school move(s) in two years"));
+                out.push(ev(M::SchoolMoves, f64::from(m)));
             }
             if row.eal {
-                parts.push("English as an additional language".into());
+                out.push(ev(M::EnglishAdditionalLanguage, 1.0));
             }
-            parts.push(format!("Year {}", row.ncyear.label()));
-            parts.join("; ")
+            out.push(ev(M::YearGroup, f64::from(row.ncyear.get())));
         }
     }
+    out
 }
 
 const DOMAINS: [Domain; 5] =
     [Domain::Attendance, Domain::Behaviour, Domain::Wellbeing, Domain::Attainment, Domain::Context];
 
-/// Scores one pupil's row with the model, with reasons and flags.
+/// Scores one pupil's row with the model, with reasons and flags, on its own.
 pub fn score_pupil(model: &ModelArtifact, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm) -> PupilRisk {
+    score_pupil_in(model, h, row, st, &SchoolContext::default())
+}
+
+/// Scores one pupil's row with the model, with reasons whose evidence compares with `ctx`.
+pub fn score_pupil_in(
+    model: &ModelArtifact,
+    h: &PupilHistory,
+    row: &PupilTerm,
+    st: SchoolTerm,
+    ctx: &SchoolContext,
+) -> PupilRisk {
     let f = features(h, row, st.term);
     let explained = model.explain(&f.values);
-    // The same domain's words serve every outcome that names it: write them once.
-    let mut words: [Option<String>; 5] = Default::default();
+    // The same domain's evidence serves every outcome that names it: gather it once.
+    let mut words: [Option<Vec<Evidence>>; 5] = Default::default();
     let outcomes: Vec<OutcomeRisk> = Outcome::ALL
         .iter()
         .zip(&explained)
@@ -143,7 +192,7 @@ pub fn score_pupil(model: &ModelArtifact, h: &PupilHistory, row: &PupilTerm, st:
                 .take(TOP_REASONS)
                 .map(|d| Reason {
                     domain: DOMAINS[d].as_str().into(),
-                    text: words[d].get_or_insert_with(|| describe(DOMAINS[d], h, row, st)).clone(),
+                    evidence: words[d].get_or_insert_with(|| describe(DOMAINS[d], h, row, st, ctx)).clone(),
                     contribution: by_domain[d],
                 })
                 .collect();

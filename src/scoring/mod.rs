@@ -1,9 +1,11 @@
 //! Scores as people see them: per-outcome probability, band and plain-language reasons.
 //! The same `PupilRisk` is stored at scoring time and returned by every RPC that shows a child.
 
+mod evidence;
 mod explain;
 
-pub use explain::{TOP_REASONS, score_pupil};
+pub use evidence::{Comparison, Evidence, Measure};
+pub use explain::{SchoolContext, TOP_REASONS, score_pupil, score_pupil_in};
 
 use serde::{Deserialize, Serialize};
 
@@ -27,13 +29,20 @@ impl Band {
     }
 }
 
-/// One reason: a domain, the value behind it in plain words, and how much it moved the
-/// log-odds of the outcome (positive raises the risk).
+/// One reason: a domain, the evidence behind it (numbers, not prose), and how much it moved
+/// the log-odds of the outcome (positive raises the risk).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reason {
     pub domain: String,
-    pub text: String,
+    pub evidence: Vec<Evidence>,
     pub contribution: f64,
+}
+
+impl Reason {
+    /// The reason in plain words, rendered from its evidence where it is shown.
+    pub fn text(&self) -> String {
+        evidence::words(&self.evidence)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

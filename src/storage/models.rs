@@ -1,12 +1,18 @@
 use rusqlite::{OptionalExtension, params};
 
+use std::sync::Arc;
+
 use super::{RequestKey, RequestResult, Store, StoreResult, Tx};
 use crate::audit::NewEvent;
+use crate::model::ModelArtifact;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A stored model: its artifact parsed (or why it cannot be used by this build, e.g. an
+/// older feature spec), and the digest of the bytes as trained.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelRecord {
     pub model_id: String,
-    pub artifact_json: String,
+    pub artifact: Result<Arc<ModelArtifact>, String>,
+    pub artifact_sha256: String,
     pub created_at: i64,
     pub active: bool,
     pub activated_at: Option<i64>,
@@ -15,9 +21,11 @@ pub struct ModelRecord {
 const COLUMNS: &str = "model_id, artifact_json, created_at, active, activated_at";
 
 fn read(r: &rusqlite::Row) -> rusqlite::Result<ModelRecord> {
+    let json: String = r.get(1)?;
     Ok(ModelRecord {
         model_id: r.get(0)?,
-        artifact_json: r.get(1)?,
+        artifact: ModelArtifact::from_json(&json).map(Arc::new),
+        artifact_sha256: crate::audit::sha256_hex(json.as_bytes()),
         created_at: r.get(2)?,
         active: r.get::<_, i64>(3)? == 1,
         activated_at: r.get(4)?,

@@ -118,8 +118,10 @@ pub struct ActiveModel<'a> {
 }
 
 impl ActiveModel<'_> {
-    pub fn artifact_json(&self) -> StoreResult<String> {
-        Ok(self.tx.query_row("SELECT artifact_json FROM models WHERE model_id = ?1", [self.model_id], |r| r.get(0))?)
+    pub fn artifact(&self) -> StoreResult<crate::model::ModelArtifact> {
+        let json: String =
+            self.tx.query_row("SELECT artifact_json FROM models WHERE model_id = ?1", [self.model_id], |r| r.get(0))?;
+        crate::model::ModelArtifact::from_json(&json).map_err(StoreError::Corrupt)
     }
 }
 

@@ -50,6 +50,11 @@ async fn every_accepted_pupil_is_scored_with_the_active_model_and_reasons_match_
                 if let Some(rate) = row.absence_rate() {
                     let shown = format!("attendance {:.0}% this term", 100.0 * (1.0 - rate));
                     assert!(reason.text.starts_with(&shown), "{} vs {shown}", reason.text);
+                    // The same fact, as numbers: the value, and the school's median to compare with.
+                    let e = reason.evidence.iter().find(|e| e.measure == "attendance").expect("attendance evidence");
+                    assert!((e.value - (1.0 - rate)).abs() < 1e-12);
+                    assert_eq!(e.compared_with, "school median");
+                    assert!(e.compared_value.is_some_and(|m| (0.0..=1.0).contains(&m)));
                 }
             }
             assert!(o.reasons.iter().all(|x| x.contribution > 0.0));
