@@ -34,7 +34,8 @@ pub fn policy(path: &str) -> Option<&'static [Role]> {
         | "/riskid.v1.ModelService/EvaluateModel"
         | "/riskid.v1.ModelService/ListModels"
         | "/riskid.v1.ModelService/GetModel"
-        | "/riskid.v1.ModelService/ActivateModel" => &[Analyst],
+        | "/riskid.v1.ModelService/ActivateModel"
+        | "/riskid.v1.ModelService/RescoreSchoolTerm" => &[Analyst],
         "/riskid.v1.CohortService/ProposeCohort" => &[Analyst, LinkWorker],
         "/riskid.v1.CohortService/GetCohort" => &[Analyst, School, LinkWorker],
         "/riskid.v1.CohortService/RecordDecision"
@@ -162,7 +163,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(n, 21);
+        assert_eq!(n, 22);
         assert_eq!(policy("/riskid.v1.FeedService/DropTables"), Some(&[][..]));
         assert_eq!(policy("/grpc.health.v1.Health/Check"), None);
     }

@@ -142,4 +142,18 @@ impl ModelService for ModelApi {
             pupils_rescored: pupils as u32,
         }))
     }
+
+    async fn rescore_school_term(
+        &self,
+        request: Request<pb::RescoreSchoolTermRequest>,
+    ) -> Result<Response<pb::RescoreSchoolTermResponse>, Status> {
+        let who = principal(&request)?;
+        let pb::RescoreSchoolTermRequest { school_term, model_id, request_id } = request.into_inner();
+        let (urn, term) = super::convert::term_from_pb(school_term.as_ref())?;
+        check_token("model_id", &model_id, MAX_MODEL_ID)?;
+        let request_id = super::limits::request_id(request_id)?;
+        let st = crate::domain::SchoolTerm { urn, term };
+        let pupils = self.app.rescore_school_term(&who, st, model_id.clone(), request_id).await?;
+        Ok(Response::new(pb::RescoreSchoolTermResponse { model_id, pupils_rescored: pupils as u32 }))
+    }
 }

@@ -168,6 +168,8 @@ fn state_explained(s: &Store, events: &[AuditEvent]) -> AppResult<Result<(), Str
                     str_of(d, "scores_sha256").into(),
                 );
             }
+            // The request; the scores it leads to are recorded by their own scores.write event.
+            Action::ScoresRescore => {}
             Action::ModelTrain => {
                 models.insert(str_of(d, "model_id").into(), str_of(d, "artifact_sha256").into());
             }

@@ -292,7 +292,43 @@ impl App {
         Ok((schools, pupils))
     }
 
-    /// Scores pupils without storing anything. Each pupil is (school term, row, earlier rows).
+    /// Scores one school term with a stored model and makes those scores live for it: an
+    /// explicit request, audited. Returns the pupils rescored.
+    pub async fn rescore_school_term(
+        &self,
+        who: &Principal,
+        st: SchoolTerm,
+        model_id: String,
+        request_id: Option<String>,
+    ) -> AppResult<usize> {
+        who.may_manage_models()?;
+        let rec = self.get_model(who, model_id.clone()).await?;
+        rec.artifact.map_err(AppError::InvalidArgument)?;
+        let rk = request_id
+            .map(|r| super::request_key(who, "RescoreSchoolTerm", r, &(st.urn.get(), st.term.index(), &model_id)));
+        let _same_request = self.request_lock(rk.as_ref()).await;
+        let (key_id, role) = (who.key_id, who.role.to_string());
+        let result = self
+            .blocking(move |store| {
+                let r = store.queue_school_term(st, &model_id, rk.as_ref(), |submission_id| NewEvent {
+                    at: now_unix(),
+                    actor_key_id: key_id,
+                    actor_role: role,
+                    action: Action::ScoresRescore,
+                    school_urn: Some(st.urn.to_string()),
+                    subject: format!("submission {submission_id}"),
+                    details: json!({ "submission_id": submission_id, "term": st.term.to_string(), "model_id": model_id }),
+                })?;
+                App::drain_score_queue(store)?;
+                Ok(r)
+            })
+            .await?;
+        match result {
+            Some(RequestResult::Activation { pupils, .. }) => Ok(pupils),
+            _ => Err(AppError::NotFound(format!("no feed for school {} in {}", st.urn, st.term))),
+        }
+    }
+
     /// Scores pupils without storing anything. `prepare` (checking the request) runs on the
     /// blocking pool with the scoring itself, so no CPU work lands on the async threads.
     pub async fn score_stateless(

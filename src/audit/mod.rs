@@ -25,6 +25,8 @@ pub enum Action {
     FeedAccept,
     #[serde(rename = "scores.write")]
     ScoresWrite,
+    #[serde(rename = "scores.rescore")]
+    ScoresRescore,
     #[serde(rename = "model.train")]
     ModelTrain,
     #[serde(rename = "model.activate")]
@@ -50,9 +52,10 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 14] = [
         Action::FeedAccept,
         Action::ScoresWrite,
+        Action::ScoresRescore,
         Action::ModelTrain,
         Action::ModelActivate,
         Action::ModelActivateForced,
@@ -70,6 +73,7 @@ impl Action {
         match self {
             Action::FeedAccept => "feed.accept",
             Action::ScoresWrite => "scores.write",
+            Action::ScoresRescore => "scores.rescore",
             Action::ModelTrain => "model.train",
             Action::ModelActivate => "model.activate",
             Action::ModelActivateForced => "model.activate_forced",

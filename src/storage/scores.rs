@@ -96,6 +96,39 @@ pub(crate) fn queue_latest(tx: &Tx, model_id: &str) -> StoreResult<(usize, usize
 }
 
 impl Store {
+    /// Queues one school term's current submission for scoring with `model_id`, with its
+    /// audit event; returns the submission and its rows, or `None` if there is none.
+    pub fn queue_school_term(
+        &self,
+        st: SchoolTerm,
+        model_id: &str,
+        rk: Option<&super::RequestKey>,
+        event: impl FnOnce(i64) -> crate::audit::NewEvent,
+    ) -> StoreResult<Option<super::RequestResult>> {
+        self.write(|tx| {
+            if let Some(prior) = tx.prior(rk)? {
+                return Ok(Some(prior));
+            }
+            let row: Option<(i64, i64)> = tx
+                .query_row(
+                    "SELECT id, row_count FROM submissions WHERE urn = ?1 AND term_index = ?2 AND state = 'current'",
+                    params![st.urn.get(), st.term.index()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((id, rows)) = row else { return Ok(None) };
+            tx.execute(
+                "INSERT OR IGNORE INTO score_queue (submission_id, model_id) VALUES (?1, ?2)",
+                params![id, model_id],
+            )?;
+            super::audit::append(tx, event(id))?;
+            let result =
+                super::RequestResult::Activation { model_id: model_id.into(), schools: 1, pupils: rows as usize };
+            tx.remember(rk, &result)?;
+            Ok(Some(result))
+        })
+    }
+
     /// The next queued (submission, school term, model) to score, oldest first.
     pub fn next_queued(&self) -> StoreResult<Option<(i64, SchoolTerm, String)>> {
         let row: Option<(i64, u32, u32, String)> = self

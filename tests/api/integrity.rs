@@ -334,3 +334,54 @@ async fn request_ids_mean_what_they_say_on_every_mutation() {
     let analyst_principal = riskid::auth::Principal { key_id: 0, role: Role::Analyst, schools: Default::default() };
     assert_eq!(app.app.verify_audit(&analyst_principal, None).await.unwrap().problem, None);
 }
+
+#[tokio::test]
+async fn earlier_terms_keep_the_scores_that_were_live_until_rescored_on_request() {
+    let app = spawn_app().await;
+    let b = submit_world(&app, 2).await;
+    let bundled = app.store.active_model().unwrap().unwrap().model_id;
+    let analyst = app.key(Role::Analyst, &[]);
+    let mut m = ModelServiceClient::with_interceptor(app.channel().await, Bearer::new(&analyst));
+    let mut stream =
+        m.train_model(pb::TrainModelRequest { capacity: 5, ..Default::default() }).await.unwrap().into_inner();
+    let mut trained = String::new();
+    while let Some(msg) = stream.message().await.unwrap() {
+        if let Some(pb::train_model_progress::Event::Model(model)) = msg.event {
+            trained = model.model_id;
+        }
+    }
+    let activate = pb::ActivateModelRequest {
+        model_id: trained.clone(),
+        force: true,
+        reason: "test".into(),
+        ..Default::default()
+    };
+    m.activate_model(activate).await.unwrap();
+    let mut risks =
+        pb::risk_service_client::RiskServiceClient::with_interceptor(app.channel().await, Bearer::new(&analyst));
+    let urn = b.world.schools[0].urn;
+    let read =
+        |t: riskid::domain::Term| pb::ListSchoolRisksRequest { school_term: Some(st(urn, t)), ..Default::default() };
+    let latest = risks.list_school_risks(read(b.latest)).await.unwrap().into_inner();
+    assert_eq!(latest.model_id, trained, "the activation rescored the latest term");
+    let earlier = b.world.terms[0];
+    let before = risks.list_school_risks(read(earlier)).await.unwrap().into_inner();
+    assert_eq!(before.model_id, bundled, "an earlier term keeps what link workers saw, labelled with its model");
+    assert!(!before.risks.is_empty());
+    let req = pb::RescoreSchoolTermRequest {
+        school_term: Some(st(urn, earlier)),
+        model_id: trained.clone(),
+        request_id: String::new(),
+    };
+    let done = m.rescore_school_term(req).await.unwrap().into_inner();
+    let rows = b.world.feeds.iter().find(|f| f.urn == urn && f.term == earlier).unwrap().rows.len();
+    assert_eq!(done.pupils_rescored as usize, rows);
+    let after = risks.list_school_risks(read(earlier)).await.unwrap().into_inner();
+    assert_eq!(after.model_id, trained);
+    let v = app
+        .app
+        .verify_audit(&riskid::auth::Principal { key_id: 0, role: Role::Analyst, schools: Default::default() }, None)
+        .await
+        .unwrap();
+    assert_eq!(v.problem, None);
+}
