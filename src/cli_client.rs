@@ -193,12 +193,14 @@ pub struct AuditAt {
 }
 
 impl AuditAt {
+    /// The data directory's store, opened without the start-up anchor check: verify
+    /// reports what it finds instead of refusing to open.
     fn store(&self) -> anyhow::Result<Option<crate::storage::Store>> {
         let Some(dir) = &self.data_dir else { return Ok(None) };
         if !dir.join(crate::storage::DB_FILE).exists() {
             anyhow::bail!("no riskid database in {}", dir.display());
         }
-        Ok(Some(crate::storage::Store::open_with_key(dir, self.audit_key_file.as_deref())?))
+        Ok(Some(crate::storage::Store::open_unchecked(dir, self.audit_key_file.as_deref())?))
     }
 
     fn client(&self) -> anyhow::Result<ClientArgs> {

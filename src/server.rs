@@ -45,6 +45,9 @@ pub struct Settings {
     /// freed, e.g. "15s".
     #[arg(long, env = "RISKID_INGEST_IDLE_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub ingest_idle_timeout: std::time::Duration,
+    /// The longest a whole upload may take before it is ended (DEADLINE_EXCEEDED), e.g. "5m".
+    #[arg(long, env = "RISKID_MAX_UPLOAD_TIME", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub max_upload_time: std::time::Duration,
     /// The secret key that authenticates the audit chain (64 hex characters). When not given,
     /// `audit.key` in the data directory is used, created on first start: for production,
     /// move it elsewhere (a secrets store) and pass its path here.
@@ -69,6 +72,7 @@ impl Settings {
             max_concurrent_ingests: 4,
             max_ingests_per_key: 2,
             ingest_idle_timeout: std::time::Duration::from_secs(15),
+            max_upload_time: std::time::Duration::from_secs(300),
             audit_key_file: None,
             tls_cert: None,
             tls_key: None,
@@ -91,6 +95,7 @@ impl Settings {
             max_concurrent_ingests: self.max_concurrent_ingests,
             max_ingests_per_key: self.max_ingests_per_key,
             ingest_idle_timeout: self.ingest_idle_timeout,
+            max_upload_time: self.max_upload_time,
         }
     }
 }

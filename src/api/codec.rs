@@ -114,7 +114,9 @@ fn scan(mut buf: &[u8], rules: &[Repeated], total: &mut usize, max_total: usize)
                     }
                 }
             }
-            // Groups are not used by proto3; let prost refuse them.
+            // Groups (wire types 3 and 4) are never sent by proto3, and prost would skip one
+            // without our count seeing what follows it: refuse them.
+            3 | 4 => return Err("the request uses protobuf groups, which this API does not accept".into()),
             _ => return Ok(()),
         }
     }
@@ -229,6 +231,20 @@ mod tests {
         let ok = pb::RecordBatch { records: vec![pb::PupilRecord::default(); MAX_BATCH_RECORDS] };
         let msg = pb::SubmitFeedRequest { part: Some(pb::submit_feed_request::Part::Records(ok)) }.encode_to_vec();
         assert!(check_wire("riskid.v1.SubmitFeedRequest", &msg).is_ok());
+    }
+
+    #[test]
+    fn an_empty_group_cannot_hide_what_follows_from_the_count() {
+        // Found in review: an empty group on field 15, then 2,000,000 empty pupils.
+        let mut bytes = vec![0x7b, 0x7c];
+        bytes.extend([0x0a_u8, 0x00].repeat(MAX_SCORE_PUPILS + 1));
+        assert!(check_wire("riskid.v1.ScoreRecordsRequest", &bytes).is_err());
+        let mut inner = vec![0x7b, 0x7c];
+        inner.extend([0x1a_u8, 0x00].repeat(MAX_PRIOR_TERMS + 1));
+        let mut one = vec![0x0a];
+        prost::encoding::encode_varint(inner.len() as u64, &mut one);
+        one.extend(inner);
+        assert!(check_wire("riskid.v1.ScoreRecordsRequest", &one).is_err());
     }
 
     #[test]

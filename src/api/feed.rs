@@ -33,14 +33,23 @@ struct Upload<'a> {
     app: &'a App,
     stream: &'a mut Streaming<pb::SubmitFeedRequest>,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// When the whole upload must be done by (a slow trickle cannot hold a slot for ever).
+    deadline: tokio::time::Instant,
 }
 
 impl Upload<'_> {
     /// The next message, or `None` at the end; an idle stream is ended with DEADLINE_EXCEEDED.
     async fn next(&mut self) -> Result<Option<Part>, Status> {
         let idle = self.app.limits().ingest_idle_timeout;
-        let msg = match tokio::time::timeout(idle, self.stream.next()).await {
+        let until = (tokio::time::Instant::now() + idle).min(self.deadline);
+        let msg = match tokio::time::timeout_at(until, self.stream.next()).await {
             Ok(m) => m.transpose()?,
+            Err(_) if until == self.deadline => {
+                return Err(Status::deadline_exceeded(format!(
+                    "the upload took longer than {} s and was ended; nothing was stored",
+                    self.app.limits().max_upload_time.as_secs()
+                )));
+            }
             Err(_) => {
                 return Err(Status::deadline_exceeded(format!(
                     "the upload sent nothing for {} s and was ended; nothing was stored",
@@ -55,7 +64,14 @@ impl Upload<'_> {
         }
         match msg.part {
             Some(Part::Header(_)) => Err(Status::invalid_argument("the header may be sent only once, first")),
+            // Empty parts carry nothing but would reset the idle timer: refuse them.
             None => Err(Status::invalid_argument("empty message in the submission stream")),
+            Some(Part::CsvChunk(c)) if c.is_empty() => {
+                Err(Status::invalid_argument("empty csv_chunk in the submission stream"))
+            }
+            Some(Part::Records(b)) if b.records.is_empty() => {
+                Err(Status::invalid_argument("empty record batch in the submission stream"))
+            }
             Some(part) => Ok(Some(part)),
         }
     }
@@ -129,7 +145,11 @@ impl FeedService for FeedApi {
     ) -> Result<Response<pb::SubmitFeedResponse>, Status> {
         let caller = principal(&request)?;
         let mut stream = request.into_inner();
-        let header = match stream.next().await.transpose()?.and_then(|m| m.part) {
+        let idle = self.app.limits().ingest_idle_timeout;
+        let first = tokio::time::timeout(idle, stream.next())
+            .await
+            .map_err(|_| Status::deadline_exceeded(format!("no submission header within {} s", idle.as_secs())))?;
+        let header = match first.transpose()?.and_then(|m| m.part) {
             Some(Part::Header(h)) => h,
             _ => {
                 return Err(Status::invalid_argument("the first message must be the submission header"));
@@ -150,7 +170,8 @@ impl FeedService for FeedApi {
             .into());
         }
         let _slot = self.app.upload_slot(caller.key_id)?;
-        let mut upload = Upload { app: &self.app, stream: &mut stream, permit: None };
+        let deadline = tokio::time::Instant::now() + self.app.limits().max_upload_time;
+        let mut upload = Upload { app: &self.app, stream: &mut stream, permit: None, deadline };
         let body = read_body(&mut upload, content_length).await?;
         let source = body.source();
         let _permit = match upload.permit.take() {

@@ -112,7 +112,7 @@ impl ModelService for ModelApi {
         } else {
             page_token.parse().map_err(|_| Status::invalid_argument("bad page_token"))?
         };
-        let end = (offset + page_size(size)).min(all.len());
+        let end = offset.saturating_add(page_size(size)).min(all.len());
         let models = all.get(offset..end).unwrap_or_default().iter().map(model_to_pb).collect();
         let next_page_token = if end < all.len() { end.to_string() } else { String::new() };
         Ok(Response::new(pb::ListModelsResponse { models, next_page_token }))

@@ -147,7 +147,7 @@ impl RiskService for RiskApi {
         let (model_id, risks) =
             self.app.school_risks(&who, SchoolTerm { urn, term }, band_from_pb(band), outcome_from_pb(outcome)).await?;
         let limit = page_size(size);
-        let end = (offset + limit).min(risks.len());
+        let end = offset.saturating_add(limit).min(risks.len());
         let next_page_token = if end < risks.len() { end.to_string() } else { String::new() };
         let page = risks.get(offset..end).unwrap_or_default();
         Ok(Response::new(pb::ListSchoolRisksResponse {

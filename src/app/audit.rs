@@ -133,8 +133,10 @@ fn int_of(d: &Value, k: &str) -> i64 {
 #[derive(Debug, Default, Clone, PartialEq)]
 struct ExpectedMember {
     proposed: bool,
+    rank: Option<i64>,
     shown: String,
     decision: Option<(String, String, String)>,
+    by: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -143,6 +145,19 @@ struct ExpectedCohort {
     finalised: bool,
     decided: bool,
     replaced: bool,
+    urn: String,
+    term: String,
+    model_id: String,
+    params: Value,
+    programme_end: Option<String>,
+    over_capacity_reason: Option<String>,
+}
+
+/// A submission as its feed.accept event records it.
+struct ExpectedSubmission {
+    urn: String,
+    term: String,
+    supersedes: Option<i64>,
 }
 
 /// Replays the chain and compares what it says with the store; the first disagreement.
@@ -151,30 +166,50 @@ fn state_explained(s: &Store, events: &[AuditEvent]) -> AppResult<Result<(), Str
     let mut open: HashMap<(String, String), i64> = HashMap::new();
     let mut models: HashMap<String, String> = HashMap::new();
     let mut active: Option<(String, String)> = None;
-    let mut keys: BTreeMap<i64, (String, BTreeSet<u32>, bool)> = BTreeMap::new();
+    let mut keys: BTreeMap<i64, (String, BTreeSet<u32>, bool, String)> = BTreeMap::new();
     let mut rows: HashMap<i64, String> = HashMap::new();
     let mut scores: HashMap<(i64, String), String> = HashMap::new();
+    let mut submissions: BTreeMap<i64, ExpectedSubmission> = BTreeMap::new();
+    let mut live: BTreeMap<i64, String> = BTreeMap::new();
+    // (submission, model) pairs an activation or a rescore asked to score, not yet written.
+    let mut pending: BTreeSet<(i64, String)> = BTreeSet::new();
     for e in events {
         let d = &e.event.details;
         match e.event.action {
             Action::FeedAccept => {
                 let id = int_of(d, "submission_id");
+                let model = str_of(d, "model_id").to_string();
                 rows.insert(id, str_of(d, "rows_sha256").into());
-                scores.insert((id, str_of(d, "model_id").into()), str_of(d, "scores_sha256").into());
+                scores.insert((id, model.clone()), str_of(d, "scores_sha256").into());
+                live.insert(id, model);
+                let supersedes = d.get("supersedes").and_then(Value::as_i64);
+                let urn = e.event.school_urn.clone().unwrap_or_default();
+                submissions.insert(id, ExpectedSubmission { urn, term: str_of(d, "term").into(), supersedes });
             }
             Action::ScoresWrite => {
-                scores.insert(
-                    (int_of(d, "submission_id"), str_of(d, "model_id").into()),
-                    str_of(d, "scores_sha256").into(),
-                );
+                let pair = (int_of(d, "submission_id"), str_of(d, "model_id").to_string());
+                if !pending.remove(&pair) {
+                    return Ok(Err(format!(
+                        "event {} writes scores for submission {} that no activation or rescore asked for",
+                        e.seq, pair.0
+                    )));
+                }
+                live.insert(pair.0, pair.1.clone());
+                scores.insert(pair, str_of(d, "scores_sha256").into());
             }
-            // The request; the scores it leads to are recorded by their own scores.write event.
-            Action::ScoresRescore => {}
+            Action::ScoresRescore => {
+                pending.insert((int_of(d, "submission_id"), str_of(d, "model_id").to_string()));
+            }
             Action::ModelTrain => {
                 models.insert(str_of(d, "model_id").into(), str_of(d, "artifact_sha256").into());
             }
             Action::ModelActivate | Action::ModelActivateForced => {
                 let (id, digest) = (str_of(d, "model_id").to_string(), str_of(d, "artifact_sha256").to_string());
+                for q in d.get("queued").and_then(Value::as_array).into_iter().flatten() {
+                    if let Some(sub) = q.as_i64() {
+                        pending.insert((sub, id.clone()));
+                    }
+                }
                 models.entry(id.clone()).or_insert_with(|| digest.clone());
                 active = Some((id, digest));
             }
@@ -187,11 +222,18 @@ fn state_explained(s: &Store, events: &[AuditEvent]) -> AppResult<Result<(), Str
                 {
                     p.replaced = true;
                 }
-                let mut c = ExpectedCohort::default();
+                let mut c = ExpectedCohort {
+                    urn: st.0.clone(),
+                    term: st.1.clone(),
+                    model_id: str_of(d, "model_id").into(),
+                    params: d.get("params").cloned().unwrap_or(Value::Null),
+                    ..Default::default()
+                };
                 for m in d.get("members").and_then(Value::as_array).into_iter().flatten() {
                     let upn = m.get(0).and_then(Value::as_str).unwrap_or("").to_string();
+                    let rank = m.get(1).and_then(Value::as_i64);
                     let shown = m.get(2).and_then(Value::as_str).unwrap_or("").to_string();
-                    c.members.insert(upn, ExpectedMember { proposed: true, shown, decision: None });
+                    c.members.insert(upn, ExpectedMember { proposed: true, rank, shown, decision: None, by: None });
                 }
                 cohorts.insert(id, c);
             }
@@ -204,6 +246,7 @@ fn state_explained(s: &Store, events: &[AuditEvent]) -> AppResult<Result<(), Str
                 m.shown = str_of(d, "shown_sha256").into();
                 m.decision =
                     Some((str_of(d, "decision").into(), str_of(d, "reason_code").into(), str_of(d, "note").into()));
+                m.by = Some(e.event.actor_key_id);
             }
             Action::DecisionUndo => {
                 if let Some(c) = cohorts.get_mut(&int_of(d, "cohort_id")) {
@@ -218,12 +261,17 @@ fn state_explained(s: &Store, events: &[AuditEvent]) -> AppResult<Result<(), Str
             Action::CohortFinalise => {
                 if let Some(c) = cohorts.get_mut(&int_of(d, "cohort_id")) {
                     c.finalised = true;
+                    c.programme_end = d.get("programme_end").and_then(Value::as_str).map(str::to_owned);
+                    c.over_capacity_reason = d.get("over_capacity_reason").and_then(Value::as_str).map(str::to_owned);
                 }
             }
             Action::KeyCreate => {
                 let schools = d.get("schools").and_then(Value::as_array).into_iter().flatten();
                 let schools = schools.filter_map(|u| u.as_u64()).map(|u| u as u32).collect();
-                keys.insert(int_of(d, "key_id"), (str_of(d, "role").into(), schools, false));
+                keys.insert(
+                    int_of(d, "key_id"),
+                    (str_of(d, "role").into(), schools, false, str_of(d, "key_sha256").into()),
+                );
             }
             Action::KeyRevoke => {
                 if let Some(k) = keys.get_mut(&int_of(d, "key_id")) {
@@ -254,6 +302,23 @@ fn state_explained(s: &Store, events: &[AuditEvent]) -> AppResult<Result<(), Str
         if c.state != want && !(c.state == CohortState::Replaced && x.replaced) {
             return Ok(Err(format!("cohort {} is {} but the chain says {}", c.id, c.state.as_str(), want.as_str())));
         }
+        let params = serde_json::to_value(&c.params).unwrap_or(Value::Null);
+        if c.school_term.urn.to_string() != x.urn
+            || c.school_term.term.to_string() != x.term
+            || c.model_id != x.model_id
+            || params != x.params
+        {
+            return Ok(Err(format!("cohort {}'s school, term, model or parameters differ from its proposal", c.id)));
+        }
+        if x.finalised
+            && (c.programme_end.map(|t| t.to_string()) != x.programme_end
+                || c.over_capacity_reason != x.over_capacity_reason)
+        {
+            return Ok(Err(format!(
+                "cohort {}'s programme end or over-capacity reason differs from its finalisation",
+                c.id
+            )));
+        }
         if c.members.len() != x.members.len() {
             return Ok(Err(format!(
                 "cohort {} has {} members; the chain records {}",
@@ -266,6 +331,21 @@ fn state_explained(s: &Store, events: &[AuditEvent]) -> AppResult<Result<(), Str
             let Some(xm) = x.members.get(m.upn.as_str()) else {
                 return Ok(Err(format!("cohort {} holds a child the chain never proposed or added", c.id)));
             };
+            if m.proposed != xm.proposed || m.rank.map(i64::from) != xm.rank {
+                return Ok(Err(format!(
+                    "cohort {} rank {:?}: the member's place differs from the proposal",
+                    c.id, m.rank
+                )));
+            }
+            if m.decided.as_ref().map(|d| d.by) != xm.by && xm.decision.is_some() {
+                return Ok(Err(format!(
+                    "cohort {} rank {:?}: who decided differs from the chain ({:?} vs {:?})",
+                    c.id,
+                    m.rank,
+                    m.decided.as_ref().map(|d| d.by),
+                    xm.by
+                )));
+            }
             if shown_digest(m.shown.as_ref()) != xm.shown {
                 return Ok(Err(format!("cohort {} rank {:?}: what was shown differs from the chain", c.id, m.rank)));
             }
@@ -308,8 +388,9 @@ fn state_explained(s: &Store, events: &[AuditEvent]) -> AppResult<Result<(), Str
     if stored_keys.len() != keys.len() {
         return Ok(Err(format!("the store holds {} keys; the chain records {}", stored_keys.len(), keys.len())));
     }
+    let hashes: HashMap<i64, String> = s.key_hashes()?.into_iter().collect();
     for k in stored_keys {
-        let Some((role, schools, revoked)) = keys.get(&k.id) else {
+        let Some((role, schools, revoked, hash)) = keys.get(&k.id) else {
             return Ok(Err(format!("key {} has no creation in the chain", k.id)));
         };
         let got: BTreeSet<u32> = k.schools.iter().map(|u| u.get()).collect();
@@ -319,17 +400,65 @@ fn state_explained(s: &Store, events: &[AuditEvent]) -> AppResult<Result<(), Str
         if k.revoked_at.is_some() != *revoked {
             return Ok(Err(format!("key {}'s revocation differs from the chain", k.id)));
         }
+        if hashes.get(&k.id) != Some(hash) {
+            return Ok(Err(format!("key {}'s secret differs from the one created (the key was replaced)", k.id)));
+        }
     }
-    // Pupil rows and scores, by digest.
-    for (id, digest) in s.row_digests()? {
-        if rows.get(&id) != Some(&digest) {
+    // Submissions: each as accepted (school, term, what it superseded), current unless a
+    // later one superseded it, and none missing.
+    let superseded: BTreeSet<i64> = submissions.values().filter_map(|x| x.supersedes).collect();
+    let stored_subs = s.all_submissions()?;
+    if stored_subs.len() != submissions.len() {
+        return Ok(Err(format!(
+            "the store holds {} submissions; the chain records {}",
+            stored_subs.len(),
+            submissions.len()
+        )));
+    }
+    for r in &stored_subs {
+        let Some(x) = submissions.get(&r.id) else {
+            return Ok(Err(format!("submission {} has no acceptance in the chain", r.id)));
+        };
+        let current = r.state == crate::storage::SubmissionState::Current;
+        if r.school_term.urn.to_string() != x.urn
+            || r.school_term.term.to_string() != x.term
+            || r.supersedes != x.supersedes
+            || current == superseded.contains(&r.id)
+        {
+            return Ok(Err(format!("submission {}'s school, term or state differs from the chain", r.id)));
+        }
+    }
+    // Pupil rows and scores, by digest, and none missing.
+    let stored_rows: HashMap<i64, String> = s.row_digests()?.into_iter().collect();
+    if stored_rows.len() != rows.len() {
+        return Ok(Err(format!(
+            "the store holds rows of {} submissions; the chain records {}",
+            stored_rows.len(),
+            rows.len()
+        )));
+    }
+    for (id, digest) in &stored_rows {
+        if rows.get(id) != Some(digest) {
             return Ok(Err(format!("submission {id}'s pupil rows differ from those recorded when it was accepted")));
         }
     }
-    for (id, model, digest) in s.score_digests()? {
+    let stored_scores = s.score_digests()?;
+    if stored_scores.len() != scores.len() {
+        return Ok(Err(format!(
+            "the store holds {} sets of scores; the chain records {}",
+            stored_scores.len(),
+            scores.len()
+        )));
+    }
+    for (id, model, digest) in stored_scores {
         if scores.get(&(id, model.clone())) != Some(&digest) {
             return Ok(Err(format!("submission {id}'s scores under model {model} differ from those recorded")));
         }
+    }
+    // Which scores are live: the last ones written for each submission.
+    let stored_live: BTreeMap<i64, String> = s.live_models()?.into_iter().collect();
+    if stored_live != live {
+        return Ok(Err("the scores shown for a submission are not the last ones the chain records for it".into()));
     }
     Ok(Ok(()))
 }

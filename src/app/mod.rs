@@ -107,6 +107,8 @@ pub struct Limits {
     pub max_ingests_per_key: usize,
     /// An upload that sends nothing for this long is ended and its slot freed.
     pub ingest_idle_timeout: std::time::Duration,
+    /// The longest a whole upload may take.
+    pub max_upload_time: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -117,6 +119,7 @@ impl Default for Limits {
             max_concurrent_ingests: 4,
             max_ingests_per_key: 2,
             ingest_idle_timeout: std::time::Duration::from_secs(15),
+            max_upload_time: std::time::Duration::from_secs(300),
         }
     }
 }

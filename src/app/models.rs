@@ -70,6 +70,13 @@ impl App {
         if let Some(rec) = store.active_model()? {
             return rec.artifact.map_err(AppError::Internal);
         }
+        // Only a first start has no active model: after an activation, none active is tampering.
+        if store.has_activations()? {
+            return Err(AppError::Internal(
+                "no model is active, but the audit chain records activations: the database was changed outside riskid"
+                    .into(),
+            ));
+        }
         let model = ModelArtifact::from_json(BUNDLED_MODEL).map_err(AppError::Internal)?;
         let event = system_event(
             Action::ModelActivate,
@@ -85,6 +92,9 @@ impl App {
     /// Scores every queued submission, each in its own transaction with its audit event:
     /// what an activation queued, and after a crash whatever it left. Returns pupils scored.
     pub(crate) fn drain_score_queue(store: &Store) -> AppResult<usize> {
+        // One drain at a time, so two activations cannot write the same pair in either order.
+        static DRAIN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = DRAIN.lock().unwrap_or_else(|p| p.into_inner());
         let mut pupils = 0;
         let mut models: std::collections::HashMap<String, Arc<ModelArtifact>> = Default::default();
         while let Some((submission_id, st, model_id)) = store.next_queued()? {
@@ -129,9 +139,7 @@ impl App {
         progress: Progress,
     ) -> AppResult<ModelRecord> {
         who.may_manage_models()?;
-        let rk = request_id.map(|r| {
-            super::request_key(who, "TrainModel", r, &(params.capacity, params.seed, params.alpha.to_bits(), &model_id))
-        });
+        let rk = request_id.map(|r| super::request_key(who, "TrainModel", r, &(format!("{params:?}"), &model_id)));
         let _same_request = self.request_lock(rk.as_ref()).await;
         if let Some(rk) = &rk {
             let key = rk.clone();
@@ -267,7 +275,7 @@ impl App {
         let id = model_id.clone();
         let result = self
             .blocking(move |store| {
-                let result = store.activate_model(&id, now_unix(), rk.as_ref(), |schools, pupils| NewEvent {
+                let result = store.activate_model(&id, now_unix(), rk.as_ref(), |queued, pupils| NewEvent {
                     at: now_unix(),
                     actor_key_id: key_id,
                     actor_role: role,
@@ -275,7 +283,7 @@ impl App {
                     school_urn: None,
                     subject: format!("model {id}"),
                     details: json!({ "model_id": id, "artifact_sha256": digest, "force": force, "reason": reason,
-                                     "beats_baselines": beats, "schools_queued": schools, "pupils_queued": pupils }),
+                                     "beats_baselines": beats, "queued": queued, "pupils_queued": pupils }),
                 })?;
                 App::drain_score_queue(store)?;
                 Ok(result)
@@ -287,7 +295,15 @@ impl App {
         if activated != model_id {
             return Err(AppError::Internal("a request result of another model".into()));
         }
-        *self.active.write().unwrap_or_else(|p| p.into_inner()) = model;
+        // The store says which model is active (a repeated request may be older than the last
+        // activation): the server's copy follows it.
+        let active = self.blocking(|s| Ok(s.active_model()?)).await?;
+        let active = match active {
+            Some(rec) if rec.model_id == model.model_id => model,
+            Some(rec) => rec.artifact.map_err(AppError::Internal)?,
+            None => return Err(AppError::Internal("no active model after an activation".into())),
+        };
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) = active;
         tracing::info!(model = %model_id, schools, pupils, "model activated; latest terms rescored");
         Ok((schools, pupils))
     }

@@ -187,7 +187,17 @@ pub struct StoredEvent {
 
 /// Checks every link, every stored hash and every MAC; returns the events checked.
 pub fn verify(events: &[StoredEvent], key: &AuditKey) -> Result<Vec<AuditEvent>, ChainBreak> {
-    let (mut expected_seq, mut prev_hash) = (1u64, GENESIS.to_string());
+    verify_from(events, key, 1, GENESIS)
+}
+
+/// As [`verify`], for events that continue a chain whose event `first_seq - 1` has `prev`.
+pub fn verify_from(
+    events: &[StoredEvent],
+    key: &AuditKey,
+    first_seq: u64,
+    prev: &str,
+) -> Result<Vec<AuditEvent>, ChainBreak> {
+    let (mut expected_seq, mut prev_hash) = (first_seq, prev.to_string());
     let mut out = Vec::with_capacity(events.len());
     for s in events {
         let brk = |problem: &str| ChainBreak { seq: s.seq, problem: problem.into() };

@@ -111,17 +111,21 @@ pub fn parse_csv_limited(bytes: &[u8], max_rows: usize) -> Result<Feed, FeedErro
     let mut data_rows = 0usize;
     if let Some(header) = header {
         loop {
-            match reader.next(&mut record) {
+            let next = reader.next(&mut record);
+            if !matches!(next, Next::End) {
+                data_rows += 1;
+                // Faulty lines count too, so a flood of blank lines cannot pass the limit.
+                if data_rows > max_rows {
+                    return Err(FeedError::TooManyRows { limit: max_rows });
+                }
+            }
+            match next {
                 Next::End => break,
                 Next::Error(e) => {
-                    data_rows += 1;
                     syntax(&mut findings, e);
                     continue;
                 }
-                Next::Record => data_rows += 1,
-            }
-            if data_rows > max_rows {
-                return Err(FeedError::TooManyRows { limit: max_rows });
+                Next::Record => {}
             }
             let line = record.line;
             if record.len() != header.names.len() {

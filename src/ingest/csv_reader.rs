@@ -100,12 +100,13 @@ impl<'a> Reader<'a> {
             }
             if p < b.len() && b[p] == b'"' {
                 // Quoted: anything up to the closing quote; `""` is one quote.
+                let opened = self.line;
                 p += 1;
                 loop {
                     let Some(i) = b[p..].iter().position(|&c| c == b'"' || c == b'\n') else {
                         self.pos = b.len();
                         return Next::Error(SyntaxError {
-                            line: start_line,
+                            line: opened,
                             message:
                                 "a quoted cell that starts on this line is never closed: add the closing quote (\")"
                                     .into(),
@@ -236,6 +237,12 @@ mod tests {
     #[test]
     fn an_unterminated_quote_is_reported_where_it_opened() {
         assert_eq!(read("a\n\"open\nmore\nrows\n"), vec![rec(1, &["a"]), Err(2)]);
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_reported_on_the_line_where_its_cell_starts() {
+        // Found in review: the cell opens on line 3, inside a record that starts on line 2.
+        assert_eq!(read("a,b\n\"a\nb\",\"open\nx\n"), vec![rec(1, &["a", "b"]), Err(3)]);
     }
 
     #[test]

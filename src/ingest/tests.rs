@@ -262,3 +262,9 @@ fn records_are_line_i_plus_2_whatever_their_content() {
     let Err(FeedError::Rejected(rej)) = parse_records(cells, 10) else { panic!("rejected") };
     assert_eq!(at(&rej.errors), vec![(2, "sex"), (3, "sex")]);
 }
+
+#[test]
+fn a_flood_of_blank_lines_is_refused_at_the_row_limit() {
+    let csv = format!("{H}\n{}", "\n".repeat(50));
+    assert!(matches!(parse_csv_limited(csv.as_bytes(), 10), Err(FeedError::TooManyRows { limit: 10 })));
+}

@@ -7,12 +7,60 @@ use rusqlite::{OptionalExtension, params};
 use super::{Store, StoreError, StoreResult, Tx};
 use crate::audit::{AuditEvent, Checkpoint, NewEvent, StoredEvent, chain, event_mac};
 
+fn stored_after(conn: &rusqlite::Connection, after_seq: u64) -> StoreResult<Vec<StoredEvent>> {
+    let rows = conn
+        .prepare_cached("SELECT seq, event_json, hash, mac FROM audit_events WHERE seq > ?1 ORDER BY seq")?
+        .query_map([after_seq as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows
+        .into_iter()
+        .map(|(seq, json, hash, mac)| StoredEvent {
+            seq: seq as u64,
+            event: serde_json::from_str::<AuditEvent>(&json).map_err(|e| e.to_string()),
+            hash,
+            mac,
+        })
+        .collect())
+}
+
+/// Checks that the chain in the database continues the head this process knows (events
+/// appended since, by another riskid process, must link and carry valid MACs).
+fn check_continues(tx: &Tx, last: Option<(u64, String)>) -> StoreResult<()> {
+    let known = tx.known_head.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if known == last {
+        return Ok(());
+    }
+    let (from_seq, from_hash) = known.clone().unwrap_or((0, crate::audit::GENESIS.into()));
+    let after = stored_after(tx, from_seq)?;
+    let reaches = last.as_ref().is_some_and(|(s, _)| *s >= from_seq);
+    let linked = crate::audit::verify_from(&after, tx.key, from_seq + 1, &from_hash);
+    match (reaches, linked) {
+        (true, Ok(_)) => Ok(()),
+        (_, Err(b)) => Err(StoreError::AuditTampered(b.to_string())),
+        (false, _) => Err(StoreError::AuditTampered(format!(
+            "the chain ends at event {} but event {from_seq} was written",
+            last.map_or(0, |l| l.0)
+        ))),
+    }
+}
+
 /// Appends an event to the chain inside the caller's transaction.
 pub(crate) fn append(tx: &Tx, event: NewEvent) -> StoreResult<AuditEvent> {
-    let prev: Option<AuditEvent> = tx
-        .query_row("SELECT event_json FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| r.get::<_, String>(0))
-        .optional()?
-        .map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("the last audit event: {e}"))))
+    let last: Option<(u64, String, String)> = tx
+        .query_row("SELECT seq, hash, event_json FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    // Within one transaction, events appended earlier in it are already the known head.
+    if tx.head.borrow().is_none() {
+        check_continues(tx, last.as_ref().map(|(s, h, _)| (*s, h.clone())))?;
+    }
+    let prev: Option<AuditEvent> = last
+        .map(|(_, _, j)| {
+            serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("the last audit event: {e}")))
+        })
         .transpose()?;
     let e = chain(prev.as_ref(), event);
     let json = serde_json::to_string(&e).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -25,6 +73,40 @@ pub(crate) fn append(tx: &Tx, event: NewEvent) -> StoreResult<AuditEvent> {
 }
 
 impl Store {
+    /// At open: the head file (if any) must be authentic and lie on the chain; then the
+    /// database's last event becomes the known head.
+    pub(super) fn check_head(&self) -> StoreResult<()> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let last: Option<(u64, String)> = conn
+            .query_row("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })
+            .optional()?;
+        if let Some(head) = self.head_file().map_err(StoreError::AuditTampered)? {
+            if !head.authentic(&self.audit_key) {
+                return Err(StoreError::AuditTampered("the head file is not authenticated by the audit key".into()));
+            }
+            let at: Option<String> = conn
+                .query_row("SELECT hash FROM audit_events WHERE seq = ?1", [head.seq as i64], |r| r.get(0))
+                .optional()?;
+            match at {
+                Some(h) if h == head.hash => {}
+                Some(_) => {
+                    return Err(StoreError::AuditTampered(format!("event {} differs from the head file", head.seq)));
+                }
+                None => {
+                    return Err(StoreError::AuditTampered(format!(
+                        "the chain ends at event {} but the head file records event {}",
+                        last.as_ref().map_or(0, |l| l.0),
+                        head.seq
+                    )));
+                }
+            }
+        }
+        *self.known_head.lock().unwrap_or_else(|p| p.into_inner()) = last;
+        Ok(())
+    }
+
     /// Appends one event in its own transaction (for changes made outside the store, such
     /// as a bundled model's first activation).
     pub fn append_event(&self, event: NewEvent) -> StoreResult<AuditEvent> {

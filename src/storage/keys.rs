@@ -49,7 +49,7 @@ impl Store {
                     Action::KeyCreate,
                     id,
                     k.created_at,
-                    json!({ "key_id": id, "role": k.role.as_str(), "schools": schools, "prefix": k.prefix }),
+                    json!({ "key_id": id, "role": k.role.as_str(), "schools": schools, "prefix": k.prefix, "key_sha256": k.key_hash }),
                 ),
             )?;
             Ok(id)
@@ -75,6 +75,14 @@ impl Store {
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         ids.into_iter().filter_map(|id| load_key(&conn, id).transpose()).collect()
+    }
+
+    /// Every key's stored hash, for verify.
+    pub fn key_hashes(&self) -> StoreResult<Vec<(i64, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id, key_hash FROM api_keys ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 
     /// Revokes a key; returns false if there is no such active key.

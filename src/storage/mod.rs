@@ -38,6 +38,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("{0}")]
     AuditKey(String),
+    #[error(
+        "the audit chain disagrees with its anchor: {0}; run `riskid audit verify --data-dir` and restore from a backup"
+    )]
+    AuditTampered(String),
     #[error("this request_id was already used for a different {method} request; use a new request_id")]
     RequestReused { method: &'static str },
     #[error("the database schema is version {found}, newer than this build knows ({known}); upgrade riskid")]
@@ -48,11 +52,20 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The embedded store: one SQLite database file in the data directory.
 pub struct Store {
+    /// The one writer.
     conn: Mutex<Connection>,
+    /// Readers on WAL snapshots: reads never wait behind a write transaction.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
     path: PathBuf,
     audit_key: AuditKey,
     head_path: PathBuf,
+    /// The chain's head as this process last wrote or checked it: an append refuses to
+    /// build on a chain that was cut or rewritten behind its back.
+    known_head: Mutex<Option<(u64, String)>>,
 }
+
+const READERS: usize = 4;
 
 pub const DB_FILE: &str = "riskid.db";
 /// The authenticated head of the audit chain, beside the database.
@@ -64,6 +77,7 @@ pub struct Tx<'a> {
     tx: Transaction<'a>,
     key: &'a AuditKey,
     head: RefCell<Option<Checkpoint>>,
+    known_head: &'a Mutex<Option<(u64, String)>>,
 }
 
 impl<'a> std::ops::Deref for Tx<'a> {
@@ -83,6 +97,14 @@ impl Store {
     /// `key_file` is the audit key; when not given, `audit.key` in the data directory is
     /// used, and created on first start.
     pub fn open_with_key(data_dir: &Path, key_file: Option<&Path>) -> StoreResult<Self> {
+        let store = Self::open_unchecked(data_dir, key_file)?;
+        store.check_head()?;
+        Ok(store)
+    }
+
+    /// Opens the store without checking the chain against its head file first: for
+    /// `riskid audit verify`, which reports what it finds rather than refusing to open.
+    pub fn open_unchecked(data_dir: &Path, key_file: Option<&Path>) -> StoreResult<Self> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.into(), source })?;
         let audit_key = match key_file {
             Some(f) => AuditKey::read(f).map_err(StoreError::AuditKey)?,
@@ -110,18 +132,40 @@ impl Store {
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         migrations::apply(&mut conn)?;
-        Ok(Self { conn: Mutex::new(conn), path, audit_key, head_path: data_dir.join(HEAD_FILE) })
+        let readers = (0..READERS)
+            .map(|_| {
+                let r = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                r.pragma_update(None, "cache_size", -16384)?;
+                r.busy_timeout(std::time::Duration::from_secs(10))?;
+                Ok(Mutex::new(r))
+            })
+            .collect::<StoreResult<_>>()?;
+        let store = Self {
+            conn: Mutex::new(conn),
+            readers,
+            next_reader: Default::default(),
+            path,
+            audit_key,
+            head_path: data_dir.join(HEAD_FILE),
+            known_head: Mutex::new(None),
+        };
+        Ok(store)
     }
 
     /// Runs `f` in one write transaction and commits; nothing of it persists if `f` fails.
     pub(crate) fn write<T, E: From<StoreError>>(&self, f: impl FnOnce(&Tx) -> Result<T, E>) -> Result<T, E> {
-        let mut conn = self.conn();
-        let tx =
-            Tx { tx: conn.transaction().map_err(StoreError::from)?, key: &self.audit_key, head: RefCell::new(None) };
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = Tx {
+            tx: conn.transaction().map_err(StoreError::from)?,
+            key: &self.audit_key,
+            head: RefCell::new(None),
+            known_head: &self.known_head,
+        };
         let out = f(&tx)?;
         let head = tx.head.take();
         tx.tx.commit().map_err(StoreError::from)?;
         if let Some(h) = head {
+            *self.known_head.lock().unwrap_or_else(|p| p.into_inner()) = Some((h.seq, h.hash.clone()));
             self.write_head(&h);
         }
         Ok(out)
@@ -139,10 +183,17 @@ impl Store {
         &self.path
     }
 
+    /// A read connection: a free one if there is one, else the next in turn. A panic while
+    /// holding a lock cannot leave a half-applied transaction (SQLite rolls it back), so a
+    /// poisoned lock is still safe to use.
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave a half-applied transaction (SQLite
-        // rolls it back), so a poisoned lock is still safe to use.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        for r in &self.readers {
+            if let Ok(g) = r.try_lock() {
+                return g;
+            }
+        }
+        let i = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.readers.len();
+        self.readers[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

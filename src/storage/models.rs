@@ -118,7 +118,7 @@ impl Store {
         model_id: &str,
         now: i64,
         rk: Option<&RequestKey>,
-        event: impl FnOnce(usize, usize) -> NewEvent,
+        event: impl FnOnce(&[i64], usize) -> NewEvent,
     ) -> StoreResult<Option<RequestResult>> {
         self.write(|tx| {
             if let Some(prior) = tx.prior(rk)? {
@@ -131,8 +131,9 @@ impl Store {
                 return Ok(None);
             }
             set_active(tx, model_id, now)?;
-            let (schools, pupils) = super::scores::queue_latest(tx, model_id)?;
-            super::audit::append(tx, event(schools, pupils))?;
+            let (queued, pupils) = super::scores::queue_latest(tx, model_id)?;
+            let schools = queued.len();
+            super::audit::append(tx, event(&queued, pupils))?;
             let result = RequestResult::Activation { model_id: model_id.into(), schools, pupils };
             tx.remember(rk, &result)?;
             Ok(Some(result))

@@ -74,25 +74,49 @@ pub(crate) fn write_scores(tx: &Tx, submission_id: i64, model_id: &str, risks: &
         params![submission_id, model_id],
     )?;
     tx.execute("DELETE FROM score_queue WHERE submission_id = ?1 AND model_id = ?2", params![submission_id, model_id])?;
-    Ok(pairs_digest(risks.iter().map(|r| r.upn.as_str()).zip(jsons.iter().map(String::as_str)).collect()))
+    drop(jsons);
+    // Read back with the same query verify uses: one code path for the digest.
+    digest_of(tx, submission_id, model_id)
+}
+
+/// The digest of one submission's scores under one model, as stored.
+fn digest_of(conn: &rusqlite::Connection, submission_id: i64, model_id: &str) -> StoreResult<String> {
+    let rows: Vec<(String, String)> = conn
+        .prepare_cached(
+            "SELECT upn, explanation_json, priority FROM scores WHERE submission_id = ?1 AND model_id = ?2",
+        )?
+        .query_map(params![submission_id, model_id], |r| {
+            Ok((r.get(0)?, digest_part(&r.get::<_, String>(1)?, r.get(2)?)))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(pairs_digest(rows.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect()))
 }
 
 /// Queues each school's latest current submission for scoring with `model_id`; returns how
 /// many submissions and rows were queued.
-pub(crate) fn queue_latest(tx: &Tx, model_id: &str) -> StoreResult<(usize, usize)> {
-    let n = tx.execute(
+/// Queues each school's latest current submission for scoring with `model_id`; returns the
+/// submissions queued (for the audit event) and their rows.
+pub(crate) fn queue_latest(tx: &Tx, model_id: &str) -> StoreResult<(Vec<i64>, usize)> {
+    tx.execute(
         "INSERT OR IGNORE INTO score_queue (submission_id, model_id) \
          SELECT s.id, ?1 FROM submissions s WHERE s.state = 'current' \
          AND s.term_index = (SELECT MAX(term_index) FROM submissions t WHERE t.urn = s.urn AND t.state = 'current')",
         [model_id],
     )?;
-    let rows: i64 = tx.query_row(
-        "SELECT COALESCE(SUM(s.row_count), 0) FROM score_queue q JOIN submissions s ON s.id = q.submission_id \
-         WHERE q.model_id = ?1",
-        [model_id],
-        |r| r.get(0),
-    )?;
-    Ok((n, rows as usize))
+    let queued: Vec<(i64, i64)> = tx
+        .prepare_cached(
+            "SELECT q.submission_id, s.row_count FROM score_queue q JOIN submissions s ON s.id = q.submission_id \
+             WHERE q.model_id = ?1 ORDER BY q.submission_id",
+        )?
+        .query_map([model_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let rows = queued.iter().map(|q| q.1 as usize).sum();
+    Ok((queued.into_iter().map(|q| q.0).collect(), rows))
+}
+
+/// The text a score digest covers: the explanation as shown and the priority it ranks by.
+fn digest_part(json: &str, priority: f64) -> String {
+    format!("{json}|{:016x}", priority.to_bits())
 }
 
 impl Store {
@@ -117,6 +141,7 @@ impl Store {
                 )
                 .optional()?;
             let Some((id, rows)) = row else { return Ok(None) };
+            let _ = rows;
             tx.execute(
                 "INSERT OR IGNORE INTO score_queue (submission_id, model_id) VALUES (?1, ?2)",
                 params![id, model_id],
@@ -204,6 +229,26 @@ impl Store {
         rows.into_iter().map(|(id, m, j)| parse(id, m, &j)).collect()
     }
 
+    /// Which model's scores are live for each submission, for verify.
+    pub fn live_models(&self) -> StoreResult<Vec<(i64, String)>> {
+        let conn = self.conn();
+        let rows = conn
+            .prepare("SELECT submission_id, model_id FROM live_scores ORDER BY submission_id")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Whether the chain records any model activation (so "no active model" is tampering,
+    /// not a first start).
+    pub fn has_activations(&self) -> StoreResult<bool> {
+        Ok(self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM audit_events WHERE event_json LIKE '%\"action\":\"model.activate%')",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
     /// How many scores are stored in all (any model, any submission).
     pub fn score_count(&self) -> StoreResult<usize> {
         Ok(self.conn().query_row("SELECT COUNT(*) FROM scores", [], |r| r.get::<_, i64>(0))? as usize)
@@ -230,25 +275,11 @@ impl Store {
     /// For every (submission, model) with scores: the digest of those scores, for verify.
     pub fn score_digests(&self) -> StoreResult<Vec<(i64, String, String)>> {
         let conn = self.conn();
-        let rows: Vec<(i64, String, String, String)> = conn
-            .prepare(
-                "SELECT submission_id, model_id, upn, explanation_json FROM scores ORDER BY submission_id, model_id",
-            )?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        let pairs: Vec<(i64, String)> = conn
+            .prepare("SELECT DISTINCT submission_id, model_id FROM scores ORDER BY submission_id, model_id")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < rows.len() {
-            let (id, model) = (rows[i].0, rows[i].1.clone());
-            let mut j = i;
-            while j < rows.len() && rows[j].0 == id && rows[j].1 == model {
-                j += 1;
-            }
-            let pairs = rows[i..j].iter().map(|r| (r.2.as_str(), r.3.as_str())).collect();
-            out.push((id, model, pairs_digest(pairs)));
-            i = j;
-        }
-        Ok(out)
+        pairs.into_iter().map(|(id, m)| Ok((id, m.clone(), digest_of(&conn, id, &m)?))).collect()
     }
 }
 

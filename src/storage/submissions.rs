@@ -220,12 +220,30 @@ impl Store {
         event: impl FnOnce(&str) -> NewEvent,
     ) -> Result<usize, E> {
         self.write(|tx| {
+            // Taken off the queue first: if another drain already wrote it, there is nothing to do.
+            let taken = tx
+                .execute(
+                    "DELETE FROM score_queue WHERE submission_id = ?1 AND model_id = ?2",
+                    params![submission_id, model_id],
+                )
+                .map_err(StoreError::from)?;
+            if taken == 0 {
+                return Ok(0);
+            }
             let history = super::scores::history_of(tx, submission_id)?;
             let risks = score(history)?;
             let digest = super::scores::write_scores(tx, submission_id, model_id, &risks)?;
             super::audit::append(tx, event(&digest))?;
             Ok(risks.len())
         })
+    }
+
+    /// Every submission, current and superseded, for verify.
+    pub fn all_submissions(&self) -> StoreResult<Vec<SubmissionRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM submissions ORDER BY id"))?;
+        let rows = stmt.query_map([], read_record)?.collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 
     /// For every submission: the digest of its stored rows, for verify.

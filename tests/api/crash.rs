@@ -270,14 +270,14 @@ async fn an_interrupted_activation_is_reported_pending_and_resumed_at_start() {
     // What an activation commits before its drain: active model, queue, audit event.
     let queued = app
         .store
-        .activate_model(&model, 1, None, |schools, pupils| riskid::audit::NewEvent {
+        .activate_model(&model, 1, None, |queued, pupils| riskid::audit::NewEvent {
             at: 1,
             actor_key_id: 0,
             actor_role: "test".into(),
             action: Action::ModelActivate,
             school_urn: None,
             subject: format!("model {model}"),
-            details: serde_json::json!({ "model_id": model, "schools_queued": schools, "pupils_queued": pupils,
+            details: serde_json::json!({ "model_id": model, "queued": queued, "pupils_queued": pupils,
                 "artifact_sha256": riskid::audit::sha256_hex(riskid::app::BUNDLED_MODEL.as_bytes()) }),
         })
         .unwrap();

@@ -122,6 +122,14 @@ async fn every_tampering_case_is_found_and_named() {
         ("change a key's role", "UPDATE api_keys SET role = 'analyst' WHERE id = (SELECT MIN(key_id) FROM api_key_schools); DELETE FROM api_key_schools WHERE key_id = (SELECT MIN(key_id) FROM api_key_schools)".into(), "role or schools differ"),
         ("edit pupil rows", "UPDATE pupil_terms SET row_json = replace(row_json, '\"fsm\":false', '\"fsm\":true') WHERE rowid = (SELECT MIN(rowid) FROM pupil_terms WHERE row_json LIKE '%\"fsm\":false%')".into(), "pupil rows differ"),
         ("edit the active model's coefficients", "UPDATE models SET artifact_json = replace(artifact_json, '\"intercept\":', '\"intercept\":1') WHERE active = 1".into(), "artifact differs"),
+        // Found in review: state the first version of verify did not compare.
+        ("replace a key's secret", format!("UPDATE api_keys SET key_hash = '{}' WHERE id = 1", "0".repeat(64)), "secret differs"),
+        ("move a submission to another school", "UPDATE submissions SET urn = 100099 WHERE id = 1".into(), "school, term or state differs"),
+        ("unlink the live scores", "DELETE FROM live_scores WHERE submission_id = 1".into(), "not the last ones"),
+        ("extend a programme", "UPDATE cohorts SET programme_end = programme_end + 30 WHERE state = 'finalised'".into(), "programme end"),
+        ("credit a decision to someone else", "UPDATE cohort_members SET decided_by = 999 WHERE (cohort_id, upn) = (SELECT cohort_id, upn FROM cohort_members WHERE decision = 'confirm' LIMIT 1)".into(), "who decided"),
+        ("reorder by priority", "UPDATE scores SET priority = 0.999 WHERE rowid = (SELECT MIN(rowid) FROM scores)".into(), "scores under model"),
+        ("delete a submission", "DELETE FROM live_scores WHERE submission_id = 2; DELETE FROM scores WHERE submission_id = 2; DELETE FROM pupil_terms WHERE submission_id = 2; UPDATE submissions SET superseded_by = NULL WHERE superseded_by = 2; DELETE FROM submissions WHERE id = 2".into(), "submissions; the chain records"),
         ("corrupt an event", "UPDATE audit_events SET event_json = 'not json' WHERE seq = 7".into(), "BROKEN at event 7: the event cannot be read"),
     ];
     for (what, statements, says) in cases {
@@ -131,6 +139,22 @@ async fn every_tampering_case_is_found_and_named() {
         assert!(!ok, "{what}: not detected");
         assert!(text.contains(says), "{what}: the report should say {says:?}: {text}");
     }
+
+    // Scores laundered through the queue: the server scores what it finds at start, but
+    // verify asks which activation wanted them.
+    let dir = copy_of(&app);
+    let bundled = app.store.active_model().unwrap().unwrap().model_id;
+    sql(dir.path(), &format!("INSERT INTO score_queue (submission_id, model_id) VALUES (1, '{bundled}')"));
+    let store = std::sync::Arc::new(riskid::storage::Store::open(dir.path()).unwrap());
+    drop(riskid::app::App::new(store, Default::default()).unwrap());
+    let (ok, text) = verify(dir.path(), &checkpoint);
+    assert!(!ok && text.contains("no activation or rescore asked for"), "{text}");
+
+    // A cut chain is not re-anchored by the next write: the server refuses to open it.
+    let dir = copy_of(&app);
+    sql(dir.path(), &format!("DELETE FROM audit_events WHERE seq > {}", n - 2));
+    let refused = riskid::storage::Store::open(dir.path()).err().expect("refused");
+    assert!(refused.to_string().contains("head file records event"), "{refused}");
 
     // Rewrite an event and re-hash all the events after it, as someone without the key would.
     let dir = copy_of(&app);
@@ -212,15 +236,16 @@ async fn request_ids_mean_what_they_say_on_every_mutation() {
     let events =
         |action: riskid::audit::Action| app.store.audit_log().unwrap().iter().filter(|(a, _)| *a == action).count();
 
-    // ProposeCohort: a repeat returns the same cohort (no second proposal); racing repeats too.
-    let first = lw.propose_cohort(propose(st(urn, b.latest), 40, "p-1")).await.unwrap().into_inner();
+    // ProposeCohort: racing repeats make one proposal; a later repeat returns the same cohort.
     let (mut la, mut lb) = (lw.clone(), lw.clone());
     let (r1, r2) = tokio::join!(
         la.propose_cohort(propose(st(urn, b.latest), 40, "p-1")),
         lb.propose_cohort(propose(st(urn, b.latest), 40, "p-1"))
     );
-    assert_eq!(r1.unwrap().into_inner().cohort_id, first.cohort_id);
+    let first = r1.unwrap().into_inner();
     assert_eq!(r2.unwrap().into_inner().cohort_id, first.cohort_id);
+    let again = lw.propose_cohort(propose(st(urn, b.latest), 40, "p-1")).await.unwrap().into_inner();
+    assert_eq!(again.cohort_id, first.cohort_id);
     assert_eq!(events(riskid::audit::Action::CohortPropose), 1);
     let other = lw.propose_cohort(propose(st(urn, b.latest), 5, "p-1")).await.unwrap_err();
     assert_eq!(other.code(), Code::InvalidArgument, "same id, other content");
