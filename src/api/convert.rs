@@ -159,8 +159,18 @@ pub fn outcome_to_pb(o: crate::domain::Outcome) -> pb::Outcome {
     }
 }
 
-/// The one conversion every RPC that shows a child uses.
+/// The one conversion every RPC that shows a child uses. A domain's words are rendered
+/// once per child and shared by the outcomes that cite it.
 pub fn risk_to_pb(r: &crate::scoring::PupilRisk) -> pb::PupilRisk {
+    let mut words: Vec<(String, String)> = Vec::with_capacity(5);
+    let mut text = |x: &crate::scoring::Reason| -> String {
+        if let Some((_, t)) = words.iter().find(|(d, _)| *d == x.domain) {
+            return t.clone();
+        }
+        let t = x.text();
+        words.push((x.domain.clone(), t.clone()));
+        t
+    };
     pb::PupilRisk {
         upn: r.upn.clone(),
         school_term: Some(school_term_to_pb(r.school_term.urn, r.school_term.term)),
@@ -178,7 +188,7 @@ pub fn risk_to_pb(r: &crate::scoring::PupilRisk) -> pb::PupilRisk {
                     .iter()
                     .map(|x| pb::Reason {
                         domain: x.domain.clone(),
-                        text: x.text(),
+                        text: text(x),
                         evidence: x
                             .evidence
                             .iter()

@@ -91,36 +91,39 @@ impl App {
             if let Some(prior) = s.prior_request_ro(rk.as_ref())? {
                 return cohort_of(s, prior);
             }
-            let (model_id, stored) = ready_scores(s.live_scores(st)?, st)?;
+            // Ranking reads only the probabilities; the full scores only of the children picked.
+            let (submission_id, model_id, ranked) = match s.live_ranking(st)? {
+                Ok(r) => r,
+                Err(why) => {
+                    return Err(ready_scores(why, st).err().unwrap_or_else(|| AppError::Internal("scores".into())));
+                }
+            };
             let running = s.in_programme(st.term)?;
-            let candidates: Vec<Candidate> = stored
+            let candidates: Vec<Candidate> = ranked
                 .iter()
                 .map(|r| {
                     Ok(Candidate {
-                        upn: Upn::parse(&r.risk.upn).map_err(|e| AppError::Internal(e.to_string()))?,
-                        ncyear: NcYear::new(r.risk.ncyear).ok_or_else(|| AppError::Internal("bad year".into()))?,
-                        statutory: r.risk.statutory,
-                        in_programme: false,
-                        probabilities: r.risk.probabilities(),
-                    })
-                })
-                .map(|c: AppResult<Candidate>| {
-                    c.map(|mut c| {
-                        c.in_programme = running.contains(&c.upn);
-                        c
+                        upn: r.upn.clone(),
+                        ncyear: NcYear::new(r.ncyear).ok_or_else(|| AppError::Internal("bad year".into()))?,
+                        statutory: r.statutory,
+                        in_programme: running.contains(&r.upn),
+                        probabilities: r.probabilities,
                     })
                 })
                 .collect::<AppResult<_>>()?;
             let proposal = propose(&candidates, &input.params);
+            let picked: Vec<Upn> = proposal.picks.iter().map(|p| candidates[p.candidate].upn.clone()).collect();
+            let shown = s.scores_of(submission_id, &model_id, &picked)?;
             let members: Vec<Member> = proposal
                 .picks
                 .iter()
-                .map(|p| Member {
+                .zip(shown)
+                .map(|(p, risk)| Member {
                     upn: candidates[p.candidate].upn.clone(),
                     proposed: true,
                     rank: Some(p.rank as u32),
                     priority: Some(p.priority),
-                    shown: Some(stored[p.candidate].risk.clone()),
+                    shown: Some(risk),
                     decided: None,
                 })
                 .collect();

@@ -23,7 +23,7 @@ pub use cohorts::ReplaceRefused;
 pub use keys::{KeyRecord, NewKey};
 pub use models::ModelRecord;
 pub use requests::{RequestKey, RequestResult};
-pub use scores::{LiveScores, ScoreRecord};
+pub use scores::{LiveScores, Ranked, ScoreRecord};
 pub use submissions::{
     ActiveModel, FeedSource, NewSubmission, SaveOutcome, SubmissionFilter, SubmissionRecord, SubmissionState, Written,
 };

@@ -16,6 +16,18 @@ pub struct ScoreRecord {
     pub risk: PupilRisk,
 }
 
+/// What ranking needs of one pupil's live score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    pub upn: crate::domain::Upn,
+    pub ncyear: u8,
+    pub statutory: bool,
+    pub probabilities: [f64; 3],
+}
+
+/// (submission, model, what ranking needs of each pupil) for a school term.
+pub type LiveRanking = (i64, String, Vec<Ranked>);
+
 /// A school term's live scores, or why there are none to show yet.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LiveScores {
@@ -175,9 +187,9 @@ impl Store {
         Ok(self.conn().query_row("SELECT COUNT(*) FROM score_queue", [], |r| r.get::<_, i64>(0))? as usize)
     }
 
-    /// The live scores of a school term, highest priority first, or why there are none.
-    pub fn live_scores(&self, st: SchoolTerm) -> StoreResult<LiveScores> {
-        let conn = self.conn();
+    /// Which submission and model are live for a school term, or why none is (as a
+    /// `LiveScores` with no scores in it).
+    fn live_of(conn: &rusqlite::Connection, st: SchoolTerm) -> StoreResult<Result<(i64, String), LiveScores>> {
         let Some(submission_id): Option<i64> = conn
             .query_row(
                 "SELECT id FROM submissions WHERE urn = ?1 AND term_index = ?2 AND state = 'current'",
@@ -186,23 +198,30 @@ impl Store {
             )
             .optional()?
         else {
-            return Ok(LiveScores::NoFeed);
+            return Ok(Err(LiveScores::NoFeed));
         };
         let queued: Option<String> = conn
             .query_row("SELECT model_id FROM score_queue WHERE submission_id = ?1 LIMIT 1", [submission_id], |r| {
                 r.get(0)
             })
             .optional()?;
+        if let Some(model_id) = queued {
+            return Ok(Err(LiveScores::Pending { submission_id, model_id }));
+        }
         let live: Option<String> = conn
             .query_row("SELECT model_id FROM live_scores WHERE submission_id = ?1", [submission_id], |r| r.get(0))
             .optional()?;
-        if let Some(model_id) = queued {
-            return Ok(LiveScores::Pending { submission_id, model_id });
-        }
         // Accepted submissions are scored in the same transaction, so this means the store
         // was changed by hand; say it is not ready rather than answer with nothing.
-        let Some(model_id) = live else {
-            return Ok(LiveScores::Pending { submission_id, model_id: String::new() });
+        Ok(live.map(|m| (submission_id, m)).ok_or(LiveScores::Pending { submission_id, model_id: String::new() }))
+    }
+
+    /// The live scores of a school term, highest priority first, or why there are none.
+    pub fn live_scores(&self, st: SchoolTerm) -> StoreResult<LiveScores> {
+        let conn = self.conn();
+        let (submission_id, model_id) = match Self::live_of(&conn, st)? {
+            Ok(live) => live,
+            Err(why) => return Ok(why),
         };
         let scores = conn
             .prepare_cached(
@@ -212,6 +231,65 @@ impl Store {
             .map(|j| parse(submission_id, model_id.clone(), &j?))
             .collect::<StoreResult<_>>()?;
         Ok(LiveScores::Ready { submission_id, model_id, scores })
+    }
+
+    /// What ranking needs from a school term's live scores (probabilities, year group,
+    /// statutory status), read without the reasons; the full scores of the children picked
+    /// come from [`Store::scores_of`].
+    pub fn live_ranking(&self, st: SchoolTerm) -> StoreResult<Result<LiveRanking, LiveScores>> {
+        #[derive(serde::Deserialize)]
+        struct Light {
+            upn: String,
+            ncyear: u8,
+            statutory: bool,
+            outcomes: Vec<LightOutcome>,
+        }
+        #[derive(serde::Deserialize)]
+        struct LightOutcome {
+            probability: f64,
+        }
+        let conn = self.conn();
+        let (submission_id, model_id) = match Self::live_of(&conn, st)? {
+            Ok(live) => live,
+            Err(why) => return Ok(Err(why)),
+        };
+        let ranked = conn
+            .prepare_cached(
+                "SELECT explanation_json FROM scores WHERE submission_id = ?1 AND model_id = ?2 ORDER BY upn",
+            )?
+            .query_map(params![submission_id, model_id], |r| r.get::<_, String>(0))?
+            .map(|j| {
+                let l: Light =
+                    serde_json::from_str(&j?).map_err(|e| StoreError::Corrupt(format!("a stored score: {e}")))?;
+                Ok(Ranked {
+                    upn: crate::domain::Upn::parse(&l.upn)
+                        .map_err(|_| StoreError::Corrupt("a stored score's UPN".into()))?,
+                    ncyear: l.ncyear,
+                    statutory: l.statutory,
+                    probabilities: std::array::from_fn(|k| l.outcomes.get(k).map_or(0.0, |o| o.probability)),
+                })
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(Ok((submission_id, model_id, ranked)))
+    }
+
+    /// The full stored scores of some pupils of a submission under a model.
+    pub fn scores_of(
+        &self,
+        submission_id: i64,
+        model_id: &str,
+        upns: &[crate::domain::Upn],
+    ) -> StoreResult<Vec<PupilRisk>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT explanation_json FROM scores WHERE submission_id = ?1 AND model_id = ?2 AND upn = ?3",
+        )?;
+        upns.iter()
+            .map(|u| {
+                let j: String = stmt.query_row(params![submission_id, model_id, u.as_str()], |r| r.get(0))?;
+                Ok(parse(submission_id, model_id.into(), &j)?.risk)
+            })
+            .collect()
     }
 
     /// Every live score of one pupil, oldest term first.
