@@ -30,9 +30,16 @@ CREATE TABLE scores_v3 (
     submission_id    INTEGER NOT NULL REFERENCES submissions(id),
     priority         REAL NOT NULL,
     explanation_json TEXT NOT NULL,
+    -- What ranking needs, as columns: a proposal reads these, not the explanations.
+    ncyear           INTEGER NOT NULL DEFAULT 0,
+    statutory        INTEGER NOT NULL DEFAULT 0,
+    p_absence        REAL NOT NULL DEFAULT 0,
+    p_suspension     REAL NOT NULL DEFAULT 0,
+    p_referral       REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (submission_id, model_id, upn)
 );
-INSERT INTO scores_v3 SELECT urn, term_index, upn, model_id, submission_id, priority, explanation_json FROM scores;
+INSERT INTO scores_v3 (urn, term_index, upn, model_id, submission_id, priority, explanation_json)
+    SELECT urn, term_index, upn, model_id, submission_id, priority, explanation_json FROM scores;
 DROP TABLE scores;
 ALTER TABLE scores_v3 RENAME TO scores;
 CREATE INDEX scores_upn ON scores (upn, term_index);

@@ -71,13 +71,28 @@ pub(crate) fn write_scores(tx: &Tx, submission_id: i64, model_id: &str, risks: &
     let mut jsons = Vec::with_capacity(risks.len());
     {
         let mut ins = tx.prepare_cached(
-            "INSERT INTO scores (urn, term_index, upn, model_id, submission_id, priority, explanation_json) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO scores (urn, term_index, upn, model_id, submission_id, priority, explanation_json, \
+             ncyear, statutory, p_absence, p_suspension, p_referral) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
         for r in risks {
             let json = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let st = r.school_term;
-            ins.execute(params![st.urn.get(), st.term.index(), r.upn, model_id, submission_id, r.any_adverse, json])?;
+            let p = r.probabilities();
+            ins.execute(params![
+                st.urn.get(),
+                st.term.index(),
+                r.upn,
+                model_id,
+                submission_id,
+                r.any_adverse,
+                json,
+                r.ncyear,
+                r.statutory,
+                p[0],
+                p[1],
+                p[2]
+            ])?;
             jsons.push(json);
         }
     }
@@ -94,18 +109,12 @@ pub(crate) fn write_scores(tx: &Tx, submission_id: i64, model_id: &str, risks: &
 /// The digest of one submission's scores under one model, as stored.
 fn digest_of(conn: &rusqlite::Connection, submission_id: i64, model_id: &str) -> StoreResult<String> {
     let rows: Vec<(String, String)> = conn
-        .prepare_cached(
-            "SELECT upn, explanation_json, priority FROM scores WHERE submission_id = ?1 AND model_id = ?2",
-        )?
-        .query_map(params![submission_id, model_id], |r| {
-            Ok((r.get(0)?, digest_part(&r.get::<_, String>(1)?, r.get(2)?)))
-        })?
+        .prepare_cached(&format!("SELECT {DIGEST_COLUMNS} FROM scores WHERE submission_id = ?1 AND model_id = ?2"))?
+        .query_map(params![submission_id, model_id], digest_row)?
         .collect::<Result<_, _>>()?;
     Ok(pairs_digest(rows.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect()))
 }
 
-/// Queues each school's latest current submission for scoring with `model_id`; returns how
-/// many submissions and rows were queued.
 /// Queues each school's latest current submission for scoring with `model_id`; returns the
 /// submissions queued (for the audit event) and their rows.
 pub(crate) fn queue_latest(tx: &Tx, model_id: &str) -> StoreResult<(Vec<i64>, usize)> {
@@ -126,9 +135,21 @@ pub(crate) fn queue_latest(tx: &Tx, model_id: &str) -> StoreResult<(Vec<i64>, us
     Ok((queued.into_iter().map(|q| q.0).collect(), rows))
 }
 
-/// The text a score digest covers: the explanation as shown and the priority it ranks by.
-fn digest_part(json: &str, priority: f64) -> String {
-    format!("{json}|{:016x}", priority.to_bits())
+/// The text a score digest covers: the explanation as shown, and the columns ranking reads
+/// (priority, year group, statutory status, probabilities), so none can be changed unseen.
+fn digest_part(json: &str, cols: [f64; 6]) -> String {
+    let mut s = json.to_owned();
+    for c in cols {
+        s.push_str(&format!("|{:016x}", c.to_bits()));
+    }
+    s
+}
+
+const DIGEST_COLUMNS: &str = "upn, explanation_json, priority, ncyear, statutory, p_absence, p_suspension, p_referral";
+
+fn digest_row(r: &rusqlite::Row) -> rusqlite::Result<(String, String)> {
+    let cols = [r.get(2)?, r.get::<_, i64>(3)? as f64, r.get::<_, i64>(4)? as f64, r.get(5)?, r.get(6)?, r.get(7)?];
+    Ok((r.get(0)?, digest_part(&r.get::<_, String>(1)?, cols)))
 }
 
 impl Store {
@@ -237,17 +258,6 @@ impl Store {
     /// statutory status), read without the reasons; the full scores of the children picked
     /// come from [`Store::scores_of`].
     pub fn live_ranking(&self, st: SchoolTerm) -> StoreResult<Result<LiveRanking, LiveScores>> {
-        #[derive(serde::Deserialize)]
-        struct Light {
-            upn: String,
-            ncyear: u8,
-            statutory: bool,
-            outcomes: Vec<LightOutcome>,
-        }
-        #[derive(serde::Deserialize)]
-        struct LightOutcome {
-            probability: f64,
-        }
         let conn = self.conn();
         let (submission_id, model_id) = match Self::live_of(&conn, st)? {
             Ok(live) => live,
@@ -255,19 +265,22 @@ impl Store {
         };
         let ranked = conn
             .prepare_cached(
-                "SELECT explanation_json FROM scores WHERE submission_id = ?1 AND model_id = ?2 ORDER BY upn",
+                "SELECT upn, ncyear, statutory, p_absence, p_suspension, p_referral FROM scores \
+                 WHERE submission_id = ?1 AND model_id = ?2 ORDER BY upn",
             )?
-            .query_map(params![submission_id, model_id], |r| r.get::<_, String>(0))?
-            .map(|j| {
-                let l: Light =
-                    serde_json::from_str(&j?).map_err(|e| StoreError::Corrupt(format!("a stored score: {e}")))?;
-                Ok(Ranked {
-                    upn: crate::domain::Upn::parse(&l.upn)
-                        .map_err(|_| StoreError::Corrupt("a stored score's UPN".into()))?,
-                    ncyear: l.ncyear,
-                    statutory: l.statutory,
-                    probabilities: std::array::from_fn(|k| l.outcomes.get(k).map_or(0.0, |o| o.probability)),
-                })
+            .query_map(params![submission_id, model_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u8>(1)?,
+                    r.get::<_, bool>(2)?,
+                    [r.get(3)?, r.get(4)?, r.get(5)?],
+                ))
+            })?
+            .map(|row| {
+                let (upn, ncyear, statutory, probabilities) = row?;
+                let upn =
+                    crate::domain::Upn::parse(&upn).map_err(|_| StoreError::Corrupt("a stored score's UPN".into()))?;
+                Ok(Ranked { upn, ncyear, statutory, probabilities })
             })
             .collect::<StoreResult<_>>()?;
         Ok(Ok((submission_id, model_id, ranked)))

@@ -128,6 +128,7 @@ async fn every_tampering_case_is_found_and_named() {
         ("unlink the live scores", "DELETE FROM live_scores WHERE submission_id = 1".into(), "not the last ones"),
         ("extend a programme", "UPDATE cohorts SET programme_end = programme_end + 30 WHERE state = 'finalised'".into(), "programme end"),
         ("credit a decision to someone else", "UPDATE cohort_members SET decided_by = 999 WHERE (cohort_id, upn) = (SELECT cohort_id, upn FROM cohort_members WHERE decision = 'confirm' LIMIT 1)".into(), "who decided"),
+        ("raise a ranking column", "UPDATE scores SET p_absence = 0.99 WHERE rowid = (SELECT MIN(rowid) FROM scores)".into(), "scores under model"),
         ("reorder by priority", "UPDATE scores SET priority = 0.999 WHERE rowid = (SELECT MIN(rowid) FROM scores)".into(), "scores under model"),
         ("delete a submission", "DELETE FROM live_scores WHERE submission_id = 2; DELETE FROM scores WHERE submission_id = 2; DELETE FROM pupil_terms WHERE submission_id = 2; UPDATE submissions SET superseded_by = NULL WHERE superseded_by = 2; DELETE FROM submissions WHERE id = 2".into(), "submissions; the chain records"),
         ("corrupt an event", "UPDATE audit_events SET event_json = 'not json' WHERE seq = 7".into(), "BROKEN at event 7: the event cannot be read"),
