@@ -7,10 +7,11 @@ use rusqlite::{OptionalExtension, params};
 use super::{Store, StoreError, StoreResult, Tx};
 use crate::audit::{AuditEvent, Checkpoint, NewEvent, StoredEvent, chain, event_mac};
 
-fn stored_after(conn: &rusqlite::Connection, after_seq: u64) -> StoreResult<Vec<StoredEvent>> {
+/// Events after `after_seq` in sequence order, at most `limit`, as stored.
+fn stored_after(conn: &rusqlite::Connection, after_seq: u64, limit: i64) -> StoreResult<Vec<StoredEvent>> {
     let rows = conn
-        .prepare_cached("SELECT seq, event_json, hash, mac FROM audit_events WHERE seq > ?1 ORDER BY seq")?
-        .query_map([after_seq as i64], |r| {
+        .prepare_cached("SELECT seq, event_json, hash, mac FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
+        .query_map(params![after_seq as i64, limit], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -33,7 +34,7 @@ fn check_continues(tx: &Tx, last: Option<(u64, String)>) -> StoreResult<()> {
         return Ok(());
     }
     let (from_seq, from_hash) = known.clone().unwrap_or((0, crate::audit::GENESIS.into()));
-    let after = stored_after(tx, from_seq)?;
+    let after = stored_after(tx, from_seq, i64::MAX)?;
     let reaches = last.as_ref().is_some_and(|(s, _)| *s >= from_seq);
     let linked = crate::audit::verify_from(&after, tx.key, from_seq + 1, &from_hash);
     match (reaches, linked) {
@@ -115,22 +116,7 @@ impl Store {
 
     /// Events after `after_seq` in sequence order, at most `limit`, as stored.
     pub fn stored_events(&self, after_seq: u64, limit: usize) -> StoreResult<Vec<StoredEvent>> {
-        let conn = self.conn();
-        let rows = conn
-            .prepare_cached("SELECT seq, event_json, hash, mac FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
-            .query_map(params![after_seq as i64, limit as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows
-            .into_iter()
-            .map(|(seq, json, hash, mac)| StoredEvent {
-                seq: seq as u64,
-                event: serde_json::from_str::<AuditEvent>(&json).map_err(|e| e.to_string()),
-                hash,
-                mac,
-            })
-            .collect())
+        stored_after(&self.conn(), after_seq, limit as i64)
     }
 
     /// Every readable event's action and JSON, in order (for tests and tools).
