@@ -50,18 +50,31 @@ fn parse(submission_id: i64, model_id: String, json: &str) -> StoreResult<ScoreR
     Ok(ScoreRecord { submission_id, model_id, risk })
 }
 
-/// SHA-256 over (UPN, JSON) pairs in UPN order: the digest of stored rows or scores that
-/// audit events record, and that `verify` recomputes.
-pub fn pairs_digest<'a>(mut pairs: Vec<(&'a str, &'a str)>) -> String {
-    pairs.sort_unstable();
-    let mut bytes = Vec::new();
-    for (upn, json) in pairs {
-        bytes.extend_from_slice(&(upn.len() as u64).to_be_bytes());
-        bytes.extend_from_slice(upn.as_bytes());
-        bytes.extend_from_slice(&(json.len() as u64).to_be_bytes());
-        bytes.extend_from_slice(json.as_bytes());
+/// SHA-256 over (UPN, bytes) pairs fed in UPN order, each length-prefixed: the digest of
+/// stored rows or scores that audit events record and `verify` recomputes. Streaming, so a
+/// digest costs no copy of what it covers.
+#[derive(Default)]
+pub struct PairsDigest(sha2::Sha256);
+
+impl PairsDigest {
+    pub fn new() -> Self {
+        Self(sha2::Sha256::default())
     }
-    crate::audit::sha256_hex(&bytes)
+
+    pub fn push(&mut self, upn: &str, parts: &[&[u8]]) {
+        use sha2::Digest;
+        self.0.update((upn.len() as u64).to_be_bytes());
+        self.0.update(upn.as_bytes());
+        for p in parts {
+            self.0.update((p.len() as u64).to_be_bytes());
+            self.0.update(p);
+        }
+    }
+
+    pub fn finish(self) -> String {
+        use sha2::Digest;
+        hex::encode(self.0.finalize())
+    }
 }
 
 /// Replaces one submission's scores under one model, makes them live and takes the pair off
@@ -108,11 +121,15 @@ pub(crate) fn write_scores(tx: &Tx, submission_id: i64, model_id: &str, risks: &
 
 /// The digest of one submission's scores under one model, as stored.
 fn digest_of(conn: &rusqlite::Connection, submission_id: i64, model_id: &str) -> StoreResult<String> {
-    let rows: Vec<(String, String)> = conn
-        .prepare_cached(&format!("SELECT {DIGEST_COLUMNS} FROM scores WHERE submission_id = ?1 AND model_id = ?2"))?
-        .query_map(params![submission_id, model_id], digest_row)?
-        .collect::<Result<_, _>>()?;
-    Ok(pairs_digest(rows.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect()))
+    let mut d = PairsDigest::new();
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {DIGEST_COLUMNS} FROM scores WHERE submission_id = ?1 AND model_id = ?2 ORDER BY upn"
+    ))?;
+    let mut rows = stmt.query(params![submission_id, model_id])?;
+    while let Some(r) = rows.next()? {
+        push_score_row(&mut d, r)?;
+    }
+    Ok(d.finish())
 }
 
 /// Queues each school's latest current submission for scoring with `model_id`; returns the
@@ -135,21 +152,21 @@ pub(crate) fn queue_latest(tx: &Tx, model_id: &str) -> StoreResult<(Vec<i64>, us
     Ok((queued.into_iter().map(|q| q.0).collect(), rows))
 }
 
-/// The text a score digest covers: the explanation as shown, and the columns ranking reads
-/// (priority, year group, statutory status, probabilities), so none can be changed unseen.
-fn digest_part(json: &str, cols: [f64; 6]) -> String {
-    let mut s = json.to_owned();
-    for c in cols {
-        s.push_str(&format!("|{:016x}", c.to_bits()));
-    }
-    s
-}
-
+/// What a score digest covers, in UPN order: the explanation as shown, and the columns
+/// ranking reads (priority, year group, statutory status, probabilities), so none can be
+/// changed unseen.
 const DIGEST_COLUMNS: &str = "upn, explanation_json, priority, ncyear, statutory, p_absence, p_suspension, p_referral";
 
-fn digest_row(r: &rusqlite::Row) -> rusqlite::Result<(String, String)> {
+fn push_score_row(d: &mut PairsDigest, r: &rusqlite::Row) -> rusqlite::Result<()> {
+    let upn: String = r.get(0)?;
+    let json: String = r.get(1)?;
     let cols = [r.get(2)?, r.get::<_, i64>(3)? as f64, r.get::<_, i64>(4)? as f64, r.get(5)?, r.get(6)?, r.get(7)?];
-    Ok((r.get(0)?, digest_part(&r.get::<_, String>(1)?, cols)))
+    let mut bits = [0u8; 48];
+    for (i, c) in cols.iter().enumerate() {
+        bits[i * 8..i * 8 + 8].copy_from_slice(&f64::to_bits(*c).to_be_bytes());
+    }
+    d.push(&upn, &[json.as_bytes(), &bits]);
+    Ok(())
 }
 
 impl Store {

@@ -249,23 +249,26 @@ impl Store {
     /// For every submission: the digest of its stored rows, for verify.
     pub fn row_digests(&self) -> StoreResult<Vec<(i64, String)>> {
         let conn = self.conn();
-        let rows: Vec<(i64, String, String)> = conn
-            .prepare("SELECT submission_id, upn, row_json FROM pupil_terms ORDER BY submission_id")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<Result<_, _>>()?;
+        let mut stmt =
+            conn.prepare("SELECT submission_id, upn, row_json FROM pupil_terms ORDER BY submission_id, upn")?;
+        let mut rows = stmt.query([])?;
         let mut out = Vec::new();
-        let mut i = 0;
-        while i < rows.len() {
-            let id = rows[i].0;
-            let mut j = i;
-            while j < rows.len() && rows[j].0 == id {
-                j += 1;
+        let mut current: Option<(i64, super::scores::PairsDigest)> = None;
+        while let Some(r) = rows.next()? {
+            let id: i64 = r.get(0)?;
+            if current.as_ref().is_none_or(|(c, _)| *c != id) {
+                if let Some((c, d)) = current.take() {
+                    out.push((c, d.finish()));
+                }
+                current = Some((id, super::scores::PairsDigest::new()));
             }
-            out.push((
-                id,
-                super::scores::pairs_digest(rows[i..j].iter().map(|r| (r.1.as_str(), r.2.as_str())).collect()),
-            ));
-            i = j;
+            let (upn, json): (String, String) = (r.get(1)?, r.get(2)?);
+            if let Some((_, d)) = current.as_mut() {
+                d.push(&upn, &[json.as_bytes()]);
+            }
+        }
+        if let Some((c, d)) = current {
+            out.push((c, d.finish()));
         }
         Ok(out)
     }
@@ -340,7 +343,12 @@ fn insert_rows(tx: &Transaction, id: i64, urn: u32, term_index: u32, rows: &[Pup
     for row in rows {
         let json = serde_json::to_string(row).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         stmt.execute(params![id, row.upn.as_str(), urn, term_index, json])?;
-        jsons.push(json);
+        jsons.push((row.upn.as_str(), json));
     }
-    Ok(super::scores::pairs_digest(rows.iter().map(|r| r.upn.as_str()).zip(jsons.iter().map(String::as_str)).collect()))
+    jsons.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut d = super::scores::PairsDigest::new();
+    for (upn, json) in &jsons {
+        d.push(upn, &[json.as_bytes()]);
+    }
+    Ok(d.finish())
 }
