@@ -342,3 +342,43 @@ async fn a_feed_over_the_row_limit_is_a_resource_limit() {
     assert_eq!(err.get_details_error_info().unwrap().reason, "FEED_TOO_MANY_ROWS");
     assert!(submit(&mut c, header(SCHOOL_A, term("2025/26", "autumn")), &valid_csv(100, 0)).await.is_ok());
 }
+
+#[tokio::test]
+async fn trickles_cannot_hold_an_upload_open() {
+    // Found in review: empty parts reset the idle timer, and the header had no timeout.
+    let limits = Limits {
+        ingest_idle_timeout: Duration::from_millis(300),
+        max_upload_time: Duration::from_millis(900),
+        ..Limits::default()
+    };
+    let app = spawn_app_with(limits).await;
+    let key = app.key(Role::School, &[SCHOOL_A]);
+    let h = header(SCHOOL_A, term("2025/26", "autumn"));
+    // An empty chunk is refused outright.
+    let mut c = app.feed(&key).await;
+    let stream = vec![part(Part::Header(h.clone())), part(Part::CsvChunk(Vec::new()))];
+    let err = c.submit_feed(tokio_stream::iter(stream)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("empty"), "{}", err.message());
+    // A stream that never sends its header is ended.
+    let (_tx, rx) = tokio::sync::mpsc::channel::<pb::SubmitFeedRequest>(1);
+    let err = c.submit_feed(ReceiverStream::new(rx)).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{}", err.message());
+    // A trickle of small chunks, each inside the idle timeout, meets the total deadline.
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::SubmitFeedRequest>(1);
+    let call = tokio::spawn(async move { c.submit_feed(ReceiverStream::new(rx)).await });
+    tx.send(part(Part::Header(h))).await.unwrap();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..20 {
+            if tx.send(part(Part::CsvChunk(b"u".to_vec()))).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded);
+    assert!(err.message().contains("longer than"), "{}", err.message());
+    trickle.abort();
+    assert_eq!(app.stored_rows(), 0);
+}
