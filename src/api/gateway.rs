@@ -99,7 +99,14 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let app = self.app.clone();
-        let request_id = uuid::Uuid::new_v4().to_string();
+        // A caller's own request id is kept (so it can match our logs to its own) when it is
+        // a plain token; anything else is replaced by a fresh one.
+        let request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| super::limits::is_token(v, super::limits::MAX_REQUEST_ID))
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
         let span = tracing::info_span!("rpc", request_id = %request_id, method = %req.uri().path());
         async move {
             let path = req.uri().path().to_owned();

@@ -16,6 +16,13 @@ fn bad(field: &str, description: String) -> Status {
     AppError::BadField { field: field.to_owned(), reason: "INVALID_VALUE", description }.into()
 }
 
+/// Whether `v` is 1..=max characters of letters, digits and `. _ : -`.
+pub fn is_token(v: &str, max: usize) -> bool {
+    !v.is_empty()
+        && v.len() <= max
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
 /// An identifier-like value: 1..=max characters of letters, digits and `. _ : -`.
 pub fn check_token(field: &str, v: &str, max: usize) -> Result<(), Status> {
     if v.is_empty() || v.len() > max {

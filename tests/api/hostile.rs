@@ -382,3 +382,21 @@ async fn trickles_cannot_hold_an_upload_open() {
     trickle.abort();
     assert_eq!(app.stored_rows(), 0);
 }
+
+#[tokio::test]
+async fn a_callers_request_id_is_kept_when_it_is_a_plain_token() {
+    let app = spawn_app().await;
+    let mut c = app.feed(&app.key(Role::School, &[SCHOOL_A])).await;
+    let call = |rid: &'static str| {
+        let mut req = tonic::Request::new(pb::ListSubmissionsRequest::default());
+        req.metadata_mut().insert("x-request-id", rid.parse().unwrap());
+        req
+    };
+    let kept = c.list_submissions(call("batch-7:upload-42")).await.unwrap();
+    assert_eq!(kept.metadata().get("x-request-id").unwrap(), "batch-7:upload-42");
+    // Not a plain token (spaces, or too long): replaced by a fresh id.
+    let replaced = c.list_submissions(call("not a token")).await.unwrap();
+    let id = replaced.metadata().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+    assert_ne!(id, "not a token");
+    assert_eq!(id.len(), 36, "a fresh UUID");
+}
