@@ -50,6 +50,14 @@ pub fn policy(path: &str) -> Option<&'static [Role]> {
     Some(roles)
 }
 
+/// Whether a caller's value contains something that reads as a UPN: it would reach the logs.
+fn holds_upn(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() >= 13
+        && (0..=b.len() - 13)
+            .any(|i| std::str::from_utf8(&b[i..i + 13]).is_ok_and(|w| crate::domain::Upn::parse(w).is_ok()))
+}
+
 #[derive(Clone)]
 pub struct GatewayLayer {
     app: Arc<App>,
@@ -105,7 +113,7 @@ where
             .headers()
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
-            .filter(|v| super::limits::is_token(v, super::limits::MAX_REQUEST_ID))
+            .filter(|v| super::limits::is_token(v, super::limits::MAX_REQUEST_ID) && !holds_upn(v))
             .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
         let span = tracing::info_span!("rpc", request_id = %request_id, method = %req.uri().path());
         async move {
