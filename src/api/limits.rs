@@ -28,7 +28,7 @@ pub fn check_token(field: &str, v: &str, max: usize) -> Result<(), Status> {
     if v.is_empty() || v.len() > max {
         return Err(bad(field, format!("{field} must be 1 to {max} characters")));
     }
-    if !v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')) {
+    if !is_token(v, max) {
         return Err(bad(field, format!("{field} may contain only letters, digits and . _ : -")));
     }
     Ok(())

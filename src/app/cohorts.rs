@@ -88,7 +88,7 @@ impl App {
         });
         let role = pass.role.to_string();
         self.blocking(move |s| {
-            if let Some(prior) = s.prior_request_ro(rk.as_ref())? {
+            if let Some(prior) = s.prior_request_if(rk.as_ref())? {
                 return cohort_of(s, prior);
             }
             // Ranking reads only the probabilities; the full scores only of the children picked.

@@ -147,14 +147,6 @@ pub enum FeedBody {
 pub type RecordCells = [String; ingest::COLUMN_COUNT];
 
 impl FeedBody {
-    /// A digest of the body, for request fingerprints.
-    fn fingerprint(&self) -> String {
-        match self {
-            FeedBody::Csv(bytes) => hex::encode(Sha256::digest(bytes)),
-            FeedBody::Records(r) => hex::encode(Sha256::digest(ingest::cells_to_csv(r))),
-        }
-    }
-
     pub fn source(&self) -> FeedSource {
         match self {
             FeedBody::Csv(_) => FeedSource::Csv,
@@ -306,19 +298,17 @@ impl App {
         let school_term = SchoolTerm { urn: pass.urn, term };
         let key_id = pass.key_id;
         let model = self.active_model();
-        let rk = request_id.map(|r| {
-            let body_sha = body.fingerprint();
-            RequestKey {
-                key_id,
-                method: "SubmitFeed",
-                request_id: r,
-                fingerprint: fingerprint(&(school_term.urn.get(), school_term.term.index(), body_sha, dry_run)),
-            }
-        });
         let max_rows = self.limits.max_feed_rows;
         let reports = self.reports.clone();
         self.blocking(move |store| {
+            // Parsing hashes the content once; the request's fingerprint reuses that hash.
             let (feed, sha) = body.parse(max_rows);
+            let rk = request_id.map(|r| RequestKey {
+                key_id,
+                method: "SubmitFeed",
+                request_id: r,
+                fingerprint: fingerprint(&(school_term.urn.get(), school_term.term.index(), &sha, dry_run)),
+            });
             let feed = feed.map_err(|e| match e {
                 ingest::FeedError::Rejected(r) => {
                     let report: Arc<Rejected> = Arc::from(r);

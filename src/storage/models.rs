@@ -63,7 +63,8 @@ impl Store {
         self.write(|tx| tx.prior(Some(rk)))
     }
 
-    pub fn prior_request_ro(&self, rk: Option<&RequestKey>) -> StoreResult<Option<RequestResult>> {
+    /// As [`Store::prior_request`], for a request that may have no id.
+    pub fn prior_request_if(&self, rk: Option<&RequestKey>) -> StoreResult<Option<RequestResult>> {
         match rk {
             Some(rk) => self.prior_request(rk),
             None => Ok(None),

@@ -191,7 +191,6 @@ impl Store {
                 )
                 .optional()?;
             let Some((id, rows)) = row else { return Ok(None) };
-            let _ = rows;
             tx.execute(
                 "INSERT OR IGNORE INTO score_queue (submission_id, model_id) VALUES (?1, ?2)",
                 params![id, model_id],
