@@ -4,9 +4,17 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos: Vec<PathBuf> =
-        std::fs::read_dir("proto/riskid/v1")?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
-    let mut protos: Vec<PathBuf> = protos.into_iter().filter(|p| p.extension().is_some_and(|e| e == "proto")).collect();
+    let mut protos: Vec<PathBuf> = Vec::new();
+    for dir in ["proto/riskid/v1", "proto/inference", "proto/google/rpc"] {
+        for e in std::fs::read_dir(dir)? {
+            let p = e?.path();
+            if p.extension().is_some_and(|e| e == "proto") {
+                protos.push(p);
+            }
+        }
+    }
+    // google/rpc/error_details.proto is compiled only so that reflection serves it (grpcurl
+    // then decodes error details); the code uses tonic-types' own copy of those messages.
     protos.sort();
     let fds = protox::compile(&protos, ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

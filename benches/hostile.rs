@@ -96,7 +96,7 @@ impl Probe {
                     tokio::time::timeout(Duration::from_secs(10), health.check(HealthCheckRequest::default())).await;
                 h.fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
                 let t = Instant::now();
-                let req = pb::GetPupilRiskRequest { upn: pupil.clone() };
+                let req = pb::GetPupilRiskRequest { upn: pupil.clone(), view: 0 };
                 let _ = tokio::time::timeout(Duration::from_secs(10), risks.get_pupil_risk(req)).await;
                 r.fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
                 m.fetch_max(proc_status(pid, "VmRSS:"), Ordering::Relaxed);

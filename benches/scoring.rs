@@ -128,7 +128,7 @@ fn main() {
         let calls = 200;
         // Requests are built before the clock starts: the figure is the server's, not the client's.
         let work: Vec<Vec<pb::ScoreRecordsRequest>> = (0..4)
-            .map(|_| (0..calls / 4).map(|_| pb::ScoreRecordsRequest { pupils: batch.clone() }).collect())
+            .map(|_| (0..calls / 4).map(|_| pb::ScoreRecordsRequest { pupils: batch.clone(), view: 0 }).collect())
             .collect();
         let t = Instant::now();
         let mut tasks = Vec::new();

@@ -302,13 +302,20 @@ pub async fn model(cmd: ModelClient) -> anyhow::Result<i32> {
                     "{} {:<40} created {}  beats baselines: {}",
                     if m.active { "*" } else { " " },
                     m.model_id,
-                    m.created_at,
+                    crate::app::rfc3339(m.create_time.map_or(0, |t| t.seconds)),
                     m.beats_baselines
                 );
             }
         }
         ModelClient::Show { model_id, .. } => {
-            crate::out!("{}", c.get_model(pb::GetModelRequest { model_id }).await.map_err(status)?.into_inner().card);
+            crate::out!(
+                "{}",
+                c.get_model(pb::GetModelRequest { model_id, view: pb::ModelView::Full as i32 })
+                    .await
+                    .map_err(status)?
+                    .into_inner()
+                    .card
+            );
         }
         ModelClient::Activate { model_id, force, reason, .. } => {
             let r = c
@@ -383,7 +390,25 @@ pub async fn cohort(cmd: CohortClient) -> anyhow::Result<i32> {
             };
             c.propose_cohort(req).await
         }
-        Show { at, .. } => c.get_cohort(pb::GetCohortRequest { school_term: Some(at.pb()?) }).await,
+        Show { at, .. } => {
+            let st = at.pb()?;
+            let found = c
+                .list_cohorts(pb::ListCohortsRequest {
+                    school_urn: st.school_urn,
+                    academic_year: st.academic_year,
+                    term: st.term,
+                    page_size: 1,
+                    view: pb::CohortView::Full as i32,
+                    ..Default::default()
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            match found.cohorts.into_iter().next() {
+                Some(cohort) => Ok(tonic::Response::new(cohort)),
+                None => Err(tonic::Status::not_found("no cohort for that school and term")),
+            }
+        }
         Confirm { cohort_id, upn, .. } => {
             c.record_decision(decide(cohort_id, upn, pb::DecisionKind::Confirm, String::new(), String::new())).await
         }
@@ -424,9 +449,9 @@ pub async fn audit(cmd: AuditClient) -> anyhow::Result<i32> {
                 crate::out!(
                     "{:>5}  {}  key {:<3} {:<12} {:<22} {:<7} {}",
                     e.seq,
-                    crate::app::rfc3339(e.at),
+                    crate::app::rfc3339(e.event_time.map_or(0, |t| t.seconds)),
                     e.actor_key_id,
-                    e.actor_role,
+                    pb::Role::try_from(e.actor_role).map_or("?", |r| r.as_str_name()),
                     e.action,
                     e.school_urn,
                     e.subject

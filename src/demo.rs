@@ -136,7 +136,11 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::Res
     }
     let trained = trained.ok_or_else(|| anyhow::anyhow!("training ended without a model"))?;
     s.trained_model = trained.model_id.clone();
-    let artifact = ModelArtifact::from_json(&trained.artifact_json).map_err(anyhow::Error::msg)?;
+    let full = models
+        .get_model(pb::GetModelRequest { model_id: trained.model_id.clone(), view: pb::ModelView::Full as i32 })
+        .await?
+        .into_inner();
+    let artifact = ModelArtifact::from_json(std::str::from_utf8(&full.artifact)?).map_err(anyhow::Error::msg)?;
     if trained.beats_baselines {
         let r = models
             .activate_model(pb::ActivateModelRequest { model_id: trained.model_id.clone(), ..Default::default() })

@@ -6,14 +6,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
 use tonic::transport::{Identity, ServerTlsConfig};
 
 use crate::api::pb::audit_service_server::AuditServiceServer;
 use crate::api::pb::cohort_service_server::CohortServiceServer;
 use crate::api::pb::feed_service_server::FeedServiceServer;
+use crate::api::pb::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use crate::api::pb::model_service_server::ModelServiceServer;
 use crate::api::pb::risk_service_server::RiskServiceServer;
-use crate::api::{AuditApi, CohortApi, FeedApi, GatewayLayer, ModelApi, RiskApi, pb};
+use crate::api::{AuditApi, CohortApi, FeedApi, GatewayLayer, InferenceApi, ModelApi, RiskApi, pb};
 use crate::app::{App, Limits};
 use crate::storage::Store;
 
@@ -134,6 +136,15 @@ pub async fn serve(
     const SCORE_MSG: usize = 4 << 20;
     const SMALL_MSG: usize = 64 << 10;
     // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms to small replies.
+    // gzip and zstd are accepted on requests and used on replies for clients that offer them.
+    macro_rules! compressed {
+        ($svc:expr) => {
+            $svc.accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .send_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Zstd)
+        };
+    }
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
@@ -144,11 +155,22 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(FeedServiceServer::new(FeedApi::new(app.clone())).max_decoding_message_size(FEED_MSG))
-        .add_service(RiskServiceServer::new(RiskApi::new(app.clone())).max_decoding_message_size(SCORE_MSG))
-        .add_service(ModelServiceServer::new(ModelApi::new(app.clone())).max_decoding_message_size(SMALL_MSG))
-        .add_service(CohortServiceServer::new(CohortApi::new(app.clone())).max_decoding_message_size(SMALL_MSG))
-        .add_service(AuditServiceServer::new(AuditApi::new(app.clone())).max_decoding_message_size(SMALL_MSG))
+        .add_service(compressed!(FeedServiceServer::new(FeedApi::new(app.clone())).max_decoding_message_size(FEED_MSG)))
+        .add_service(compressed!(
+            RiskServiceServer::new(RiskApi::new(app.clone())).max_decoding_message_size(SCORE_MSG)
+        ))
+        .add_service(compressed!(
+            ModelServiceServer::new(ModelApi::new(app.clone())).max_decoding_message_size(SMALL_MSG)
+        ))
+        .add_service(compressed!(
+            CohortServiceServer::new(CohortApi::new(app.clone())).max_decoding_message_size(SMALL_MSG)
+        ))
+        .add_service(compressed!(
+            AuditServiceServer::new(AuditApi::new(app.clone())).max_decoding_message_size(SMALL_MSG)
+        ))
+        .add_service(compressed!(
+            GrpcInferenceServiceServer::new(InferenceApi::new(app.clone())).max_decoding_message_size(SCORE_MSG)
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

@@ -342,7 +342,8 @@ fn request_bytes(rng: &mut ChaCha8Rng) -> (bool, Vec<u8>) {
                 .map(|_| pb::PriorTerm { school_term: None, record: None })
                 .collect(),
         };
-        pb::ScoreRecordsRequest { pupils: (0..rng.random_range(0..4)).map(|_| pupil(rng)).collect() }.encode_to_vec()
+        pb::ScoreRecordsRequest { pupils: (0..rng.random_range(0..4)).map(|_| pupil(rng)).collect(), view: 0 }
+            .encode_to_vec()
     } else {
         use pb::submit_feed_request::Part;
         let part = match rng.random_range(0..3) {

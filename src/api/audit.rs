@@ -4,10 +4,13 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::feed::page_size;
+use super::convert::{json_to_struct, role_to_pb, timestamp};
+use super::paging::{Query, STANDARD};
 use super::pb::{self, audit_service_server::AuditService};
 use super::principal;
+use super::status::bad_field;
 use crate::app::App;
+use crate::app::AppError;
 
 pub struct AuditApi {
     app: Arc<App>,
@@ -27,22 +30,24 @@ impl AuditService for AuditApi {
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
         let who = principal(&request)?;
         let pb::ListAuditEventsRequest { action, school_urn, page_size: size, page_token } = request.into_inner();
-        let after: u64 = if page_token.is_empty() {
-            0
-        } else {
-            page_token.parse().map_err(|_| Status::invalid_argument("bad page_token"))?
-        };
-        let limit = page_size(size);
+        let limit = STANDARD.of(size)?;
+        let q = Query::new("ListAuditEvents", who.key_id, &(&action, &school_urn));
+        // Keyset: the token holds the last sequence number shown.
+        let after = q.position(&page_token)?.unwrap_or(0);
         let opt = |s: String| (!s.is_empty()).then_some(s);
         let action = match opt(action) {
             None => None,
             Some(a) => Some(crate::audit::Action::parse(&a).ok_or_else(|| {
-                Status::invalid_argument("action is not an audit action (e.g. decision.confirm, cohort.finalise)")
+                bad_field(
+                    "action",
+                    "INVALID_VALUE",
+                    "action is not an audit action (e.g. decision.confirm, cohort.finalise)",
+                )
             })?),
         };
         let events = self.app.audit_events(&who, after, limit, action, opt(school_urn)).await?;
         let next_page_token = if events.len() == limit {
-            events.last().map(|e| e.seq.to_string()).unwrap_or_default()
+            events.last().map(|e| q.token(e.seq)).unwrap_or_default()
         } else {
             String::new()
         };
@@ -50,13 +55,13 @@ impl AuditService for AuditApi {
             .into_iter()
             .map(|e| pb::AuditEvent {
                 seq: e.seq,
-                at: e.event.at,
+                event_time: Some(timestamp(e.event.at)),
                 actor_key_id: e.event.actor_key_id,
-                actor_role: e.event.actor_role,
+                actor_role: role_to_pb(&e.event.actor_role) as i32,
                 action: e.event.action.as_str().into(),
                 school_urn: e.event.school_urn.unwrap_or_default(),
                 subject: e.event.subject,
-                details_json: e.event.details.to_string(),
+                details: Some(json_to_struct(&e.event.details)),
                 prev_hash: e.prev_hash,
                 hash: e.hash,
             })
@@ -94,7 +99,7 @@ impl AuditService for AuditApi {
     ) -> Result<Response<pb::AuditCheckpoint>, Status> {
         let who = principal(&request)?;
         let cp = self.app.audit_checkpoint(&who).await?;
-        let cp = cp.ok_or_else(|| Status::failed_precondition("the audit chain is empty"))?;
+        let cp = cp.ok_or_else(|| AppError::conflict("AUDIT_CHAIN_EMPTY", "the audit chain is empty"))?;
         Ok(Response::new(pb::AuditCheckpoint { seq: cp.seq, hash: cp.hash, mac: cp.mac }))
     }
 

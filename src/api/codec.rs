@@ -29,8 +29,9 @@ pub struct WireLimits {
     pub max_total: usize,
 }
 
-/// Most pupils in one ScoreRecords call.
-pub const MAX_SCORE_PUPILS: usize = 10_000;
+/// Most pupils in one ScoreRecords call: at this many, the FULL reply (every reason and its
+/// evidence) still fits a default client's 4 MiB (tests/api/service.rs measures it).
+pub const MAX_SCORE_PUPILS: usize = 1_500;
 /// Most prior terms for one pupil: thirteen school years of three terms.
 pub const MAX_PRIOR_TERMS: usize = 39;
 /// Most records in one RecordBatch of a feed.
@@ -57,11 +58,40 @@ const SUBMIT_FEED: WireLimits = WireLimits {
     max_total: MAX_BATCH_RECORDS + 1,
 };
 
+/// Most elements in typed (not raw) tensor contents of one ModelInfer request.
+pub const MAX_TYPED_ELEMENTS: usize = 500_000;
+
+const MODEL_INFER: WireLimits = WireLimits {
+    fields: &[
+        Repeated {
+            field: 5,
+            name: "inputs",
+            max: 64,
+            inner: &[Repeated {
+                field: 5,
+                name: "inputs.contents",
+                max: 1,
+                inner: &[Repeated {
+                    field: 8,
+                    name: "inputs.contents.bytes_contents",
+                    max: MAX_TYPED_ELEMENTS,
+                    inner: &[],
+                }],
+            }],
+        },
+        Repeated { field: 7, name: "raw_input_contents", max: 64, inner: &[] },
+        Repeated { field: 6, name: "outputs", max: 16, inner: &[] },
+        Repeated { field: 4, name: "parameters", max: 16, inner: &[] },
+    ],
+    max_total: MAX_TYPED_ELEMENTS + 200,
+};
+
 /// The limits for a message type, by its protobuf name.
 pub fn limits_for(full_name: &str) -> Option<&'static WireLimits> {
     match full_name {
         "riskid.v1.ScoreRecordsRequest" => Some(&SCORE_RECORDS),
         "riskid.v1.SubmitFeedRequest" => Some(&SUBMIT_FEED),
+        "inference.ModelInferRequest" => Some(&MODEL_INFER),
         _ => None,
     }
 }
@@ -127,7 +157,12 @@ fn scan(mut buf: &[u8], rules: &[Repeated], total: &mut usize, max_total: usize)
 pub fn check_wire(full_name: &str, bytes: &[u8]) -> Result<(), Status> {
     let Some(limits) = limits_for(full_name) else { return Ok(()) };
     let mut total = 0;
-    scan(bytes, limits.fields, &mut total, limits.max_total).map_err(Status::invalid_argument)
+    scan(bytes, limits.fields, &mut total, limits.max_total)
+        .map_err(|m| super::status::with_reason(tonic::Code::InvalidArgument, "MALFORMED_MESSAGE", m))
+}
+
+fn malformed(e: prost::DecodeError) -> Status {
+    super::status::with_reason(tonic::Code::InvalidArgument, "MALFORMED_MESSAGE", format!("malformed message: {e}"))
 }
 
 /// prost with wire limits; the generated clients and servers use it (see build.rs).
@@ -191,9 +226,9 @@ impl<U: Message + prost::Name + Default> Decoder for BoundedDecoder<U> {
         } else {
             let bytes = buf.copy_to_bytes(buf.remaining());
             check_wire(&U::full_name(), &bytes)?;
-            return U::decode(bytes).map(Some).map_err(|e| Status::invalid_argument(format!("malformed message: {e}")));
+            return U::decode(bytes).map(Some).map_err(malformed);
         }
-        U::decode(buf).map(Some).map_err(|e| Status::invalid_argument(format!("malformed message: {e}")))
+        U::decode(buf).map(Some).map_err(malformed)
     }
 
     fn buffer_settings(&self) -> BufferSettings {
@@ -208,7 +243,7 @@ mod tests {
 
     fn empty_pupils(n: usize, priors: usize) -> Vec<u8> {
         let p = pb::PupilToScore { prior_terms: vec![pb::PriorTerm::default(); priors], ..Default::default() };
-        pb::ScoreRecordsRequest { pupils: vec![p; n] }.encode_to_vec()
+        pb::ScoreRecordsRequest { pupils: vec![p; n], ..Default::default() }.encode_to_vec()
     }
 
     #[test]
@@ -216,11 +251,11 @@ mod tests {
         let name = "riskid.v1.ScoreRecordsRequest";
         assert!(check_wire(name, &empty_pupils(MAX_SCORE_PUPILS, 0)).is_ok());
         let e = check_wire(name, &empty_pupils(MAX_SCORE_PUPILS + 1, 0)).unwrap_err();
-        assert!(e.message().contains("pupils may hold at most 10000"), "{}", e.message());
+        assert!(e.message().contains("pupils may hold at most 1500"), "{}", e.message());
         assert!(check_wire(name, &empty_pupils(1, MAX_PRIOR_TERMS)).is_ok());
         assert!(check_wire(name, &empty_pupils(1, MAX_PRIOR_TERMS + 1)).is_err());
         // Within each limit, but too many in all.
-        assert!(check_wire(name, &empty_pupils(2_000, 30)).unwrap_err().message().contains("in all"));
+        assert!(check_wire(name, &empty_pupils(1_500, 33)).unwrap_err().message().contains("in all"));
     }
 
     #[test]

@@ -4,10 +4,12 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{risk_to_pb, school_term_to_pb, term_from_pb};
+use super::convert::{risk_to_pb, school_term_to_pb, term_from_pb, term_name_from_pb, timestamp, urn_from_pb};
 use super::limits::{check_note, check_token, request_id};
+use super::paging::{FULL_VIEW, Query, STANDARD};
 use super::pb::{self, cohort_service_server::CohortService};
 use super::principal;
+use super::status::bad_field;
 use crate::app::{App, AppError, DecisionInput, ProposeInput};
 use crate::cohort::{CohortParams, Policy};
 use crate::domain::{SchoolTerm, Upn};
@@ -28,11 +30,20 @@ const MAX_WEIGHT: f64 = 1_000.0;
 
 fn policy_from_pb(p: Option<pb::Policy>) -> Result<Policy, Status> {
     let pb::Policy { kind, weights } = p.unwrap_or_default();
-    match kind.as_str() {
-        "" | "any_adverse" => Ok(Policy::AnyAdverse),
-        "weighted" => {
+    match pb::PolicyKind::try_from(kind) {
+        Ok(pb::PolicyKind::Unspecified | pb::PolicyKind::AnyAdverse) => {
+            if !weights.is_empty() {
+                return Err(bad_field("policy.weights", "INVALID_VALUE", "weights are only for POLICY_KIND_WEIGHTED"));
+            }
+            Ok(Policy::AnyAdverse)
+        }
+        Ok(pb::PolicyKind::Weighted) => {
             let w: [f64; 3] = weights.try_into().map_err(|_| {
-                Status::invalid_argument("policy.weights needs three numbers (absence, suspension, referral)")
+                bad_field(
+                    "policy.weights",
+                    "INVALID_VALUE",
+                    "policy.weights needs three numbers (absence, suspension, referral)",
+                )
             })?;
             // Bounded weights keep the weighted score a meaningful number: at 1e308 the sum
             // overflows to infinity and the ranking falls to the tie-break hash.
@@ -46,12 +57,15 @@ fn policy_from_pb(p: Option<pb::Policy>) -> Result<Policy, Status> {
             }
             Ok(Policy::Weighted { weights: w })
         }
-        other => Err(Status::invalid_argument(format!("policy.kind {other:?} is not any_adverse or weighted"))),
+        Err(_) => Err(bad_field("policy.kind", "INVALID_VALUE", "policy.kind is not a PolicyKind")),
     }
 }
 
 fn id(raw: &str) -> Result<i64, Status> {
-    raw.parse().map_err(|_| Status::invalid_argument("cohort_id is not a cohort id"))
+    if raw.is_empty() {
+        return Err(bad_field("cohort_id", "REQUIRED", "cohort_id is required"));
+    }
+    raw.parse().map_err(|_| bad_field("cohort_id", "INVALID_VALUE", "cohort_id is not a cohort id"))
 }
 
 fn rid(r: String) -> Result<Option<String>, Status> {
@@ -63,9 +77,21 @@ fn check_token_or_empty(field: &str, v: &str) -> Result<(), Status> {
 }
 
 pub(crate) fn cohort_to_pb(c: &Cohort) -> pb::Cohort {
+    cohort_view_to_pb(c, true)
+}
+
+fn full_cohort_view(view: i32, default_full: bool) -> bool {
+    match pb::CohortView::try_from(view) {
+        Ok(pb::CohortView::Full) => true,
+        Ok(pb::CohortView::Basic) => false,
+        _ => default_full,
+    }
+}
+
+pub(crate) fn cohort_view_to_pb(c: &Cohort, full: bool) -> pb::Cohort {
     let policy = match c.params.policy {
-        Policy::Weighted { weights } => pb::Policy { kind: "weighted".into(), weights: weights.to_vec() },
-        Policy::AnyAdverse => pb::Policy { kind: "any_adverse".into(), weights: vec![] },
+        Policy::Weighted { weights } => pb::Policy { kind: pb::PolicyKind::Weighted as i32, weights: weights.to_vec() },
+        Policy::AnyAdverse => pb::Policy { kind: pb::PolicyKind::AnyAdverse as i32, weights: vec![] },
     };
     pb::Cohort {
         cohort_id: c.id.to_string(),
@@ -85,6 +111,7 @@ pub(crate) fn cohort_to_pb(c: &Cohort) -> pb::Cohort {
         members: c
             .members
             .iter()
+            .filter(|_| full)
             .map(|m| {
                 let d = m.decided.as_ref().map(|d| &d.decision);
                 pb::CohortMember {
@@ -100,6 +127,8 @@ pub(crate) fn cohort_to_pb(c: &Cohort) -> pb::Cohort {
                     } as i32,
                     reason_code: d.and_then(|d| d.reason_code()).unwrap_or_default().to_owned(),
                     note: d.and_then(|d| d.note()).unwrap_or_default().to_owned(),
+                    decide_time: m.decided.as_ref().map(|d| timestamp(d.at)),
+                    decided_by_key_id: m.decided.as_ref().map_or(0, |d| d.by),
                 }
             })
             .collect(),
@@ -108,11 +137,17 @@ pub(crate) fn cohort_to_pb(c: &Cohort) -> pb::Cohort {
         excluded_in_programme: c.stats.excluded_in_programme as u32,
         excluded_year_group: c.stats.excluded_year_group as u32,
         programme_ends: c.programme_end.map(|t| school_term_to_pb(c.school_term.urn, t)),
+        create_time: Some(timestamp(c.created_at)),
+        finalise_time: c.finalised_at.map(timestamp),
+        over_capacity_reason: c.over_capacity_reason.clone().unwrap_or_default(),
+        proposed_count: c.members.iter().filter(|m| m.proposed).count() as u32,
+        decided_count: c.members.iter().filter(|m| m.decided.is_some()).count() as u32,
+        final_count: c.final_list().len() as u32,
     }
 }
 
 fn upn_of(raw: &str) -> Result<Upn, Status> {
-    Upn::parse(raw).map_err(|e| Status::invalid_argument(format!("upn is not valid: {e}")))
+    Upn::parse(raw).map_err(|e| bad_field("upn", "INVALID_VALUE", format!("upn is not valid: {e}")))
 }
 
 #[tonic::async_trait]
@@ -140,9 +175,43 @@ impl CohortService for CohortApi {
 
     async fn get_cohort(&self, request: Request<pb::GetCohortRequest>) -> Result<Response<pb::Cohort>, Status> {
         let who = principal(&request)?;
-        let pb::GetCohortRequest { school_term } = request.into_inner();
-        let (urn, term) = term_from_pb(school_term.as_ref())?;
-        Ok(Response::new(cohort_to_pb(&self.app.get_cohort(&who, SchoolTerm { urn, term }).await?)))
+        let pb::GetCohortRequest { cohort_id, view } = request.into_inner();
+        let c = self.app.get_cohort_by_id(&who, id(&cohort_id)?).await?;
+        Ok(Response::new(cohort_view_to_pb(&c, full_cohort_view(view, true))))
+    }
+
+    async fn list_cohorts(
+        &self,
+        request: Request<pb::ListCohortsRequest>,
+    ) -> Result<Response<pb::ListCohortsResponse>, Status> {
+        let who = principal(&request)?;
+        let pb::ListCohortsRequest { school_urn, academic_year, term, state, page_size, page_token, view } =
+            request.into_inner();
+        let full = full_cohort_view(view, false);
+        let limit = if full { FULL_VIEW } else { STANDARD }.of(page_size)?;
+        let urn = if school_urn.is_empty() { None } else { Some(urn_from_pb("school_urn", &school_urn)?) };
+        let term = match (academic_year.is_empty(), term_name_from_pb(term)) {
+            (true, None) if term == 0 => None,
+            (false, Some(name)) => Some(
+                crate::domain::Term::parse(&academic_year, name.as_str())
+                    .map_err(|e| bad_field("academic_year", "INVALID_VALUE", e))?,
+            ),
+            _ => return Err(bad_field("term", "INVALID_VALUE", "give academic_year and term together, or neither")),
+        };
+        let state = match pb::CohortState::try_from(state) {
+            Ok(pb::CohortState::Unspecified) => None,
+            Ok(pb::CohortState::Proposed) => Some(CohortState::Proposed),
+            Ok(pb::CohortState::InReview) => Some(CohortState::InReview),
+            Ok(pb::CohortState::Finalised) => Some(CohortState::Finalised),
+            Err(_) => return Err(bad_field("state", "INVALID_VALUE", "state is not a CohortState")),
+        };
+        let q = Query::new("ListCohorts", who.key_id, &(urn, term, state));
+        let before_id = q.position(&page_token)?.map(|id| i64::try_from(id).unwrap_or(i64::MAX));
+        let filter = crate::storage::CohortFilter { schools: None, urn, term, state, before_id, limit: limit + 1 };
+        let rows = self.app.list_cohorts(&who, filter).await?;
+        let next_page_token = if rows.len() > limit { q.token(rows[limit - 1].id as u64) } else { String::new() };
+        let cohorts = rows.iter().take(limit).map(|c| cohort_view_to_pb(c, full)).collect();
+        Ok(Response::new(pb::ListCohortsResponse { cohorts, next_page_token }))
     }
 
     async fn record_decision(
@@ -156,7 +225,7 @@ impl CohortService for CohortApi {
             Ok(pb::DecisionKind::Confirm) => Kind::Confirm,
             Ok(pb::DecisionKind::Remove) => Kind::Remove,
             Ok(pb::DecisionKind::Add) => Kind::Add,
-            _ => return Err(Status::invalid_argument("decision must be CONFIRM, REMOVE or ADD")),
+            _ => return Err(bad_field("decision", "REQUIRED", "decision must be CONFIRM, REMOVE or ADD")),
         };
         let upn = upn_of(&upn)?;
         check_note("note", &note)?;

@@ -2,6 +2,8 @@
 
 use tonic::Status;
 
+use super::status::bad_field;
+
 use super::pb;
 use crate::domain::{Term, TermName, Urn};
 use crate::ingest::{COLUMN_COUNT, Violation};
@@ -23,32 +25,48 @@ pub fn school_term_to_pb(urn: Urn, term: Term) -> pb::SchoolTerm {
     }
 }
 
-pub fn urn_from_pb(raw: &str) -> Result<Urn, Status> {
-    Urn::parse(raw).map_err(Status::invalid_argument)
+/// A school URN from a request field.
+pub fn urn_from_pb(field: &str, raw: &str) -> Result<Urn, Status> {
+    Urn::parse(raw).map_err(|e| bad_field(field, "INVALID_VALUE", e))
 }
 
-/// Reads a school and term, with messages naming the field.
-pub fn term_from_pb(st: Option<&pb::SchoolTerm>) -> Result<(Urn, Term), Status> {
+/// A required school term at `field` (e.g. `school_term`, `pupils[3].school_term`).
+pub fn term_at(field: &str, st: Option<&pb::SchoolTerm>) -> Result<(Urn, Term), Status> {
     let pb::SchoolTerm { school_urn, academic_year, term } =
-        st.ok_or_else(|| Status::invalid_argument("school_term is required"))?;
-    let urn = urn_from_pb(school_urn)?;
-    let name = match pb::TermName::try_from(*term) {
-        Ok(pb::TermName::Autumn) => TermName::Autumn,
-        Ok(pb::TermName::Spring) => TermName::Spring,
-        Ok(pb::TermName::Summer) => TermName::Summer,
-        _ => {
-            return Err(Status::invalid_argument("school_term.term must be AUTUMN, SPRING or SUMMER"));
-        }
-    };
-    let term = Term::parse(academic_year, name.as_str()).map_err(Status::invalid_argument)?;
+        st.ok_or_else(|| bad_field(field, "REQUIRED", format!("{field} is required")))?;
+    let urn = urn_from_pb(&format!("{field}.school_urn"), school_urn)?;
+    let name = term_name_from_pb(*term)
+        .ok_or_else(|| bad_field(format!("{field}.term"), "REQUIRED", "term must be AUTUMN, SPRING or SUMMER"))?;
+    let term = Term::parse(academic_year, name.as_str())
+        .map_err(|e| bad_field(format!("{field}.academic_year"), "INVALID_VALUE", e))?;
     Ok((urn, term))
 }
 
-pub fn violation_to_pb(v: &Violation) -> pb::Violation {
-    pb::Violation { line: v.line, column: v.column.clone(), code: v.code.clone(), message: v.message.clone() }
+pub fn term_from_pb(st: Option<&pb::SchoolTerm>) -> Result<(Urn, Term), Status> {
+    term_at("school_term", st)
 }
 
-fn timestamp(unix: i64) -> prost_types::Timestamp {
+pub fn term_name_from_pb(t: i32) -> Option<TermName> {
+    match pb::TermName::try_from(t) {
+        Ok(pb::TermName::Autumn) => Some(TermName::Autumn),
+        Ok(pb::TermName::Spring) => Some(TermName::Spring),
+        Ok(pb::TermName::Summer) => Some(TermName::Summer),
+        _ => None,
+    }
+}
+
+/// A feed violation; `records`: the feed came as a record stream.
+pub fn violation_to_pb(v: &Violation, records: bool) -> pb::Violation {
+    pb::Violation {
+        line: v.line,
+        column: v.column.clone(),
+        code: v.code.clone(),
+        message: v.message.clone(),
+        field: super::status::field_of(v, records),
+    }
+}
+
+pub fn timestamp(unix: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: unix, nanos: 0 }
 }
 
@@ -66,7 +84,7 @@ pub fn submission_to_pb(r: &SubmissionRecord) -> pb::Submission {
         } as i32,
         row_count: r.row_count as u32,
         warning_count: r.warning_count as u32,
-        warnings: r.warnings.iter().map(violation_to_pb).collect(),
+        warnings: r.warnings.iter().map(|v| violation_to_pb(v, r.source == FeedSource::Records)).collect(),
         content_sha256: r.content_sha256.clone(),
         received_at: Some(timestamp(r.received_at)),
         supersedes_submission_id: r.supersedes.map(|i| i.to_string()).unwrap_or_default(),
@@ -161,7 +179,24 @@ pub fn outcome_to_pb(o: crate::domain::Outcome) -> pb::Outcome {
 
 /// The one conversion every RPC that shows a child uses. A domain's words are rendered
 /// once per child and shared by the outcomes that cite it.
+/// Whether a reply carries reasons: RISK_VIEW_BASIC leaves them out; FULL (the default) has them.
+pub fn full_view(view: i32) -> bool {
+    pb::RiskView::try_from(view) != Ok(pb::RiskView::Basic)
+}
+
+pub fn domain_to_pb(d: &str) -> pb::ReasonDomain {
+    pb::ReasonDomain::from_str_name(&format!("REASON_DOMAIN_{}", d.to_ascii_uppercase())).unwrap_or_default()
+}
+
+pub fn measure_to_pb(m: crate::scoring::Measure) -> pb::Measure {
+    pb::Measure::from_str_name(&format!("MEASURE_{}", m.as_str().to_ascii_uppercase())).unwrap_or_default()
+}
+
 pub fn risk_to_pb(r: &crate::scoring::PupilRisk) -> pb::PupilRisk {
+    risk_view_to_pb(r, true)
+}
+
+pub fn risk_view_to_pb(r: &crate::scoring::PupilRisk, full: bool) -> pb::PupilRisk {
     let mut words: Vec<(String, String)> = Vec::with_capacity(5);
     let mut text = |x: &crate::scoring::Reason| -> String {
         if let Some((_, t)) = words.iter().find(|(d, _)| *d == x.domain) {
@@ -186,14 +221,15 @@ pub fn risk_to_pb(r: &crate::scoring::PupilRisk) -> pb::PupilRisk {
                 reasons: o
                     .reasons
                     .iter()
+                    .filter(|_| full)
                     .map(|x| pb::Reason {
-                        domain: x.domain.clone(),
+                        domain: domain_to_pb(&x.domain) as i32,
                         text: text(x),
                         evidence: x
                             .evidence
                             .iter()
                             .map(|e| pb::Evidence {
-                                measure: e.measure.as_str().into(),
+                                measure: measure_to_pb(e.measure) as i32,
                                 value: e.value,
                                 earlier: e.earlier,
                                 compared_with: e.compared_with.as_ref().map(|c| c.with.clone()).unwrap_or_default(),
@@ -208,5 +244,70 @@ pub fn risk_to_pb(r: &crate::scoring::PupilRisk) -> pb::PupilRisk {
         flags: r.flags.clone(),
         ncyear: crate::domain::NcYear::new(r.ncyear).map(|y| y.label()).unwrap_or_default(),
         statutory: r.statutory,
+    }
+}
+
+pub fn role_to_pb(role: &str) -> pb::Role {
+    pb::Role::from_str_name(&format!("ROLE_{}", role.to_ascii_uppercase())).unwrap_or_default()
+}
+
+/// JSON as a google.protobuf.Struct. Numbers there are doubles, so integers beyond 2^53
+/// (which a double would round) travel as strings, as proto3's JSON mapping does for int64.
+pub fn json_to_struct(v: &serde_json::Value) -> prost_types::Struct {
+    match json_to_value(v).kind {
+        Some(prost_types::value::Kind::StructValue(s)) => s,
+        other => prost_types::Struct {
+            fields: [("value".to_string(), prost_types::Value { kind: other })].into_iter().collect(),
+        },
+    }
+}
+
+fn json_to_value(v: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    const EXACT: u64 = 1 << 53;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) if u > EXACT => Kind::StringValue(u.to_string()),
+            (None, Some(i)) if i.unsigned_abs() > EXACT => Kind::StringValue(i.to_string()),
+            _ => Kind::NumberValue(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(a) => {
+            Kind::ListValue(prost_types::ListValue { values: a.iter().map(json_to_value).collect() })
+        }
+        serde_json::Value::Object(o) => Kind::StructValue(prost_types::Struct {
+            fields: o.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_measure_domain_and_role_has_an_enum_value() {
+        use crate::scoring::Measure;
+        for m in Measure::ALL {
+            assert_ne!(measure_to_pb(*m), pb::Measure::Unspecified, "{m:?}");
+        }
+        for d in ["attendance", "behaviour", "wellbeing", "attainment", "context"] {
+            assert_ne!(domain_to_pb(d), pb::ReasonDomain::Unspecified, "{d}");
+        }
+        for r in crate::auth::Role::ALL {
+            assert_ne!(role_to_pb(r.as_str()), pb::Role::Unspecified, "{r}");
+        }
+    }
+
+    #[test]
+    fn big_integers_stay_exact_in_structs() {
+        let s = json_to_struct(&serde_json::json!({"seed": u64::MAX, "n": 3, "neg": i64::MIN}));
+        let kind = |k: &str| s.fields[k].kind.clone();
+        assert_eq!(kind("seed"), Some(prost_types::value::Kind::StringValue(u64::MAX.to_string())));
+        assert_eq!(kind("n"), Some(prost_types::value::Kind::NumberValue(3.0)));
+        assert_eq!(kind("neg"), Some(prost_types::value::Kind::StringValue(i64::MIN.to_string())));
     }
 }

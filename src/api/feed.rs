@@ -3,11 +3,13 @@
 use std::sync::Arc;
 
 use tokio_stream::StreamExt;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::convert::{record_cells, submission_to_pb, term_from_pb, urn_from_pb, violation_to_pb};
+use super::paging::{Query, STANDARD};
 use super::pb::{self, feed_service_server::FeedService, submit_feed_request::Part};
 use super::principal;
+use super::status::{bad_field, with_reason};
 use crate::app::{App, AppError, FeedBody, RecordCells, SubmitResult};
 use crate::storage::FeedSource;
 
@@ -21,11 +23,9 @@ impl FeedApi {
     }
 }
 
-const DEFAULT_PAGE: usize = 50;
-const MAX_PAGE: usize = 500;
-
-pub(crate) fn page_size(requested: i32) -> usize {
-    if requested <= 0 { DEFAULT_PAGE } else { (requested as usize).min(MAX_PAGE) }
+/// A SubmitFeed stream that breaks the protocol (not the feed's content).
+fn stream_error(message: impl Into<String>) -> Status {
+    with_reason(Code::InvalidArgument, "INVALID_STREAM", message)
 }
 
 /// An upload in progress: its per-key slot, and the ingest permit once data flows.
@@ -45,16 +45,21 @@ impl Upload<'_> {
         let msg = match tokio::time::timeout_at(until, self.stream.next()).await {
             Ok(m) => m.transpose()?,
             Err(_) if until == self.deadline => {
-                return Err(Status::deadline_exceeded(format!(
-                    "the upload took longer than {} s and was ended; nothing was stored",
-                    self.app.limits().max_upload_time.as_secs()
-                )));
+                return Err(with_reason(
+                    Code::DeadlineExceeded,
+                    "UPLOAD_TIMED_OUT",
+                    format!(
+                        "the upload took longer than {} s and was ended; nothing was stored",
+                        self.app.limits().max_upload_time.as_secs()
+                    ),
+                ));
             }
             Err(_) => {
-                return Err(Status::deadline_exceeded(format!(
-                    "the upload sent nothing for {} s and was ended; nothing was stored",
-                    idle.as_secs()
-                )));
+                return Err(with_reason(
+                    Code::DeadlineExceeded,
+                    "UPLOAD_TIMED_OUT",
+                    format!("the upload sent nothing for {} s and was ended; nothing was stored", idle.as_secs()),
+                ));
             }
         };
         let Some(msg) = msg else { return Ok(None) };
@@ -63,14 +68,12 @@ impl Upload<'_> {
             self.permit = Some(self.app.ingest_permit()?);
         }
         match msg.part {
-            Some(Part::Header(_)) => Err(Status::invalid_argument("the header may be sent only once, first")),
+            Some(Part::Header(_)) => Err(stream_error("the header may be sent only once, first")),
             // Empty parts carry nothing but would reset the idle timer: refuse them.
-            None => Err(Status::invalid_argument("empty message in the submission stream")),
-            Some(Part::CsvChunk(c)) if c.is_empty() => {
-                Err(Status::invalid_argument("empty csv_chunk in the submission stream"))
-            }
+            None => Err(stream_error("empty message in the submission stream")),
+            Some(Part::CsvChunk(c)) if c.is_empty() => Err(stream_error("empty csv_chunk in the submission stream")),
             Some(Part::Records(b)) if b.records.is_empty() => {
-                Err(Status::invalid_argument("empty record batch in the submission stream"))
+                Err(stream_error("empty record batch in the submission stream"))
             }
             Some(part) => Ok(Some(part)),
         }
@@ -106,7 +109,7 @@ async fn read_body(up: &mut Upload<'_>, content_length: u64) -> Result<FeedBody,
             return Err(too_big());
         }
         if content_length > 0 && received > content_length {
-            return Err(Status::invalid_argument(format!(
+            return Err(stream_error(format!(
                 "the stream sent more than the {content_length} bytes announced in the header; nothing was stored"
             )));
         }
@@ -126,11 +129,11 @@ async fn read_body(up: &mut Upload<'_>, content_length: u64) -> Result<FeedBody,
                 }
                 records.extend(batch.records.iter().map(record_cells));
             }
-            _ => return Err(Status::invalid_argument("send CSV chunks or record batches, not both")),
+            _ => return Err(stream_error("send CSV chunks or record batches, not both")),
         }
     }
     if content_length > 0 && received != content_length {
-        return Err(Status::invalid_argument(format!(
+        return Err(stream_error(format!(
             "the stream ended after {received} of the {content_length} bytes announced in the header; nothing was stored"
         )));
     }
@@ -146,13 +149,17 @@ impl FeedService for FeedApi {
         let caller = principal(&request)?;
         let mut stream = request.into_inner();
         let idle = self.app.limits().ingest_idle_timeout;
-        let first = tokio::time::timeout(idle, stream.next())
-            .await
-            .map_err(|_| Status::deadline_exceeded(format!("no submission header within {} s", idle.as_secs())))?;
+        let first = tokio::time::timeout(idle, stream.next()).await.map_err(|_| {
+            with_reason(
+                Code::DeadlineExceeded,
+                "UPLOAD_TIMED_OUT",
+                format!("no submission header within {} s", idle.as_secs()),
+            )
+        })?;
         let header = match first.transpose()?.and_then(|m| m.part) {
             Some(Part::Header(h)) => h,
             _ => {
-                return Err(Status::invalid_argument("the first message must be the submission header"));
+                return Err(stream_error("the first message must be the submission header"));
             }
         };
         let pb::SubmissionHeader { school_term, request_id, dry_run, content_length } = header;
@@ -192,7 +199,7 @@ impl FeedService for FeedApi {
                     } as i32,
                     row_count: rows as u32,
                     warning_count: warning_count as u32,
-                    warnings: warnings.iter().map(violation_to_pb).collect(),
+                    warnings: warnings.iter().map(|v| violation_to_pb(v, source == FeedSource::Records)).collect(),
                     content_sha256,
                     ..Default::default()
                 },
@@ -212,9 +219,9 @@ impl FeedService for FeedApi {
         Ok(Response::new(pb::FeedReport {
             report_id,
             error_count: r.error_count as u64,
-            errors: r.errors.iter().map(violation_to_pb).collect(),
+            errors: r.errors.iter().map(|v| violation_to_pb(v, r.records)).collect(),
             warning_count: r.warning_count as u64,
-            warnings: r.warnings.iter().map(violation_to_pb).collect(),
+            warnings: r.warnings.iter().map(|v| violation_to_pb(v, r.records)).collect(),
         }))
     }
 
@@ -226,7 +233,7 @@ impl FeedService for FeedApi {
         let pb::GetSubmissionRequest { submission_id } = request.into_inner();
         let id = submission_id
             .parse()
-            .map_err(|_| Status::invalid_argument(format!("submission_id {submission_id:?} is not a submission id")))?;
+            .map_err(|_| bad_field("submission_id", "INVALID_VALUE", "submission_id is not a submission id"))?;
         let rec = self.app.get_submission(scope, id).await?;
         Ok(Response::new(submission_to_pb(&rec)))
     }
@@ -235,18 +242,17 @@ impl FeedService for FeedApi {
         &self,
         request: Request<pb::ListSubmissionsRequest>,
     ) -> Result<Response<pb::ListSubmissionsResponse>, Status> {
-        let scope = principal(&request)?.may_read_submissions().map_err(crate::app::AppError::from)?;
+        let who = principal(&request)?;
+        let scope = who.may_read_submissions().map_err(crate::app::AppError::from)?;
         let pb::ListSubmissionsRequest { school_urn, include_superseded, page_size: size, page_token } =
             request.into_inner();
-        let school = if school_urn.is_empty() { None } else { Some(urn_from_pb(&school_urn)?) };
-        let before = if page_token.is_empty() {
-            None
-        } else {
-            Some(page_token.parse::<i64>().map_err(|_| Status::invalid_argument("page_token is not valid"))?)
-        };
-        let limit = page_size(size);
+        let school = if school_urn.is_empty() { None } else { Some(urn_from_pb("school_urn", &school_urn)?) };
+        let limit = STANDARD.of(size)?;
+        let q = Query::new("ListSubmissions", who.key_id, &(&school_urn, include_superseded));
+        // Keyset: the token holds the last id shown; the next page has smaller ids.
+        let before = q.position(&page_token)?.map(|id| i64::try_from(id).unwrap_or(i64::MAX));
         let rows = self.app.list_submissions(scope, school, include_superseded, before, limit + 1).await?;
-        let next_page_token = if rows.len() > limit { rows[limit - 1].id.to_string() } else { String::new() };
+        let next_page_token = if rows.len() > limit { q.token(rows[limit - 1].id as u64) } else { String::new() };
         let submissions = rows.iter().take(limit).map(submission_to_pb).collect();
         Ok(Response::new(pb::ListSubmissionsResponse { submissions, next_page_token }))
     }

@@ -6,11 +6,10 @@ use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use http::{HeaderValue, Request, Response};
-use tonic::Status;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use crate::app::{App, AppError};
+use crate::app::App;
 use crate::auth::Role;
 
 /// Which roles may call a method (by its gRPC path). `None`: no key needed (health,
@@ -21,6 +20,13 @@ pub fn policy(path: &str) -> Option<&'static [Role]> {
     let roles: &'static [Role] = match path {
         p if p.starts_with("/grpc.health.v1.Health/") => return None,
         p if p.starts_with("/grpc.reflection.") => return None,
+        // Open Inference Protocol: liveness, readiness and metadata are public, like health.
+        "/inference.GRPCInferenceService/ServerLive"
+        | "/inference.GRPCInferenceService/ServerReady"
+        | "/inference.GRPCInferenceService/ModelReady"
+        | "/inference.GRPCInferenceService/ServerMetadata"
+        | "/inference.GRPCInferenceService/ModelMetadata" => return None,
+        "/inference.GRPCInferenceService/ModelInfer" => &[Analyst, Service],
         // A report is returned only to the key that submitted the feed (checked by the use case).
         "/riskid.v1.FeedService/SubmitFeed" | "/riskid.v1.FeedService/GetFeedReport" => &[School],
         "/riskid.v1.FeedService/GetSubmission" | "/riskid.v1.FeedService/ListSubmissions" => {
@@ -37,7 +43,7 @@ pub fn policy(path: &str) -> Option<&'static [Role]> {
         | "/riskid.v1.ModelService/ActivateModel"
         | "/riskid.v1.ModelService/RescoreSchoolTerm" => &[Analyst],
         "/riskid.v1.CohortService/ProposeCohort" => &[Analyst, LinkWorker],
-        "/riskid.v1.CohortService/GetCohort" => &[Analyst, School, LinkWorker],
+        "/riskid.v1.CohortService/GetCohort" | "/riskid.v1.CohortService/ListCohorts" => &[Analyst, School, LinkWorker],
         "/riskid.v1.CohortService/RecordDecision"
         | "/riskid.v1.CohortService/UndoDecision"
         | "/riskid.v1.CohortService/FinaliseCohort" => &[LinkWorker],
@@ -121,15 +127,22 @@ where
             let result = match policy(&path) {
                 None => Ok(()),
                 Some(allowed) => match bearer(req.headers()) {
-                    None => Err(Status::unauthenticated("an API key is required: send `authorization: Bearer <key>`")),
+                    None => Err(super::status::with_reason(
+                        tonic::Code::Unauthenticated,
+                        "API_KEY_MISSING",
+                        "an API key is required: send `authorization: Bearer <key>`",
+                    )),
                     Some(key) => match app.authenticate(key).await {
                         Ok(p) if allowed.contains(&p.role) => {
                             tracing::debug!(key_id = p.key_id, role = %p.role, "authenticated");
                             req.extensions_mut().insert(p);
                             Ok(())
                         }
-                        Ok(p) => Err(Status::permission_denied(format!("the {} role may not call {path}", p.role))),
-                        Err(AppError::Unauthenticated(m)) => Err(Status::unauthenticated(m)),
+                        Ok(p) => Err(super::status::with_reason(
+                            tonic::Code::PermissionDenied,
+                            "ROLE_NOT_ALLOWED",
+                            format!("the {} role may not call {path}", p.role),
+                        )),
                         Err(e) => Err(super::status::to_status(e)),
                     },
                 },
@@ -141,6 +154,7 @@ where
                     status.into_http()
                 }
             };
+            add_missing_details(resp.headers_mut());
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 resp.headers_mut().insert("x-request-id", v);
             }
@@ -148,6 +162,27 @@ where
         }
         .instrument(span)
         .boxed_send()
+    }
+}
+
+/// A status that tonic made itself (an oversized or undecodable message, an unknown method
+/// or compression) has no details: give it an ErrorInfo, so every error has a reason.
+fn add_missing_details(headers: &mut http::HeaderMap) {
+    let Some(code) = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    if code == 0 || headers.contains_key("grpc-status-details-bin") {
+        return;
+    }
+    let message = headers.get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let status = tonic::Status::with_details(
+        tonic::Code::from(code),
+        message.clone(),
+        super::status::fallback_details(tonic::Code::from(code), &message).into(),
+    );
+    if let Some(v) = status.into_http::<tonic::body::Body>().headers().get("grpc-status-details-bin") {
+        headers.insert("grpc-status-details-bin", v.clone());
     }
 }
 
@@ -178,7 +213,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(n, 22);
+        assert_eq!(n, 23);
         assert_eq!(policy("/riskid.v1.FeedService/DropTables"), Some(&[][..]));
         assert_eq!(policy("/grpc.health.v1.Health/Check"), None);
     }

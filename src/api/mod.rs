@@ -6,14 +6,22 @@ mod cohort;
 mod convert;
 mod feed;
 mod gateway;
+mod inference;
 mod limits;
 mod model;
+mod paging;
 mod risk;
 mod status;
 
 pub mod pb {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("riskid.v1");
+
+    /// The Open Inference Protocol v2 (KServe), served beside riskid.v1.
+    pub mod inference {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("inference");
+    }
 
     /// Descriptor set of every riskid proto, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/riskid_descriptor.bin"));
@@ -24,9 +32,10 @@ pub use cohort::CohortApi;
 pub use convert::{record_cells, records_to_csv, school_term_to_pb as school_term_pb, term_from_pb};
 pub use feed::FeedApi;
 pub use gateway::{GatewayLayer, policy};
+pub use inference::InferenceApi;
 pub use model::ModelApi;
 pub use risk::RiskApi;
-pub use status::{field_of, parse_field};
+pub use status::{REASONS as ERROR_REASONS, field_of, parse_field};
 
 use crate::auth::Principal;
 

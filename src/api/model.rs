@@ -6,12 +6,13 @@ use std::sync::Arc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::feed::page_size;
 use super::limits::{MAX_MODEL_ID, check_note, check_token};
+use super::paging::{FULL_VIEW, Query, STANDARD, page_of};
 use super::pb::{self, model_service_server::ModelService, train_model_progress::Event};
 use super::principal;
 use crate::app::App;
 use crate::model::TrainParams;
+use crate::model::evaluate::{MethodMetrics, OutcomeEvaluation};
 use crate::storage::ModelRecord;
 
 pub struct ModelApi {
@@ -24,16 +25,115 @@ impl ModelApi {
     }
 }
 
-pub(crate) fn model_to_pb(r: &ModelRecord) -> pb::Model {
+fn metrics_to_pb(m: &MethodMetrics) -> pb::MethodMetrics {
+    pb::MethodMetrics {
+        auc: m.auc,
+        average_precision: m.average_precision,
+        brier: m.brier,
+        ece: m.ece,
+        precision_at_capacity: m.precision_at_capacity,
+        recall_at_capacity: m.recall_at_capacity,
+    }
+}
+
+fn term_pb(t: crate::domain::Term) -> pb::SchoolTerm {
+    pb::SchoolTerm {
+        school_urn: String::new(),
+        academic_year: t.academic_year(),
+        term: super::convert::term_name_to_pb(t.name()) as i32,
+    }
+}
+
+pub(crate) fn evaluation_to_pb(e: &OutcomeEvaluation, full: bool) -> pb::OutcomeEvaluation {
+    pb::OutcomeEvaluation {
+        outcome: super::convert::outcome_to_pb(e.outcome) as i32,
+        test_term: Some(term_pb(e.test_term)),
+        test_examples: e.test_examples as u64,
+        positives: e.positives as u64,
+        capacity: e.capacity as u64,
+        model: Some(metrics_to_pb(&e.model)),
+        last_term_status: Some(metrics_to_pb(&e.last_term_status)),
+        dfe_absence_rule: Some(metrics_to_pb(&e.dfe_absence_rule)),
+        beats_baselines: e.beats_baselines,
+        reliability: if full {
+            e.reliability
+                .iter()
+                .map(|b| pb::ReliabilityBin {
+                    lower: b.lower,
+                    upper: b.upper,
+                    count: b.count as u64,
+                    mean_predicted: b.mean_predicted,
+                    observed_rate: b.observed_rate,
+                })
+                .collect()
+        } else {
+            vec![]
+        },
+        fairness: if full {
+            e.fairness
+                .groups
+                .iter()
+                .map(|g| pb::GroupRates {
+                    dimension: g.dimension.clone(),
+                    group: g.group.clone(),
+                    count: g.count as u64,
+                    selection_rate: g.selection_rate,
+                    false_negative_rate: g.false_negative_rate,
+                    false_positive_rate: g.false_positive_rate,
+                    precision: g.precision,
+                    selection_ratio: g.selection_ratio,
+                    fnr_ratio: g.fnr_ratio,
+                    fpr_ratio: g.fpr_ratio,
+                    precision_ratio: g.precision_ratio,
+                    small: g.small,
+                    flagged: g.flagged,
+                })
+                .collect()
+        } else {
+            vec![]
+        },
+        fairness_flags: if full { e.fairness.flags.clone() } else { vec![] },
+    }
+}
+
+/// A model in the BASIC (`full` false) or FULL view.
+pub(crate) fn model_to_pb(r: &ModelRecord, full: bool) -> pb::Model {
     let artifact = r.artifact.as_ref().ok();
     pb::Model {
         model_id: r.model_id.clone(),
         active: r.active,
-        created_at: crate::app::rfc3339(r.created_at),
-        card: artifact.map(|a| a.model_card()).unwrap_or_default(),
-        // Re-rendered from the parsed artifact: byte-identical to the stored one (float_roundtrip).
-        artifact_json: artifact.map(|a| a.to_json()).unwrap_or_default(),
+        create_time: Some(super::convert::timestamp(r.created_at)),
         beats_baselines: artifact.is_some_and(|a| a.beats_baselines()),
+        training: artifact.map(|a| {
+            let t = &a.training;
+            pb::TrainingInfo {
+                data_fingerprint: t.data_fingerprint.clone(),
+                examples: t.examples as u64,
+                first_term: Some(term_pb(t.first_term)),
+                test_term: Some(term_pb(t.test_term)),
+                seed: t.seed,
+                alpha: t.alpha,
+                capacity: t.capacity as u64,
+                data_description: t.data_description.clone(),
+                feature_spec_version: a.feature_spec_version.clone(),
+            }
+        }),
+        evaluations: artifact
+            .map(|a| a.outcomes.iter().map(|o| evaluation_to_pb(&o.evaluation, full)).collect())
+            .unwrap_or_default(),
+        card: if full { artifact.map(|a| a.model_card()).unwrap_or_default() } else { String::new() },
+        // Re-rendered from the parsed artifact: byte-identical to the stored one (float_roundtrip).
+        artifact: if full { artifact.map(|a| a.to_json().into_bytes()).unwrap_or_default() } else { vec![] },
+        artifact_sha256: r.artifact_sha256.clone(),
+        problem: r.artifact.as_ref().err().cloned().unwrap_or_default(),
+    }
+}
+
+fn full_model_view(view: i32, default_full: bool) -> bool {
+    match pb::ModelView::try_from(view) {
+        Ok(pb::ModelView::Full) => true,
+        Ok(pb::ModelView::Basic) => false,
+        _ => default_full,
     }
 }
 
@@ -65,9 +165,10 @@ impl ModelService for ModelApi {
             check_token("model_id", &model_id, MAX_MODEL_ID)?;
             // Refused before the stream starts; the job checks again when it saves.
             if self.app.get_model(&who, model_id.clone()).await.is_ok() {
-                return Err(crate::app::AppError::Conflict(format!(
-                    "a model with id {model_id} already exists; choose another id"
-                ))
+                return Err(crate::app::AppError::conflict(
+                    "MODEL_ID_TAKEN",
+                    format!("a model with id {model_id} already exists; choose another id"),
+                )
                 .into());
             }
         }
@@ -79,7 +180,7 @@ impl ModelService for ModelApi {
                 let _ = out_tx.send(Ok(pb::TrainModelProgress { event: Some(Event::Message(m)) })).await;
             }
             let last = match job.await {
-                Ok(Ok(rec)) => Ok(pb::TrainModelProgress { event: Some(Event::Model(model_to_pb(&rec))) }),
+                Ok(Ok(rec)) => Ok(pb::TrainModelProgress { event: Some(Event::Model(model_to_pb(&rec, true))) }),
                 Ok(Err(e)) => Err(Status::from(e)),
                 Err(e) => Err(Status::internal(format!("training stopped: {e}"))),
             };
@@ -95,9 +196,9 @@ impl ModelService for ModelApi {
         let who = principal(&request)?;
         let pb::EvaluateModelRequest { model_id, capacity } = request.into_inner();
         check_token("model_id", &model_id, MAX_MODEL_ID)?;
-        let evaluations = self.app.evaluate(&who, model_id, capacity as usize).await?;
-        let report_json = serde_json::to_string_pretty(&evaluations).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(pb::EvaluateModelResponse { report_json }))
+        let evaluations = self.app.evaluate(&who, model_id.clone(), capacity as usize).await?;
+        let evaluations = evaluations.iter().map(|e| evaluation_to_pb(e, true)).collect();
+        Ok(Response::new(pb::EvaluateModelResponse { model_id, evaluations }))
     }
 
     async fn list_models(
@@ -105,24 +206,22 @@ impl ModelService for ModelApi {
         request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         let who = principal(&request)?;
-        let pb::ListModelsRequest { page_size: size, page_token } = request.into_inner();
+        let pb::ListModelsRequest { page_size: size, page_token, view } = request.into_inner();
+        let full = full_model_view(view, false);
+        let limit = if full { FULL_VIEW } else { STANDARD }.of(size)?;
+        let q = Query::new("ListModels", who.key_id, &());
+        q.position(&page_token)?;
         let all = self.app.list_models(&who).await?;
-        let offset: usize = if page_token.is_empty() {
-            0
-        } else {
-            page_token.parse().map_err(|_| Status::invalid_argument("bad page_token"))?
-        };
-        let end = offset.saturating_add(page_size(size)).min(all.len());
-        let models = all.get(offset..end).unwrap_or_default().iter().map(model_to_pb).collect();
-        let next_page_token = if end < all.len() { end.to_string() } else { String::new() };
+        let (page, next_page_token) = page_of(&all, &q, &page_token, limit)?;
+        let models = page.iter().map(|m| model_to_pb(m, full)).collect();
         Ok(Response::new(pb::ListModelsResponse { models, next_page_token }))
     }
 
     async fn get_model(&self, request: Request<pb::GetModelRequest>) -> Result<Response<pb::Model>, Status> {
         let who = principal(&request)?;
-        let pb::GetModelRequest { model_id } = request.into_inner();
+        let pb::GetModelRequest { model_id, view } = request.into_inner();
         check_token("model_id", &model_id, MAX_MODEL_ID)?;
-        Ok(Response::new(model_to_pb(&self.app.get_model(&who, model_id).await?)))
+        Ok(Response::new(model_to_pb(&self.app.get_model(&who, model_id).await?, full_model_view(view, true))))
     }
 
     async fn activate_model(
@@ -137,7 +236,7 @@ impl ModelService for ModelApi {
         let (schools, pupils) = self.app.activate(&who, model_id.clone(), force, reason, request_id).await?;
         let rec = self.app.get_model(&who, model_id).await?;
         Ok(Response::new(pb::ActivateModelResponse {
-            model: Some(model_to_pb(&rec)),
+            model: Some(model_to_pb(&rec, false)),
             schools_rescored: schools as u32,
             pupils_rescored: pupils as u32,
         }))

@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{risk_to_pb, term_from_pb};
-use super::feed::page_size;
+use super::convert::{full_view, risk_view_to_pb, term_at, term_from_pb};
+use super::paging::{Query, STANDARD, page_of};
 use super::pb::{self, risk_service_server::RiskService};
 use super::principal;
+use super::status::bad_field;
 use crate::app::{App, AppError, AppResult, ToScore};
 use crate::domain::{Outcome, PupilTerm, SchoolTerm};
 use crate::ingest::{RowValidator, Violation};
@@ -26,7 +27,11 @@ impl RiskApi {
 type Bad = Vec<crate::app::FieldError>;
 
 fn validate(record: &pb::PupilRecord, field: &str, bad: &mut Bad) -> Option<PupilTerm> {
-    let owned = super::convert::record_cells(record);
+    validate_cells(&super::convert::record_cells(record), field, bad)
+}
+
+/// Validates one pupil's cells exactly as a feed row is validated.
+fn validate_cells(owned: &[String; crate::ingest::COLUMN_COUNT], field: &str, bad: &mut Bad) -> Option<PupilTerm> {
     let cells: crate::ingest::Cells = std::array::from_fn(|i| owned[i].trim_matches(' '));
     let mut findings = crate::ingest::Findings::default();
     let row = RowValidator::default().validate(0, &cells, &mut findings);
@@ -36,16 +41,76 @@ fn validate(record: &pb::PupilRecord, field: &str, bad: &mut Bad) -> Option<Pupi
     row
 }
 
-/// Checks every pupil of a ScoreRecords request; CPU work, run off the async threads.
-fn check_pupils(pupils: Vec<pb::PupilToScore>) -> AppResult<Vec<ToScore>> {
+/// One pupil to score as cells (the OIP path builds these from tensors).
+pub(crate) struct CellPupil {
+    pub school_term: Option<pb::SchoolTerm>,
+    pub cells: [String; crate::ingest::COLUMN_COUNT],
+    pub prior: Vec<(Option<pb::SchoolTerm>, [String; crate::ingest::COLUMN_COUNT])>,
+}
+
+/// Checks pupils given as cells; field paths are those of ScoreRecords
+/// (`pupils[i].record.column`, `pupils[i].prior_terms[j].school_term`).
+pub(crate) fn check_cell_pupils(pupils: Vec<CellPupil>) -> AppResult<Vec<ToScore>> {
+    let mut bad = Bad::new();
+    let mut input = Vec::with_capacity(pupils.len());
+    for (i, p) in pupils.iter().enumerate() {
+        let st = term_at(&format!("pupils[{i}].school_term"), p.school_term.as_ref())
+            .map(|(urn, term)| SchoolTerm { urn, term })
+            .map_err(|s| bad.push(field_error(&s)))
+            .ok();
+        let row = validate_cells(&p.cells, &format!("pupils[{i}].record"), &mut bad);
+        let mut prior = Vec::new();
+        for (j, (pst, cells)) in p.prior.iter().enumerate() {
+            let field = format!("pupils[{i}].prior_terms[{j}]");
+            let pst =
+                term_at(&format!("{field}.school_term"), pst.as_ref()).map_err(|s| bad.push(field_error(&s))).ok();
+            let prow = validate_cells(cells, &format!("{field}.record"), &mut bad);
+            if let (Some((urn, term)), Some(r)) = (pst, prow) {
+                if row.as_ref().is_some_and(|now| now.upn != r.upn) {
+                    bad.push(crate::app::FieldError::new(
+                        format!("{field}.record.upn"),
+                        "INCONSISTENT",
+                        "prior terms must be the same pupil",
+                    ));
+                }
+                prior.push((SchoolTerm { urn, term }, r));
+            }
+        }
+        if let (Some(st), Some(row)) = (st, row) {
+            input.push((st, row, prior));
+        }
+    }
+    if !bad.is_empty() {
+        return Err(AppError::BadFields {
+            message: format!("{} invalid field(s); nothing was scored", bad.len()),
+            fields: bad,
+        });
+    }
+    Ok(input)
+}
+
+/// The one field violation of a `bad_field` status, as a FieldError.
+fn field_error(s: &Status) -> crate::app::FieldError {
+    use tonic_types::StatusExt;
+    match s.get_details_bad_request().and_then(|b| b.field_violations.into_iter().next()) {
+        Some(v) => crate::app::FieldError::new(v.field, v.reason, v.description),
+        None => crate::app::FieldError::new("", "INVALID_VALUE", s.message()),
+    }
+}
+
+pub(crate) fn check_pupils(pupils: Vec<pb::PupilToScore>) -> AppResult<Vec<ToScore>> {
+    if pupils.is_empty() {
+        return Err(AppError::bad_field("pupils", "REQUIRED", "send at least one pupil"));
+    }
+
     let mut bad = Bad::new();
     let mut input = Vec::with_capacity(pupils.len());
     for (i, p) in pupils.iter().enumerate() {
         let pb::PupilToScore { school_term, record, prior_terms } = p;
-        let st = match term_from_pb(school_term.as_ref()) {
+        let st = match term_at(&format!("pupils[{i}].school_term"), school_term.as_ref()) {
             Ok((urn, term)) => Some(SchoolTerm { urn, term }),
             Err(s) => {
-                bad.push(crate::app::FieldError::new(format!("pupils[{i}].school_term"), "INVALID_VALUE", s.message()));
+                bad.push(field_error(&s));
                 None
             }
         };
@@ -59,12 +124,16 @@ fn check_pupils(pupils: Vec<pb::PupilToScore>) -> AppResult<Vec<ToScore>> {
         let mut prior = Vec::new();
         for (j, pt) in prior_terms.iter().enumerate() {
             let field = format!("pupils[{i}].prior_terms[{j}]");
-            let pst = term_from_pb(pt.school_term.as_ref())
-                .map_err(|s| {
-                    bad.push(crate::app::FieldError::new(format!("{field}.school_term"), "INVALID_VALUE", s.message()))
-                })
+            let pst = term_at(&format!("{field}.school_term"), pt.school_term.as_ref())
+                .map_err(|s| bad.push(field_error(&s)))
                 .ok();
-            let prow = pt.record.as_ref().and_then(|r| validate(r, &format!("{field}.record"), &mut bad));
+            let prow = match &pt.record {
+                Some(r) => validate(r, &format!("{field}.record"), &mut bad),
+                None => {
+                    bad.push(crate::app::FieldError::new(format!("{field}.record"), "REQUIRED", "record is required"));
+                    None
+                }
+            };
             if let (Some((urn, term)), Some(r)) = (pst, prow) {
                 if row.as_ref().is_some_and(|now| now.upn != r.upn) {
                     bad.push(crate::app::FieldError::new(
@@ -115,9 +184,11 @@ impl RiskService for RiskApi {
     ) -> Result<Response<pb::ScoreRecordsResponse>, Status> {
         let who = principal(&request)?;
         // The codec has already refused more than MAX_SCORE_PUPILS before decoding.
-        let pb::ScoreRecordsRequest { pupils } = request.into_inner();
+        let pb::ScoreRecordsRequest { pupils, view } = request.into_inner();
+        let full = full_view(view);
         let (model_id, risks) = self.app.score_stateless(&who, move || check_pupils(pupils)).await?;
-        Ok(Response::new(pb::ScoreRecordsResponse { model_id, risks: risks.iter().map(risk_to_pb).collect() }))
+        let risks = risks.iter().map(|r| risk_view_to_pb(r, full)).collect();
+        Ok(Response::new(pb::ScoreRecordsResponse { model_id, risks }))
     }
 
     async fn get_pupil_risk(
@@ -125,10 +196,14 @@ impl RiskService for RiskApi {
         request: Request<pb::GetPupilRiskRequest>,
     ) -> Result<Response<pb::GetPupilRiskResponse>, Status> {
         let who = principal(&request)?;
-        let pb::GetPupilRiskRequest { upn } = request.into_inner();
-        crate::domain::Upn::parse(&upn).map_err(|e| Status::invalid_argument(format!("upn is not valid: {e}")))?;
+        let pb::GetPupilRiskRequest { upn, view } = request.into_inner();
+        crate::domain::Upn::parse(&upn)
+            .map_err(|e| bad_field("upn", "INVALID_VALUE", format!("upn is not valid: {e}")))?;
         let history = self.app.pupil_risk(&who, upn).await?;
-        Ok(Response::new(pb::GetPupilRiskResponse { history: history.iter().map(risk_to_pb).collect() }))
+        let full = full_view(view);
+        Ok(Response::new(pb::GetPupilRiskResponse {
+            history: history.iter().map(|r| risk_view_to_pb(r, full)).collect(),
+        }))
     }
 
     async fn list_school_risks(
@@ -136,24 +211,22 @@ impl RiskService for RiskApi {
         request: Request<pb::ListSchoolRisksRequest>,
     ) -> Result<Response<pb::ListSchoolRisksResponse>, Status> {
         let who = principal(&request)?;
-        let pb::ListSchoolRisksRequest { school_term, band, outcome, page_size: size, page_token } =
+        let pb::ListSchoolRisksRequest { school_term, band, outcome, page_size: size, page_token, view } =
             request.into_inner();
         let (urn, term) = term_from_pb(school_term.as_ref())?;
-        let offset: usize = if page_token.is_empty() {
-            0
-        } else {
-            page_token.parse().map_err(|_| Status::invalid_argument("page_token is not valid"))?
-        };
+        let limit = STANDARD.of(size)?;
+        let q = Query::new("ListSchoolRisks", who.key_id, &(urn, term, band, outcome));
+        // The token is checked before any work.
+        q.position(&page_token)?;
         let (model_id, risks) =
             self.app.school_risks(&who, SchoolTerm { urn, term }, band_from_pb(band), outcome_from_pb(outcome)).await?;
-        let limit = page_size(size);
-        let end = offset.saturating_add(limit).min(risks.len());
-        let next_page_token = if end < risks.len() { end.to_string() } else { String::new() };
-        let page = risks.get(offset..end).unwrap_or_default();
+        let (page, next_page_token) = page_of(&risks, &q, &page_token, limit)?;
+        let full = full_view(view);
         Ok(Response::new(pb::ListSchoolRisksResponse {
             model_id,
-            risks: page.iter().map(risk_to_pb).collect(),
+            risks: page.iter().map(|r| risk_view_to_pb(r, full)).collect(),
             next_page_token,
+            total_size: risks.len() as u32,
         }))
     }
 }

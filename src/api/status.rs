@@ -6,16 +6,24 @@ use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 use crate::app::AppError;
 use crate::ingest::Violation;
 
-/// The BadRequest field name for a feed violation: `line 5: sessions_authorised`.
-pub fn field_of(v: &Violation) -> String {
-    if v.column.is_empty() { format!("line {}", v.line) } else { format!("line {}: {}", v.line, v.column) }
+/// The BadRequest field path of a feed violation: `lines[5].sessions_authorised` for CSV,
+/// `records[3].upn` for a record stream (record i is reported as line i + 2).
+pub fn field_of(v: &Violation, records: bool) -> String {
+    let place = if records && v.line >= 2 { format!("records[{}]", v.line - 2) } else { format!("lines[{}]", v.line) };
+    if v.column.is_empty() { place } else { format!("{place}.{}", v.column) }
 }
 
-/// Inverse of [`field_of`], for clients: (line, column).
+/// Inverse of [`field_of`], for clients: (line, column), whichever form.
 pub fn parse_field(field: &str) -> Option<(u64, String)> {
-    let rest = field.strip_prefix("line ")?;
-    let (line, col) = rest.split_once(": ").unwrap_or((rest, ""));
-    Some((line.parse().ok()?, col.to_owned()))
+    let (place, col) = field.split_once('.').unwrap_or((field, ""));
+    let (kind, rest) = place.split_once('[')?;
+    let n: u64 = rest.strip_suffix(']')?.parse().ok()?;
+    let line = match kind {
+        "lines" => n,
+        "records" => n.checked_add(2)?,
+        _ => return None,
+    };
+    Some((line, col.to_owned()))
 }
 
 /// Bytes of BadRequest a rejection carries. Details travel base64-encoded in the
@@ -58,28 +66,126 @@ fn fitting(all: impl IntoIterator<Item = (String, String, String)>) -> Vec<Field
     out
 }
 
-fn error_info(reason: &str, metadata: impl IntoIterator<Item = (String, String)>) -> ErrorDetails {
-    let mut details = ErrorDetails::new();
-    details.set_error_info(reason, DOMAIN, metadata.into_iter().collect::<std::collections::HashMap<_, _>>());
-    details
-}
-
 /// The ErrorInfo domain of every riskid error.
 pub const DOMAIN: &str = "riskid";
 
+/// Every ErrorInfo reason riskid sends: (reason, gRPC code, what it means). The README's
+/// error table is checked against this list, and every status is checked to use one.
+pub const REASONS: &[(&str, Code, &str)] = &[
+    ("INVALID_FIELD", Code::InvalidArgument, "one request field is invalid: BadRequest names it and why"),
+    (
+        "INVALID_FIELDS",
+        Code::InvalidArgument,
+        "several request fields are invalid (ScoreRecords): BadRequest lists them",
+    ),
+    (
+        "FEED_REJECTED",
+        Code::InvalidArgument,
+        "the feed breaks the contract: BadRequest lists the first violations, GetFeedReport the rest",
+    ),
+    (
+        "INVALID_STREAM",
+        Code::InvalidArgument,
+        "the SubmitFeed stream is out of order: a missing or repeated header, an empty part, mixed CSV and records, or a length that does not match content_length",
+    ),
+    ("REQUEST_ID_REUSED", Code::InvalidArgument, "the request_id was already used for a different request"),
+    ("INVALID_PAGE_TOKEN", Code::InvalidArgument, "the page token is not one this server gave for this query and key"),
+    (
+        "MALFORMED_MESSAGE",
+        Code::InvalidArgument,
+        "the request is not a valid protobuf message, or holds too many entries",
+    ),
+    ("API_KEY_MISSING", Code::Unauthenticated, "no `authorization: Bearer <key>` header"),
+    ("API_KEY_INVALID", Code::Unauthenticated, "the key is unknown or revoked"),
+    ("ROLE_NOT_ALLOWED", Code::PermissionDenied, "the key's role may not call this method or do this"),
+    ("SCHOOL_NOT_IN_SCOPE", Code::PermissionDenied, "the key does not cover that school"),
+    ("COHORT_NOT_FOUND", Code::NotFound, "no such cohort (for this key's schools)"),
+    ("MEMBER_NOT_FOUND", Code::NotFound, "the child is not in the cohort"),
+    ("FEED_NOT_FOUND", Code::NotFound, "no feed has been submitted for that school and term"),
+    ("SUBMISSION_NOT_FOUND", Code::NotFound, "no such submission"),
+    ("REPORT_NOT_FOUND", Code::NotFound, "no such feed report for this key (kept 15 minutes)"),
+    ("MODEL_NOT_FOUND", Code::NotFound, "no such model"),
+    ("PUPIL_NOT_FOUND", Code::NotFound, "no scores for that pupil in the key's schools"),
+    ("NO_ACTIVE_MODEL", Code::FailedPrecondition, "no model is active yet: train and activate one"),
+    ("REVIEW_STARTED", Code::FailedPrecondition, "the cohort is in review: a new proposal needs force"),
+    ("COHORT_FINALISED", Code::FailedPrecondition, "the cohort is finalised and can no longer change"),
+    ("COHORT_REPLACED", Code::FailedPrecondition, "the cohort was replaced by a newer proposal"),
+    (
+        "COHORT_NOT_READY",
+        Code::FailedPrecondition,
+        "the cohort cannot be finalised yet (undecided children, or over capacity without a reason)",
+    ),
+    ("TRAINING_RUNNING", Code::FailedPrecondition, "a training job is already running"),
+    ("MODEL_ID_TAKEN", Code::FailedPrecondition, "a model with that id exists"),
+    (
+        "MODEL_BELOW_BASELINES",
+        Code::FailedPrecondition,
+        "the model does not beat the baselines: activate with force and a reason",
+    ),
+    ("MODEL_UNREADABLE", Code::FailedPrecondition, "the stored model cannot be read by this build: retrain it"),
+    ("NOT_ENOUGH_DATA", Code::FailedPrecondition, "the store has too little history to train or evaluate"),
+    ("AUDIT_CHAIN_EMPTY", Code::FailedPrecondition, "the audit chain has no events yet"),
+    (
+        "ALREADY_DECIDED",
+        Code::Aborted,
+        "the child already has a decision (perhaps a colleague's): reload, and undo first to change it",
+    ),
+    ("CONCURRENT_CHANGE", Code::Aborted, "a concurrent change won: reload and retry"),
+    ("OVERLOADED", Code::ResourceExhausted, "the server or this key is busy: retry after RetryInfo's delay"),
+    ("FEED_TOO_LARGE", Code::ResourceExhausted, "the feed is over --max-feed-bytes: not retryable"),
+    ("FEED_TOO_MANY_ROWS", Code::ResourceExhausted, "the feed is over --max-feed-rows: not retryable"),
+    ("MESSAGE_TOO_LARGE", Code::OutOfRange, "one message is over the method's size limit"),
+    (
+        "UPLOAD_TIMED_OUT",
+        Code::DeadlineExceeded,
+        "the upload sent nothing for --ingest-idle-timeout, or ran past --max-upload-time",
+    ),
+    (
+        "SCORES_PENDING",
+        Code::Unavailable,
+        "scores are being recomputed after an activation: retry after RetryInfo's delay",
+    ),
+    ("UNIMPLEMENTED", Code::Unimplemented, "no such method, or a compression this server does not speak"),
+    ("CANCELLED", Code::Cancelled, "the caller cancelled the call"),
+    ("INTERNAL", Code::Internal, "a fault in the server: its log has details under the reply's x-request-id"),
+];
+
+fn known(reason: &str) -> &str {
+    debug_assert!(REASONS.iter().any(|(r, _, _)| *r == reason), "ErrorInfo reason {reason} is not in REASONS");
+    reason
+}
+
+fn error_info(reason: &str, metadata: impl IntoIterator<Item = (String, String)>) -> ErrorDetails {
+    let mut details = ErrorDetails::new();
+    details.set_error_info(known(reason), DOMAIN, metadata.into_iter().collect::<std::collections::HashMap<_, _>>());
+    details
+}
+
+/// An INVALID_ARGUMENT for one field: BadRequest (field, reason, description) + ErrorInfo.
+pub(crate) fn bad_field(field: impl Into<String>, reason: &str, description: impl Into<String>) -> Status {
+    let (field, description) = (field.into(), description.into());
+    let mut details = error_info("INVALID_FIELD", [("field".to_string(), cap(&field, 120))]);
+    details.set_bad_request(vec![FieldViolation {
+        field: cap(&field, 120),
+        description: cap(&description, MAX_DESCRIPTION),
+        reason: reason.into(),
+        localized_message: None,
+    }]);
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("{field}: {}", cap(&description, MAX_DESCRIPTION)),
+        details,
+    )
+}
+
+/// A status with only an ErrorInfo.
+pub(crate) fn with_reason(code: Code, reason: &str, message: impl Into<String>) -> Status {
+    Status::with_error_details(code, message, error_info(reason, []))
+}
+
 pub(crate) fn to_status(e: AppError) -> Status {
     match e {
-        AppError::InvalidArgument(m) => Status::invalid_argument(m),
-        AppError::BadField { field, reason, description } => {
-            let mut details = error_info(reason, []);
-            details.set_bad_request(vec![FieldViolation {
-                field,
-                description: cap(&description, MAX_DESCRIPTION),
-                reason: reason.into(),
-                localized_message: None,
-            }]);
-            Status::with_error_details(Code::InvalidArgument, cap(&description, MAX_DESCRIPTION), details)
-        }
+        AppError::BadField { field, reason, description } => bad_field(field, reason, description),
         AppError::BadFields { message, fields } => {
             let n = fields.len();
             let violations = fitting(fields.into_iter().map(|f| (f.field, f.reason, f.description)));
@@ -88,8 +194,9 @@ pub(crate) fn to_status(e: AppError) -> Status {
             Status::with_error_details(Code::InvalidArgument, message, details)
         }
         AppError::FeedRejected { report: r, report_id } => {
-            let violations =
-                fitting(r.errors.iter().map(|v| (field_of(v), v.code.to_ascii_uppercase(), v.message.clone())));
+            let violations = fitting(
+                r.errors.iter().map(|v| (field_of(v, r.records), v.code.to_ascii_uppercase(), v.message.clone())),
+            );
             let listed = violations.len();
             let mut details = error_info(
                 "FEED_REJECTED",
@@ -112,11 +219,30 @@ pub(crate) fn to_status(e: AppError) -> Status {
             let msg = format!("the feed was rejected with {} error(s){shown}; nothing was stored", r.error_count);
             Status::with_error_details(Code::InvalidArgument, msg, details)
         }
-        AppError::Unauthenticated(m) => Status::unauthenticated(m),
-        AppError::PermissionDenied(e) => Status::permission_denied(e.to_string()),
-        AppError::NotFound(m) => Status::not_found(m),
-        AppError::Conflict(m) => Status::failed_precondition(m),
-        AppError::Aborted(m) => Status::aborted(m),
+        AppError::Unauthenticated { reason, message } => with_reason(Code::Unauthenticated, reason, message),
+        AppError::PermissionDenied(e) => {
+            let reason = match e {
+                crate::auth::AccessError::Role { .. } => "ROLE_NOT_ALLOWED",
+                crate::auth::AccessError::School(_) => "SCHOOL_NOT_IN_SCOPE",
+            };
+            with_reason(Code::PermissionDenied, reason, e.to_string())
+        }
+        AppError::NotFound { reason, message } => {
+            let mut details = error_info(reason, []);
+            let resource = reason.strip_suffix("_NOT_FOUND").unwrap_or(reason).to_ascii_lowercase();
+            details.set_resource_info(resource, "", "", message.clone());
+            Status::with_error_details(Code::NotFound, message, details)
+        }
+        AppError::Conflict { reason, message } => {
+            let mut details = error_info(reason, []);
+            details.set_precondition_failure(vec![tonic_types::PreconditionViolation::new(
+                reason,
+                "",
+                message.clone(),
+            )]);
+            Status::with_error_details(Code::FailedPrecondition, message, details)
+        }
+        AppError::Aborted { reason, message } => with_reason(Code::Aborted, reason, message),
         AppError::NotReady(m) => {
             let mut details = error_info("SCORES_PENDING", []);
             details.set_retry_info(Some(std::time::Duration::from_secs(1)));
@@ -147,10 +273,32 @@ pub(crate) fn to_status(e: AppError) -> Status {
     }
 }
 
+/// The ErrorInfo reason for a status that left the server without one (made by tonic
+/// itself: an oversized or undecodable message, an unknown method or compression).
+pub(crate) fn fallback_reason(code: Code) -> &'static str {
+    match code {
+        Code::OutOfRange | Code::ResourceExhausted => "MESSAGE_TOO_LARGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::InvalidArgument => "MALFORMED_MESSAGE",
+        Code::Cancelled => "CANCELLED",
+        Code::DeadlineExceeded => "UPLOAD_TIMED_OUT",
+        _ => "INTERNAL",
+    }
+}
+
+/// Encodes an ErrorInfo for the `grpc-status-details-bin` header of a status that had none.
+pub(crate) fn fallback_details(code: Code, message: &str) -> Vec<u8> {
+    Status::with_error_details(code, message, error_info(fallback_reason(code), [])).details().to_vec()
+}
+
 fn internal(e: &dyn std::fmt::Display) -> Status {
     // Store errors never carry pupil values, so they are safe to log; the client sees none.
     tracing::error!(error = %e, "internal error");
-    Status::internal("internal error; the server log has details under this request's x-request-id")
+    with_reason(
+        Code::Internal,
+        "INTERNAL",
+        "internal error; the server log has details under this request's x-request-id",
+    )
 }
 
 impl From<AppError> for Status {

@@ -32,12 +32,12 @@ pub struct DecisionInput {
 impl From<ReviewError> for AppError {
     fn from(e: ReviewError) -> Self {
         match e {
-            ReviewError::Invalid(m) => AppError::InvalidArgument(m),
-            ReviewError::AlreadyDecided(_) => AppError::Aborted(e.to_string()),
-            ReviewError::NotMember => AppError::NotFound(e.to_string()),
-            ReviewError::Finalised | ReviewError::Replaced | ReviewError::NotReady(_) => {
-                AppError::Conflict(e.to_string())
-            }
+            ReviewError::Invalid { field, reason, message } => AppError::bad_field(field, reason, message),
+            ReviewError::AlreadyDecided(_) => AppError::Aborted { reason: "ALREADY_DECIDED", message: e.to_string() },
+            ReviewError::NotMember => AppError::not_found("MEMBER_NOT_FOUND", e.to_string()),
+            ReviewError::Finalised => AppError::conflict("COHORT_FINALISED", e.to_string()),
+            ReviewError::Replaced => AppError::conflict("COHORT_REPLACED", e.to_string()),
+            ReviewError::NotReady(_) => AppError::conflict("COHORT_NOT_READY", e.to_string()),
         }
     }
 }
@@ -65,9 +65,10 @@ pub(crate) fn shown_digest(shown: Option<&PupilRisk>) -> String {
 /// The live scores of a school term, or an error a client can act on.
 pub(crate) fn ready_scores(live: LiveScores, st: SchoolTerm) -> AppResult<(String, Vec<crate::storage::ScoreRecord>)> {
     match live {
-        LiveScores::NoFeed => {
-            Err(AppError::NotFound(format!("no feed for school {} in {}: submit it first", st.urn, st.term)))
-        }
+        LiveScores::NoFeed => Err(AppError::not_found(
+            "FEED_NOT_FOUND",
+            format!("no feed for school {} in {}: submit it first", st.urn, st.term),
+        )),
         LiveScores::Pending { model_id, .. } => Err(AppError::NotReady(format!(
             "the scores for school {} in {} are being computed{}; retry shortly",
             st.urn,
@@ -81,7 +82,7 @@ pub(crate) fn ready_scores(live: LiveScores, st: SchoolTerm) -> AppResult<(Strin
 impl App {
     pub async fn propose_cohort(&self, who: &Principal, input: ProposeInput) -> AppResult<Cohort> {
         let pass = who.may_propose(input.school_term.urn)?;
-        input.params.check().map_err(AppError::InvalidArgument)?;
+        input.params.check().map_err(|(field, m)| AppError::bad_field(field, "OUT_OF_RANGE", m))?;
         let st = input.school_term;
         let rk = input.request_id.clone().map(|r| {
             request_key(who, "ProposeCohort", r, &(st.urn.get(), st.term.index(), &input.params, input.force))
@@ -156,12 +157,16 @@ impl App {
             })?;
             match saved {
                 Ok(c) => Ok(c),
-                Err(ReplaceRefused::ReviewStarted(id)) => Err(AppError::Conflict(format!(
-                    "cohort {id} for this school and term is already being reviewed; propose with force to replace it"
-                ))),
-                Err(ReplaceRefused::Finalised(id)) => Err(AppError::Conflict(format!(
-                    "cohort {id} for this school and term is finalised and cannot be replaced"
-                ))),
+                Err(ReplaceRefused::ReviewStarted(id)) => Err(AppError::conflict(
+                    "REVIEW_STARTED",
+                    format!(
+                        "cohort {id} for this school and term is already being reviewed; propose with force to replace it"
+                    ),
+                )),
+                Err(ReplaceRefused::Finalised(id)) => Err(AppError::conflict(
+                    "COHORT_FINALISED",
+                    format!("cohort {id} for this school and term is finalised and cannot be replaced"),
+                )),
             }
         })
         .await
@@ -170,15 +175,39 @@ impl App {
     pub async fn get_cohort(&self, who: &Principal, st: SchoolTerm) -> AppResult<Cohort> {
         who.may_read_cohorts()?.check(st.urn)?;
         self.blocking(move |s| {
-            s.open_cohort(st)?
-                .ok_or_else(|| AppError::NotFound(format!("no cohort for school {} in {}", st.urn, st.term)))
+            s.open_cohort(st)?.ok_or_else(|| {
+                AppError::not_found("COHORT_NOT_FOUND", format!("no cohort for school {} in {}", st.urn, st.term))
+            })
         })
         .await
     }
 
+    /// One cohort by id, if the caller may read its school's cohorts.
+    pub async fn get_cohort_by_id(&self, who: &Principal, id: i64) -> AppResult<Cohort> {
+        let scope = who.may_read_cohorts()?;
+        let c = self.blocking(move |s| Ok(s.get_cohort(id)?)).await?;
+        // Another school's cohort reads as absent, not as refused: ids do not reveal schools.
+        match c {
+            Some(c) if scope.covers(c.school_term.urn) => Ok(c),
+            _ => Err(AppError::not_found("COHORT_NOT_FOUND", format!("no cohort {id}"))),
+        }
+    }
+
+    /// A page of cohorts in the caller's schools, newest first.
+    pub async fn list_cohorts(&self, who: &Principal, mut f: crate::storage::CohortFilter) -> AppResult<Vec<Cohort>> {
+        let scope = who.may_read_cohorts()?;
+        if let Some(u) = f.urn {
+            scope.check(u)?;
+        }
+        f.schools = scope.schools;
+        self.blocking(move |s| Ok(s.list_cohorts(&f)?)).await
+    }
+
     async fn cohort_pass(&self, who: &Principal, id: i64) -> AppResult<(CohortPass, Cohort)> {
         let c = self
-            .blocking(move |s| s.get_cohort(id)?.ok_or_else(|| AppError::NotFound(format!("no cohort {id}"))))
+            .blocking(move |s| {
+                s.get_cohort(id)?.ok_or_else(|| AppError::not_found("COHORT_NOT_FOUND", format!("no cohort {id}")))
+            })
             .await?;
         Ok((who.may_review(c.school_term.urn)?, c))
     }
@@ -200,7 +229,7 @@ impl App {
             })?;
             match out {
                 Some(c) => Ok(c),
-                None => Err(AppError::NotFound(format!("no cohort {id}"))),
+                None => Err(AppError::not_found("COHORT_NOT_FOUND", format!("no cohort {id}"))),
             }
         })
         .await
@@ -373,7 +402,9 @@ pub struct OverrideRow {
 /// The cohort a repeated request produced, as it is now.
 fn cohort_of(s: &crate::storage::Store, prior: RequestResult) -> AppResult<Cohort> {
     match prior {
-        RequestResult::Cohort { id } => s.get_cohort(id)?.ok_or_else(|| AppError::NotFound(format!("no cohort {id}"))),
+        RequestResult::Cohort { id } => {
+            s.get_cohort(id)?.ok_or_else(|| AppError::not_found("COHORT_NOT_FOUND", format!("no cohort {id}")))
+        }
         _ => Err(AppError::Internal("a request result of another kind".into())),
     }
 }

@@ -26,8 +26,6 @@ use crate::storage::{
 /// One error type for the use cases; mapped to a gRPC status once, at the edge.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("{0}")]
-    InvalidArgument(String),
     /// Several fields of the request are invalid.
     #[error("{message}")]
     BadFields { message: String, fields: Vec<FieldError> },
@@ -36,17 +34,19 @@ pub enum AppError {
     BadField { field: String, reason: &'static str, description: String },
     #[error("the feed has {} error(s)", .report.error_count)]
     FeedRejected { report: Arc<Rejected>, report_id: String },
-    #[error("{0}")]
-    Unauthenticated(&'static str),
+    #[error("{message}")]
+    Unauthenticated { reason: &'static str, message: &'static str },
     #[error(transparent)]
     PermissionDenied(#[from] AccessError),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
+    /// What was asked for does not exist (or is not visible to this key).
+    #[error("{message}")]
+    NotFound { reason: &'static str, message: String },
+    /// The system is not in the state the request needs (FAILED_PRECONDITION).
+    #[error("{message}")]
+    Conflict { reason: &'static str, message: String },
     /// A concurrent change won; retrying after a reload may succeed.
-    #[error("{0}")]
-    Aborted(String),
+    #[error("{message}")]
+    Aborted { reason: &'static str, message: String },
     /// What was asked for is being computed (scores after an activation); retry shortly.
     #[error("{0}")]
     NotReady(String),
@@ -63,6 +63,18 @@ pub enum AppError {
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+impl AppError {
+    pub fn bad_field(field: impl Into<String>, reason: &'static str, description: impl Into<String>) -> Self {
+        AppError::BadField { field: field.into(), reason, description: description.into() }
+    }
+    pub fn not_found(reason: &'static str, message: impl Into<String>) -> Self {
+        AppError::NotFound { reason, message: message.into() }
+    }
+    pub fn conflict(reason: &'static str, message: impl Into<String>) -> Self {
+        AppError::Conflict { reason, message: message.into() }
+    }
+}
 
 /// (key, method, request id) of a request in progress.
 type RequestSlot = (i64, &'static str, String);
@@ -238,7 +250,10 @@ impl App {
     pub async fn authenticate(&self, key: &str) -> AppResult<Principal> {
         let hash = hash_key(key);
         let rec = self.blocking(move |s| Ok(s.find_active_key(&hash)?)).await?;
-        let rec = rec.ok_or(AppError::Unauthenticated("the API key is not valid or has been revoked"))?;
+        let rec = rec.ok_or(AppError::Unauthenticated {
+            reason: "API_KEY_INVALID",
+            message: "the API key is not valid or has been revoked",
+        })?;
         Ok(Principal { key_id: rec.id, role: rec.role, schools: rec.schools })
     }
 
@@ -272,8 +287,9 @@ impl App {
     /// The full report of a rejected feed, for the key that submitted it, while it is kept.
     pub fn feed_report(&self, key_id: i64, report_id: &str) -> AppResult<Arc<Rejected>> {
         self.reports.get(key_id, report_id).ok_or_else(|| {
-            AppError::NotFound(
-                "no such report for this key: reports are kept in memory for 15 minutes after a rejection".into(),
+            AppError::not_found(
+                "REPORT_NOT_FOUND",
+                "no such report for this key: reports are kept in memory for 15 minutes after a rejection",
             )
         })
     }
@@ -382,7 +398,7 @@ impl App {
         // Out-of-scope submissions are reported as missing, so ids reveal nothing.
         match rec {
             Some(r) if scope.covers(r.school_term.urn) => Ok(redact(&scope, r)),
-            _ => Err(AppError::NotFound(format!("no submission {id}"))),
+            _ => Err(AppError::not_found("SUBMISSION_NOT_FOUND", format!("no submission {id}"))),
         }
     }
 

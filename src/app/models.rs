@@ -151,16 +151,16 @@ impl App {
                     .ok_or_else(|| AppError::Internal("model vanished".into()));
             }
         }
-        let _job = self
-            .training
-            .clone()
-            .try_lock_owned()
-            .map_err(|_| AppError::Conflict("a training job is already running; wait for it to finish".into()))?;
-        let params = params.check().map_err(|e| AppError::InvalidArgument(e.to_string()))?.get().clone();
+        let _job = self.training.clone().try_lock_owned().map_err(|_| {
+            AppError::conflict("TRAINING_RUNNING", "a training job is already running; wait for it to finish")
+        })?;
+        let params =
+            params.check().map_err(|e| AppError::bad_field("params", "OUT_OF_RANGE", e.to_string()))?.get().clone();
         let actor = (who.key_id, who.role.to_string());
         self.blocking(move |store| {
-            let taken =
-                |id: &str| AppError::Conflict(format!("a model with id {id} already exists; choose another id"));
+            let taken = |id: &str| {
+                AppError::conflict("MODEL_ID_TAKEN", format!("a model with id {id} already exists; choose another id"))
+            };
             if let Some(id) = &model_id
                 && store.get_model(id)?.is_some()
             {
@@ -183,7 +183,11 @@ impl App {
                     progress: &mut report,
                 },
             )
-            .map_err(|e| AppError::InvalidArgument(e.to_string()))?;
+            .map_err(|e| match e {
+                crate::model::ModelError::NotEnoughData(_) => AppError::conflict("NOT_ENOUGH_DATA", e.to_string()),
+                crate::model::ModelError::Params(_) => AppError::bad_field("params", "OUT_OF_RANGE", e.to_string()),
+                crate::model::ModelError::Fit(_) => AppError::Internal(e.to_string()),
+            })?;
             let json = artifact.to_json();
             let event = NewEvent {
                 at: now,
@@ -208,7 +212,7 @@ impl App {
         let id = model_id.clone();
         self.blocking(move |s| Ok(s.get_model(&id)?))
             .await?
-            .ok_or_else(|| AppError::NotFound(format!("no model {model_id:?}")))
+            .ok_or_else(|| AppError::not_found("MODEL_NOT_FOUND", format!("no model {model_id:?}")))
     }
 
     /// Re-evaluates a stored model, as it is (no refit), on the store's latest labelled term.
@@ -219,13 +223,14 @@ impl App {
         capacity: usize,
     ) -> AppResult<Vec<crate::model::evaluate::OutcomeEvaluation>> {
         let rec = self.get_model(who, model_id).await?;
-        let model = rec.artifact.map_err(AppError::Conflict)?;
+        let model = rec.artifact.map_err(|m| AppError::conflict("MODEL_UNREADABLE", m))?;
         let capacity = if capacity == 0 { model.training.capacity } else { capacity };
         self.blocking(move |store| {
             let history = History::from_rows(store.all_current_rows()?);
             let examples = crate::model::dataset::build(&history, model.training.seed);
-            let term = crate::model::dataset::latest_labelled_term(&examples)
-                .ok_or_else(|| AppError::Conflict("the store has no pupil with two consecutive terms yet".into()))?;
+            let term = crate::model::dataset::latest_labelled_term(&examples).ok_or_else(|| {
+                AppError::conflict("NOT_ENOUGH_DATA", "the store has no pupil with two consecutive terms yet")
+            })?;
             let test: Vec<_> = examples.iter().filter(|e| e.term == term).collect();
             let probs: Vec<[f64; 3]> = test.iter().map(|e| model.probabilities(&e.features)).collect();
             Ok((0..3)
@@ -259,15 +264,18 @@ impl App {
         let rk = request_id.map(|r| super::request_key(who, "ActivateModel", r, &(&model_id, force, &reason)));
         let _same_request = self.request_lock(rk.as_ref()).await;
         let rec = self.get_model(who, model_id.clone()).await?;
-        let model = rec.artifact.clone().map_err(AppError::InvalidArgument)?;
+        let model = rec.artifact.clone().map_err(|m| AppError::conflict("MODEL_UNREADABLE", m))?;
         if !model.beats_baselines() && !force {
-            return Err(AppError::Conflict(format!(
-                "model {model_id} does not beat the baselines at capacity for every outcome; \
-                 activate with force and a reason to override (this is audited)"
-            )));
+            return Err(AppError::conflict(
+                "MODEL_BELOW_BASELINES",
+                format!(
+                    "model {model_id} does not beat the baselines at capacity for every outcome; \
+                     activate with force and a reason to override (this is audited)"
+                ),
+            ));
         }
         if force && reason.trim().is_empty() {
-            return Err(AppError::InvalidArgument("a forced activation needs a reason".into()));
+            return Err(AppError::bad_field("reason", "REQUIRED", "a forced activation needs a reason"));
         }
         let (key_id, role) = (who.key_id, who.role.to_string());
         let digest = rec.artifact_sha256.clone();
@@ -290,7 +298,7 @@ impl App {
             })
             .await?;
         let Some(RequestResult::Activation { model_id: activated, schools, pupils }) = result else {
-            return Err(AppError::NotFound(format!("no model {model_id:?}")));
+            return Err(AppError::not_found("MODEL_NOT_FOUND", format!("no model {model_id:?}")));
         };
         if activated != model_id {
             return Err(AppError::Internal("a request result of another model".into()));
@@ -319,7 +327,7 @@ impl App {
     ) -> AppResult<usize> {
         who.may_manage_models()?;
         let rec = self.get_model(who, model_id.clone()).await?;
-        rec.artifact.map_err(AppError::InvalidArgument)?;
+        rec.artifact.map_err(|m| AppError::conflict("MODEL_UNREADABLE", m))?;
         let rk = request_id
             .map(|r| super::request_key(who, "RescoreSchoolTerm", r, &(st.urn.get(), st.term.index(), &model_id)));
         let _same_request = self.request_lock(rk.as_ref()).await;
@@ -341,7 +349,7 @@ impl App {
             .await?;
         match result {
             Some(RequestResult::Activation { pupils, .. }) => Ok(pupils),
-            _ => Err(AppError::NotFound(format!("no feed for school {} in {}", st.urn, st.term))),
+            _ => Err(AppError::not_found("FEED_NOT_FOUND", format!("no feed for school {} in {}", st.urn, st.term))),
         }
     }
 

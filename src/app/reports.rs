@@ -91,7 +91,7 @@ mod tests {
     use super::*;
 
     fn report() -> Arc<Rejected> {
-        Arc::new(Rejected { errors: vec![], error_count: 1, warnings: vec![], warning_count: 0 })
+        Arc::new(Rejected { errors: vec![], error_count: 1, warnings: vec![], warning_count: 0, records: false })
     }
 
     #[test]

@@ -36,7 +36,10 @@ impl App {
             rows.into_iter().map(|r| r.risk).filter(|r| scope.covers(r.school_term.urn)).collect();
         if visible.is_empty() {
             // Unknown, or not visible to this caller: the same answer, so UPNs reveal nothing.
-            return Err(AppError::NotFound("no scores for that pupil in the schools this key covers".into()));
+            return Err(AppError::not_found(
+                "PUPIL_NOT_FOUND",
+                "no scores for that pupil in the schools this key covers",
+            ));
         }
         Ok(visible)
     }

@@ -26,15 +26,19 @@ impl Policy {
         }
     }
 
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
         if let Policy::Weighted { weights } = self
             && (weights.iter().any(|w| !w.is_finite() || *w < 0.0) || weights.iter().sum::<f64>() <= 0.0)
         {
-            return Err("policy weights must be 0 or more, and not all 0".into());
+            return Err(("policy.weights", "policy weights must be 0 or more, and not all 0".into()));
         }
         Ok(())
     }
 }
+
+/// The most children one cohort may propose: far above any school's link-worker capacity,
+/// and small enough that a cohort with every member shown fits a client's default 4 MiB.
+pub const MAX_CAPACITY: usize = 500;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CohortParams {
@@ -49,12 +53,16 @@ pub struct CohortParams {
 }
 
 impl CohortParams {
-    pub fn check(&self) -> Result<(), String> {
-        if self.capacity == 0 {
-            return Err("capacity must be at least 1".into());
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if !(1..=MAX_CAPACITY).contains(&self.capacity) {
+            return Err(("capacity", format!("capacity must be from 1 to {MAX_CAPACITY}")));
         }
         if self.min_year > self.max_year || self.max_year > 13 {
-            return Err(format!("year range {}–{} is not valid (0 = Reception … 13)", self.min_year, self.max_year));
+            let field = if self.max_year > 13 { "max_year" } else { "min_year" };
+            return Err((
+                field,
+                format!("year range {}–{} is not valid (0 = Reception … 13)", self.min_year, self.max_year),
+            ));
         }
         self.policy.check()
     }

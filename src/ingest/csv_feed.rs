@@ -163,5 +163,5 @@ pub fn parse_csv_limited(bytes: &[u8], max_rows: usize) -> Result<Feed, FeedErro
             findings.error(2, "", code::NO_ROWS, "the file has a header but no pupil rows".into());
         }
     }
-    super::finish(rows, findings)
+    super::finish(rows, findings, false)
 }

@@ -30,6 +30,8 @@ pub struct Rejected {
     pub error_count: usize,
     pub warnings: Vec<Violation>,
     pub warning_count: usize,
+    /// From a record stream (record i is line i + 2), not CSV.
+    pub records: bool,
 }
 
 /// Why a feed was not accepted.
@@ -64,16 +66,17 @@ where
     if n == 0 {
         findings.error(2, "", code::NO_ROWS, "the submission has no pupil records".into());
     }
-    finish(rows, findings)
+    finish(rows, findings, true)
 }
 
-fn finish(rows: Vec<PupilTerm>, f: Findings) -> Result<Feed, FeedError> {
+pub(crate) fn finish(rows: Vec<PupilTerm>, f: Findings, records: bool) -> Result<Feed, FeedError> {
     if f.error_count > 0 {
         return Err(FeedError::Rejected(Box::new(Rejected {
             errors: f.errors,
             error_count: f.error_count,
             warnings: f.warnings,
             warning_count: f.warning_count,
+            records,
         })));
     }
     Ok(Feed { rows, warnings: f.warnings, warning_count: f.warning_count })

@@ -100,7 +100,7 @@ impl Decision {
         let note_opt = (!note.trim().is_empty()).then(|| note.to_owned());
         let need_note = |other: bool| {
             if other && note_opt.is_none() {
-                Err(ReviewError::Invalid("a note is required with reason \"other\"".into()))
+                Err(ReviewError::invalid("note", "NOTE_REQUIRED", "a note is required with reason \"other\""))
             } else {
                 Ok(())
             }
@@ -109,14 +109,22 @@ impl Decision {
             Kind::Confirm => Ok(Decision::Confirm { note: note_opt }),
             Kind::Remove => {
                 let reason = RemoveReason::parse(reason_code).ok_or_else(|| {
-                    ReviewError::Invalid(format!("reason_code must be one of {}", RemoveReason::codes()))
+                    ReviewError::invalid(
+                        "reason_code",
+                        "UNKNOWN_REASON_CODE",
+                        format!("reason_code must be one of {}", RemoveReason::codes()),
+                    )
                 })?;
                 need_note(reason == RemoveReason::Other)?;
                 Ok(Decision::Remove { reason, note: note_opt })
             }
             Kind::Add => {
                 let reason = AddReason::parse(reason_code).ok_or_else(|| {
-                    ReviewError::Invalid(format!("reason_code must be one of {}", AddReason::codes()))
+                    ReviewError::invalid(
+                        "reason_code",
+                        "UNKNOWN_REASON_CODE",
+                        format!("reason_code must be one of {}", AddReason::codes()),
+                    )
                 })?;
                 need_note(reason == AddReason::Other)?;
                 Ok(Decision::Add { reason, note: note_opt })
@@ -244,8 +252,9 @@ impl Cohort {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReviewError {
-    #[error("{0}")]
-    Invalid(String),
+    /// A request field that does not fit the review's rules: the field, a stable reason, words.
+    #[error("{message}")]
+    Invalid { field: &'static str, reason: &'static str, message: String },
     #[error("this child already has a decision ({0}); undo it first")]
     AlreadyDecided(&'static str),
     #[error("the cohort is finalised; it can no longer change")]
@@ -256,6 +265,12 @@ pub enum ReviewError {
     NotMember,
     #[error("{0}")]
     NotReady(String),
+}
+
+impl ReviewError {
+    fn invalid(field: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
+        ReviewError::Invalid { field, reason, message: message.into() }
+    }
 }
 
 fn open(c: &Cohort) -> Result<(), ReviewError> {
@@ -274,11 +289,14 @@ pub struct AddCheck {
     pub shown: Option<PupilRisk>,
 }
 
+/// The most members (proposed and added) a cohort may hold, so that it always fits one reply.
+pub const MAX_MEMBERS: usize = 1_000;
+
 /// Records a confirm or remove for a proposed child.
 pub fn decide(c: &mut Cohort, upn: &Upn, decision: Decision, by: i64, at: i64) -> Result<(), ReviewError> {
     open(c)?;
     if decision.kind() == Kind::Add {
-        return Err(ReviewError::Invalid("use add for a child the model did not propose".into()));
+        return Err(ReviewError::invalid("decision", "USE_ADD", "use add for a child the model did not propose"));
     }
     let m = c.members.iter_mut().find(|m| &m.upn == upn).ok_or(ReviewError::NotMember)?;
     if let Some(d) = &m.decided {
@@ -300,24 +318,43 @@ pub fn add(
 ) -> Result<(), ReviewError> {
     open(c)?;
     if decision.kind() != Kind::Add {
-        return Err(ReviewError::Invalid("an addition needs an add reason".into()));
+        return Err(ReviewError::invalid("decision", "NOT_AN_ADDITION", "an addition needs an add reason"));
     }
     if let Some(m) = c.member(upn) {
         return Err(match &m.decided {
             Some(d) => ReviewError::AlreadyDecided(d.decision.kind().as_str()),
-            None => ReviewError::Invalid("this child is already proposed: confirm them instead".into()),
+            None => {
+                ReviewError::invalid("upn", "ALREADY_PROPOSED", "this child is already proposed: confirm them instead")
+            }
         });
     }
+    if c.members.len() >= MAX_MEMBERS {
+        return Err(ReviewError::invalid(
+            "upn",
+            "COHORT_FULL",
+            format!("a cohort holds at most {MAX_MEMBERS} children, proposed and added"),
+        ));
+    }
     if !check.on_roll {
-        return Err(ReviewError::Invalid("this child is not on the school's roll for the cohort's term".into()));
+        return Err(ReviewError::invalid(
+            "upn",
+            "NOT_ON_ROLL",
+            "this child is not on the school's roll for the cohort's term",
+        ));
     }
     if check.statutory {
-        return Err(ReviewError::Invalid(
-            "this child has a child protection plan or is looked after: statutory services lead, not early help".into(),
+        return Err(ReviewError::invalid(
+            "upn",
+            "STATUTORY_CASE",
+            "this child has a child protection plan or is looked after: statutory services lead, not early help",
         ));
     }
     if check.in_programme {
-        return Err(ReviewError::Invalid("this child is already in a running two-year programme".into()));
+        return Err(ReviewError::invalid(
+            "upn",
+            "IN_PROGRAMME",
+            "this child is already in a running two-year programme",
+        ));
     }
     c.members.push(Member {
         upn: upn.clone(),
@@ -336,7 +373,7 @@ pub fn undo(c: &mut Cohort, upn: &Upn) -> Result<Decision, ReviewError> {
     open(c)?;
     let i = c.members.iter().position(|m| &m.upn == upn).ok_or(ReviewError::NotMember)?;
     let Some(d) = c.members[i].decided.take() else {
-        return Err(ReviewError::Invalid("this child has no decision to undo".into()));
+        return Err(ReviewError::invalid("upn", "NOT_DECIDED", "this child has no decision to undo"));
     };
     if !c.members[i].proposed {
         c.members.remove(i);

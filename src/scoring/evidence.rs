@@ -40,6 +40,35 @@ pub enum Measure {
 
 impl Measure {
     /// The measure's stable name (as serialised).
+    pub const ALL: &'static [Measure] = &[
+        Measure::Attendance,
+        Measure::SessionsPossible,
+        Measure::AbsenceSpells,
+        Measure::UnauthorisedSessions,
+        Measure::SuspensionsLastThreeTerms,
+        Measure::PermanentExclusion,
+        Measure::BehaviourIncidents,
+        Measure::BehaviourNotRecorded,
+        Measure::MhReferral,
+        Measure::SdqEmotional,
+        Measure::SdqConduct,
+        Measure::SdqHyperactivity,
+        Measure::SdqPeer,
+        Measure::NoSdq,
+        Measure::EnglishBelowExpected,
+        Measure::MathsBelowExpected,
+        Measure::EnglishAttainment,
+        Measure::MathsAttainment,
+        Measure::FreeSchoolMeals,
+        Measure::SenSupport,
+        Measure::EhcPlan,
+        Measure::ChildInNeed,
+        Measure::YoungCarer,
+        Measure::SchoolMoves,
+        Measure::EnglishAdditionalLanguage,
+        Measure::YearGroup,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Measure::Attendance => "attendance",

@@ -13,6 +13,18 @@ use crate::domain::{SchoolTerm, Term, Upn, Urn};
 use crate::review::{Cohort, CohortState, Decided, Decision, Kind, Member, ProposalStats};
 use crate::scoring::PupilRisk;
 
+/// Which cohorts a list returns.
+#[derive(Debug, Clone, Default)]
+pub struct CohortFilter {
+    /// The caller's schools (None: every school).
+    pub schools: Option<std::collections::BTreeSet<Urn>>,
+    pub urn: Option<Urn>,
+    pub term: Option<Term>,
+    pub state: Option<CohortState>,
+    pub before_id: Option<i64>,
+    pub limit: usize,
+}
+
 /// Why a new proposal could not replace the open cohort.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplaceRefused {
@@ -349,6 +361,32 @@ impl Store {
             .query_map([term.index()], |r| r.get::<_, String>(0))?
             .collect::<Result<_, _>>()?;
         rows.iter().map(|u| Upn::parse(u).map_err(|_| StoreError::Corrupt("a member's UPN".into()))).collect()
+    }
+
+    /// A page of cohorts (never replaced ones), newest first, with ids below `f.before_id`.
+    pub fn list_cohorts(&self, f: &CohortFilter) -> StoreResult<Vec<Cohort>> {
+        let conn = self.conn();
+        let mut sql = String::from("SELECT id FROM cohorts WHERE id < ?1 AND state != 'replaced'");
+        if let Some(schools) = &f.schools {
+            let list: Vec<String> = schools.iter().map(|u| u.get().to_string()).collect();
+            sql.push_str(&format!(" AND urn IN ({})", list.join(",")));
+        }
+        if let Some(u) = f.urn {
+            sql.push_str(&format!(" AND urn = {}", u.get()));
+        }
+        if let Some(t) = f.term {
+            sql.push_str(&format!(" AND term_index = {}", t.index()));
+        }
+        if let Some(st) = f.state {
+            // A fixed word from the enum, never caller text.
+            sql.push_str(&format!(" AND state = '{}'", st.as_str()));
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?2");
+        let ids: Vec<i64> = conn
+            .prepare(&sql)?
+            .query_map(params![f.before_id.unwrap_or(i64::MAX), f.limit as i64], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        ids.into_iter().filter_map(|id| load(&conn, id).transpose()).collect()
     }
 
     /// Every finalised or in-review cohort (for override reports).

@@ -47,8 +47,12 @@ async fn proposals_are_capacity_limited_eligible_and_reproducible() {
     assert_eq!(upns(&first), upns(&again));
     assert_ne!(first.cohort_id, again.cohort_id);
     // Larger capacity than eligible: everyone eligible.
-    let all = lw.propose_cohort(propose_req(st(urn, b.latest), 100_000, false)).await.unwrap().into_inner();
+    let all = lw.propose_cohort(propose_req(st(urn, b.latest), 500, false)).await.unwrap().into_inner();
     assert_eq!(all.members.len(), all.eligible as usize);
+    // Above the largest capacity: refused, naming the field.
+    let err = lw.propose_cohort(propose_req(st(urn, b.latest), 100_000, false)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(bad_request_fields(&err), vec![("capacity".to_string(), "OUT_OF_RANGE".to_string())]);
     // Once review starts, a new proposal needs force.
     let c = lw.propose_cohort(propose_req(st(urn, b.latest), 10, false)).await.unwrap().into_inner();
     lw.record_decision(decision(&c, &c.members[0].upn, pb::DecisionKind::Confirm, "", "")).await.unwrap();
@@ -81,13 +85,19 @@ async fn a_full_review_with_refusals_conflicts_repeats_and_an_audit_that_detects
     assert_eq!(stranger.undo_decision(undo.clone()).await.unwrap_err().code(), Code::PermissionDenied);
     let fin = pb::FinaliseCohortRequest { cohort_id: c.cohort_id.clone(), ..Default::default() };
     assert_eq!(stranger.finalise_cohort(fin.clone()).await.unwrap_err().code(), Code::PermissionDenied);
-    assert_eq!(
-        stranger.get_cohort(pb::GetCohortRequest { school_term: Some(st(urn, b.latest)) }).await.unwrap_err().code(),
-        Code::PermissionDenied
-    );
+    // Another school's cohort reads as absent by id (ids reveal nothing), and listing
+    // another school is refused.
+    let by_id = pb::GetCohortRequest { cohort_id: c.cohort_id.clone(), ..Default::default() };
+    assert_eq!(stranger.get_cohort(by_id.clone()).await.unwrap_err().code(), Code::NotFound);
+    let list = pb::ListCohortsRequest { school_urn: urn.to_string(), ..Default::default() };
+    assert_eq!(stranger.list_cohorts(list.clone()).await.unwrap_err().code(), Code::PermissionDenied);
     // Schools read their cohort but cannot decide.
     let mut school = cohorts(app.channel().await, &app.key(Role::School, &[urn.get()]));
-    assert!(school.get_cohort(pb::GetCohortRequest { school_term: Some(st(urn, b.latest)) }).await.is_ok());
+    assert!(school.get_cohort(by_id).await.is_ok());
+    let listed = school.list_cohorts(list).await.unwrap().into_inner();
+    assert_eq!(listed.cohorts.len(), 1);
+    assert!(listed.cohorts[0].members.is_empty(), "lists are BASIC by default");
+    assert_eq!(listed.cohorts[0].proposed_count as usize, c.members.len());
     assert_eq!(
         school.record_decision(decision(&c, &m[0], pb::DecisionKind::Confirm, "", "")).await.unwrap_err().code(),
         Code::PermissionDenied
@@ -149,9 +159,10 @@ async fn a_full_review_with_refusals_conflicts_repeats_and_an_audit_that_detects
         .unwrap()
         .into_inner();
     // One removal for family_declined, plus one more if the concurrent remove won the race.
-    let declined: Vec<_> = events.events.iter().filter(|e| e.details_json.contains("family_declined")).collect();
+    let details: Vec<String> = events.events.iter().map(|e| struct_json(e.details.as_ref().unwrap())).collect();
+    let declined: Vec<_> = details.iter().filter(|d| d.contains("family_declined")).collect();
     assert_eq!(declined.len(), 1);
-    assert!(declined[0].details_json.contains("\"shown\""), "what was shown is recorded");
+    assert!(declined[0].contains("\"shown\""), "what was shown is recorded");
     let report = audit.get_override_report(pb::GetOverrideReportRequest {}).await.unwrap().into_inner();
     assert!(
         report.rows.iter().any(|r| r.dimension == "reason" && r.value == "remove: family_declined" && r.removed == 1)

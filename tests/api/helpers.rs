@@ -150,3 +150,36 @@ pub async fn submit_world(app: &TestApp, schools: usize) -> Borough {
 pub fn st(urn: Urn, t: Term) -> pb::SchoolTerm {
     riskid::api::school_term_pb(urn, t)
 }
+
+/// A google.protobuf.Struct as JSON text, for assertions on what it holds.
+pub fn struct_json(s: &prost_types::Struct) -> String {
+    fn value(v: &prost_types::Value) -> serde_json::Value {
+        use prost_types::value::Kind;
+        match &v.kind {
+            Some(Kind::BoolValue(b)) => (*b).into(),
+            Some(Kind::NumberValue(n)) => (*n).into(),
+            Some(Kind::StringValue(s)) => s.clone().into(),
+            Some(Kind::ListValue(l)) => l.values.iter().map(value).collect(),
+            Some(Kind::StructValue(s)) => object(s),
+            Some(Kind::NullValue(_)) | None => serde_json::Value::Null,
+        }
+    }
+    fn object(s: &prost_types::Struct) -> serde_json::Value {
+        s.fields.iter().map(|(k, v)| (k.clone(), value(v))).collect::<serde_json::Map<_, _>>().into()
+    }
+    object(s).to_string()
+}
+
+/// (field, reason) of each BadRequest violation of a status.
+pub fn bad_request_fields(s: &tonic::Status) -> Vec<(String, String)> {
+    use tonic_types::StatusExt;
+    s.get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| (v.field, v.reason)).collect())
+        .unwrap_or_default()
+}
+
+/// The ErrorInfo reason of a status ("" when it has none).
+pub fn error_reason(s: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    s.get_details_error_info().map(|e| e.reason).unwrap_or_default()
+}

@@ -100,10 +100,14 @@ async fn score_records_caps_hold_before_decoding() {
     let mut c = RiskServiceClient::with_interceptor(app.channel().await, Bearer::new(&key));
     let empty =
         |priors: usize| pb::PupilToScore { prior_terms: vec![pb::PriorTerm::default(); priors], ..Default::default() };
-    let err = c.score_records(pb::ScoreRecordsRequest { pupils: vec![empty(0); 10_001] }).await.unwrap_err();
+    let err = c
+        .score_records(pb::ScoreRecordsRequest { pupils: vec![empty(0); 1_501], ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("pupils may hold at most 10000"), "{}", err.message());
-    let err = c.score_records(pb::ScoreRecordsRequest { pupils: vec![empty(40)] }).await.unwrap_err();
+    assert!(err.message().contains("pupils may hold at most 1500"), "{}", err.message());
+    let err =
+        c.score_records(pb::ScoreRecordsRequest { pupils: vec![empty(40)], ..Default::default() }).await.unwrap_err();
     assert!(err.message().contains("prior_terms"), "{}", err.message());
     // 7.9 M empty prior terms (16 MB): refused by size, not decoded.
     let pupil = [0x1a_u8, 0x00].repeat(7_900_000); // PupilToScore { prior_terms: [{}; 7.9 M] }
@@ -325,7 +329,7 @@ async fn cohort_weights_must_be_finite_and_bounded() {
         let req = pb::ProposeCohortRequest {
             school_term: Some(st(riskid::domain::Urn::new(SCHOOL_A).unwrap(), term("2025/26", "autumn"))),
             capacity: 5,
-            policy: Some(pb::Policy { kind: "weighted".into(), weights: weights.clone() }),
+            policy: Some(pb::Policy { kind: pb::PolicyKind::Weighted as i32, weights: weights.clone() }),
             ..Default::default()
         };
         let err = c.propose_cohort(req).await.unwrap_err();

@@ -74,17 +74,18 @@ async fn a_weighted_policy_ranks_by_the_weighted_outcomes() {
     let b = submit_world(&app, 2).await;
     let urn = b.world.schools[1].urn;
     let mut c = CohortServiceClient::with_interceptor(app.channel().await, Bearer::new(&app.key(Role::Analyst, &[])));
-    let req = |kind: &str, weights: Vec<f64>| pb::ProposeCohortRequest {
+    let req = |kind: i32, weights: Vec<f64>| pb::ProposeCohortRequest {
         school_term: Some(st(urn, b.latest)),
         capacity: 10,
-        policy: Some(pb::Policy { kind: kind.into(), weights }),
+        policy: Some(pb::Policy { kind, weights }),
         ..Default::default()
     };
-    let by_absence = c.propose_cohort(req("weighted", vec![1.0, 0.0, 0.0])).await.unwrap().into_inner();
+    let weighted = pb::PolicyKind::Weighted as i32;
+    let by_absence = c.propose_cohort(req(weighted, vec![1.0, 0.0, 0.0])).await.unwrap().into_inner();
     let p = |m: &pb::CohortMember| m.risk.as_ref().unwrap().outcomes[0].probability;
     assert!(by_absence.members.windows(2).all(|w| p(&w[0]) >= p(&w[1])), "ranked by absence risk");
-    assert_eq!(by_absence.policy.unwrap().kind, "weighted");
-    for bad in [req("weighted", vec![1.0]), req("weighted", vec![0.0, 0.0, 0.0]), req("loudest", vec![])] {
+    assert_eq!(by_absence.policy.unwrap().kind, weighted);
+    for bad in [req(weighted, vec![1.0]), req(weighted, vec![0.0, 0.0, 0.0]), req(99, vec![]), req(0, vec![1.0])] {
         assert_eq!(c.propose_cohort(bad).await.unwrap_err().code(), tonic::Code::InvalidArgument);
     }
 }

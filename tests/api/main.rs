@@ -2,11 +2,13 @@
 
 mod cli;
 mod cohort;
+mod conventions;
 mod crash;
 mod demo;
 mod feed;
 mod helpers;
 mod hostile;
+mod inference;
 mod integrity;
 mod lifecycle;
 mod model;

@@ -53,10 +53,10 @@ async fn train_then_activate_with_guard_rails() {
         .await
         .unwrap()
         .into_inner()
-        .report_json;
-    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
-    assert_eq!(report.as_array().unwrap().len(), 3, "one evaluation per outcome, on this store's data");
-    assert_eq!(report[0]["capacity"], 5);
+        .evaluations;
+    assert_eq!(report.len(), 3, "one evaluation per outcome, on this store's data");
+    assert_eq!(report[0].capacity, 5);
+    assert!(report.iter().all(|e| e.model.as_ref().unwrap().auc.is_some() && !e.fairness.is_empty()));
 
     let unknown = pb::ActivateModelRequest { model_id: "nope".into(), ..activate(false, "") };
     assert_eq!(c.activate_model(unknown).await.unwrap_err().code(), Code::NotFound);
@@ -81,7 +81,10 @@ async fn a_second_concurrent_training_is_refused() {
     assert_eq!(rx.recv().await.unwrap(), "loading history from the store");
     let (tx2, _rx2) = tokio::sync::mpsc::channel(1);
     let err = app.train(&analyst, Default::default(), None, None, tx2).await.unwrap_err();
-    assert!(matches!(err, riskid::app::AppError::Conflict(ref m) if m.contains("already running")), "{err}");
+    assert!(
+        matches!(err, riskid::app::AppError::Conflict { reason: "TRAINING_RUNNING", ref message } if message.contains("already running")),
+        "{err}"
+    );
     while rx.recv().await.is_some() {}
     assert!(first.await.unwrap().is_ok(), "the first training completes");
 }

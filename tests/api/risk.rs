@@ -46,12 +46,16 @@ async fn every_accepted_pupil_is_scored_with_the_active_model_and_reasons_match_
         let row = feed.rows.iter().find(|p| p.upn.as_str() == r.upn).unwrap();
         // The attendance reason quotes this term's attendance from the submitted row.
         for o in &r.outcomes {
-            for reason in o.reasons.iter().filter(|x| x.domain == "attendance") {
+            for reason in o.reasons.iter().filter(|x| x.domain == pb::ReasonDomain::Attendance as i32) {
                 if let Some(rate) = row.absence_rate() {
                     let shown = format!("attendance {:.0}% this term", 100.0 * (1.0 - rate));
                     assert!(reason.text.starts_with(&shown), "{} vs {shown}", reason.text);
                     // The same fact, as numbers: the value, and the school's median to compare with.
-                    let e = reason.evidence.iter().find(|e| e.measure == "attendance").expect("attendance evidence");
+                    let e = reason
+                        .evidence
+                        .iter()
+                        .find(|e| e.measure == pb::Measure::Attendance as i32)
+                        .expect("attendance evidence");
                     assert!((e.value - (1.0 - rate)).abs() < 1e-12);
                     assert_eq!(e.compared_with, "school median");
                     assert!(e.compared_value.is_some_and(|m| (0.0..=1.0).contains(&m)));
@@ -76,7 +80,11 @@ async fn every_accepted_pupil_is_scored_with_the_active_model_and_reasons_match_
     assert!(high.risks.len() < all.len());
 
     // A pupil's history spans the terms submitted.
-    let hist = c.get_pupil_risk(pb::GetPupilRiskRequest { upn: all[0].upn.clone() }).await.unwrap().into_inner();
+    let hist = c
+        .get_pupil_risk(pb::GetPupilRiskRequest { upn: all[0].upn.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!hist.history.is_empty());
 }
 
@@ -96,7 +104,7 @@ async fn reads_are_scoped_and_stateless_scoring_stores_nothing() {
         assert_eq!(c.list_school_risks(req(a)).await.unwrap_err().code(), Code::PermissionDenied, "{role}");
     }
     let theirs = b.world.feeds.iter().find(|f| f.urn == other).unwrap().rows[0].upn.as_str().to_string();
-    let err = school.get_pupil_risk(pb::GetPupilRiskRequest { upn: theirs }).await.unwrap_err();
+    let err = school.get_pupil_risk(pb::GetPupilRiskRequest { upn: theirs, ..Default::default() }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "another school's pupil is invisible");
 
     // Stateless scoring: service role, nothing stored, validation by field.
@@ -125,13 +133,17 @@ async fn reads_are_scoped_and_stateless_scoring_stores_nothing() {
     let pupil =
         |r: pb::PupilRecord| pb::PupilToScore { school_term: Some(st(a, t)), record: Some(r), prior_terms: vec![] };
     let many: Vec<_> = (0..1000).map(|_| pupil(rec.clone())).collect();
-    let out = svc.score_records(pb::ScoreRecordsRequest { pupils: many }).await.unwrap().into_inner();
+    let out =
+        svc.score_records(pb::ScoreRecordsRequest { pupils: many, ..Default::default() }).await.unwrap().into_inner();
     assert_eq!(out.risks.len(), 1000);
     assert!(out.risks[0].outcomes[0].probability > 0.3, "35 of 140 sessions missed is a high absence risk");
     assert_eq!(app.store.pupil_scores(&upn(42)).unwrap().len(), scores_before);
     let mut bad = rec.clone();
     bad.sessions_unauthorised = Some(200);
-    let err = svc.score_records(pb::ScoreRecordsRequest { pupils: vec![pupil(rec), pupil(bad)] }).await.unwrap_err();
+    let err = svc
+        .score_records(pb::ScoreRecordsRequest { pupils: vec![pupil(rec), pupil(bad)], ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let fields: Vec<String> = riskid::client::rejection_rows(&err).into_iter().map(|r| r.1).collect();
     assert!(fields.iter().any(|f| f.starts_with("pupils[1].record.")), "{fields:?}");
