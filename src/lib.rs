@@ -11,6 +11,7 @@ pub mod cohort;
 pub mod demo;
 pub mod domain;
 pub mod ingest;
+pub mod metrics;
 pub mod model;
 pub mod review;
 pub mod scoring;

@@ -53,6 +53,10 @@ pub struct Settings {
     /// The secret key that authenticates the audit chain (64 hex characters). When not given,
     /// `audit.key` in the data directory is used, created on first start: for production,
     /// move it elsewhere (a secrets store) and pass its path here.
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP; bind it to a private
+    /// address). Off unless given.
+    #[arg(long, env = "RISKID_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     #[arg(long, env = "RISKID_AUDIT_KEY_FILE")]
     pub audit_key_file: Option<PathBuf>,
     /// PEM certificate chain for TLS. With --tls-key, the server speaks only TLS; without
@@ -76,6 +80,7 @@ impl Settings {
             ingest_idle_timeout: std::time::Duration::from_secs(15),
             max_upload_time: std::time::Duration::from_secs(300),
             audit_key_file: None,
+            metrics_listen: None,
             tls_cert: None,
             tls_key: None,
         }
@@ -207,5 +212,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         tls = tls.is_some(),
         "riskid serving"
     );
+    if let Some(addr) = settings.metrics_listen {
+        let metrics = TcpListener::bind(addr).await?;
+        tracing::info!(addr = %metrics.local_addr()?, "metrics at /metrics");
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(metrics, app, std::future::pending()).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     serve(listener, app, tls, shutdown_signal()).await
 }

@@ -185,8 +185,21 @@ impl FeedService for FeedApi {
             Some(p) => p,
             None => self.app.ingest_permit()?,
         };
-        let result = self.app.submit_feed(pass, term, body, request_id, dry_run).await?;
-        let (outcome, submission) = match result {
+        let result = self.app.submit_feed(pass, term, body, request_id, dry_run).await;
+        let m = self.app.metrics();
+        let word = match &result {
+            Ok(SubmitResult::Accepted(r)) => {
+                m.ingest_rows.inc_by(r.row_count as u64);
+                "accepted"
+            }
+            Ok(SubmitResult::Unchanged(_)) => "unchanged",
+            Ok(SubmitResult::Validated { .. }) => "validated",
+            Err(AppError::FeedRejected { .. }) => "rejected",
+            Err(AppError::TooLarge { .. }) => "too_large",
+            Err(_) => "failed",
+        };
+        m.feeds.with_label_values(&[word]).inc();
+        let (outcome, submission) = match result? {
             SubmitResult::Accepted(r) => (pb::SubmitOutcome::Accepted, submission_to_pb(&r)),
             SubmitResult::Unchanged(r) => (pb::SubmitOutcome::Unchanged, submission_to_pb(&r)),
             SubmitResult::Validated { rows, warnings, warning_count, content_sha256 } => (

@@ -121,7 +121,10 @@ where
             .and_then(|v| v.to_str().ok())
             .filter(|v| super::limits::is_token(v, super::limits::MAX_REQUEST_ID) && !holds_upn(v))
             .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
-        let span = tracing::info_span!("rpc", request_id = %request_id, method = %req.uri().path());
+        // The path is caller text: only a method this server serves is logged or labelled.
+        let method = crate::metrics::method_label(req.uri().path()).to_owned();
+        let started = std::time::Instant::now();
+        let span = tracing::info_span!("rpc", request_id = %request_id, method = %method);
         async move {
             let path = req.uri().path().to_owned();
             let result = match policy(&path) {
@@ -155,6 +158,15 @@ where
                 }
             };
             add_missing_details(resp.headers_mut());
+            let code = resp
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .map(tonic::Code::from);
+            let recorder = Recorder { app: app.clone(), method, started, code };
+            let mut resp =
+                resp.map(|body| tonic::body::Body::new(MeteredBody { inner: body, recorder: Some(recorder) }));
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 resp.headers_mut().insert("x-request-id", v);
             }
@@ -162,6 +174,79 @@ where
         }
         .instrument(span)
         .boxed_send()
+    }
+}
+
+/// Counts an RPC when its reply ends: the code from the headers (an error before any reply)
+/// or from the trailers; a reply dropped before its end (the caller went away) is CANCELLED.
+struct Recorder {
+    app: Arc<App>,
+    method: String,
+    started: std::time::Instant,
+    code: Option<tonic::Code>,
+}
+
+impl Recorder {
+    fn finish(self) {
+        let code = self.code.unwrap_or(tonic::Code::Cancelled);
+        self.app.metrics().rpc(&self.method, code, self.started.elapsed());
+    }
+}
+
+struct MeteredBody {
+    inner: tonic::body::Body,
+    recorder: Option<Recorder>,
+}
+
+impl http_body::Body for MeteredBody {
+    type Data = prost::bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(t), Some(r)) = (frame.trailers_ref(), this.recorder.as_mut()) {
+                    r.code = t
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i32>().ok())
+                        .map(tonic::Code::from);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(r) = this.recorder.as_mut() {
+                    r.code = r.code.or(Some(tonic::Code::Internal));
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(r) = this.recorder.take() {
+                    r.finish();
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for MeteredBody {
+    fn drop(&mut self) {
+        if let Some(r) = self.recorder.take() {
+            r.finish();
+        }
     }
 }
 

@@ -147,6 +147,7 @@ pub struct App {
     uploads: Arc<reports::KeySlots>,
     /// Requests in progress by (key, method, request id): a racing repeat waits for the first.
     inflight: std::sync::Mutex<std::collections::HashMap<RequestSlot, Arc<tokio::sync::Mutex<()>>>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A submission's body: contract CSV, or structured records as cells in the contract's
@@ -205,18 +206,39 @@ impl App {
             tracing::warn!(queued, "scoring submissions left queued by an interrupted activation");
             Self::drain_score_queue(&store)?;
         }
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        metrics.set_model(&active.read().unwrap_or_else(|p| p.into_inner()).model_id);
+        metrics.ingest_slots.set(limits.max_concurrent_ingests as i64);
+        let scoring_slots = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        metrics.scoring_slots.set(scoring_slots as i64);
         Ok(Self {
+            metrics,
             store,
             limits,
             ingest_slots,
             // Scoring is CPU-bound: two batches per core, and refuse the rest rather than queue.
-            scoring_slots: Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()) * 2)),
+            scoring_slots: Arc::new(Semaphore::new(scoring_slots)),
             active,
             training: Arc::new(tokio::sync::Mutex::new(())),
             reports: Arc::new(reports::Reports::default()),
             uploads: Arc::new(reports::KeySlots::default()),
             inflight: Default::default(),
         })
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// The metrics text, with the gauges read now.
+    pub async fn render_metrics(&self) -> String {
+        let m = &self.metrics;
+        m.ingests_in_flight.set((self.limits.max_concurrent_ingests - self.ingest_slots.available_permits()) as i64);
+        m.scoring_in_flight.set(m.scoring_slots.get() - self.scoring_slots.available_permits() as i64);
+        if let Ok(n) = self.blocking(|s| Ok(s.queued_count()?)).await {
+            m.score_queue.set(n as i64);
+        }
+        m.render()
     }
 
     pub(crate) fn scoring_permit(&self) -> AppResult<tokio::sync::OwnedSemaphorePermit> {
@@ -314,6 +336,7 @@ impl App {
         let school_term = SchoolTerm { urn: pass.urn, term };
         let key_id = pass.key_id;
         let model = self.active_model();
+        let metrics = self.metrics.clone();
         let max_rows = self.limits.max_feed_rows;
         let reports = self.reports.clone();
         self.blocking(move |store| {
@@ -366,6 +389,7 @@ impl App {
                     } else {
                         Arc::new(active.artifact()?)
                     };
+                    let _timer = metrics.scoring_seconds.with_label_values(&["feed"]).start_timer();
                     Ok::<_, AppError>(models::score_history(&scoring, school_term, history))
                 },
                 |rec, w| NewEvent {

@@ -157,6 +157,7 @@ impl App {
         let params =
             params.check().map_err(|e| AppError::bad_field("params", "OUT_OF_RANGE", e.to_string()))?.get().clone();
         let actor = (who.key_id, who.role.to_string());
+        let _timer = self.metrics().training_seconds.start_timer();
         self.blocking(move |store| {
             let taken = |id: &str| {
                 AppError::conflict("MODEL_ID_TAKEN", format!("a model with id {id} already exists; choose another id"))
@@ -311,6 +312,7 @@ impl App {
             Some(rec) => rec.artifact.map_err(AppError::Internal)?,
             None => return Err(AppError::Internal("no active model after an activation".into())),
         };
+        self.metrics().set_model(&active.model_id);
         *self.active.write().unwrap_or_else(|p| p.into_inner()) = active;
         tracing::info!(model = %model_id, schools, pupils, "model activated; latest terms rescored");
         Ok((schools, pupils))
@@ -364,6 +366,7 @@ impl App {
         let _permit = self.scoring_permit()?;
         let model = self.active_model();
         let model_id = model.model_id.clone();
+        let _timer = self.metrics().scoring_seconds.with_label_values(&["stateless"]).start_timer();
         let risks = tokio::task::spawn_blocking(move || {
             let pupils = prepare()?;
             Ok::<_, AppError>(

@@ -11,6 +11,7 @@ mod hostile;
 mod inference;
 mod integrity;
 mod lifecycle;
+mod metrics;
 mod model;
 mod privacy;
 mod risk;
