@@ -44,16 +44,26 @@ impl tonic::service::Interceptor for Bearer {
 pub type Authed = InterceptedService<Channel, Bearer>;
 
 pub async fn connect(args: &ClientArgs) -> anyhow::Result<(Channel, Bearer)> {
-    let mut endpoint = Channel::from_shared(args.server.clone())?;
+    use crate::cli::exit::{Exit, fail};
+    let server = args.server.trim();
+    if !(server.starts_with("http://") || server.starts_with("https://")) {
+        return Err(fail(
+            Exit::Usage,
+            format!("the server address {server:?} needs a scheme: use http://{server} (or https://{server} with TLS)"),
+        ));
+    }
+    let mut endpoint = Channel::from_shared(server.to_owned())
+        .map_err(|e| fail(Exit::Usage, format!("the server address {server:?} is not a URL: {e}")))?;
     if let Some(ca) = &args.tls_ca {
         let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", ca.display()))?;
         let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem));
         endpoint = endpoint.tls_config(tls)?;
     }
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the riskid server at {}: {e}", args.server))?;
+    let channel = endpoint.connect().await.map_err(|e| {
+        use std::error::Error;
+        let cause = e.source().map(|c| format!(": {c}")).unwrap_or_default();
+        fail(Exit::Unavailable, format!("cannot reach the riskid server at {server}: {e}{cause}"))
+    })?;
     let bearer = Bearer(
         format!("Bearer {}", args.key)
             .parse()

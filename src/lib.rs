@@ -5,7 +5,6 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod cli;
-pub mod cli_client;
 pub mod client;
 pub mod cohort;
 pub mod demo;

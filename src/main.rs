@@ -21,7 +21,7 @@ fn main() -> std::process::ExitCode {
         Ok(code) => std::process::ExitCode::from(code as u8),
         Err(e) => {
             eprintln!("error: {}", riskid::client::safe(&format!("{e:#}")));
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(riskid::cli::exit::of(&e) as u8)
         }
     }
 }

@@ -17,7 +17,17 @@ pub fn feed_csv(rows: &[PupilTerm]) -> Vec<u8> {
     out.push_str(&contract_header());
     out.push('\n');
     for r in rows {
-        let cells: [String; 26] = [
+        // No generated value contains a comma, quote or newline, so no quoting is needed.
+        out.push_str(&row_cells(r).join(","));
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+/// One row's cells, in the contract's column order, as the contract writes them.
+pub fn row_cells(r: &PupilTerm) -> [String; 26] {
+    {
+        [
             r.upn.as_str().to_owned(),
             r.ncyear.label(),
             r.sex.code().to_owned(),
@@ -44,10 +54,6 @@ pub fn feed_csv(rows: &[PupilTerm]) -> Vec<u8> {
             opt(r.sdq_peer),
             opt(r.sdq_prosocial),
             b(r.mh_referral).into(),
-        ];
-        // No generated value contains a comma, quote or newline, so no quoting is needed.
-        out.push_str(&cells.join(","));
-        out.push('\n');
+        ]
     }
-    out.into_bytes()
 }

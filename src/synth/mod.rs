@@ -13,7 +13,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{PupilTerm, Term, TermName, Urn};
-pub use csv_out::feed_csv;
+pub use csv_out::{feed_csv, row_cells};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorldConfig {

@@ -30,9 +30,9 @@ fn keys_create_prints_the_key_alone_and_list_never_shows_it() {
     assert!(list.contains("school") && list.contains("100001") && !list.contains(key.trim()));
 
     let refused = riskid(&["keys", "create", "--role", "link_worker", "--data-dir", d], None);
-    assert!(!refused.status.success());
+    assert_eq!(refused.status.code(), Some(2), "usage");
     assert!(text(&refused.stderr).contains("--school"), "{}", text(&refused.stderr));
-    assert!(!riskid(&["keys", "revoke", "99", "--data-dir", d], None).status.success());
+    assert_eq!(riskid(&["keys", "revoke", "99", "--data-dir", d], None).status.code(), Some(5), "not found");
     let store = riskid::storage::Store::open(dir.path()).unwrap();
     let events = store.audit_log().unwrap();
     assert!(events.iter().any(|(a, _)| *a == riskid::audit::Action::KeyCreate), "key changes are audited");
@@ -58,7 +58,7 @@ async fn submit_prints_a_report_and_exits_non_zero_on_rejection() {
     assert!(report.contains("ACCEPTED") && report.contains("10 pupil rows, 2 warning(s)"), "{report}");
 
     let bad = run("invalid-feed.csv", key.clone(), server.clone()).await.unwrap();
-    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(bad.status.code(), Some(3), "3: rejected input");
     let report = text(&bad.stdout);
     assert!(report.contains("REJECTED") && report.contains("9 error(s)"), "{report}");
     assert!(report.lines().any(|l| l.contains("  11  sdq_emotional")), "{report}");
@@ -91,10 +91,135 @@ async fn a_feed_with_5000_errors_prints_the_first_1000_and_the_total_without_ter
     })
     .await
     .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     let report = text(&out.stdout);
     let rows = report.lines().filter(|l| l.contains(" ncyear ")).count();
     assert_eq!(rows, 1_000, "the CLI fetched the full report");
     assert!(report.contains("5000 error(s) in all (the first 1000 shown)"), "{}", &report[report.len() - 300..]);
     assert!(!report.contains('\u{1b}') && !text(&out.stderr).contains('\u{1b}'));
+}
+
+/// Runs the CLI off the async threads (it blocks on its own runtime).
+async fn cli(args: Vec<String>, key: Option<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        riskid(&args, key.as_deref())
+    })
+    .await
+    .unwrap()
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn reads_come_as_text_json_or_csv_at_full_precision_and_never_silently_truncated() {
+    let app = spawn_app().await;
+    let b = submit_world(&app, 1).await;
+    let urn = b.world.schools[0].urn.to_string();
+    let key = app.key(riskid::auth::Role::Analyst, &[]);
+    let server = format!("http://{}", app.addr);
+    let (year, term) = (b.latest.academic_year(), b.latest.name().as_str().to_string());
+    let at = |extra: &[&str]| {
+        let mut v = strings(&["risks", "--server", &server, "--school", &urn, "--year", &year, "--term", &term]);
+        v.extend(strings(extra));
+        v
+    };
+    // Every pupil with --limit 0, as JSON, with probabilities exactly as the API gives them.
+    let out = cli(at(&["--limit", "0", "--page-size", "7", "-o", "json"]), Some(key.clone())).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let n = b.world.feeds.iter().find(|f| f.urn == b.world.schools[0].urn && f.term == b.latest).unwrap().rows.len();
+    assert!(n > 14);
+    assert_eq!(rows.len(), n, "every pupil, over several pages");
+    let first = &rows[0];
+    let p = first["p_persistent_absence"].as_f64().unwrap();
+    let upn_0 = first["upn"].as_str().unwrap().to_string();
+    let api = app.app.pupil_risk(&app.app.authenticate(&key).await.unwrap(), upn_0.clone()).await.unwrap();
+    let exact = api.last().unwrap().outcomes[0].probability;
+    assert_eq!(p.to_bits(), exact.to_bits(), "full precision in json");
+    assert!(first["reasons"].is_object());
+
+    // CSV: a header and one row per pupil; the same number.
+    let out = cli(at(&["--limit", "5", "-o", "csv"]), Some(key.clone())).await;
+    let csv = text(&out.stdout);
+    let mut r = csv::Reader::from_reader(csv.as_bytes());
+    let header = r.headers().unwrap().clone();
+    let col = header.iter().position(|h| h == "p_persistent_absence").unwrap();
+    let recs: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
+    assert_eq!(recs.len(), 5);
+    assert_eq!(recs[0][col].parse::<f64>().unwrap().to_bits(), exact.to_bits());
+    // A limit below the roll says what was left out.
+    assert!(text(&out.stderr).contains(&format!("showing 5 of {n} pupils")), "{}", text(&out.stderr));
+
+    // One pupil, the UPN on stdin (it never appears in the process list).
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_riskid"));
+    cmd.args(["pupil", "--server", &server, "-o", "json"]).env("RISKID_KEY", &key);
+    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    let upn_in = upn_0.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(upn_in.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    let hist: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(hist.iter().all(|h| h["upn"] == upn_0.as_str()) && !hist.is_empty());
+
+    // Stateless scoring of a CSV, and model evaluation, as CSV.
+    let dir = tempfile::tempdir().unwrap();
+    let feed = b.world.feeds.iter().find(|f| f.term == b.latest).unwrap();
+    let path = dir.path().join("feed.csv");
+    std::fs::write(&path, riskid::synth::feed_csv(&feed.rows)).unwrap();
+    let svc = app.key(riskid::auth::Role::Service, &[]);
+    let mut args = strings(&["score", "--server", &server, "--school", &urn, "--year", &year, "--term", &term]);
+    args.extend(strings(&[path.to_str().unwrap(), "-o", "csv"]));
+    let out = cli(args, Some(svc)).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), feed.rows.len() + 1);
+    let model = app.store.active_model().unwrap().unwrap().model_id;
+    let out = cli(strings(&["model", "evaluate", "--server", &server, &model, "-o", "csv"]), Some(key.clone())).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 1 + 3 * 3, "3 outcomes x model and 2 baselines");
+}
+
+#[tokio::test]
+async fn exit_codes_tell_failures_apart() {
+    let app = spawn_app().await;
+    let server = format!("http://{}", app.addr);
+    let key = app.key(riskid::auth::Role::Analyst, &[]);
+    let code = |o: &Output| o.status.code();
+    // A server address without a scheme: usage, with the fix in the message.
+    let out = cli(strings(&["model", "list", "--server", &app.addr.to_string()]), Some(key.clone())).await;
+    assert_eq!(code(&out), Some(2));
+    assert!(text(&out.stderr).contains(&format!("use http://{}", app.addr)), "{}", text(&out.stderr));
+    // Nothing listening: unavailable.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let out = cli(strings(&["model", "list", "--server", &format!("http://{closed}")]), Some(key.clone())).await;
+    assert_eq!(code(&out), Some(6), "{}", text(&out.stderr));
+    // A revoked or unknown key: access refused; a role that may not: access refused.
+    let out = cli(strings(&["model", "list", "--server", &server]), Some("rk_nope".into())).await;
+    assert_eq!(code(&out), Some(4), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("API_KEY_INVALID"), "the reason is shown: {}", text(&out.stderr));
+    let school = app.key(riskid::auth::Role::School, &[SCHOOL_A]);
+    let out = cli(strings(&["model", "list", "--server", &server]), Some(school)).await;
+    assert_eq!(code(&out), Some(4));
+    // Not found.
+    let out = cli(strings(&["pupil", "--server", &server, &upn(77)]), Some(key.clone())).await;
+    assert_eq!(code(&out), Some(5), "{}", text(&out.stderr));
+    // Rejected: a field the server refuses.
+    let args =
+        ["cohort", "propose", "--server", &server, "--school", "100001", "--year", "2025/26", "--term", "autumn"];
+    let mut args = strings(&args);
+    args.extend(strings(&["--capacity", "9999"]));
+    let out = cli(args, Some(key.clone())).await;
+    assert_eq!(code(&out), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("capacity"), "{}", text(&out.stderr));
+    // The codes are in --help.
+    let help = text(&cli(strings(&["--help"]), None).await.stdout);
+    assert!(help.contains("Exit codes:") && help.contains("6  unavailable"), "{help}");
 }
