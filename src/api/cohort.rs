@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{risk_to_pb, school_term_to_pb, term_from_pb, term_name_from_pb, timestamp, urn_from_pb};
 use super::limits::{check_note, check_token, request_id};
-use super::paging::{FULL_VIEW, Query, STANDARD};
+use super::paging::{ONE, Query, STANDARD};
 use super::pb::{self, cohort_service_server::CohortService};
 use super::principal;
 use super::status::bad_field;
@@ -188,7 +188,7 @@ impl CohortService for CohortApi {
         let pb::ListCohortsRequest { school_urn, academic_year, term, state, page_size, page_token, view } =
             request.into_inner();
         let full = full_cohort_view(view, false);
-        let limit = if full { FULL_VIEW } else { STANDARD }.of(page_size)?;
+        let limit = if full { ONE } else { STANDARD }.of(page_size)?;
         let urn = if school_urn.is_empty() { None } else { Some(urn_from_pb("school_urn", &school_urn)?) };
         let term = match (academic_year.is_empty(), term_name_from_pb(term)) {
             (true, None) if term == 0 => None,

@@ -42,5 +42,8 @@ use crate::auth::Principal;
 /// The authenticated caller, placed in the request by the gateway layer.
 /// Its absence means the layer did not run, so the call is refused (fail closed).
 pub(crate) fn principal<T>(req: &tonic::Request<T>) -> Result<Principal, tonic::Status> {
-    req.extensions().get::<Principal>().cloned().ok_or_else(|| tonic::Status::unauthenticated("an API key is required"))
+    req.extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| status::with_reason(tonic::Code::Unauthenticated, "API_KEY_MISSING", "an API key is required"))
 }

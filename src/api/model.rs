@@ -182,7 +182,9 @@ impl ModelService for ModelApi {
             let last = match job.await {
                 Ok(Ok(rec)) => Ok(pb::TrainModelProgress { event: Some(Event::Model(model_to_pb(&rec, true))) }),
                 Ok(Err(e)) => Err(Status::from(e)),
-                Err(e) => Err(Status::internal(format!("training stopped: {e}"))),
+                Err(e) => {
+                    Err(super::status::to_status(crate::app::AppError::Internal(format!("training stopped: {e}"))))
+                }
             };
             let _ = out_tx.send(last).await;
         });

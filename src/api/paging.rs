@@ -81,6 +81,8 @@ pub(crate) struct PageSize {
 pub(crate) const STANDARD: PageSize = PageSize { default: 50, max: 500 };
 /// For full views of large messages (models, cohorts with members).
 pub(crate) const FULL_VIEW: PageSize = PageSize { default: 10, max: 20 };
+/// Cohorts with every member: one a page (a full cohort can reach 2.3 MB).
+pub(crate) const ONE: PageSize = PageSize { default: 1, max: 1 };
 
 impl PageSize {
     /// 0 = the default; above the maximum, the maximum; negative is refused.
