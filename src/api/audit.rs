@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{json_to_struct, role_to_pb, timestamp};
+use super::convert::{action_from_pb, action_to_pb, json_to_struct, role_to_pb, timestamp};
 use super::paging::{Query, STANDARD};
 use super::pb::{self, audit_service_server::AuditService};
 use super::principal;
@@ -35,15 +35,12 @@ impl AuditService for AuditApi {
         // Keyset: the token holds the last sequence number shown.
         let after = q.position(&page_token)?.unwrap_or(0);
         let opt = |s: String| (!s.is_empty()).then_some(s);
-        let action = match opt(action) {
-            None => None,
-            Some(a) => Some(crate::audit::Action::parse(&a).ok_or_else(|| {
-                bad_field(
-                    "action",
-                    "INVALID_VALUE",
-                    "action is not an audit action (e.g. decision.confirm, cohort.finalise)",
-                )
-            })?),
+        let action = match action {
+            0 => None,
+            v => Some(
+                action_from_pb(v)
+                    .ok_or_else(|| bad_field("action", "INVALID_VALUE", "action is not an AuditAction"))?,
+            ),
         };
         let events = self.app.audit_events(&who, after, limit, action, opt(school_urn)).await?;
         let next_page_token = if events.len() == limit {
@@ -58,7 +55,7 @@ impl AuditService for AuditApi {
                 event_time: Some(timestamp(e.event.at)),
                 actor_key_id: e.event.actor_key_id,
                 actor_role: role_to_pb(&e.event.actor_role) as i32,
-                action: e.event.action.as_str().into(),
+                action: action_to_pb(e.event.action) as i32,
                 school_urn: e.event.school_urn.unwrap_or_default(),
                 subject: e.event.subject,
                 details: Some(json_to_struct(&e.event.details)),

@@ -284,6 +284,15 @@ pub fn risk_view_to_pb(r: &crate::scoring::PupilRisk, full: bool) -> pb::PupilRi
     }
 }
 
+pub fn action_to_pb(a: crate::audit::Action) -> pb::AuditAction {
+    pb::AuditAction::from_str_name(&format!("AUDIT_ACTION_{}", a.as_str().replace('.', "_").to_ascii_uppercase()))
+        .unwrap_or_default()
+}
+
+pub fn action_from_pb(v: i32) -> Option<crate::audit::Action> {
+    crate::audit::Action::ALL.into_iter().find(|a| action_to_pb(*a) as i32 == v)
+}
+
 pub fn role_to_pb(role: &str) -> pb::Role {
     pb::Role::from_str_name(&format!("ROLE_{}", role.to_ascii_uppercase())).unwrap_or_default()
 }
@@ -333,6 +342,10 @@ mod tests {
         }
         for d in ["attendance", "behaviour", "wellbeing", "attainment", "context"] {
             assert_ne!(domain_to_pb(d), pb::ReasonDomain::Unspecified, "{d}");
+        }
+        for a in crate::audit::Action::ALL {
+            assert_ne!(action_to_pb(a), pb::AuditAction::Unspecified, "{a:?}");
+            assert_eq!(action_from_pb(action_to_pb(a) as i32), Some(a));
         }
         for r in crate::auth::Role::ALL {
             assert_ne!(role_to_pb(r.as_str()), pb::Role::Unspecified, "{r}");

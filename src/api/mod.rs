@@ -29,7 +29,10 @@ pub mod pb {
 
 pub use audit::AuditApi;
 pub use cohort::CohortApi;
-pub use convert::{record_cells, record_from_cells, records_to_csv, school_term_to_pb as school_term_pb, term_from_pb};
+pub use convert::{
+    action_from_pb, action_to_pb, record_cells, record_from_cells, records_to_csv, school_term_to_pb as school_term_pb,
+    term_from_pb,
+};
 pub use feed::FeedApi;
 pub use gateway::{GatewayLayer, policy};
 pub use inference::InferenceApi;

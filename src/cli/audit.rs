@@ -101,12 +101,18 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<i32> {
         AuditCommand::List { client: cl, action, limit, out } => {
             let mut c = client(&cl).await?;
             let want = if limit == 0 { usize::MAX } else { limit };
+            let action = match action.as_str() {
+                "" => 0,
+                a => crate::api::action_to_pb(crate::audit::Action::parse(a).ok_or_else(|| {
+                    fail(Exit::Usage, format!("{a:?} is not an audit action (e.g. decision.confirm)"))
+                })?) as i32,
+            };
             let mut t = Table::new(&["seq", "time", "key", "role", "action", "school", "subject", "hash"]);
             let mut token = String::new();
             loop {
                 let page = c
                     .list_audit_events(pb::ListAuditEventsRequest {
-                        action: action.clone(),
+                        action,
                         page_size: (want - t.len()).min(500) as i32,
                         page_token: token,
                         ..Default::default()
@@ -123,7 +129,7 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<i32> {
                             .map(|r| enum_word(r.as_str_name(), "ROLE_"))
                             .unwrap_or_default()
                             .into(),
-                        e.action.clone().into(),
+                        crate::api::action_from_pb(e.action).map_or("?", |a| a.as_str()).into(),
                         e.school_urn.clone().into(),
                         e.subject.clone().into(),
                         e.hash.clone().into(),

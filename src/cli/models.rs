@@ -59,6 +59,15 @@ pub enum ModelCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Score one school term's current submission with a stored model and make those scores the
+    /// live ones for that term (audited).
+    Rescore {
+        #[command(flatten)]
+        client: ClientArgs,
+        model_id: String,
+        #[command(flatten)]
+        at: super::SchoolTermArgs,
+    },
     /// Train the bundled default model on a generated synthetic world (no server) and write
     /// the artifact and its model card.
     BuildDefault(BuildDefaultArgs),
@@ -211,6 +220,13 @@ pub async fn run(cmd: ModelCommand) -> anyhow::Result<i32> {
             let r =
                 c.evaluate_model(pb::EvaluateModelRequest { model_id, capacity }).await.map_err(status)?.into_inner();
             evaluations(&r.model_id, &r.evaluations, out.output)?;
+            Ok(0)
+        }
+        ModelCommand::Rescore { client: cl, model_id, at } => {
+            let mut c = client(&cl).await?;
+            let req = pb::RescoreSchoolTermRequest { school_term: Some(at.pb()?), model_id, request_id: String::new() };
+            let r = c.rescore_school_term(req).await.map_err(status)?.into_inner();
+            crate::out!("rescored {} pupils with model {}", r.pupils_rescored, r.model_id);
             Ok(0)
         }
         ModelCommand::Activate { client: cl, model_id, force, reason } => {

@@ -154,7 +154,10 @@ async fn a_full_review_with_refusals_conflicts_repeats_and_an_audit_that_detects
     let ok = audit.verify_audit_chain(pb::VerifyAuditChainRequest::default()).await.unwrap().into_inner();
     assert!(ok.ok && ok.events_checked >= 10, "{ok:?}");
     let events = audit
-        .list_audit_events(pb::ListAuditEventsRequest { action: "decision.remove".into(), ..Default::default() })
+        .list_audit_events(pb::ListAuditEventsRequest {
+            action: pb::AuditAction::DecisionRemove as i32,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

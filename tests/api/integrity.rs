@@ -202,7 +202,8 @@ async fn admins_read_audit_events_with_pupil_values_redacted() {
         let ch = app.channel();
         async move {
             let mut c = AuditServiceClient::with_interceptor(ch.await, Bearer::new(&key));
-            let req = pb::ListAuditEventsRequest { action: "decision.remove".into(), ..Default::default() };
+            let req =
+                pb::ListAuditEventsRequest { action: pb::AuditAction::DecisionRemove as i32, ..Default::default() };
             c.list_audit_events(req).await.unwrap().into_inner().events
         }
     };
