@@ -55,9 +55,9 @@ pub async fn connect(args: &ClientArgs) -> anyhow::Result<(Channel, Bearer)> {
     let mut endpoint = Channel::from_shared(server.to_owned())
         .map_err(|e| fail(Exit::Usage, format!("the server address {server:?} is not a URL: {e}")))?;
     if let Some(ca) = &args.tls_ca {
-        let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", ca.display()))?;
+        let pem = std::fs::read(ca).map_err(|e| fail(Exit::Usage, format!("cannot read {}: {e}", ca.display())))?;
         let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem));
-        endpoint = endpoint.tls_config(tls)?;
+        endpoint = endpoint.tls_config(tls).map_err(|e| fail(Exit::Usage, format!("TLS settings: {e}")))?;
     }
     let channel = endpoint.connect().await.map_err(|e| {
         use std::error::Error;

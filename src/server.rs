@@ -50,13 +50,13 @@ pub struct Settings {
     /// The longest a whole upload may take before it is ended (DEADLINE_EXCEEDED), e.g. "5m".
     #[arg(long, env = "RISKID_MAX_UPLOAD_TIME", default_value = "5m", value_parser = humantime::parse_duration)]
     pub max_upload_time: std::time::Duration,
-    /// The secret key that authenticates the audit chain (64 hex characters). When not given,
-    /// `audit.key` in the data directory is used, created on first start: for production,
-    /// move it elsewhere (a secrets store) and pass its path here.
     /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP; bind it to a private
     /// address). Off unless given.
     #[arg(long, env = "RISKID_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// The secret key that authenticates the audit chain (64 hex characters). When not given,
+    /// `audit.key` in the data directory is used, created on first start: for production,
+    /// move it elsewhere (a secrets store) and pass its path here.
     #[arg(long, env = "RISKID_AUDIT_KEY_FILE")]
     pub audit_key_file: Option<PathBuf>,
     /// PEM certificate chain for TLS. With --tls-key, the server speaks only TLS; without

@@ -14,6 +14,7 @@ use crate::app::{App, AppError, DecisionInput, ProposeInput};
 use crate::cohort::{CohortParams, Policy};
 use crate::domain::{SchoolTerm, Upn};
 use crate::review::{Cohort, CohortState, Kind};
+use crate::storage::MemberCounts;
 
 pub struct CohortApi {
     app: Arc<App>,
@@ -77,7 +78,7 @@ fn check_token_or_empty(field: &str, v: &str) -> Result<(), Status> {
 }
 
 pub(crate) fn cohort_to_pb(c: &Cohort) -> pb::Cohort {
-    cohort_view_to_pb(c, true)
+    cohort_view_to_pb(c, true, MemberCounts::of(c))
 }
 
 fn full_cohort_view(view: i32, default_full: bool) -> bool {
@@ -88,7 +89,7 @@ fn full_cohort_view(view: i32, default_full: bool) -> bool {
     }
 }
 
-pub(crate) fn cohort_view_to_pb(c: &Cohort, full: bool) -> pb::Cohort {
+pub(crate) fn cohort_view_to_pb(c: &Cohort, full: bool, n: MemberCounts) -> pb::Cohort {
     let policy = match c.params.policy {
         Policy::Weighted { weights } => pb::Policy { kind: pb::PolicyKind::Weighted as i32, weights: weights.to_vec() },
         Policy::AnyAdverse => pb::Policy { kind: pb::PolicyKind::AnyAdverse as i32, weights: vec![] },
@@ -100,7 +101,7 @@ pub(crate) fn cohort_view_to_pb(c: &Cohort, full: bool) -> pb::Cohort {
             CohortState::Proposed => pb::CohortState::Proposed,
             CohortState::InReview => pb::CohortState::InReview,
             CohortState::Finalised => pb::CohortState::Finalised,
-            CohortState::Replaced => pb::CohortState::Unspecified,
+            CohortState::Replaced => pb::CohortState::Replaced,
         } as i32,
         model_id: c.model_id.clone(),
         capacity: c.params.capacity as u32,
@@ -140,9 +141,9 @@ pub(crate) fn cohort_view_to_pb(c: &Cohort, full: bool) -> pb::Cohort {
         create_time: Some(timestamp(c.created_at)),
         finalise_time: c.finalised_at.map(timestamp),
         over_capacity_reason: c.over_capacity_reason.clone().unwrap_or_default(),
-        proposed_count: c.members.iter().filter(|m| m.proposed).count() as u32,
-        decided_count: c.members.iter().filter(|m| m.decided.is_some()).count() as u32,
-        final_count: c.final_list().len() as u32,
+        proposed_count: n.proposed,
+        decided_count: n.decided,
+        final_count: n.kept,
     }
 }
 
@@ -177,7 +178,8 @@ impl CohortService for CohortApi {
         let who = principal(&request)?;
         let pb::GetCohortRequest { cohort_id, view } = request.into_inner();
         let c = self.app.get_cohort_by_id(&who, id(&cohort_id)?).await?;
-        Ok(Response::new(cohort_view_to_pb(&c, full_cohort_view(view, true))))
+        let n = MemberCounts::of(&c);
+        Ok(Response::new(cohort_view_to_pb(&c, full_cohort_view(view, true), n)))
     }
 
     async fn list_cohorts(
@@ -203,14 +205,16 @@ impl CohortService for CohortApi {
             Ok(pb::CohortState::Proposed) => Some(CohortState::Proposed),
             Ok(pb::CohortState::InReview) => Some(CohortState::InReview),
             Ok(pb::CohortState::Finalised) => Some(CohortState::Finalised),
-            Err(_) => return Err(bad_field("state", "INVALID_VALUE", "state is not a CohortState")),
+            Ok(pb::CohortState::Replaced) | Err(_) => {
+                return Err(bad_field("state", "INVALID_VALUE", "state is not a CohortState"));
+            }
         };
         let q = Query::new("ListCohorts", who.key_id, &(urn, term, state));
         let before_id = q.position(&page_token)?.map(|id| i64::try_from(id).unwrap_or(i64::MAX));
         let filter = crate::storage::CohortFilter { schools: None, urn, term, state, before_id, limit: limit + 1 };
-        let rows = self.app.list_cohorts(&who, filter).await?;
-        let next_page_token = if rows.len() > limit { q.token(rows[limit - 1].id as u64) } else { String::new() };
-        let cohorts = rows.iter().take(limit).map(|c| cohort_view_to_pb(c, full)).collect();
+        let rows = self.app.list_cohorts(&who, filter, full).await?;
+        let next_page_token = if rows.len() > limit { q.token(rows[limit - 1].0.id as u64) } else { String::new() };
+        let cohorts = rows.iter().take(limit).map(|(c, n)| cohort_view_to_pb(c, full, *n)).collect();
         Ok(Response::new(pb::ListCohortsResponse { cohorts, next_page_token }))
     }
 

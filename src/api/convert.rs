@@ -155,7 +155,6 @@ pub fn record_cells(r: &pb::PupilRecord) -> [String; COLUMN_COUNT] {
     ]
 }
 
-/// Renders structured records as contract CSV (record i becomes line i + 2).
 /// A validated row's cells (contract order) as a record: the inverse of [`record_cells`].
 pub fn record_from_cells(c: &[String; COLUMN_COUNT]) -> pb::PupilRecord {
     let b = |i: usize| match c[i].as_str() {
@@ -193,6 +192,7 @@ pub fn record_from_cells(c: &[String; COLUMN_COUNT]) -> pb::PupilRecord {
     }
 }
 
+/// Renders structured records as contract CSV (record i becomes line i + 2).
 pub fn records_to_csv(records: &[pb::PupilRecord]) -> Vec<u8> {
     let cells: Vec<[String; COLUMN_COUNT]> = records.iter().map(record_cells).collect();
     crate::ingest::cells_to_csv(&cells)
@@ -214,8 +214,6 @@ pub fn outcome_to_pb(o: crate::domain::Outcome) -> pb::Outcome {
     }
 }
 
-/// The one conversion every RPC that shows a child uses. A domain's words are rendered
-/// once per child and shared by the outcomes that cite it.
 /// Whether a reply carries reasons: RISK_VIEW_BASIC leaves them out; FULL (the default) has them.
 pub fn full_view(view: i32) -> bool {
     pb::RiskView::try_from(view) != Ok(pb::RiskView::Basic)
@@ -233,6 +231,8 @@ pub fn risk_to_pb(r: &crate::scoring::PupilRisk) -> pb::PupilRisk {
     risk_view_to_pb(r, true)
 }
 
+/// The one conversion every RPC that shows a child uses (`full`: with reasons). A domain's
+/// words are rendered once per child and shared by the outcomes that cite it.
 pub fn risk_view_to_pb(r: &crate::scoring::PupilRisk, full: bool) -> pb::PupilRisk {
     let mut words: Vec<(String, String)> = Vec::with_capacity(5);
     let mut text = |x: &crate::scoring::Reason| -> String {

@@ -126,6 +126,9 @@ where
         let started = std::time::Instant::now();
         let span = tracing::info_span!("rpc", request_id = %request_id, method = %method);
         async move {
+            // Created first, so a call dropped before it has a reply (a deadline that tonic's
+            // timeout enforces outside this layer, a client reset) is still counted.
+            let mut recorder = Recorder { app: app.clone(), method, started, code: None };
             let path = req.uri().path().to_owned();
             let result = match policy(&path) {
                 None => Ok(()),
@@ -144,7 +147,7 @@ where
                         Ok(p) => Err(super::status::with_reason(
                             tonic::Code::PermissionDenied,
                             "ROLE_NOT_ALLOWED",
-                            format!("the {} role may not call {path}", p.role),
+                            format!("the {} role may not call {}", p.role, recorder.method),
                         )),
                         Err(e) => Err(super::status::to_status(e)),
                     },
@@ -158,13 +161,12 @@ where
                 }
             };
             add_missing_details(resp.headers_mut());
-            let code = resp
+            recorder.code = resp
                 .headers()
                 .get("grpc-status")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<i32>().ok())
                 .map(tonic::Code::from);
-            let recorder = Recorder { app: app.clone(), method, started, code };
             let mut resp =
                 resp.map(|body| tonic::body::Body::new(MeteredBody { inner: body, recorder: Some(recorder) }));
             if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -186,8 +188,8 @@ struct Recorder {
     code: Option<tonic::Code>,
 }
 
-impl Recorder {
-    fn finish(self) {
+impl Drop for Recorder {
+    fn drop(&mut self) {
         let code = self.code.unwrap_or(tonic::Code::Cancelled);
         self.app.metrics().rpc(&self.method, code, self.started.elapsed());
     }
@@ -223,11 +225,7 @@ impl http_body::Body for MeteredBody {
                     r.code = r.code.or(Some(tonic::Code::Internal));
                 }
             }
-            Poll::Ready(None) => {
-                if let Some(r) = this.recorder.take() {
-                    r.finish();
-                }
-            }
+            Poll::Ready(None) => drop(this.recorder.take()),
             Poll::Pending => {}
         }
         polled
@@ -242,14 +240,6 @@ impl http_body::Body for MeteredBody {
     }
 }
 
-impl Drop for MeteredBody {
-    fn drop(&mut self) {
-        if let Some(r) = self.recorder.take() {
-            r.finish();
-        }
-    }
-}
-
 /// A status that tonic made itself (an oversized or undecodable message, an unknown method
 /// or compression) has no details: give it an ErrorInfo, so every error has a reason.
 fn add_missing_details(headers: &mut http::HeaderMap) {
@@ -260,7 +250,7 @@ fn add_missing_details(headers: &mut http::HeaderMap) {
     if code == 0 || headers.contains_key("grpc-status-details-bin") {
         return;
     }
-    let message = headers.get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let message = headers.get("grpc-message").and_then(|v| v.to_str().ok()).map(percent_decode).unwrap_or_default();
     let status = tonic::Status::with_details(
         tonic::Code::from(code),
         message.clone(),
@@ -269,6 +259,27 @@ fn add_missing_details(headers: &mut http::HeaderMap) {
     if let Some(v) = status.into_http::<tonic::body::Body>().headers().get("grpc-status-details-bin") {
         headers.insert("grpc-status-details-bin", v.clone());
     }
+}
+
+/// `grpc-message` is percent-encoded on the wire (the gRPC spec).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 trait BoxedSend: std::future::Future + Send + Sized + 'static {

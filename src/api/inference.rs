@@ -23,6 +23,7 @@ use super::pb::inference::{
 use super::principal;
 use super::risk::{CellPupil, check_cell_pupils};
 use super::status::bad_field;
+use crate::api::codec::MAX_PRIOR_TERMS;
 use crate::app::{App, AppError};
 use crate::ingest::{COLUMN_COUNT, Column};
 
@@ -111,7 +112,9 @@ fn cells_of(
     };
     let empty = oip::InferTensorContents::default();
     let c = t.contents.as_ref().unwrap_or(&empty);
-    let ints = |v: Vec<i128>| -> Vec<String> { v.into_iter().map(|x| x.to_string()).collect() };
+    // Every count is checked before any element is converted: a packed tensor of a million
+    // one-byte BOOLs must not become a million strings first.
+    let ints = |v: &mut dyn Iterator<Item = i128>| -> Vec<String> { v.map(|x| x.to_string()).collect() };
     let out: Vec<String> = match (t.datatype.as_str(), raw) {
         ("BYTES", Some(mut raw)) => {
             let mut v = Vec::with_capacity(want);
@@ -135,13 +138,22 @@ fn cells_of(
             }
             v
         }
-        ("BYTES", None) => c.bytes_contents.iter().map(|b| utf8(b, i)).collect::<Result<_, _>>()?,
+        ("BYTES", None) => {
+            count(c.bytes_contents.len())?;
+            c.bytes_contents.iter().map(|b| utf8(b, i)).collect::<Result<_, _>>()?
+        }
         ("BOOL", raw) if kind == Kind::Flag => {
-            let v: Vec<bool> = match raw {
-                Some(r) => r.iter().map(|b| *b != 0).collect(),
-                None => c.bool_contents.clone(),
-            };
-            v.into_iter().map(|b| if b { "Y" } else { "N" }.to_string()).collect()
+            let flag = |b: bool| if b { "Y" } else { "N" }.to_string();
+            match raw {
+                Some(r) => {
+                    count(r.len())?;
+                    r.iter().map(|b| flag(*b != 0)).collect()
+                }
+                None => {
+                    count(c.bool_contents.len())?;
+                    c.bool_contents.iter().map(|&b| flag(b)).collect()
+                }
+            }
         }
         (dt @ ("INT8" | "INT16" | "INT32" | "INT64" | "UINT8" | "UINT16" | "UINT32" | "UINT64"), raw)
             if kind == Kind::Count =>
@@ -165,13 +177,26 @@ fn cells_of(
                             format!("{} bytes is not a whole number of {dt} elements", r.len()),
                         ));
                     }
-                    ints(r.chunks(width).map(|b| le_int(b, signed)).collect())
+                    count(r.len() / width)?;
+                    ints(&mut r.chunks(width).map(|b| le_int(b, signed)))
                 }
                 None => match dt {
-                    "INT64" => ints(c.int64_contents.iter().map(|&x| x as i128).collect()),
-                    "UINT64" => ints(c.uint64_contents.iter().map(|&x| x as i128).collect()),
-                    "UINT8" | "UINT16" | "UINT32" => ints(c.uint_contents.iter().map(|&x| x as i128).collect()),
-                    _ => ints(c.int_contents.iter().map(|&x| x as i128).collect()),
+                    "INT64" => {
+                        count(c.int64_contents.len())?;
+                        ints(&mut c.int64_contents.iter().map(|&x| x as i128))
+                    }
+                    "UINT64" => {
+                        count(c.uint64_contents.len())?;
+                        ints(&mut c.uint64_contents.iter().map(|&x| x as i128))
+                    }
+                    "UINT8" | "UINT16" | "UINT32" => {
+                        count(c.uint_contents.len())?;
+                        ints(&mut c.uint_contents.iter().map(|&x| x as i128))
+                    }
+                    _ => {
+                        count(c.int_contents.len())?;
+                        ints(&mut c.int_contents.iter().map(|&x| x as i128))
+                    }
                 },
             }
         }
@@ -254,40 +279,38 @@ fn decode(req: &oip::ModelInferRequest) -> Result<Vec<CellPupil>, Status> {
             format!("{:?} is not an input of riskid (see ModelMetadata)", t.name),
         ));
     }
-    // N from the first term input; every [N] input must agree, every [N, P] too.
-    let n = match by_name.get("upn").map(|&i| &req.inputs[i]) {
-        Some(t) if t.shape.len() == 1 && t.shape[0] >= 0 => t.shape[0] as usize,
-        Some(_) => return Err(bad_field("inputs.upn.shape", "INVALID_VALUE", "upn must have shape [N]")),
-        None => return Err(bad_field("inputs.upn", "REQUIRED", "the upn input is required")),
+    // N from the upn input; every [N] input must agree, every [N, P] too.
+    let Some(&u) = by_name.get("upn") else {
+        return Err(bad_field("inputs", "REQUIRED", "the upn input is required"));
     };
-    if n == 0 || n > MAX_INFER_PUPILS {
-        return Err(bad_field(
-            "inputs.upn.shape",
-            "OUT_OF_RANGE",
-            format!("from 1 to {MAX_INFER_PUPILS} pupils per request"),
-        ));
-    }
-    let p = req
-        .inputs
-        .iter()
-        .find(|t| t.name.starts_with("prior_"))
-        .map(|t| {
-            if t.shape.len() == 2 && t.shape[0] == n as i64 && t.shape[1] >= 0 {
-                Ok(t.shape[1] as usize)
-            } else {
-                Err(())
+    let n = match req.inputs[u].shape.as_slice() {
+        &[n] if (1..=MAX_INFER_PUPILS as i64).contains(&n) => n as usize,
+        _ => {
+            return Err(bad_field(
+                format!("inputs[{u}].shape"),
+                "OUT_OF_RANGE",
+                format!("upn must have shape [N], N from 1 to {MAX_INFER_PUPILS}"),
+            ));
+        }
+    };
+    let p = match req.inputs.iter().enumerate().find(|(_, t)| t.name.starts_with("prior_")) {
+        None => 0,
+        Some((i, t)) => match t.shape.as_slice() {
+            &[rows, p] if rows == n as i64 && (0..=MAX_PRIOR_TERMS as i64).contains(&p) => p as usize,
+            _ => {
+                return Err(bad_field(
+                    format!("inputs[{i}].shape"),
+                    "OUT_OF_RANGE",
+                    format!("prior inputs must have shape [{n}, P], P from 0 to {MAX_PRIOR_TERMS}"),
+                ));
             }
-        })
-        .transpose()
-        .map_err(|()| {
-            bad_field("inputs.prior_*.shape", "INVALID_VALUE", format!("prior inputs must have shape [{n}, P]"))
-        })?
-        .unwrap_or(0);
+        },
+    };
     if n.saturating_mul(1 + p) > MAX_INFER_TERMS {
         return Err(bad_field(
-            "inputs.prior_*.shape",
+            "inputs",
             "OUT_OF_RANGE",
-            format!("at most {MAX_INFER_TERMS} pupil-terms per request"),
+            format!("at most {MAX_INFER_TERMS} pupil-terms (pupils and their prior terms) per request"),
         ));
     }
     let read = |name: &str, kind: Kind, prior: bool| -> Result<Option<Vec<String>>, Status> {
@@ -307,41 +330,39 @@ fn decode(req: &oip::ModelInferRequest) -> Result<Vec<CellPupil>, Status> {
     let mut before: Vec<Vec<String>> = Vec::with_capacity(COLUMN_COUNT + 3);
     for name in TERM_INPUTS {
         now.push(
-            read(name, Kind::Text, false)?.ok_or_else(|| {
-                bad_field(format!("inputs.{name}"), "REQUIRED", format!("the {name} input is required"))
-            })?,
+            read(name, Kind::Text, false)?
+                .ok_or_else(|| bad_field("inputs", "REQUIRED", format!("the {name} input is required")))?,
         );
         let prior = read(&format!("prior_{name}"), Kind::Text, true)?;
         if p > 0 && prior.is_none() {
-            return Err(bad_field(
-                format!("inputs.prior_{name}"),
-                "REQUIRED",
-                format!("prior_{name} is required with prior inputs"),
-            ));
+            return Err(bad_field("inputs", "REQUIRED", format!("prior_{name} is required with prior inputs")));
         }
         before.push(prior.unwrap_or_default());
     }
     for c in Column::ALL {
         let k = column_kind(c);
-        // A column left out is empty for every pupil: the validator then reports required ones.
-        now.push(read(c.name(), k, false)?.unwrap_or_else(|| vec![String::new(); n]));
-        before.push(read(&format!("prior_{}", c.name()), k, true)?.unwrap_or_else(|| vec![String::new(); n * p]));
+        // A column left out (an empty list here) is empty for every pupil: the validator then
+        // reports the required ones. Nothing is allocated for it.
+        now.push(read(c.name(), k, false)?.unwrap_or_default());
+        before.push(read(&format!("prior_{}", c.name()), k, true)?.unwrap_or_default());
     }
     let mut pupils = Vec::with_capacity(n);
     #[allow(clippy::needless_range_loop)] // i indexes several columns at once
     for i in 0..n {
         let school_term = pb_term(&now[0][i], &now[1][i], &now[2][i]);
-        let cells: [String; COLUMN_COUNT] = std::array::from_fn(|c| std::mem::take(&mut now[3 + c][i]));
-        let mut prior = Vec::new();
+        let take = |col: &mut Vec<String>, k: usize| col.get_mut(k).map(std::mem::take).unwrap_or_default();
+        let cells: [String; COLUMN_COUNT] = std::array::from_fn(|c| take(&mut now[3 + c], i));
+        let (mut prior, mut prior_slots) = (Vec::new(), Vec::new());
         for j in 0..p {
             let k = i * p + j;
             if before[1][k].trim().is_empty() {
                 continue;
             }
             let st = pb_term(&before[0][k], &before[1][k], &before[2][k]);
-            prior.push((st, std::array::from_fn(|c| std::mem::take(&mut before[3 + c][k]))));
+            prior.push((st, std::array::from_fn(|c| take(&mut before[3 + c], k))));
+            prior_slots.push(j);
         }
-        pupils.push(CellPupil { school_term, cells, prior });
+        pupils.push(CellPupil { school_term, cells, prior, prior_slots });
     }
     Ok(pupils)
 }
@@ -430,13 +451,13 @@ impl GrpcInferenceService for InferenceApi {
         };
         let raw = !req.raw_input_contents.is_empty() || req.inputs.iter().all(|t| t.contents.is_none());
         let id = req.id.clone();
-        // Decoding is bounded by the 4 MiB message limit; validation and scoring run on the
-        // blocking pool, as for ScoreRecords.
-        let pupils = decode(&req)?;
-        drop(req);
+        // Decoding, validation and scoring run on the blocking pool under a scoring permit,
+        // as for ScoreRecords.
         let (model_id, risks) = self
             .app
             .score_stateless(&who, move || {
+                let pupils = decode(&req).map_err(|s| AppError::Edge(Box::new(s)))?;
+                drop(req);
                 check_cell_pupils(pupils).map_err(|e| match e {
                     AppError::BadFields { message, fields } => AppError::BadFields {
                         message,
@@ -501,9 +522,10 @@ fn check_model(name: &str, version: &str, active: &str) -> Result<(), Status> {
         return Err(AppError::not_found("MODEL_NOT_FOUND", format!("this server has one model, {MODEL_NAME:?}")).into());
     }
     if !version.is_empty() && version != active {
+        // The caller's text is not echoed back: it may be anything, of any length.
         return Err(AppError::not_found(
             "MODEL_NOT_FOUND",
-            format!("version {version:?} is not the active model ({active}); leave version empty for the active one"),
+            format!("that version is not the active model ({active}); leave version empty for the active one"),
         )
         .into());
     }

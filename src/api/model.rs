@@ -7,7 +7,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::limits::{MAX_MODEL_ID, check_note, check_token};
-use super::paging::{FULL_VIEW, Query, STANDARD, page_of};
+use super::paging::{FULL_VIEW, Query, STANDARD};
 use super::pb::{self, model_service_server::ModelService, train_model_progress::Event};
 use super::principal;
 use crate::app::App;
@@ -122,8 +122,7 @@ pub(crate) fn model_to_pb(r: &ModelRecord, full: bool) -> pb::Model {
             .map(|a| a.outcomes.iter().map(|o| evaluation_to_pb(&o.evaluation, full)).collect())
             .unwrap_or_default(),
         card: if full { artifact.map(|a| a.model_card()).unwrap_or_default() } else { String::new() },
-        // Re-rendered from the parsed artifact: byte-identical to the stored one (float_roundtrip).
-        artifact: if full { artifact.map(|a| a.to_json().into_bytes()).unwrap_or_default() } else { vec![] },
+        artifact: if full { r.artifact_json.as_bytes().to_vec() } else { vec![] },
         artifact_sha256: r.artifact_sha256.clone(),
         problem: r.artifact.as_ref().err().cloned().unwrap_or_default(),
     }
@@ -212,9 +211,14 @@ impl ModelService for ModelApi {
         let full = full_model_view(view, false);
         let limit = if full { FULL_VIEW } else { STANDARD }.of(size)?;
         let q = Query::new("ListModels", who.key_id, &());
-        q.position(&page_token)?;
+        // Newest first, and new models arrive at the front: the token counts the models still
+        // to come (older ones), so a model trained between pages shifts nothing.
+        let remaining = q.position(&page_token)?;
         let all = self.app.list_models(&who).await?;
-        let (page, next_page_token) = page_of(&all, &q, &page_token, limit)?;
+        let start = remaining.map_or(0, |r| all.len().saturating_sub(usize::try_from(r).unwrap_or(usize::MAX)));
+        let end = start.saturating_add(limit).min(all.len());
+        let page = &all[start..end];
+        let next_page_token = if end < all.len() { q.token((all.len() - end) as u64) } else { String::new() };
         let models = page.iter().map(|m| model_to_pb(m, full)).collect();
         Ok(Response::new(pb::ListModelsResponse { models, next_page_token }))
     }

@@ -49,7 +49,8 @@ impl Query {
             return Ok(None);
         }
         let invalid = || {
-            bad_field(
+            super::status::bad_field_as(
+                "INVALID_PAGE_TOKEN",
                 "page_token",
                 "INVALID_PAGE_TOKEN",
                 "page_token is not one this server gave for this query and key (tokens end when the server \

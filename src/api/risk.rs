@@ -24,7 +24,36 @@ impl RiskApi {
     }
 }
 
-type Bad = Vec<crate::app::FieldError>;
+/// The invalid fields of a request: the first [`MAX_LISTED_FIELDS`] kept, all counted (a
+/// request of 50,000 empty records would otherwise hold hundreds of thousands of them).
+#[derive(Default)]
+struct Bad {
+    list: Vec<crate::app::FieldError>,
+    total: usize,
+}
+
+const MAX_LISTED_FIELDS: usize = 1_000;
+
+impl Bad {
+    fn new() -> Self {
+        Self::default()
+    }
+    fn push(&mut self, e: crate::app::FieldError) {
+        self.total += 1;
+        if self.list.len() < MAX_LISTED_FIELDS {
+            self.list.push(e);
+        }
+    }
+    fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+    fn into_error(self) -> AppError {
+        AppError::BadFields {
+            message: format!("{} invalid field(s); nothing was scored", self.total),
+            fields: self.list,
+        }
+    }
+}
 
 fn validate(record: &pb::PupilRecord, field: &str, bad: &mut Bad) -> Option<PupilTerm> {
     validate_cells(&super::convert::record_cells(record), field, bad)
@@ -46,6 +75,8 @@ pub(crate) struct CellPupil {
     pub school_term: Option<pb::SchoolTerm>,
     pub cells: [String; crate::ingest::COLUMN_COUNT],
     pub prior: Vec<(Option<pb::SchoolTerm>, [String; crate::ingest::COLUMN_COUNT])>,
+    /// Where each prior term came from (its slot in the request), for error paths.
+    pub prior_slots: Vec<usize>,
 }
 
 /// Checks pupils given as cells; field paths are those of ScoreRecords
@@ -61,7 +92,7 @@ pub(crate) fn check_cell_pupils(pupils: Vec<CellPupil>) -> AppResult<Vec<ToScore
         let row = validate_cells(&p.cells, &format!("pupils[{i}].record"), &mut bad);
         let mut prior = Vec::new();
         for (j, (pst, cells)) in p.prior.iter().enumerate() {
-            let field = format!("pupils[{i}].prior_terms[{j}]");
+            let field = format!("pupils[{i}].prior_terms[{}]", p.prior_slots.get(j).copied().unwrap_or(j));
             let pst =
                 term_at(&format!("{field}.school_term"), pst.as_ref()).map_err(|s| bad.push(field_error(&s))).ok();
             let prow = validate_cells(cells, &format!("{field}.record"), &mut bad);
@@ -81,10 +112,7 @@ pub(crate) fn check_cell_pupils(pupils: Vec<CellPupil>) -> AppResult<Vec<ToScore
         }
     }
     if !bad.is_empty() {
-        return Err(AppError::BadFields {
-            message: format!("{} invalid field(s); nothing was scored", bad.len()),
-            fields: bad,
-        });
+        return Err(bad.into_error());
     }
     Ok(input)
 }
@@ -150,10 +178,7 @@ pub(crate) fn check_pupils(pupils: Vec<pb::PupilToScore>) -> AppResult<Vec<ToSco
         }
     }
     if !bad.is_empty() {
-        return Err(AppError::BadFields {
-            message: format!("{} invalid field(s); nothing was scored", bad.len()),
-            fields: bad,
-        });
+        return Err(bad.into_error());
     }
     Ok(input)
 }
@@ -215,11 +240,20 @@ impl RiskService for RiskApi {
             request.into_inner();
         let (urn, term) = term_from_pb(school_term.as_ref())?;
         let limit = STANDARD.of(size)?;
-        let q = Query::new("ListSchoolRisks", who.key_id, &(urn, term, band, outcome));
-        // The token is checked before any work.
-        q.position(&page_token)?;
-        let (model_id, risks) =
-            self.app.school_risks(&who, SchoolTerm { urn, term }, band_from_pb(band), outcome_from_pb(outcome)).await?;
+        let band_f = match band {
+            0 => None,
+            b => Some(band_from_pb(b).ok_or_else(|| bad_field("band", "INVALID_VALUE", "band is not a Band"))?),
+        };
+        let outcome_f = match outcome {
+            0 => None,
+            o => Some(
+                outcome_from_pb(o).ok_or_else(|| bad_field("outcome", "INVALID_VALUE", "outcome is not an Outcome"))?,
+            ),
+        };
+        let (model_id, risks) = self.app.school_risks(&who, SchoolTerm { urn, term }, band_f, outcome_f).await?;
+        // Bound to the model too: after an activation the order changes, and an old token
+        // would mix two models' pages.
+        let q = Query::new("ListSchoolRisks", who.key_id, &(urn, term, band, outcome, &model_id));
         let (page, next_page_token) = page_of(&risks, &q, &page_token, limit)?;
         let full = full_view(view);
         Ok(Response::new(pb::ListSchoolRisksResponse {

@@ -106,7 +106,6 @@ pub const REASONS: &[(&str, Code, &str)] = &[
     ("REPORT_NOT_FOUND", Code::NotFound, "no such feed report for this key (kept 15 minutes)"),
     ("MODEL_NOT_FOUND", Code::NotFound, "no such model"),
     ("PUPIL_NOT_FOUND", Code::NotFound, "no scores for that pupil in the key's schools"),
-    ("NO_ACTIVE_MODEL", Code::FailedPrecondition, "no model is active yet: train and activate one"),
     ("REVIEW_STARTED", Code::FailedPrecondition, "the cohort is in review: a new proposal needs force"),
     ("COHORT_FINALISED", Code::FailedPrecondition, "the cohort is finalised and can no longer change"),
     ("COHORT_REPLACED", Code::FailedPrecondition, "the cohort was replaced by a newer proposal"),
@@ -130,11 +129,11 @@ pub const REASONS: &[(&str, Code, &str)] = &[
         Code::Aborted,
         "the child already has a decision (perhaps a colleague's): reload, and undo first to change it",
     ),
-    ("CONCURRENT_CHANGE", Code::Aborted, "a concurrent change won: reload and retry"),
     ("OVERLOADED", Code::ResourceExhausted, "the server or this key is busy: retry after RetryInfo's delay"),
     ("FEED_TOO_LARGE", Code::ResourceExhausted, "the feed is over --max-feed-bytes: not retryable"),
     ("FEED_TOO_MANY_ROWS", Code::ResourceExhausted, "the feed is over --max-feed-rows: not retryable"),
     ("MESSAGE_TOO_LARGE", Code::OutOfRange, "one message is over the method's size limit"),
+    ("DEADLINE_EXCEEDED", Code::DeadlineExceeded, "the call's own deadline (grpc-timeout) passed"),
     (
         "UPLOAD_TIMED_OUT",
         Code::DeadlineExceeded,
@@ -163,8 +162,18 @@ fn error_info(reason: &str, metadata: impl IntoIterator<Item = (String, String)>
 
 /// An INVALID_ARGUMENT for one field: BadRequest (field, reason, description) + ErrorInfo.
 pub(crate) fn bad_field(field: impl Into<String>, reason: &str, description: impl Into<String>) -> Status {
+    bad_field_as("INVALID_FIELD", field, reason, description)
+}
+
+/// [`bad_field`] with its own ErrorInfo reason (e.g. INVALID_PAGE_TOKEN).
+pub(crate) fn bad_field_as(
+    info_reason: &str,
+    field: impl Into<String>,
+    reason: &str,
+    description: impl Into<String>,
+) -> Status {
     let (field, description) = (field.into(), description.into());
-    let mut details = error_info("INVALID_FIELD", [("field".to_string(), cap(&field, 120))]);
+    let mut details = error_info(info_reason, [("field".to_string(), cap(&field, 120))]);
     details.set_bad_request(vec![FieldViolation {
         field: cap(&field, 120),
         description: cap(&description, MAX_DESCRIPTION),
@@ -270,6 +279,7 @@ pub(crate) fn to_status(e: AppError) -> Status {
         }
         AppError::Store(e) => internal(&e),
         AppError::Internal(m) => internal(&m),
+        AppError::Edge(s) => *s,
     }
 }
 
@@ -281,7 +291,7 @@ pub(crate) fn fallback_reason(code: Code) -> &'static str {
         Code::Unimplemented => "UNIMPLEMENTED",
         Code::InvalidArgument => "MALFORMED_MESSAGE",
         Code::Cancelled => "CANCELLED",
-        Code::DeadlineExceeded => "UPLOAD_TIMED_OUT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
         _ => "INTERNAL",
     }
 }

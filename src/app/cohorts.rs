@@ -82,7 +82,7 @@ pub(crate) fn ready_scores(live: LiveScores, st: SchoolTerm) -> AppResult<(Strin
 impl App {
     pub async fn propose_cohort(&self, who: &Principal, input: ProposeInput) -> AppResult<Cohort> {
         let pass = who.may_propose(input.school_term.urn)?;
-        input.params.check().map_err(|(field, m)| AppError::bad_field(field, "OUT_OF_RANGE", m))?;
+        input.params.check_new().map_err(|(field, m)| AppError::bad_field(field, "OUT_OF_RANGE", m))?;
         let st = input.school_term;
         let rk = input.request_id.clone().map(|r| {
             request_key(who, "ProposeCohort", r, &(st.urn.get(), st.term.index(), &input.params, input.force))
@@ -194,13 +194,18 @@ impl App {
     }
 
     /// A page of cohorts in the caller's schools, newest first.
-    pub async fn list_cohorts(&self, who: &Principal, mut f: crate::storage::CohortFilter) -> AppResult<Vec<Cohort>> {
+    pub async fn list_cohorts(
+        &self,
+        who: &Principal,
+        mut f: crate::storage::CohortFilter,
+        with_members: bool,
+    ) -> AppResult<Vec<(Cohort, crate::storage::MemberCounts)>> {
         let scope = who.may_read_cohorts()?;
         if let Some(u) = f.urn {
             scope.check(u)?;
         }
         f.schools = scope.schools;
-        self.blocking(move |s| Ok(s.list_cohorts(&f)?)).await
+        self.blocking(move |s| Ok(s.list_cohorts(&f, with_members)?)).await
     }
 
     async fn cohort_pass(&self, who: &Principal, id: i64) -> AppResult<(CohortPass, Cohort)> {
@@ -209,7 +214,14 @@ impl App {
                 s.get_cohort(id)?.ok_or_else(|| AppError::not_found("COHORT_NOT_FOUND", format!("no cohort {id}")))
             })
             .await?;
-        Ok((who.may_review(c.school_term.urn)?, c))
+        // Another school's cohort reads as absent, as GetCohort answers: ids reveal no school.
+        match who.may_review(c.school_term.urn) {
+            Ok(pass) => Ok((pass, c)),
+            Err(crate::auth::AccessError::School(_)) => {
+                Err(AppError::not_found("COHORT_NOT_FOUND", format!("no cohort {id}")))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Applies `change` to the cohort as it is now, with its audit event and the request's

@@ -60,6 +60,10 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A refusal made at the API edge, carried through a use case unchanged (the edge's
+    /// checks that must run on the blocking pool, such as decoding tensors).
+    #[error("{}", .0.message())]
+    Edge(Box<tonic::Status>),
 }
 
 pub type AppResult<T> = Result<T, AppError>;

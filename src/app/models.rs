@@ -58,6 +58,18 @@ fn system_event(action: Action, subject: String, details: serde_json::Value) -> 
 }
 
 /// A pupil to score statelessly: the term's row and any earlier rows.
+/// The TrainModelRequest field a parameter error is about.
+fn param_field(e: &crate::model::ModelError) -> &'static str {
+    let m = e.to_string();
+    if m.contains("alpha") {
+        "alpha"
+    } else if m.contains("capacity") {
+        "capacity"
+    } else {
+        "seed"
+    }
+}
+
 pub type ToScore = (SchoolTerm, PupilTerm, Vec<(SchoolTerm, PupilTerm)>);
 
 /// Progress of a training job, for the caller to show. Bounded: a job whose messages are
@@ -154,8 +166,11 @@ impl App {
         let _job = self.training.clone().try_lock_owned().map_err(|_| {
             AppError::conflict("TRAINING_RUNNING", "a training job is already running; wait for it to finish")
         })?;
-        let params =
-            params.check().map_err(|e| AppError::bad_field("params", "OUT_OF_RANGE", e.to_string()))?.get().clone();
+        let params = params
+            .check()
+            .map_err(|e| AppError::bad_field(param_field(&e), "OUT_OF_RANGE", e.to_string()))?
+            .get()
+            .clone();
         let actor = (who.key_id, who.role.to_string());
         let _timer = self.metrics().training_seconds.start_timer();
         self.blocking(move |store| {
@@ -186,7 +201,9 @@ impl App {
             )
             .map_err(|e| match e {
                 crate::model::ModelError::NotEnoughData(_) => AppError::conflict("NOT_ENOUGH_DATA", e.to_string()),
-                crate::model::ModelError::Params(_) => AppError::bad_field("params", "OUT_OF_RANGE", e.to_string()),
+                crate::model::ModelError::Params(_) => {
+                    AppError::bad_field(param_field(&e), "OUT_OF_RANGE", e.to_string())
+                }
                 crate::model::ModelError::Fit(_) => AppError::Internal(e.to_string()),
             })?;
             let json = artifact.to_json();

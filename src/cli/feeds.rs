@@ -69,12 +69,18 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
             client::print_submission(outcome, &r.submission.unwrap_or_default());
             Ok(0)
         }
-        Err(s) if s.code() == tonic::Code::InvalidArgument => {
+        Err(s) if is_rejection(&s) => {
             client::print_rejection(&mut c, &s).await;
             Ok(Exit::Rejected as i32)
         }
         Err(s) => Err(status(s)),
     }
+}
+
+/// A feed the contract rejects (not a malformed request): its report is printed.
+fn is_rejection(s: &tonic::Status) -> bool {
+    use tonic_types::StatusExt;
+    s.get_details_error_info().is_some_and(|i| i.reason == "FEED_REJECTED")
 }
 
 fn submission_row(t: &mut Table, s: &pb::Submission) {
@@ -129,6 +135,24 @@ pub async fn submissions(cmd: SubmissionsCommand) -> anyhow::Result<i32> {
         SubmissionsCommand::Show { client, submission_id, out } => {
             let mut c = client::feed_client(&client).await?;
             let s = c.get_submission(pb::GetSubmissionRequest { submission_id }).await.map_err(status)?.into_inner();
+            if out.output != super::output::Format::Text {
+                // One document: the submission with its warnings inside.
+                let mut cols = COLUMNS.to_vec();
+                cols.push("warning_list");
+                let mut t = Table::new(&cols);
+                let mut row = Table::new(COLUMNS);
+                submission_row(&mut row, &s);
+                let warnings: Vec<serde_json::Value> = s
+                    .warnings
+                    .iter()
+                    .map(|v| serde_json::json!({"line": v.line, "column": v.column, "code": v.code, "message": v.message}))
+                    .collect();
+                let mut cells = row.into_rows().pop().unwrap_or_default();
+                cells.push(super::output::Cell::Json(warnings.into(), String::new()));
+                t.push(cells);
+                t.print(out.output)?;
+                return Ok(0);
+            }
             let mut t = Table::new(COLUMNS);
             submission_row(&mut t, &s);
             t.print(out.output)?;
@@ -142,9 +166,7 @@ pub async fn submissions(cmd: SubmissionsCommand) -> anyhow::Result<i32> {
                         v.message.clone().into(),
                     ]);
                 }
-                if out.output == super::output::Format::Text {
-                    println!();
-                }
+                println!();
                 w.print(out.output)?;
             }
         }

@@ -123,6 +123,10 @@ impl Table {
         self.rows.push(row);
     }
 
+    pub fn into_rows(self) -> Vec<Vec<Cell>> {
+        self.rows
+    }
+
     pub fn len(&self) -> usize {
         self.rows.len()
     }

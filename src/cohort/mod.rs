@@ -53,9 +53,18 @@ pub struct CohortParams {
 }
 
 impl CohortParams {
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
-        if !(1..=MAX_CAPACITY).contains(&self.capacity) {
+    /// What a new proposal must satisfy: [`check`](Self::check) and the largest capacity.
+    pub fn check_new(&self) -> Result<(), (&'static str, String)> {
+        if self.capacity > MAX_CAPACITY {
             return Err(("capacity", format!("capacity must be from 1 to {MAX_CAPACITY}")));
+        }
+        self.check()
+    }
+
+    /// What any stored cohort satisfies (cohorts made before a limit was added still load).
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.capacity == 0 {
+            return Err(("capacity", "capacity must be at least 1".into()));
         }
         if self.min_year > self.max_year || self.max_year > 13 {
             let field = if self.max_year > 13 { "max_year" } else { "min_year" };

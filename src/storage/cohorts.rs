@@ -120,6 +120,11 @@ fn member_cols(m: &Member) -> MemberCols {
 }
 
 fn load(tx: &rusqlite::Connection, id: i64) -> StoreResult<Option<Cohort>> {
+    load_with(tx, id, true)
+}
+
+/// A cohort, with its members or (for summaries) without them.
+fn load_with(tx: &rusqlite::Connection, id: i64, with_members: bool) -> StoreResult<Option<Cohort>> {
     let row = tx
         .query_row(
             "SELECT urn, term_index, model_id, params_json, state, created_at, created_by, finalised_at, \
@@ -161,29 +166,7 @@ fn load(tx: &rusqlite::Connection, id: i64) -> StoreResult<Option<Cohort>> {
         excluded_statutory: p.excluded_statutory,
         excluded_in_programme: p.excluded_in_programme,
     };
-    let members = tx
-        .prepare_cached(
-            "SELECT upn, proposed, rank, priority, shown_json, decision, reason_code, note, decided_by, decided_at \
-             FROM cohort_members WHERE cohort_id = ?1 ORDER BY rank IS NULL, rank, decided_at, upn",
-        )?
-        .query_map([id], |r| {
-            Ok(MemberCols {
-                upn: r.get(0)?,
-                proposed: r.get(1)?,
-                rank: r.get(2)?,
-                priority: r.get(3)?,
-                shown_json: r.get(4)?,
-                decision: r.get(5)?,
-                reason_code: r.get(6)?,
-                note: r.get(7)?,
-                decided_by: r.get(8)?,
-                decided_at: r.get(9)?,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .map(|m| member_from(id, m))
-        .collect::<StoreResult<_>>()?;
+    let members = if !with_members { Vec::new() } else { load_members(tx, id)? };
     Ok(Some(Cohort {
         id,
         school_term: SchoolTerm { urn: Urn::new(urn).map_err(StoreError::Corrupt)?, term: Term::from_index(ti) },
@@ -198,6 +181,59 @@ fn load(tx: &rusqlite::Connection, id: i64) -> StoreResult<Option<Cohort>> {
         programme_end: pe.map(Term::from_index),
         members,
     }))
+}
+
+fn load_members(tx: &rusqlite::Connection, id: i64) -> StoreResult<Vec<Member>> {
+    tx.prepare_cached(
+        "SELECT upn, proposed, rank, priority, shown_json, decision, reason_code, note, decided_by, decided_at \
+             FROM cohort_members WHERE cohort_id = ?1 ORDER BY rank IS NULL, rank, decided_at, upn",
+    )?
+    .query_map([id], |r| {
+        Ok(MemberCols {
+            upn: r.get(0)?,
+            proposed: r.get(1)?,
+            rank: r.get(2)?,
+            priority: r.get(3)?,
+            shown_json: r.get(4)?,
+            decision: r.get(5)?,
+            reason_code: r.get(6)?,
+            note: r.get(7)?,
+            decided_by: r.get(8)?,
+            decided_at: r.get(9)?,
+        })
+    })?
+    .collect::<Result<Vec<_>, _>>()?
+    .into_iter()
+    .map(|m| member_from(id, m))
+    .collect::<StoreResult<_>>()
+}
+
+/// How many children a cohort proposed, how many have a decision, and how many are on the
+/// final list (confirmed or added).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemberCounts {
+    pub proposed: u32,
+    pub decided: u32,
+    pub kept: u32,
+}
+
+impl MemberCounts {
+    pub fn of(c: &Cohort) -> Self {
+        Self {
+            proposed: c.members.iter().filter(|m| m.proposed).count() as u32,
+            decided: c.members.iter().filter(|m| m.decided.is_some()).count() as u32,
+            kept: c.final_list().len() as u32,
+        }
+    }
+}
+
+fn counts(conn: &rusqlite::Connection, id: i64) -> StoreResult<MemberCounts> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(proposed), 0), COUNT(decision), COALESCE(SUM(decision IN ('confirm', 'add')), 0) \
+         FROM cohort_members WHERE cohort_id = ?1",
+        )?
+        .query_row([id], |r| Ok(MemberCounts { proposed: r.get(0)?, decided: r.get(1)?, kept: r.get(2)? }))?)
 }
 
 fn upsert_member(tx: &Tx, id: i64, m: &Member) -> StoreResult<()> {
@@ -363,8 +399,9 @@ impl Store {
         rows.iter().map(|u| Upn::parse(u).map_err(|_| StoreError::Corrupt("a member's UPN".into()))).collect()
     }
 
-    /// A page of cohorts (never replaced ones), newest first, with ids below `f.before_id`.
-    pub fn list_cohorts(&self, f: &CohortFilter) -> StoreResult<Vec<Cohort>> {
+    /// A page of cohorts (never replaced ones), newest first, with ids below `f.before_id`,
+    /// with their members only if `with_members` (a summary reads three counts instead).
+    pub fn list_cohorts(&self, f: &CohortFilter, with_members: bool) -> StoreResult<Vec<(Cohort, MemberCounts)>> {
         let conn = self.conn();
         let mut sql = String::from("SELECT id FROM cohorts WHERE id < ?1 AND state != 'replaced'");
         if let Some(schools) = &f.schools {
@@ -386,7 +423,14 @@ impl Store {
             .prepare(&sql)?
             .query_map(params![f.before_id.unwrap_or(i64::MAX), f.limit as i64], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
-        ids.into_iter().filter_map(|id| load(&conn, id).transpose()).collect()
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(c) = load_with(&conn, id, with_members)? {
+                let n = if with_members { MemberCounts::of(&c) } else { counts(&conn, id)? };
+                out.push((c, n));
+            }
+        }
+        Ok(out)
     }
 
     /// Every finalised or in-review cohort (for override reports).

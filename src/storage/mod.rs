@@ -19,7 +19,7 @@ use rusqlite::{Connection, Transaction};
 
 use crate::audit::{AuditKey, Checkpoint};
 
-pub use cohorts::{CohortFilter, ReplaceRefused};
+pub use cohorts::{CohortFilter, MemberCounts, ReplaceRefused};
 pub use keys::{KeyRecord, NewKey};
 pub use models::ModelRecord;
 pub use requests::{RequestKey, RequestResult};

@@ -13,6 +13,8 @@ pub struct ModelRecord {
     pub model_id: String,
     pub artifact: Result<Arc<ModelArtifact>, String>,
     pub artifact_sha256: String,
+    /// The artifact exactly as stored (its SHA-256 is `artifact_sha256`).
+    pub artifact_json: Arc<str>,
     pub created_at: i64,
     pub active: bool,
     pub activated_at: Option<i64>,
@@ -26,6 +28,7 @@ fn read(r: &rusqlite::Row) -> rusqlite::Result<ModelRecord> {
         model_id: r.get(0)?,
         artifact: ModelArtifact::from_json(&json).map(Arc::new),
         artifact_sha256: crate::audit::sha256_hex(json.as_bytes()),
+        artifact_json: Arc::from(json.as_str()),
         created_at: r.get(2)?,
         active: r.get::<_, i64>(3)? == 1,
         activated_at: r.get(4)?,

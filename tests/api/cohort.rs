@@ -77,14 +77,16 @@ async fn a_full_review_with_refusals_conflicts_repeats_and_an_audit_that_detects
     let c = lw.propose_cohort(propose_req(st(urn, b.latest), 6, false)).await.unwrap().into_inner();
     let m: Vec<String> = c.members.iter().map(|m| m.upn.clone()).collect();
 
-    // A link worker for another school is refused on every review RPC.
+    // A link worker for another school is refused on every review RPC, and the cohort reads
+    // as absent (NOT_FOUND, the same as an id that does not exist): ids reveal no school.
     let mut stranger = cohorts(app.channel().await, &app.key(Role::LinkWorker, &[other.get()]));
     let denied = stranger.record_decision(decision(&c, &m[0], pb::DecisionKind::Confirm, "", "")).await.unwrap_err();
-    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert_eq!(denied.code(), Code::NotFound);
+    assert!(!denied.message().contains(&urn.to_string()), "{}", denied.message());
     let undo = pb::UndoDecisionRequest { cohort_id: c.cohort_id.clone(), upn: m[0].clone(), request_id: String::new() };
-    assert_eq!(stranger.undo_decision(undo.clone()).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(stranger.undo_decision(undo.clone()).await.unwrap_err().code(), Code::NotFound);
     let fin = pb::FinaliseCohortRequest { cohort_id: c.cohort_id.clone(), ..Default::default() };
-    assert_eq!(stranger.finalise_cohort(fin.clone()).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(stranger.finalise_cohort(fin.clone()).await.unwrap_err().code(), Code::NotFound);
     // Another school's cohort reads as absent by id (ids reveal nothing), and listing
     // another school is refused.
     let by_id = pb::GetCohortRequest { cohort_id: c.cohort_id.clone(), ..Default::default() };
@@ -186,4 +188,21 @@ async fn a_full_review_with_refusals_conflicts_repeats_and_an_audit_that_detects
     .unwrap();
     let broken = audit.verify_audit_chain(pb::VerifyAuditChainRequest::default()).await.unwrap().into_inner();
     assert!(!broken.ok && broken.first_broken_seq > 0, "{broken:?}");
+}
+
+#[tokio::test]
+async fn a_cohort_stored_before_the_capacity_limit_still_loads() {
+    let app = spawn_app().await;
+    let b = submit_world(&app, 1).await;
+    let urn = b.world.schools[0].urn;
+    let mut lw = cohorts(app.channel().await, &app.key(Role::LinkWorker, &[urn.get()]));
+    let c = lw.propose_cohort(propose_req(st(urn, b.latest), 5, false)).await.unwrap().into_inner();
+    // As an earlier release could have stored it: capacity above today's limit.
+    let db = rusqlite::Connection::open(app.store.path()).unwrap();
+    db.execute("UPDATE cohorts SET params_json = json_set(params_json, '$.capacity', 600)", []).unwrap();
+    let got = lw.get_cohort(pb::GetCohortRequest { cohort_id: c.cohort_id.clone(), ..Default::default() }).await;
+    assert_eq!(got.unwrap().into_inner().capacity, 600);
+    let listed = lw.list_cohorts(pb::ListCohortsRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.cohorts.len(), 1);
+    assert_eq!(listed.cohorts[0].proposed_count, 5);
 }

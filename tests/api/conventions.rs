@@ -228,6 +228,7 @@ async fn page_tokens_are_opaque_bound_to_the_query_and_never_overflow() {
     let mut other = risks(app.channel().await, &app.key(Role::Analyst, &[]));
     let e = other.list_school_risks(query(b.world.schools[0].urn, &first, 7)).await.unwrap_err();
     assert_eq!(bad_request_fields(&e)[0], ("page_token".into(), "INVALID_PAGE_TOKEN".into()));
+    assert_eq!(error_reason(&e), "INVALID_PAGE_TOKEN");
 }
 
 #[tokio::test]

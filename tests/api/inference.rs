@@ -188,3 +188,61 @@ async fn bad_tensors_are_named() {
     req.model_name = "gpt".into();
     assert_eq!(c.model_infer(req).await.unwrap_err().code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn element_counts_are_checked_before_anything_is_converted() {
+    let app = spawn_app().await;
+    let mut c = oip_client(app.channel().await, &app.key(Role::Analyst, &[]));
+    // Shape [3], but a million packed BOOLs: refused on the count, not turned into strings.
+    let mut req = request(&records(3), "100001", "2025/26", "spring", true);
+    let i = req.inputs.iter().position(|t| t.name == "fsm").unwrap();
+    req.inputs[i].datatype = "BOOL".into();
+    req.raw_input_contents[i] = vec![1u8; 1_000_000];
+    let e = c.model_infer(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("holds 1000000 elements"), "{}", e.message());
+    // More earlier terms than ScoreRecords allows.
+    let mut req = request(&records(1), "100001", "2025/26", "spring", false);
+    req.inputs.push(InferInputTensor {
+        name: "prior_academic_year".into(),
+        datatype: "BYTES".into(),
+        shape: vec![1, 40],
+        contents: Some(oip::InferTensorContents { bytes_contents: vec![vec![]; 40], ..Default::default() }),
+        ..Default::default()
+    });
+    let e = c.model_infer(req).await.unwrap_err();
+    assert!(e.message().contains("P from 0 to 39"), "{}", e.message());
+}
+
+#[tokio::test]
+async fn an_error_in_a_prior_slot_names_that_slot() {
+    let app = spawn_app().await;
+    let mut c = oip_client(app.channel().await, &app.key(Role::Analyst, &[]));
+    let recs = records(1);
+    let mut req = request(&recs, "100001", "2025/26", "summer", false);
+    // Three prior slots: 0 used, 1 empty, 2 used with a bad sex.
+    let cells = riskid::api::record_cells(&recs[0]);
+    let slot = |v: [&str; 3]| oip::InferTensorContents {
+        bytes_contents: v.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        ..Default::default()
+    };
+    let mut add = |name: &str, v: [&str; 3]| {
+        req.inputs.push(InferInputTensor {
+            name: format!("prior_{name}"),
+            datatype: "BYTES".into(),
+            shape: vec![1, 3],
+            contents: Some(slot(v)),
+            ..Default::default()
+        })
+    };
+    add("school_urn", ["100001", "", "100001"]);
+    add("academic_year", ["2025/26", "", "2024/25"]);
+    add("term", ["spring", "", "summer"]);
+    for (j, col) in Column::ALL.iter().enumerate() {
+        let v = cells[j].as_str();
+        let bad = if col.name() == "sex" { "Q" } else { v };
+        add(col.name(), [v, "", bad]);
+    }
+    let e = c.model_infer(req).await.unwrap_err();
+    assert!(bad_request_fields(&e).iter().any(|(f, _)| f == "prior_sex[0][2]"), "{:?}", bad_request_fields(&e));
+}

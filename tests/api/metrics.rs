@@ -60,3 +60,32 @@ async fn metrics_count_rpcs_and_ingest_without_pupil_or_school_values() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_call_cut_off_by_its_deadline_is_still_counted() {
+    let app = spawn_app().await;
+    let key = app.key(Role::School, &[SCHOOL_A]);
+    let mut c = app.feed(&key).await;
+    // The header, then nothing: the call's own 200 ms deadline ends it.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(pb::SubmitFeedRequest {
+        part: Some(pb::submit_feed_request::Part::Header(header(SCHOOL_A, term("2025/26", "autumn")))),
+    })
+    .await
+    .unwrap();
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.set_timeout(std::time::Duration::from_millis(200));
+    let e = c.submit_feed(req).await.unwrap_err();
+    assert!(matches!(e.code(), tonic::Code::Cancelled | tonic::Code::DeadlineExceeded), "{e:?}");
+    drop(tx);
+    // The server records the call when it drops it; wait for that (bounded), not for a time.
+    let series = r#"riskid_rpc_requests_total{code="CANCELLED",method="/riskid.v1.FeedService/SubmitFeed"} 1"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if app.app.render_metrics().await.contains(series) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the cut-off call was never counted");
+        tokio::task::yield_now().await;
+    }
+}
