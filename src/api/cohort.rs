@@ -136,6 +136,7 @@ pub(crate) fn cohort_view_to_pb(c: &Cohort, full: bool, n: MemberCounts) -> pb::
         eligible: c.stats.eligible as u32,
         excluded_statutory: c.stats.excluded_statutory as u32,
         excluded_in_programme: c.stats.excluded_in_programme as u32,
+        excluded_permanently: c.stats.excluded_permanently as u32,
         excluded_year_group: c.stats.excluded_year_group as u32,
         programme_ends: c.programme_end.map(|t| school_term_to_pb(c.school_term.urn, t)),
         create_time: Some(timestamp(c.created_at)),

@@ -100,6 +100,9 @@ impl App {
                 }
             };
             let running = s.in_programme(st.term)?;
+            // Children permanently excluded this term are leaving: never proposed.
+            let excluded: std::collections::HashSet<Upn> =
+                s.current_rows(st)?.into_iter().filter(|r| r.permanent_exclusion).map(|r| r.upn).collect();
             let candidates: Vec<Candidate> = ranked
                 .iter()
                 .map(|r| {
@@ -108,6 +111,7 @@ impl App {
                         ncyear: NcYear::new(r.ncyear).ok_or_else(|| AppError::Internal("bad year".into()))?,
                         statutory: r.statutory,
                         in_programme: running.contains(&r.upn),
+                        permanently_excluded: excluded.contains(&r.upn),
                         probabilities: r.probabilities,
                     })
                 })
@@ -138,6 +142,7 @@ impl App {
                     excluded_year_group: proposal.excluded_year_group,
                     excluded_statutory: proposal.excluded_statutory,
                     excluded_in_programme: proposal.excluded_in_programme,
+                    excluded_permanently: proposal.excluded_permanently,
                 },
                 state: CohortState::Proposed,
                 created_at: now_unix(),

@@ -142,7 +142,7 @@ fn print_cohort(c: &pb::Cohort, format: Format) -> anyhow::Result<()> {
         return t.print(format);
     }
     crate::out!(
-        "cohort {} ({}), model {}, capacity {}, {} eligible ({} statutory, {} in a programme, {} outside the years excluded); {} of {} decided",
+        "cohort {} ({}), model {}, capacity {}, {} eligible ({} statutory, {} in a programme, {} permanently excluded, {} outside the years left out); {} of {} decided",
         c.cohort_id,
         state_word(c.state),
         c.model_id,
@@ -150,6 +150,7 @@ fn print_cohort(c: &pb::Cohort, format: Format) -> anyhow::Result<()> {
         c.eligible,
         c.excluded_statutory,
         c.excluded_in_programme,
+        c.excluded_permanently,
         c.excluded_year_group,
         c.decided_count,
         c.members.len()

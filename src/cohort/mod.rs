@@ -86,6 +86,9 @@ pub struct Candidate {
     pub statutory: bool,
     /// Already in a finalised cohort whose two-year programme is still running.
     pub in_programme: bool,
+    /// Permanently excluded this term: the child is leaving the school, so a link worker
+    /// there cannot support them.
+    pub permanently_excluded: bool,
     /// Per-outcome probabilities, in `Outcome::ALL` order.
     pub probabilities: [f64; 3],
 }
@@ -96,6 +99,7 @@ pub enum Ineligible {
     YearGroup,
     Statutory,
     InProgramme,
+    PermanentlyExcluded,
 }
 
 impl Candidate {
@@ -105,6 +109,8 @@ impl Candidate {
             Err(Ineligible::YearGroup)
         } else if self.statutory {
             Err(Ineligible::Statutory)
+        } else if self.permanently_excluded {
+            Err(Ineligible::PermanentlyExcluded)
         } else if self.in_programme {
             Err(Ineligible::InProgramme)
         } else {
@@ -128,6 +134,7 @@ pub struct Proposal {
     pub excluded_year_group: usize,
     pub excluded_statutory: usize,
     pub excluded_in_programme: usize,
+    pub excluded_permanently: usize,
 }
 
 /// A stable, seeded position for ties: independent of input order and platform.
@@ -148,6 +155,7 @@ pub fn propose(candidates: &[Candidate], params: &CohortParams) -> Proposal {
             Err(Ineligible::YearGroup) => out.excluded_year_group += 1,
             Err(Ineligible::Statutory) => out.excluded_statutory += 1,
             Err(Ineligible::InProgramme) => out.excluded_in_programme += 1,
+            Err(Ineligible::PermanentlyExcluded) => out.excluded_permanently += 1,
         }
     }
     out.eligible = ranked.len();
@@ -180,8 +188,20 @@ mod tests {
             ncyear: NcYear::new(year).unwrap(),
             statutory: false,
             in_programme: false,
+            permanently_excluded: false,
             probabilities: [p, 0.0, 0.0],
         }
+    }
+
+    #[test]
+    fn a_permanently_excluded_child_is_never_proposed() {
+        // The highest risk of all, and excluded this term: left out, and counted.
+        let mut top = cand(1, 8, 0.99);
+        top.permanently_excluded = true;
+        let p = propose(&[top, cand(2, 8, 0.5), cand(3, 8, 0.4)], &params(2));
+        let picked: Vec<u64> = p.picks.iter().map(|k| k.candidate as u64).collect();
+        assert_eq!(picked, vec![1, 2], "the two others, not the excluded child");
+        assert_eq!((p.eligible, p.excluded_permanently), (2, 1));
     }
 
     fn params(k: usize) -> CohortParams {

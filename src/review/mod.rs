@@ -204,6 +204,9 @@ pub struct ProposalStats {
     pub excluded_year_group: usize,
     pub excluded_statutory: usize,
     pub excluded_in_programme: usize,
+    /// Permanently excluded in the term (cohorts stored before this count was kept read 0).
+    #[serde(default)]
+    pub excluded_permanently: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -44,6 +44,8 @@ struct StoredParams {
     excluded_year_group: usize,
     excluded_statutory: usize,
     excluded_in_programme: usize,
+    #[serde(default)]
+    excluded_permanently: usize,
 }
 
 fn params_json(c: &Cohort) -> String {
@@ -58,6 +60,7 @@ fn params_json(c: &Cohort) -> String {
         excluded_year_group: s.excluded_year_group,
         excluded_statutory: s.excluded_statutory,
         excluded_in_programme: s.excluded_in_programme,
+        excluded_permanently: s.excluded_permanently,
     })
     .expect("params serialise")
 }
@@ -165,6 +168,7 @@ fn load_with(tx: &rusqlite::Connection, id: i64, with_members: bool) -> StoreRes
         excluded_year_group: p.excluded_year_group,
         excluded_statutory: p.excluded_statutory,
         excluded_in_programme: p.excluded_in_programme,
+        excluded_permanently: p.excluded_permanently,
     };
     let members = if !with_members { Vec::new() } else { load_members(tx, id)? };
     Ok(Some(Cohort {

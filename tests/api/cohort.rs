@@ -206,3 +206,24 @@ async fn a_cohort_stored_before_the_capacity_limit_still_loads() {
     assert_eq!(listed.cohorts.len(), 1);
     assert_eq!(listed.cohorts[0].proposed_count, 5);
 }
+
+#[tokio::test]
+async fn a_child_permanently_excluded_in_the_term_is_not_proposed() {
+    let app = spawn_app().await;
+    let b = submit_world(&app, 1).await;
+    let urn = b.world.schools[0].urn;
+    let mut lw = cohorts(app.channel().await, &app.key(Role::LinkWorker, &[urn.get()]));
+    let first = lw.propose_cohort(propose_req(st(urn, b.latest), 5, false)).await.unwrap().into_inner();
+    let top = first.members[0].upn.clone();
+    assert_eq!(first.excluded_permanently, 0);
+    // The school's corrected feed: the top child was permanently excluded this term.
+    let feed = b.world.feeds.iter().find(|f| f.urn == urn && f.term == b.latest).unwrap();
+    let mut rows = feed.rows.clone();
+    rows.iter_mut().filter(|r| r.upn.as_str() == top).for_each(|r| r.permanent_exclusion = true);
+    let mut c = app.feed(&app.key(Role::School, &[urn.get()])).await;
+    submit(&mut c, header(urn.get(), b.latest), &riskid::synth::feed_csv(&rows)).await.unwrap();
+    let again = lw.propose_cohort(propose_req(st(urn, b.latest), 5, false)).await.unwrap().into_inner();
+    assert!(again.members.iter().all(|m| m.upn != top), "the excluded child is not proposed");
+    assert_eq!(again.excluded_permanently, 1);
+    assert_eq!(again.members.len(), 5, "the next child takes the place");
+}
