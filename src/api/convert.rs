@@ -231,18 +231,24 @@ pub fn risk_to_pb(r: &crate::scoring::PupilRisk) -> pb::PupilRisk {
     risk_view_to_pb(r, true)
 }
 
+type Words<'a> = Vec<(&'a str, &'a [crate::scoring::Evidence], String)>;
+
+/// A reason's words, rendered once for the same facts cited by several outcomes.
+fn text_of<'a>(words: &mut Words<'a>, x: &'a crate::scoring::Reason) -> String {
+    if let Some((_, _, t)) = words.iter().find(|(d, e, _)| *d == x.domain && *e == x.evidence.as_slice()) {
+        return t.clone();
+    }
+    let t = x.text();
+    words.push((x.domain.as_str(), x.evidence.as_slice(), t.clone()));
+    t
+}
+
 /// The one conversion every RPC that shows a child uses (`full`: with reasons). A domain's
 /// words are rendered once per child and shared by the outcomes that cite it.
 pub fn risk_view_to_pb(r: &crate::scoring::PupilRisk, full: bool) -> pb::PupilRisk {
-    let mut words: Vec<(String, String)> = Vec::with_capacity(5);
-    let mut text = |x: &crate::scoring::Reason| -> String {
-        if let Some((_, t)) = words.iter().find(|(d, _)| *d == x.domain) {
-            return t.clone();
-        }
-        let t = x.text();
-        words.push((x.domain.clone(), t.clone()));
-        t
-    };
+    // The same facts cited by several outcomes are rendered once.
+    let mut words: Words<'_> = Vec::with_capacity(9);
+    let mut text = |x| text_of(&mut words, x);
     pb::PupilRisk {
         upn: r.upn.clone(),
         school_term: Some(school_term_to_pb(r.school_term.urn, r.school_term.term)),

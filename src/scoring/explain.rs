@@ -155,6 +155,62 @@ fn describe(domain: Domain, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm, c
     out
 }
 
+/// The model's features behind each fact. A fact is shown as a reason only where these
+/// features raised the outcome's risk. Facts with none are never reasons: a year group or
+/// an attainment level at the expected standard is context, not a cause, and missing data is
+/// reported as a flag, not as a reason.
+fn features_of(m: Measure) -> &'static [usize] {
+    static TABLE: std::sync::OnceLock<Vec<Vec<usize>>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        Measure::ALL
+            .iter()
+            .map(|&m| {
+                let names: &[&str] = match m {
+                    Measure::Attendance => &[
+                        "absence_rate",
+                        "absence_10pct_or_more",
+                        "absence_20pct_or_more",
+                        "absence_over_10pct_by",
+                        "absence_change_since_last_term",
+                        "absence_rate_last_term",
+                    ],
+                    Measure::SessionsPossible => &["few_sessions_possible"],
+                    Measure::AbsenceSpells => &["spells_per_absent_session"],
+                    Measure::UnauthorisedSessions => &["unauthorised_share"],
+                    Measure::SuspensionsLastThreeTerms => &["suspended_this_term", "suspensions_last_three_terms"],
+                    Measure::PermanentExclusion => &["suspended_this_term"],
+                    Measure::BehaviourIncidents => &["behaviour_incidents_log"],
+                    Measure::MhReferral => &["mh_referral_this_term", "mh_referral_last_three_terms"],
+                    Measure::SdqEmotional => &["sdq_emotional"],
+                    Measure::SdqConduct => &["sdq_conduct"],
+                    Measure::SdqHyperactivity => &["sdq_hyperactivity"],
+                    Measure::SdqPeer => &["sdq_peer"],
+                    Measure::EnglishBelowExpected => &["english_below"],
+                    Measure::MathsBelowExpected => &["maths_below"],
+                    Measure::FreeSchoolMeals => &["fsm"],
+                    Measure::SenSupport => &["sen_support"],
+                    Measure::EhcPlan => &["ehc_plan"],
+                    Measure::ChildInNeed => &["child_in_need"],
+                    Measure::YoungCarer => &["young_carer"],
+                    Measure::SchoolMoves => &["school_moves"],
+                    Measure::EnglishAdditionalLanguage => &["eal"],
+                    Measure::BehaviourNotRecorded
+                    | Measure::NoSdq
+                    | Measure::EnglishAttainment
+                    | Measure::MathsAttainment
+                    | Measure::YearGroup => &[],
+                };
+                names
+                    .iter()
+                    .map(|n| FEATURES.iter().position(|(f, _)| f == n).expect("a feature of this build"))
+                    .collect()
+            })
+            .collect()
+    });
+    let i = Measure::ALL.iter().position(|x| *x == m).expect("every measure is in ALL");
+    &table[i]
+}
+
 const DOMAINS: [Domain; 5] =
     [Domain::Attendance, Domain::Behaviour, Domain::Wellbeing, Domain::Attainment, Domain::Context];
 
@@ -173,27 +229,49 @@ pub fn score_pupil_in(
 ) -> PupilRisk {
     let f = features(h, row, st.term);
     let explained = model.explain(&f.values);
-    // The same domain's evidence serves every outcome that names it: gather it once.
-    let mut words: [Option<Vec<Evidence>>; 5] = Default::default();
+    // Each domain's facts are gathered once and shared by the outcomes that cite them.
+    let mut facts: [Option<Vec<Evidence>>; 5] = Default::default();
     let outcomes: Vec<OutcomeRisk> = Outcome::ALL
         .iter()
         .zip(&explained)
         .zip(&model.outcomes)
         .map(|((&outcome, e), m)| {
-            let mut by_domain = [0.0; 5];
-            for (j, c) in e.contributions.iter().enumerate().take(N_FEATURES) {
-                let d = DOMAINS.iter().position(|d| *d == FEATURES[j].1).expect("known domain");
-                by_domain[d] += c;
+            let c = &e.contributions;
+            // Per domain: the facts whose own features raised this outcome's risk, and how
+            // much those features raised it together (each feature counted once).
+            let mut candidates: Vec<(usize, f64, Vec<Evidence>)> = Vec::new();
+            for d in 0..DOMAINS.len() {
+                let domain_total: f64 = (0..N_FEATURES).filter(|&j| FEATURES[j].1 == DOMAINS[d]).map(|j| c[j]).sum();
+                if domain_total <= 0.0 {
+                    continue;
+                }
+                let all = facts[d].get_or_insert_with(|| describe(DOMAINS[d], h, row, st, ctx));
+                let mut used = [false; N_FEATURES];
+                let kept: Vec<Evidence> = all
+                    .iter()
+                    .filter(|ev| {
+                        let raised: f64 = features_of(ev.measure).iter().map(|&j| c[j]).sum();
+                        let keep = raised > 0.0;
+                        if keep {
+                            features_of(ev.measure).iter().for_each(|&j| used[j] = true);
+                        }
+                        keep
+                    })
+                    .cloned()
+                    .collect();
+                let contribution: f64 = (0..N_FEATURES).filter(|&j| used[j]).map(|j| c[j]).sum();
+                if !kept.is_empty() && contribution > 0.0 {
+                    candidates.push((d, contribution, kept));
+                }
             }
-            let mut order: Vec<usize> = (0..5).filter(|&d| by_domain[d] > 0.0).collect();
-            order.sort_by(|&a, &b| by_domain[b].total_cmp(&by_domain[a]).then(a.cmp(&b)));
-            let reasons = order
+            candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let reasons = candidates
                 .into_iter()
                 .take(TOP_REASONS)
-                .map(|d| Reason {
+                .map(|(d, contribution, evidence)| Reason {
                     domain: DOMAINS[d].as_str().into(),
-                    evidence: words[d].get_or_insert_with(|| describe(DOMAINS[d], h, row, st, ctx)).clone(),
-                    contribution: by_domain[d],
+                    evidence,
+                    contribution,
                 })
                 .collect();
             OutcomeRisk { outcome, probability: e.probability, band: m.bands.band(e.probability), reasons }
@@ -209,5 +287,64 @@ pub fn score_pupil_in(
         any_adverse: 1.0 - p.iter().map(|q| 1.0 - q).product::<f64>(),
         outcomes,
         flags: f.flags,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_raised_the_risk_and_names_only_facts_that_did() {
+        let model = ModelArtifact::from_json(include_str!("../../models/default.json")).unwrap();
+        let world =
+            crate::synth::generate(&crate::synth::WorldConfig { schools: 3, years: 1, ..Default::default() }).unwrap();
+        let history = crate::model::History::from_rows(world.feeds.iter().flat_map(|f| {
+            let st = SchoolTerm { urn: f.urn, term: f.term };
+            f.rows.iter().cloned().map(move |r| (st, r))
+        }));
+        let (mut reasons, mut pupils) = (0, 0);
+        for feed in &world.feeds {
+            let st = SchoolTerm { urn: feed.urn, term: feed.term };
+            for row in &feed.rows {
+                let h = &history.pupils[&row.upn];
+                let risk = score_pupil(&model, h, row, st);
+                let explained = model.explain(&features(h, row, st.term).values);
+                for (o, e) in risk.outcomes.iter().zip(&explained) {
+                    for r in &o.reasons {
+                        reasons += 1;
+                        assert!(r.contribution > 0.0, "a reason that did not raise the risk: {r:?}");
+                        assert!(!r.evidence.is_empty());
+                        for ev in &r.evidence {
+                            let raised: f64 = features_of(ev.measure).iter().map(|&j| e.contributions[j]).sum();
+                            assert!(raised > 0.0, "{:?} shown though it did not raise {:?}", ev.measure, o.outcome);
+                            assert!(
+                                !matches!(ev.measure, Measure::YearGroup | Measure::EnglishAttainment | Measure::NoSdq),
+                                "a neutral fact shown as a reason"
+                            );
+                        }
+                    }
+                }
+                pupils += 1;
+            }
+        }
+        assert!(reasons > pupils, "reasons are still given: {reasons} for {pupils} pupils");
+    }
+
+    #[test]
+    fn contributions_add_up_to_the_logit() {
+        let model = ModelArtifact::from_json(include_str!("../../models/default.json")).unwrap();
+        let world =
+            crate::synth::generate(&crate::synth::WorldConfig { schools: 1, years: 1, ..Default::default() }).unwrap();
+        let feed = &world.feeds[0];
+        let st = SchoolTerm { urn: feed.urn, term: feed.term };
+        for row in feed.rows.iter().take(50) {
+            let h = vec![(st, row.clone())];
+            for e in model.explain(&features(&h, row, st.term).values) {
+                let logit = e.baseline + e.contributions.iter().sum::<f64>();
+                let p = 1.0 / (1.0 + (-logit).exp());
+                assert!((p - e.probability).abs() < 1e-12, "{p} vs {}", e.probability);
+            }
+        }
     }
 }

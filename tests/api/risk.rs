@@ -44,9 +44,13 @@ async fn every_accepted_pupil_is_scored_with_the_active_model_and_reasons_match_
         assert_eq!(r.model_id, active);
         assert_eq!(r.outcomes.len(), 3);
         let row = feed.rows.iter().find(|p| p.upn.as_str() == r.upn).unwrap();
-        // The attendance reason quotes this term's attendance from the submitted row.
+        // An attendance reason that cites attendance quotes this term's rate from the row
+        // (a reason cites only the facts that raised the risk: it may cite only spells).
         for o in &r.outcomes {
-            for reason in o.reasons.iter().filter(|x| x.domain == pb::ReasonDomain::Attendance as i32) {
+            let cites_rate = |x: &&pb::Reason| x.evidence.iter().any(|e| e.measure == pb::Measure::Attendance as i32);
+            for reason in
+                o.reasons.iter().filter(|x| x.domain == pb::ReasonDomain::Attendance as i32).filter(cites_rate)
+            {
                 if let Some(rate) = row.absence_rate() {
                     let shown = format!("attendance {:.0}% this term", 100.0 * (1.0 - rate));
                     assert!(reason.text.starts_with(&shown), "{} vs {shown}", reason.text);
