@@ -44,6 +44,10 @@ fn term_pb(t: crate::domain::Term) -> pb::SchoolTerm {
     }
 }
 
+fn interval((low, high): (f64, f64)) -> pb::Interval {
+    pb::Interval { low, high }
+}
+
 pub(crate) fn evaluation_to_pb(e: &OutcomeEvaluation, full: bool) -> pb::OutcomeEvaluation {
     pb::OutcomeEvaluation {
         outcome: super::convert::outcome_to_pb(e.outcome) as i32,
@@ -87,6 +91,12 @@ pub(crate) fn evaluation_to_pb(e: &OutcomeEvaluation, full: bool) -> pb::Outcome
                     precision_ratio: g.precision_ratio,
                     small: g.small,
                     flagged: g.flagged,
+                    selected: g.selected as u64,
+                    positives: g.positives as u64,
+                    selection_ratio_ci: g.selection_ratio_ci.map(interval),
+                    fnr_ratio_ci: g.fnr_ratio_ci.map(interval),
+                    fpr_ratio_ci: g.fpr_ratio_ci.map(interval),
+                    precision_ratio_ci: g.precision_ratio_ci.map(interval),
                 })
                 .collect()
         } else {

@@ -167,16 +167,41 @@ impl ModelArtifact {
             if self.beats_baselines() { "yes" } else { "no" }
         ));
         s.push_str(
-            "## Fairness at the operating point\n\nGroups are compared with the largest group in each dimension; \
-                    ratios outside 0.8–1.25 are flagged; groups under 30 are marked small, not dropped.\n\n",
+            "## Fairness at the operating point\n\nEach group is compared with the largest group in its \
+             dimension, at capacity (the top children per school). A ratio is flagged only when its 95% \
+             interval lies wholly outside 0.8–1.25, so small groups, whose intervals are wide, are flagged \
+             only for large differences. Sex and ethnicity are audited here, never used as inputs.\n",
         );
+        let pct = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{:.1}%", 100.0 * v));
+        let ci = |r: Option<f64>, c: Option<(f64, f64)>| match (r, c) {
+            (Some(r), Some((lo, hi))) => format!("{r:.2} ({lo:.2}–{hi:.2})"),
+            (Some(r), None) => format!("{r:.2}"),
+            _ => "–".into(),
+        };
         for o in &self.outcomes {
-            let flags = &o.evaluation.fairness.flags;
             s.push_str(&format!(
-                "- {}: {}\n",
-                o.outcome.label(),
-                if flags.is_empty() { "no flags".into() } else { flags.join("; ") }
+                "\n### {}\n\n| group | children | selected | selection rate | ratio (95% interval) | precision | false-negative rate | ratio (95% interval) | flag |\n|---|---|---|---|---|---|---|---|---|\n",
+                o.outcome.label()
             ));
+            for g in &o.evaluation.fairness.groups {
+                s.push_str(&format!(
+                    "| {} = {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    g.dimension,
+                    g.group,
+                    g.count,
+                    g.selected,
+                    pct(Some(g.selection_rate)),
+                    ci(g.selection_ratio, g.selection_ratio_ci),
+                    pct(g.precision),
+                    pct(g.false_negative_rate),
+                    ci(g.fnr_ratio, g.fnr_ratio_ci),
+                    if g.flagged { "**flagged**" } else { "" }
+                ));
+            }
+            let flags = &o.evaluation.fairness.flags;
+            if !flags.is_empty() {
+                s.push_str(&format!("\nFlags: {}\n", flags.join("; ")));
+            }
         }
         s.push_str(
             "\n## Limits\n\n- Scores reflect what schools record; a child whose needs are not visible in the \
