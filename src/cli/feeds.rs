@@ -14,16 +14,37 @@ use crate::client::{self, ClientArgs};
 pub struct SubmitArgs {
     #[command(flatten)]
     client: ClientArgs,
-    #[command(flatten)]
-    at: SchoolTermArgs,
+    /// School URN (6 digits); with --year, --term and FILE, for one feed.
+    #[arg(long, required_unless_present = "manifest", conflicts_with = "manifest")]
+    school: Option<String>,
+    /// Academic year, e.g. 2025/26.
+    #[arg(long, required_unless_present = "manifest", conflicts_with = "manifest")]
+    year: Option<String>,
+    /// autumn, spring or summer.
+    #[arg(long, required_unless_present = "manifest", conflicts_with = "manifest")]
+    term: Option<String>,
+    /// Many feeds at once: a manifest naming school, year, term and path per feed, as JSON
+    /// (the `manifest.json` that `riskid generate` writes) or CSV with the header
+    /// `school,year,term,path`. Paths are relative to the manifest. Terms go in order (a
+    /// term's scores use the terms before it), several feeds of a term in flight; one
+    /// rejected feed does not stop the others. Exit code 3 if any feed was rejected.
+    #[arg(long, value_name = "FILE")]
+    manifest: Option<PathBuf>,
+    /// Feeds in flight at once with --manifest (a key may hold 2 uploads open by default).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
+    jobs: u16,
     /// Validate and report only; store nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Optional idempotency key: a repeat returns the first result.
-    #[arg(long)]
+    /// Optional idempotency key: a repeat returns the first result (one feed only).
+    #[arg(long, conflicts_with = "manifest")]
     request_id: Option<String>,
-    /// The CSV file.
-    file: PathBuf,
+    /// The summary's format with --manifest.
+    #[command(flatten)]
+    out: OutputArgs,
+    /// The CSV file (one feed).
+    #[arg(required_unless_present = "manifest", conflicts_with = "manifest")]
+    file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,9 +73,17 @@ pub enum SubmissionsCommand {
 }
 
 pub async fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
-    let (urn, term) = a.at.parse()?;
-    let csv =
-        std::fs::read(&a.file).map_err(|e| fail(Exit::Usage, format!("cannot read {}: {e}", a.file.display())))?;
+    if let Some(m) = a.manifest.clone() {
+        return bulk(a, &m).await;
+    }
+    let at = SchoolTermArgs {
+        school: a.school.clone().unwrap_or_default(),
+        year: a.year.clone().unwrap_or_default(),
+        term: a.term.clone().unwrap_or_default(),
+    };
+    let (urn, term) = at.parse()?;
+    let file = a.file.clone().unwrap_or_default();
+    let csv = std::fs::read(&file).map_err(|e| fail(Exit::Usage, format!("cannot read {}: {e}", file.display())))?;
     let header = pb::SubmissionHeader {
         school_term: Some(crate::api::school_term_pb(urn, term)),
         request_id: a.request_id.unwrap_or_default(),
@@ -75,6 +104,180 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
         }
         Err(s) => Err(status(s)),
     }
+}
+
+/// One feed of a manifest.
+#[derive(Debug, Clone)]
+struct Planned {
+    urn: crate::domain::Urn,
+    term: crate::domain::Term,
+    path: PathBuf,
+}
+
+fn read_manifest(path: &std::path::Path) -> anyhow::Result<Vec<Planned>> {
+    let usage = |m: String| fail(Exit::Usage, format!("{}: {m}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| usage(format!("cannot read it: {e}")))?;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let plan = |school: &str, year: &str, term: &str, file: &str, line: usize| -> anyhow::Result<Planned> {
+        let urn = crate::domain::Urn::parse(school).map_err(|e| usage(format!("entry {line}: {e}")))?;
+        let term = crate::domain::Term::parse(year, term).map_err(|e| usage(format!("entry {line}: {e}")))?;
+        Ok(Planned { urn, term, path: dir.join(file) })
+    };
+    let mut out = Vec::new();
+    if text.trim_start().starts_with('{') {
+        let m: crate::synth::Manifest =
+            serde_json::from_str(&text).map_err(|e| usage(format!("not a riskid manifest: {e}")))?;
+        for (i, f) in m.feeds.iter().enumerate() {
+            out.push(plan(&f.urn.to_string(), &f.academic_year, f.term.as_str(), &f.file, i + 1)?);
+        }
+    } else {
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        let headers: Vec<String> = r.headers()?.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+        let col = |n: &str| {
+            headers.iter().position(|h| h == n).ok_or_else(|| usage(format!("the header needs a {n} column")))
+        };
+        let (s, y, t, p) = (col("school")?, col("year")?, col("term")?, col("path")?);
+        for (i, rec) in r.records().enumerate() {
+            let rec = rec.map_err(|e| usage(format!("line {}: {e}", i + 2)))?;
+            out.push(plan(&rec[s], &rec[y], &rec[t], &rec[p], i + 2)?);
+        }
+    }
+    if out.is_empty() {
+        return Err(usage("it names no feeds".into()));
+    }
+    Ok(out)
+}
+
+/// What happened to one feed of a manifest.
+struct Done {
+    feed: Planned,
+    outcome: String,
+    rows: u32,
+    warnings: u32,
+    detail: String,
+    exit: Exit,
+}
+
+async fn send_one(
+    c: &mut crate::api::pb::feed_service_client::FeedServiceClient<client::Authed>,
+    f: &Planned,
+    dry_run: bool,
+) -> Done {
+    let done = |outcome: &str, rows, warnings, detail: String, exit| Done {
+        feed: f.clone(),
+        outcome: outcome.into(),
+        rows,
+        warnings,
+        detail,
+        exit,
+    };
+    let csv = match std::fs::read(&f.path) {
+        Ok(b) => b,
+        Err(e) => return done("unreadable", 0, 0, format!("cannot read {}: {e}", f.path.display()), Exit::Usage),
+    };
+    let header = pb::SubmissionHeader {
+        school_term: Some(crate::api::school_term_pb(f.urn, f.term)),
+        request_id: String::new(),
+        dry_run,
+        content_length: csv.len() as u64,
+    };
+    match c.submit_feed(client::submission_stream(header, csv)).await {
+        Ok(r) => {
+            let r = r.into_inner();
+            let s = r.submission.unwrap_or_default();
+            let word = pb::SubmitOutcome::try_from(r.outcome)
+                .map(|o| enum_word(o.as_str_name(), "SUBMIT_OUTCOME_"))
+                .unwrap_or_default();
+            let first = s.warnings.first().map(|w| format!("line {}: {}", w.line, w.message)).unwrap_or_default();
+            done(&word, s.row_count, s.warning_count, first, Exit::Ok)
+        }
+        Err(s) if is_rejection(&s) => {
+            let rows = client::rejection_rows(&s);
+            let first: Vec<String> =
+                rows.iter().take(3).map(|(line, col, _, msg)| format!("line {line} {col}: {msg}")).collect();
+            let total = {
+                use tonic_types::StatusExt;
+                s.get_details_error_info().and_then(|i| i.metadata.get("error_count").cloned()).unwrap_or_default()
+            };
+            done("rejected", 0, 0, format!("{total} error(s): {}", first.join("; ")), Exit::Rejected)
+        }
+        Err(s) => {
+            let exit = super::exit::of(&status(s.clone()));
+            done("failed", 0, 0, format!("{}: {}", s.code().description(), crate::client::safe(s.message())), exit)
+        }
+    }
+}
+
+async fn bulk(a: SubmitArgs, manifest: &std::path::Path) -> anyhow::Result<i32> {
+    use futures::StreamExt;
+    let mut plan = read_manifest(manifest)?;
+    // Terms in order: a term's scores use the terms before it.
+    plan.sort_by_key(|f| (f.term, f.urn));
+    let c = client::feed_client(&a.client).await?;
+    let total_rows_hint = plan.len() as u64;
+    let bar = indicatif::ProgressBar::new(total_rows_hint);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} feeds  {per_sec}  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = std::time::Instant::now();
+    let mut done: Vec<Done> = Vec::with_capacity(plan.len());
+    let mut i = 0;
+    while i < plan.len() {
+        let term = plan[i].term;
+        let j = plan[i..].iter().position(|f| f.term != term).map_or(plan.len(), |k| i + k);
+        bar.set_message(format!("{term}"));
+        let results: Vec<Done> = futures::stream::iter(plan[i..j].iter().cloned())
+            .map(|f| {
+                let mut c = c.clone();
+                let bar = bar.clone();
+                async move {
+                    let d = send_one(&mut c, &f, a.dry_run).await;
+                    bar.inc(1);
+                    d
+                }
+            })
+            .buffer_unordered(usize::from(a.jobs))
+            .collect()
+            .await;
+        done.extend(results);
+        i = j;
+    }
+    bar.finish_and_clear();
+    done.sort_by_key(|d| (d.feed.term, d.feed.urn));
+    let mut t = Table::new(&["school", "year", "term", "outcome", "rows", "warnings", "detail"]);
+    for d in &done {
+        t.push(vec![
+            d.feed.urn.to_string().into(),
+            d.feed.term.academic_year().into(),
+            d.feed.term.name().as_str().into(),
+            d.outcome.clone().into(),
+            d.rows.into(),
+            d.warnings.into(),
+            d.detail.clone().into(),
+        ]);
+    }
+    t.print(a.out.output)?;
+    let rows: u64 = done.iter().map(|d| u64::from(d.rows)).sum();
+    let count = |w: &str| done.iter().filter(|d| d.outcome == w).count();
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{} feeds: {} accepted, {} unchanged, {} validated, {} rejected, {} failed; {rows} rows in {secs:.1} s ({:.0} rows/s)",
+        done.len(),
+        count("accepted"),
+        count("unchanged"),
+        count("validated"),
+        count("rejected"),
+        done.len() - count("accepted") - count("unchanged") - count("validated") - count("rejected"),
+        rows as f64 / secs.max(1e-9)
+    );
+    // Rejected input wins over other failures: it is what the sender can fix.
+    let worst = if done.iter().any(|d| d.exit == Exit::Rejected) {
+        Exit::Rejected
+    } else {
+        done.iter().map(|d| d.exit).find(|e| *e != Exit::Ok).unwrap_or(Exit::Ok)
+    };
+    Ok(worst as i32)
 }
 
 /// A feed the contract rejects (not a malformed request): its report is printed.

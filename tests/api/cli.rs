@@ -223,3 +223,66 @@ async fn exit_codes_tell_failures_apart() {
     let help = text(&cli(strings(&["--help"]), None).await.stdout);
     assert!(help.contains("Exit codes:") && help.contains("6  unavailable"), "{help}");
 }
+
+#[tokio::test]
+async fn a_manifest_submits_every_feed_in_term_order_and_a_rejected_one_stops_nothing() {
+    let app = spawn_app().await;
+    let server = format!("http://{}", app.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("borough");
+    let generated = cli(
+        strings(&["generate", "--schools", "3", "--years", "1", "--seed", "9", "--out", out.to_str().unwrap()]),
+        None,
+    )
+    .await;
+    assert!(generated.status.success(), "{}", text(&generated.stderr));
+    let manifest: riskid::synth::Manifest =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let urns: Vec<u32> = manifest.schools.iter().map(|s| s.urn.get()).collect();
+    // One feed is broken: a bad year group on its first pupil.
+    let broken = &manifest.feeds[4];
+    let path = out.join(&broken.file);
+    let csv = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = csv.lines().map(str::to_owned).collect();
+    let mut cells: Vec<String> = lines[1].split(',').map(str::to_owned).collect();
+    cells[1] = "99".into();
+    lines[1] = cells.join(",");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+
+    let key = app.key(riskid::auth::Role::School, &urns);
+    let args = strings(&[
+        "submit",
+        "--server",
+        &server,
+        "--manifest",
+        out.join("manifest.json").to_str().unwrap(),
+        "-o",
+        "csv",
+    ]);
+    let run = cli(args.clone(), Some(key.clone())).await;
+    assert_eq!(run.status.code(), Some(3), "rejected input: {}", text(&run.stderr));
+    let summary = text(&run.stdout);
+    let rows: Vec<csv::StringRecord> =
+        csv::Reader::from_reader(summary.as_bytes()).records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), manifest.feeds.len(), "one line per feed");
+    let rejected: Vec<_> = rows.iter().filter(|r| &r[3] == "rejected").collect();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(&rejected[0][0], &broken.urn.to_string());
+    assert!(rejected[0][6].contains("ncyear"), "the first errors are shown: {:?}", &rejected[0][6]);
+    assert_eq!(rows.iter().filter(|r| &r[3] == "accepted").count(), manifest.feeds.len() - 1);
+    // Terms in order in the summary (and so sent in order).
+    let terms: Vec<riskid::domain::Term> =
+        rows.iter().map(|r| riskid::domain::Term::parse(&r[1], &r[2]).unwrap()).collect();
+    assert!(terms.windows(2).all(|w| w[0] <= w[1]));
+    let stored: usize = manifest.feeds.iter().filter(|f| f.file != broken.file).map(|f| f.rows).sum();
+    assert_eq!(app.stored_rows(), stored, "every other feed stored");
+    assert!(text(&run.stderr).contains(&format!(
+        "{} feeds: {} accepted",
+        manifest.feeds.len(),
+        manifest.feeds.len() - 1
+    )));
+    // Sending it again changes nothing but the broken feed's verdict.
+    let again = cli(args, Some(key)).await;
+    let summary = text(&again.stdout);
+    assert_eq!(summary.matches(",unchanged,").count(), manifest.feeds.len() - 1, "{summary}");
+}
