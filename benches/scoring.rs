@@ -85,44 +85,10 @@ fn main() {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(riskid::server::serve(listener, app.clone(), None, std::future::pending()));
         let ch = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-        let to_pb = |st: SchoolTerm, r: &riskid::domain::PupilTerm| {
-            let csv = riskid::synth::feed_csv(std::slice::from_ref(r));
-            let text = String::from_utf8(csv).unwrap();
-            let cells: Vec<&str> = text.lines().nth(1).unwrap().split(',').collect();
-            let opt = |i: usize| cells[i].parse::<u64>().ok();
-            let b = |i: usize| if cells[i].is_empty() { None } else { Some(cells[i] == "Y") };
-            pb::PupilToScore {
-                school_term: Some(riskid::api::school_term_pb(st.urn, st.term)),
-                record: Some(pb::PupilRecord {
-                    upn: cells[0].into(),
-                    ncyear: cells[1].into(),
-                    sex: cells[2].into(),
-                    ethnicity: cells[3].into(),
-                    fsm: b(4),
-                    eal: b(5),
-                    sen: cells[6].into(),
-                    cin: cells[7].into(),
-                    young_carer: b(8),
-                    school_moves: opt(9),
-                    sessions_possible: opt(10),
-                    sessions_authorised: opt(11),
-                    sessions_unauthorised: opt(12),
-                    absence_spells: opt(13),
-                    suspensions: opt(14),
-                    suspension_sessions: opt(15),
-                    permanent_exclusion: b(16),
-                    behaviour_incidents: opt(17),
-                    attainment_english: cells[18].into(),
-                    attainment_maths: cells[19].into(),
-                    sdq_emotional: opt(20),
-                    sdq_conduct: opt(21),
-                    sdq_hyperactivity: opt(22),
-                    sdq_peer: opt(23),
-                    sdq_prosocial: opt(24),
-                    mh_referral: b(25),
-                }),
-                prior_terms: vec![],
-            }
+        let to_pb = |st: SchoolTerm, r: &riskid::domain::PupilTerm| pb::PupilToScore {
+            school_term: Some(riskid::api::school_term_pb(st.urn, st.term)),
+            record: Some(riskid::api::record_from_cells(&riskid::synth::row_cells(r))),
+            prior_terms: vec![],
         };
         let batch: Vec<pb::PupilToScore> = pupils.iter().take(1000).map(|(st, r)| to_pb(*st, r)).collect();
         let calls = 200;

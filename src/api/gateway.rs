@@ -125,10 +125,17 @@ where
         let method = crate::metrics::method_label(req.uri().path()).to_owned();
         let started = std::time::Instant::now();
         let span = tracing::info_span!("rpc", request_id = %request_id, method = %method);
+        // Made before the future, so a call dropped before it has a reply is still counted:
+        // past its own deadline (which tonic enforces outside this layer) as DEADLINE_EXCEEDED,
+        // otherwise (the client went away) as CANCELLED.
+        let deadline = req
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(grpc_timeout)
+            .and_then(|d| started.checked_add(d));
+        let mut recorder = Recorder { app: app.clone(), method, started, code: None, deadline };
         async move {
-            // Created first, so a call dropped before it has a reply (a deadline that tonic's
-            // timeout enforces outside this layer, a client reset) is still counted.
-            let mut recorder = Recorder { app: app.clone(), method, started, code: None };
             let path = req.uri().path().to_owned();
             let result = match policy(&path) {
                 None => Ok(()),
@@ -186,11 +193,33 @@ struct Recorder {
     method: String,
     started: std::time::Instant,
     code: Option<tonic::Code>,
+    deadline: Option<std::time::Instant>,
+}
+
+/// A `grpc-timeout` header: digits and a unit (H, M, S, m, u, n).
+fn grpc_timeout(v: &str) -> Option<std::time::Duration> {
+    let (n, unit) = v.split_at_checked(v.len().checked_sub(1)?)?;
+    let n: u64 = n.parse().ok()?;
+    use std::time::Duration as D;
+    Some(match unit {
+        "H" => D::from_secs(n.checked_mul(3600)?),
+        "M" => D::from_secs(n.checked_mul(60)?),
+        "S" => D::from_secs(n),
+        "m" => D::from_millis(n),
+        "u" => D::from_micros(n),
+        "n" => D::from_nanos(n),
+        _ => return None,
+    })
 }
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        let code = self.code.unwrap_or(tonic::Code::Cancelled);
+        // The client enforces the same deadline by its own clock, a little before ours (the
+        // request took time to arrive): a drop just short of it is that deadline too.
+        let slack = std::time::Duration::from_millis(100);
+        let late = self.deadline.is_some_and(|d| std::time::Instant::now() + slack >= d);
+        let dropped = if late { tonic::Code::DeadlineExceeded } else { tonic::Code::Cancelled };
+        let code = self.code.unwrap_or(dropped);
         self.app.metrics().rpc(&self.method, code, self.started.elapsed());
     }
 }

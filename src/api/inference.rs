@@ -352,6 +352,7 @@ fn decode(req: &oip::ModelInferRequest) -> Result<Vec<CellPupil>, Status> {
         let school_term = pb_term(&now[0][i], &now[1][i], &now[2][i]);
         let take = |col: &mut Vec<String>, k: usize| col.get_mut(k).map(std::mem::take).unwrap_or_default();
         let cells: [String; COLUMN_COUNT] = std::array::from_fn(|c| take(&mut now[3 + c], i));
+        let cells = Some(cells);
         let (mut prior, mut prior_slots) = (Vec::new(), Vec::new());
         for j in 0..p {
             let k = i * p + j;
@@ -359,7 +360,7 @@ fn decode(req: &oip::ModelInferRequest) -> Result<Vec<CellPupil>, Status> {
                 continue;
             }
             let st = pb_term(&before[0][k], &before[1][k], &before[2][k]);
-            prior.push((st, std::array::from_fn(|c| take(&mut before[3 + c], k))));
+            prior.push((st, Some(std::array::from_fn(|c| take(&mut before[3 + c], k)))));
             prior_slots.push(j);
         }
         pupils.push(CellPupil { school_term, cells, prior, prior_slots });

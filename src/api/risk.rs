@@ -55,12 +55,17 @@ impl Bad {
     }
 }
 
-fn validate(record: &pb::PupilRecord, field: &str, bad: &mut Bad) -> Option<PupilTerm> {
-    validate_cells(&super::convert::record_cells(record), field, bad)
-}
-
-/// Validates one pupil's cells exactly as a feed row is validated.
-fn validate_cells(owned: &[String; crate::ingest::COLUMN_COUNT], field: &str, bad: &mut Bad) -> Option<PupilTerm> {
+/// Validates one pupil's cells exactly as a feed row is validated; `None` (no record sent) is
+/// a REQUIRED error at `field`.
+fn validate_cells(
+    owned: Option<&[String; crate::ingest::COLUMN_COUNT]>,
+    field: &str,
+    bad: &mut Bad,
+) -> Option<PupilTerm> {
+    let Some(owned) = owned else {
+        bad.push(crate::app::FieldError::new(field, "REQUIRED", "record is required"));
+        return None;
+    };
     let cells: crate::ingest::Cells = std::array::from_fn(|i| owned[i].trim_matches(' '));
     let mut findings = crate::ingest::Findings::default();
     let row = RowValidator::default().validate(0, &cells, &mut findings);
@@ -70,11 +75,12 @@ fn validate_cells(owned: &[String; crate::ingest::COLUMN_COUNT], field: &str, ba
     row
 }
 
-/// One pupil to score as cells (the OIP path builds these from tensors).
+/// One pupil to score as cells: ScoreRecords' records, or the OIP's tensors. `None` cells:
+/// no record was sent.
 pub(crate) struct CellPupil {
     pub school_term: Option<pb::SchoolTerm>,
-    pub cells: [String; crate::ingest::COLUMN_COUNT],
-    pub prior: Vec<(Option<pb::SchoolTerm>, [String; crate::ingest::COLUMN_COUNT])>,
+    pub cells: Option<[String; crate::ingest::COLUMN_COUNT]>,
+    pub prior: Vec<(Option<pb::SchoolTerm>, Option<[String; crate::ingest::COLUMN_COUNT]>)>,
     /// Where each prior term came from (its slot in the request), for error paths.
     pub prior_slots: Vec<usize>,
 }
@@ -89,13 +95,13 @@ pub(crate) fn check_cell_pupils(pupils: Vec<CellPupil>) -> AppResult<Vec<ToScore
             .map(|(urn, term)| SchoolTerm { urn, term })
             .map_err(|s| bad.push(field_error(&s)))
             .ok();
-        let row = validate_cells(&p.cells, &format!("pupils[{i}].record"), &mut bad);
+        let row = validate_cells(p.cells.as_ref(), &format!("pupils[{i}].record"), &mut bad);
         let mut prior = Vec::new();
         for (j, (pst, cells)) in p.prior.iter().enumerate() {
             let field = format!("pupils[{i}].prior_terms[{}]", p.prior_slots.get(j).copied().unwrap_or(j));
             let pst =
                 term_at(&format!("{field}.school_term"), pst.as_ref()).map_err(|s| bad.push(field_error(&s))).ok();
-            let prow = validate_cells(cells, &format!("{field}.record"), &mut bad);
+            let prow = validate_cells(cells.as_ref(), &format!("{field}.record"), &mut bad);
             if let (Some((urn, term)), Some(r)) = (pst, prow) {
                 if row.as_ref().is_some_and(|now| now.upn != r.upn) {
                     bad.push(crate::app::FieldError::new(
@@ -126,61 +132,22 @@ fn field_error(s: &Status) -> crate::app::FieldError {
     }
 }
 
+/// Checks ScoreRecords' pupils: the same checks as every other path, through cells.
 pub(crate) fn check_pupils(pupils: Vec<pb::PupilToScore>) -> AppResult<Vec<ToScore>> {
     if pupils.is_empty() {
         return Err(AppError::bad_field("pupils", "REQUIRED", "send at least one pupil"));
     }
-
-    let mut bad = Bad::new();
-    let mut input = Vec::with_capacity(pupils.len());
-    for (i, p) in pupils.iter().enumerate() {
-        let pb::PupilToScore { school_term, record, prior_terms } = p;
-        let st = match term_at(&format!("pupils[{i}].school_term"), school_term.as_ref()) {
-            Ok((urn, term)) => Some(SchoolTerm { urn, term }),
-            Err(s) => {
-                bad.push(field_error(&s));
-                None
-            }
-        };
-        let row = match record {
-            Some(r) => validate(r, &format!("pupils[{i}].record"), &mut bad),
-            None => {
-                bad.push(crate::app::FieldError::new(format!("pupils[{i}].record"), "REQUIRED", "record is required"));
-                None
-            }
-        };
-        let mut prior = Vec::new();
-        for (j, pt) in prior_terms.iter().enumerate() {
-            let field = format!("pupils[{i}].prior_terms[{j}]");
-            let pst = term_at(&format!("{field}.school_term"), pt.school_term.as_ref())
-                .map_err(|s| bad.push(field_error(&s)))
-                .ok();
-            let prow = match &pt.record {
-                Some(r) => validate(r, &format!("{field}.record"), &mut bad),
-                None => {
-                    bad.push(crate::app::FieldError::new(format!("{field}.record"), "REQUIRED", "record is required"));
-                    None
-                }
-            };
-            if let (Some((urn, term)), Some(r)) = (pst, prow) {
-                if row.as_ref().is_some_and(|now| now.upn != r.upn) {
-                    bad.push(crate::app::FieldError::new(
-                        format!("{field}.record.upn"),
-                        "INCONSISTENT",
-                        "prior terms must be the same pupil",
-                    ));
-                }
-                prior.push((SchoolTerm { urn, term }, r));
-            }
-        }
-        if let (Some(st), Some(row)) = (st, row) {
-            input.push((st, row, prior));
-        }
-    }
-    if !bad.is_empty() {
-        return Err(bad.into_error());
-    }
-    Ok(input)
+    let cells = |r: &Option<pb::PupilRecord>| r.as_ref().map(super::convert::record_cells);
+    let as_cells = pupils
+        .iter()
+        .map(|p| CellPupil {
+            school_term: p.school_term.clone(),
+            cells: cells(&p.record),
+            prior: p.prior_terms.iter().map(|pt| (pt.school_term.clone(), cells(&pt.record))).collect(),
+            prior_slots: (0..p.prior_terms.len()).collect(),
+        })
+        .collect();
+    check_cell_pupils(as_cells)
 }
 
 pub(crate) fn band_from_pb(b: i32) -> Option<Band> {

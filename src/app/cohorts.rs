@@ -277,6 +277,7 @@ impl App {
                         on_roll: row.is_some(),
                         statutory: row.as_ref().is_some_and(|r| r.statutory()),
                         in_programme: running.contains(&upn),
+                        permanently_excluded: row.as_ref().is_some_and(|r| r.permanent_exclusion),
                         shown,
                     })
                 })

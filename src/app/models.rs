@@ -57,7 +57,6 @@ fn system_event(action: Action, subject: String, details: serde_json::Value) -> 
     }
 }
 
-/// A pupil to score statelessly: the term's row and any earlier rows.
 /// The TrainModelRequest field a parameter error is about.
 fn param_field(e: &crate::model::ModelError) -> &'static str {
     let m = e.to_string();
@@ -70,6 +69,7 @@ fn param_field(e: &crate::model::ModelError) -> &'static str {
     }
 }
 
+/// A pupil to score statelessly: the term's row and any earlier rows.
 pub type ToScore = (SchoolTerm, PupilTerm, Vec<(SchoolTerm, PupilTerm)>);
 
 /// Progress of a training job, for the caller to show. Bounded: a job whose messages are

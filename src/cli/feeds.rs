@@ -117,6 +117,7 @@ struct Planned {
 fn read_manifest(path: &std::path::Path) -> anyhow::Result<Vec<Planned>> {
     let usage = |m: String| fail(Exit::Usage, format!("{}: {m}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| usage(format!("cannot read it: {e}")))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text).to_owned();
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
     let plan = |school: &str, year: &str, term: &str, file: &str, line: usize| -> anyhow::Result<Planned> {
         let urn = crate::domain::Urn::parse(school).map_err(|e| usage(format!("entry {line}: {e}")))?;
@@ -139,11 +140,18 @@ fn read_manifest(path: &std::path::Path) -> anyhow::Result<Vec<Planned>> {
         let (s, y, t, p) = (col("school")?, col("year")?, col("term")?, col("path")?);
         for (i, rec) in r.records().enumerate() {
             let rec = rec.map_err(|e| usage(format!("line {}: {e}", i + 2)))?;
-            out.push(plan(&rec[s], &rec[y], &rec[t], &rec[p], i + 2)?);
+            out.push(plan(rec[s].trim(), rec[y].trim(), rec[t].trim(), rec[p].trim(), i + 2)?);
         }
     }
     if out.is_empty() {
         return Err(usage("it names no feeds".into()));
+    }
+    // Two feeds for one school and term would race to be current: refuse, naming them.
+    let mut seen = std::collections::BTreeSet::new();
+    for f in &out {
+        if !seen.insert((f.urn, f.term)) {
+            return Err(usage(format!("it names two feeds for school {} in {}: keep one", f.urn, f.term)));
+        }
     }
     Ok(out)
 }

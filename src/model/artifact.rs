@@ -180,12 +180,12 @@ impl ModelArtifact {
         };
         for o in &self.outcomes {
             s.push_str(&format!(
-                "\n### {}\n\n| group | children | selected | selection rate | ratio (95% interval) | precision | false-negative rate | ratio (95% interval) | flag |\n|---|---|---|---|---|---|---|---|---|\n",
+                "\n### {}\n\n| group | children | selected | selection rate | ratio (95% interval) | precision | ratio (95% interval) | false-negative rate | ratio (95% interval) | false-positive rate | ratio (95% interval) | flag |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
                 o.outcome.label()
             ));
             for g in &o.evaluation.fairness.groups {
                 s.push_str(&format!(
-                    "| {} = {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    "| {} = {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                     g.dimension,
                     g.group,
                     g.count,
@@ -193,8 +193,11 @@ impl ModelArtifact {
                     pct(Some(g.selection_rate)),
                     ci(g.selection_ratio, g.selection_ratio_ci),
                     pct(g.precision),
+                    ci(g.precision_ratio, g.precision_ratio_ci),
                     pct(g.false_negative_rate),
                     ci(g.fnr_ratio, g.fnr_ratio_ci),
+                    pct(g.false_positive_rate),
+                    ci(g.fpr_ratio, g.fpr_ratio_ci),
                     if g.flagged { "**flagged**" } else { "" }
                 ));
             }

@@ -60,12 +60,14 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 }
 
 /// The 95% interval of a ratio of two proportions, (a/n) / (b/m), by Katz's log method:
-/// log ratio ± 1.96 · sqrt(1/a − 1/n + 1/b − 1/m). None when a count is 0.
+/// log ratio ± 1.96 · sqrt(1/a − 1/n + 1/b − 1/m), with half a count added to each cell
+/// (Haldane–Anscombe), so that a rate of 0 or 1 still gets an honest, wide interval rather
+/// than none or a falsely narrow one. None only when a group has no one to rate.
 pub fn ratio_interval(a: usize, n: usize, b: usize, m: usize) -> Option<(f64, f64)> {
-    if a == 0 || b == 0 || n == 0 || m == 0 {
+    if n == 0 || m == 0 {
         return None;
     }
-    let (a, n, b, m) = (a as f64, n as f64, b as f64, m as f64);
+    let (a, n, b, m) = (a as f64 + 0.5, n as f64 + 1.0, b as f64 + 0.5, m as f64 + 1.0);
     let log_rr = ((a / n) / (b / m)).ln();
     let se = (1.0 / a - 1.0 / n + 1.0 / b - 1.0 / m).max(0.0).sqrt();
     Some(((log_rr - 1.96 * se).exp(), (log_rr + 1.96 * se).exp()))
@@ -172,9 +174,18 @@ mod interval_tests {
         assert!(lo < 0.2 && hi > 1.25, "10 children cannot show a difference: {lo}–{hi}");
         let (lo, hi) = ratio_interval(200, 1000, 400, 1000).unwrap();
         assert!(lo > 0.43 && hi < 0.58, "1,000 children can: {lo}–{hi}");
-        // Textbook check: log RR = ln(0.5), se = sqrt(1/200 - 1/1000 + 1/400 - 1/1000) = 0.0707.
-        assert!((lo - (0.5f64.ln() - 1.96 * 0.005_5_f64.sqrt()).exp()).abs() < 1e-9);
-        assert_eq!(ratio_interval(0, 10, 4, 10), None);
+        // By hand, with half a count added to each cell: (200.5/1001) / (400.5/1001).
+        let se = (1.0 / 200.5 - 1.0 / 1001.0 + 1.0 / 400.5 - 1.0 / 1001.0_f64).sqrt();
+        assert!((lo - ((200.5f64 / 400.5).ln() - 1.96 * se).exp()).abs() < 1e-12);
+        // A rate of 0 still gets an interval (wide for few children), not none.
+        let (lo, hi) = ratio_interval(0, 10, 40, 100).unwrap();
+        assert!(lo < 0.1 && hi > 0.8, "{lo}–{hi}");
+        let (_, hi) = ratio_interval(0, 500, 100, 1000).unwrap();
+        assert!(hi < 0.2, "nobody of 500 selected, against 10%: {hi}");
+        // Two of two (a rate of 1) is not a tight interval.
+        let (lo, hi) = ratio_interval(2, 2, 70, 100).unwrap();
+        assert!(lo < 0.8 && hi > 1.25, "{lo}–{hi}");
+        assert_eq!(ratio_interval(0, 0, 4, 10), None);
     }
 }
 
@@ -224,5 +235,8 @@ mod flag_tests {
         let (lo, _) = g.selection_ratio_ci.unwrap();
         assert!(g.flagged && lo > 1.25, "{lo}");
         assert!(large.flags[0].contains("1000 children") && large.flags[0].contains("selection rate ratio 2.00"));
+        // Nobody of 500 selected against 10%: a ratio of 0, flagged.
+        let none = report(500, 0);
+        assert!(fsm_group(&none).flagged, "{:?}", none.flags);
     }
 }

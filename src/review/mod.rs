@@ -289,6 +289,8 @@ pub struct AddCheck {
     pub on_roll: bool,
     pub statutory: bool,
     pub in_programme: bool,
+    /// Permanently excluded in the cohort's term: leaving the school.
+    pub permanently_excluded: bool,
     pub shown: Option<PupilRisk>,
 }
 
@@ -350,6 +352,13 @@ pub fn add(
             "upn",
             "STATUTORY_CASE",
             "this child has a child protection plan or is looked after: statutory services lead, not early help",
+        ));
+    }
+    if check.permanently_excluded {
+        return Err(ReviewError::invalid(
+            "upn",
+            "PERMANENTLY_EXCLUDED",
+            "this child was permanently excluded this term and is leaving the school",
         ));
     }
     if check.in_programme {
@@ -444,7 +453,7 @@ mod tests {
     }
 
     fn check() -> AddCheck {
-        AddCheck { on_roll: true, statutory: false, in_programme: false, shown: None }
+        AddCheck { on_roll: true, statutory: false, in_programme: false, permanently_excluded: false, shown: None }
     }
 
     fn d(kind: Kind, reason: &str, note: &str) -> Decision {

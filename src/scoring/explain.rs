@@ -76,7 +76,9 @@ fn describe(domain: Domain, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm, c
                 .filter(|(s, _)| s.term <= st.term && s.term.index() + 2 >= st.term.index())
                 .map(|(_, r)| u32::from(r.suspensions))
                 .sum();
-            out.push(ev(M::SuspensionsLastThreeTerms, f64::from(recent)));
+            if recent > 0 {
+                out.push(ev(M::SuspensionsLastThreeTerms, f64::from(recent)));
+            }
             if row.permanent_exclusion {
                 out.push(ev(M::PermanentExclusion, 1.0));
             }
@@ -93,12 +95,18 @@ fn describe(domain: Domain, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm, c
             if row.mh_referral {
                 out.push(ev(M::MhReferral, 1.0));
             }
-            let mut surveys = h
-                .iter()
-                .rev()
-                .filter(|(s, _)| s.term <= st.term)
-                .filter_map(|(_, r)| Some([r.sdq_emotional?, r.sdq_conduct?, r.sdq_hyperactivity?, r.sdq_peer?]));
-            match (surveys.next(), surveys.next()) {
+            // The survey the features use: the latest within this and the two terms before,
+            // and complete (an incomplete one is imputed, and imputed values are never reasons).
+            let in_window = |s: &SchoolTerm| s.term <= st.term && s.term.index() + 2 >= st.term.index();
+            let complete = |r: &PupilTerm| {
+                Some([r.sdq_emotional?, r.sdq_conduct?, r.sdq_hyperactivity?, r.sdq_peer?, r.sdq_prosocial?])
+            };
+            let latest =
+                h.iter().rev().find(|(s, r)| in_window(s) && (r.sdq_emotional.is_some() || r.sdq_conduct.is_some()));
+            let now = latest.and_then(|(s, r)| complete(r).map(|v| (s.term, v)));
+            let before =
+                now.and_then(|(t, _)| h.iter().rev().filter(|(s, _)| s.term < t).find_map(|(_, r)| complete(r)));
+            match (now.map(|(_, v)| v), before) {
                 (Some(now), before) => {
                     for (k, m) in
                         [M::SdqEmotional, M::SdqConduct, M::SdqHyperactivity, M::SdqPeer].into_iter().enumerate()
@@ -241,10 +249,6 @@ pub fn score_pupil_in(
             // much those features raised it together (each feature counted once).
             let mut candidates: Vec<(usize, f64, Vec<Evidence>)> = Vec::new();
             for d in 0..DOMAINS.len() {
-                let domain_total: f64 = (0..N_FEATURES).filter(|&j| FEATURES[j].1 == DOMAINS[d]).map(|j| c[j]).sum();
-                if domain_total <= 0.0 {
-                    continue;
-                }
                 let all = facts[d].get_or_insert_with(|| describe(DOMAINS[d], h, row, st, ctx));
                 let mut used = [false; N_FEATURES];
                 let kept: Vec<Evidence> = all

@@ -87,7 +87,9 @@ impl Store {
     pub fn list_models(&self) -> StoreResult<Vec<ModelRecord>> {
         let conn = self.conn();
         let rows = conn
-            .prepare(&format!("SELECT {COLUMNS} FROM models ORDER BY created_at DESC, model_id"))?
+            // Newest stored first, by insertion order: pagination counts from the oldest end,
+            // which stays put when models are added (created_at has one-second ties).
+            .prepare(&format!("SELECT {COLUMNS} FROM models ORDER BY rowid DESC"))?
             .query_map([], read)?
             .collect::<Result<_, _>>()?;
         Ok(rows)

@@ -226,4 +226,9 @@ async fn a_child_permanently_excluded_in_the_term_is_not_proposed() {
     assert!(again.members.iter().all(|m| m.upn != top), "the excluded child is not proposed");
     assert_eq!(again.excluded_permanently, 1);
     assert_eq!(again.members.len(), 5, "the next child takes the place");
+    // Nor can a link worker add them.
+    let add = decision(&again, &top, pb::DecisionKind::Add, "school_concern", "");
+    let e = lw.record_decision(add).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(bad_request_fields(&e), vec![("upn".to_string(), "PERMANENTLY_EXCLUDED".to_string())]);
 }
