@@ -258,6 +258,22 @@ impl App {
         let rk = d.request_id.clone().map(|r| {
             request_key(who, "RecordDecision", r, &(d.cohort_id, d.upn.as_str(), d.kind, &d.reason_code, &d.note))
         });
+        if d.kind == Kind::Confirm {
+            // The school's feed may have been corrected since the proposal: a child now
+            // recorded as permanently excluded this term is leaving, so cannot be confirmed.
+            let (st, upn) = (current.school_term, d.upn.clone());
+            let excluded = self
+                .blocking(move |s| Ok(s.current_rows(st)?.into_iter().any(|r| r.upn == upn && r.permanent_exclusion)))
+                .await?;
+            if excluded {
+                return Err(AppError::bad_field(
+                    "upn",
+                    "PERMANENTLY_EXCLUDED",
+                    "the school's latest feed records this child as permanently excluded this term: remove them \
+                     (reason left_school) instead",
+                ));
+            }
+        }
         let active_model_id = self.active_model().model_id.clone();
         let by = pass.key_id;
         // What an addition must satisfy, read from the term's data before the write.

@@ -232,3 +232,24 @@ async fn a_child_permanently_excluded_in_the_term_is_not_proposed() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert_eq!(bad_request_fields(&e), vec![("upn".to_string(), "PERMANENTLY_EXCLUDED".to_string())]);
 }
+
+#[tokio::test]
+async fn a_proposed_child_later_recorded_as_permanently_excluded_cannot_be_confirmed() {
+    let app = spawn_app().await;
+    let b = submit_world(&app, 1).await;
+    let urn = b.world.schools[0].urn;
+    let mut lw = cohorts(app.channel().await, &app.key(Role::LinkWorker, &[urn.get()]));
+    let c = lw.propose_cohort(propose_req(st(urn, b.latest), 5, false)).await.unwrap().into_inner();
+    let child = c.members[1].upn.clone();
+    // The school corrects its feed after the proposal.
+    let feed = b.world.feeds.iter().find(|f| f.urn == urn && f.term == b.latest).unwrap();
+    let mut rows = feed.rows.clone();
+    rows.iter_mut().filter(|r| r.upn.as_str() == child).for_each(|r| r.permanent_exclusion = true);
+    let mut school = app.feed(&app.key(Role::School, &[urn.get()])).await;
+    submit(&mut school, header(urn.get(), b.latest), &riskid::synth::feed_csv(&rows)).await.unwrap();
+    let e = lw.record_decision(decision(&c, &child, pb::DecisionKind::Confirm, "", "")).await.unwrap_err();
+    assert_eq!(bad_request_fields(&e), vec![("upn".to_string(), "PERMANENTLY_EXCLUDED".to_string())]);
+    // Removing them, with the reason, works; the others confirm as before.
+    lw.record_decision(decision(&c, &child, pb::DecisionKind::Remove, "left_school", "")).await.unwrap();
+    lw.record_decision(decision(&c, &c.members[0].upn, pb::DecisionKind::Confirm, "", "")).await.unwrap();
+}
