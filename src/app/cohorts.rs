@@ -262,9 +262,8 @@ impl App {
             // The school's feed may have been corrected since the proposal: a child now
             // recorded as permanently excluded this term is leaving, so cannot be confirmed.
             let (st, upn) = (current.school_term, d.upn.clone());
-            let excluded = self
-                .blocking(move |s| Ok(s.current_rows(st)?.into_iter().any(|r| r.upn == upn && r.permanent_exclusion)))
-                .await?;
+            let excluded =
+                self.blocking(move |s| Ok(s.current_row(st, &upn)?.is_some_and(|r| r.permanent_exclusion))).await?;
             if excluded {
                 return Err(AppError::bad_field(
                     "upn",
@@ -281,7 +280,7 @@ impl App {
             let (st, upn) = (current.school_term, d.upn.clone());
             Some(
                 self.blocking(move |s| {
-                    let row = s.current_rows(st)?.into_iter().find(|r| r.upn == upn);
+                    let row = s.current_row(st, &upn)?;
                     let shown = match s.live_scores(st)? {
                         LiveScores::Ready { scores, .. } => {
                             scores.into_iter().find(|r| r.risk.upn == upn.as_str()).map(|r| r.risk)

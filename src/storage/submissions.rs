@@ -2,7 +2,7 @@ use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use super::{RequestKey, RequestResult, Store, StoreError, StoreResult};
 use crate::audit::NewEvent;
-use crate::domain::{PupilTerm, SchoolTerm, Term, Urn};
+use crate::domain::{PupilTerm, SchoolTerm, Term, Upn, Urn};
 use crate::ingest::Violation;
 use crate::scoring::PupilRisk;
 
@@ -305,6 +305,20 @@ impl Store {
         )?;
         let rows = stmt.query_map(params![st.urn.get(), st.term.index()], |r| r.get::<_, String>(0))?;
         rows.map(|j| serde_json::from_str(&j?).map_err(|e| StoreError::Corrupt(e.to_string()))).collect()
+    }
+
+    /// One pupil's row in the current submission for a school and term (by the UPN index,
+    /// without reading the school's other rows).
+    pub fn current_row(&self, st: SchoolTerm, upn: &Upn) -> StoreResult<Option<PupilTerm>> {
+        let conn = self.conn();
+        let json: Option<String> = conn
+            .prepare_cached(
+                "SELECT p.row_json FROM pupil_terms p JOIN submissions s ON s.id = p.submission_id \
+                 WHERE p.upn = ?3 AND p.term_index = ?2 AND s.state = 'current' AND s.urn = ?1",
+            )?
+            .query_row(params![st.urn.get(), st.term.index(), upn.as_str()], |r| r.get(0))
+            .optional()?;
+        json.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()
     }
 
     /// Every current row in the store, as (school, term, row), ordered by school then term.
