@@ -3,12 +3,13 @@
 mod columns;
 mod csv_feed;
 mod csv_reader;
+pub mod ctf;
 mod report;
 mod validate;
 
 pub use columns::{COLUMN_COUNT, Column, cells_to_csv, contract_header};
 pub use csv_feed::{parse_csv, parse_csv_limited};
-pub use report::{Findings, MAX_LISTED, Violation, code, quote};
+pub use report::{Findings, MAX_LISTED, Part, Place, Violation, code, quote};
 pub use validate::{Cells, RowValidator};
 
 use crate::domain::PupilTerm;

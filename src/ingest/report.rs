@@ -15,6 +15,39 @@ pub struct Violation {
     pub column: String,
     pub code: String,
     pub message: String,
+    /// Which file of the submission: the feed itself, or a CTF's XML or its supplement.
+    #[serde(default, skip_serializing_if = "Part::is_feed")]
+    pub part: Part,
+    /// For a CTF: the XML element path, `CTfile/CTFpupilData/Pupil[3]/BasicDetails/NCyearActual`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub element: String,
+}
+
+/// The file of a submission a violation is in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Part {
+    /// The contract CSV, or a record stream.
+    #[default]
+    Feed,
+    /// A Common Transfer File's XML (`line` is the XML line).
+    Ctf,
+    /// The CSV supplement that comes with a CTF.
+    Supplement,
+}
+
+impl Part {
+    pub fn is_feed(&self) -> bool {
+        *self == Part::Feed
+    }
+}
+
+/// Where in a submission's files a violation is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Place {
+    pub part: Part,
+    pub line: u64,
+    pub element: String,
 }
 
 /// Collects violations up to [`MAX_LISTED`], counting the rest.
@@ -30,14 +63,58 @@ impl Findings {
     pub fn error(&mut self, line: u64, column: &str, code: &str, message: String) {
         self.error_count += 1;
         if self.errors.len() < MAX_LISTED {
-            self.errors.push(Violation { line, column: column.into(), code: code.into(), message });
+            self.errors.push(Violation {
+                line,
+                column: column.into(),
+                code: code.into(),
+                message,
+                part: Part::Feed,
+                element: String::new(),
+            });
         }
     }
     pub fn warning(&mut self, line: u64, column: &str, code: &str, message: String) {
         self.warning_count += 1;
         if self.warnings.len() < MAX_LISTED {
-            self.warnings.push(Violation { line, column: column.into(), code: code.into(), message });
+            self.warnings.push(Violation {
+                line,
+                column: column.into(),
+                code: code.into(),
+                message,
+                part: Part::Feed,
+                element: String::new(),
+            });
         }
+    }
+    /// An error at a place in a CTF or its supplement.
+    pub fn error_at(&mut self, place: &Place, column: &str, code: &str, message: String) {
+        self.push_at(place, column, code, message, true);
+    }
+    pub fn warning_at(&mut self, place: &Place, column: &str, code: &str, message: String) {
+        self.push_at(place, column, code, message, false);
+    }
+    /// Moves a violation found elsewhere (e.g. by the row validator) here, at `place`.
+    pub fn push_violation(&mut self, v: Violation, error: bool) {
+        let (list, count) = if error {
+            (&mut self.errors, &mut self.error_count)
+        } else {
+            (&mut self.warnings, &mut self.warning_count)
+        };
+        *count += 1;
+        if list.len() < MAX_LISTED {
+            list.push(v);
+        }
+    }
+    fn push_at(&mut self, place: &Place, column: &str, code: &str, message: String, error: bool) {
+        let v = Violation {
+            line: place.line,
+            column: column.into(),
+            code: code.into(),
+            message,
+            part: place.part,
+            element: place.element.clone(),
+        };
+        self.push_violation(v, error);
     }
 }
 
