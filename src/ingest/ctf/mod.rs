@@ -192,33 +192,33 @@ fn check_header(h: &xml::Header, imp: &Import, f: &mut Findings) {
             }
         }
     }
-    if let Some(u) = &h.urn {
-        if u.text.trim() != imp.urn.to_string() {
-            f.error_at(
-                &at(u, "SourceSchool/URN"),
-                "",
-                cc::WRONG_SCHOOL,
-                format!(
-                    "this CTF comes from school URN {}, but it was submitted for school {}: check the file",
-                    quote(&u.text),
-                    imp.urn
-                ),
-            );
-        }
+    if let Some(u) = &h.urn
+        && u.text.trim() != imp.urn.to_string()
+    {
+        f.error_at(
+            &at(u, "SourceSchool/URN"),
+            "",
+            cc::WRONG_SCHOOL,
+            format!(
+                "this CTF comes from school URN {}, but it was submitted for school {}: check the file",
+                quote(&u.text),
+                imp.urn
+            ),
+        );
     }
-    if let Some(y) = &h.academic_year {
-        if y.text.trim() != imp.term.start_year().to_string() {
-            f.warning_at(
-                &at(y, "SourceSchool/AcademicYear"),
-                "",
-                cc::ACADEMIC_YEAR,
-                format!(
-                    "the CTF's academic year is {} but it was submitted for {}: only the marks dated in that term are read",
-                    quote(&y.text),
-                    imp.term
-                ),
-            );
-        }
+    if let Some(y) = &h.academic_year
+        && y.text.trim() != imp.term.start_year().to_string()
+    {
+        f.warning_at(
+            &at(y, "SourceSchool/AcademicYear"),
+            "",
+            cc::ACADEMIC_YEAR,
+            format!(
+                "the CTF's academic year is {} but it was submitted for {}: only the marks dated in that term are read",
+                quote(&y.text),
+                imp.term
+            ),
+        );
     }
 }
 
@@ -500,10 +500,11 @@ impl<'a> Context<'a> {
             let mut moves = 0u32;
             for (k, s) in p.schools.iter().enumerate() {
                 let el = format!("SchoolHistory/School[{}]/LeavingDate", k + 1);
-                if let Some(Some(d)) = self.date(&s.leaving, &el, &at, "school_moves", f) {
-                    if d > since && d <= self.end {
-                        moves += 1;
-                    }
+                if let Some(Some(d)) = self.date(&s.leaving, &el, &at, "school_moves", f)
+                    && d > since
+                    && d <= self.end
+                {
+                    moves += 1;
                 }
             }
             set(
@@ -699,11 +700,11 @@ impl<'a> Context<'a> {
                     // A two-character code is a letter then a digit (C1, C2, J1, Y1–Y7): no
                     // one-character code is a digit, so the two forms cannot be confused.
                     let mut end = i + c.len_utf8();
-                    if let Some(&(j, d)) = iter.peek() {
-                        if d.is_ascii_digit() {
-                            end = j + 1;
-                            iter.next();
-                        }
+                    if let Some(&(j, d)) = iter.peek()
+                        && d.is_ascii_digit()
+                    {
+                        end = j + 1;
+                        iter.next();
                     }
                     let code_text = &marks[i..end];
                     let Some(m) = codes::mark(code_text) else {

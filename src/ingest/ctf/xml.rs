@@ -353,10 +353,11 @@ pub fn read(bytes: &[u8], max_pupils: usize) -> Result<Document, ReadError> {
                     store(slot_now, value, &mut doc, pupil.as_mut());
                     slot_now = Slot::Skip;
                 }
-                if names.as_slice() == ["CTFpupilData"] && name == "Pupil" {
-                    if let Some(p) = pupil.take() {
-                        doc.pupils.push(p);
-                    }
+                if names.as_slice() == ["CTFpupilData"]
+                    && name == "Pupil"
+                    && let Some(p) = pupil.take()
+                {
+                    doc.pupils.push(p);
                 }
             }
             Event::Text(t) => {
