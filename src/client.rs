@@ -118,8 +118,41 @@ pub fn submission_stream(
     tokio_stream::iter(parts)
 }
 
-/// A rejection as (line, column, code, message) rows, read from the status's BadRequest.
-pub fn rejection_rows(status: &Status) -> Vec<(u64, String, String, String)> {
+/// Streams a Common Transfer File and its supplement (header format FEED_FORMAT_CTF).
+pub fn ctf_stream(
+    header: pb::SubmissionHeader,
+    xml: Vec<u8>,
+    supplement: Vec<u8>,
+) -> impl tokio_stream::Stream<Item = pb::SubmitFeedRequest> {
+    use pb::submit_feed_request::Part;
+    let mut parts = vec![pb::SubmitFeedRequest { part: Some(Part::Header(header)) }];
+    parts.extend(xml.chunks(CHUNK).map(|c| pb::SubmitFeedRequest { part: Some(Part::CtfChunk(c.to_vec())) }));
+    parts.extend(
+        supplement.chunks(CHUNK).map(|c| pb::SubmitFeedRequest { part: Some(Part::SupplementChunk(c.to_vec())) }),
+    );
+    tokio_stream::iter(parts)
+}
+
+/// Whether a file is XML (a Common Transfer File) rather than CSV, by its first characters.
+pub fn looks_like_xml(bytes: &[u8]) -> bool {
+    let b = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    b.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'<')
+}
+
+/// Where a violation is, as a person reads it: `12` (a feed's line), `CTF line 40`,
+/// `supplement line 3`.
+fn place_words(field: &str, line: u64) -> String {
+    if field.starts_with("ctf.") {
+        format!("CTF line {line}")
+    } else if field.starts_with("supplement.") {
+        format!("supplement line {line}")
+    } else {
+        line.to_string()
+    }
+}
+
+/// A rejection as (place, column, code, message) rows, read from the status's BadRequest.
+pub fn rejection_rows(status: &Status) -> Vec<(String, String, String, String)> {
     let Some(bad) = status.get_details_bad_request() else {
         return vec![];
     };
@@ -127,7 +160,7 @@ pub fn rejection_rows(status: &Status) -> Vec<(u64, String, String, String)> {
         .iter()
         .map(|v| {
             let (line, col) = parse_field(&v.field).unwrap_or((0, v.field.clone()));
-            (line, col, v.reason.to_ascii_lowercase(), v.description.clone())
+            (place_words(&v.field, line), col, v.reason.to_ascii_lowercase(), v.description.clone())
         })
         .collect()
 }
@@ -169,12 +202,24 @@ pub async fn print_rejection(c: &mut FeedServiceClient<Authed>, status: &Status)
     crate::out!("REJECTED: {}", status.message());
     let total: Option<u64> = info(status, "error_count").and_then(|n| n.parse().ok());
     let mut rows = rejection_rows(status);
+    // A CTF's report is always fetched: it names each finding's XML element.
+    let ctf = rows.iter().any(|(p, ..)| p.starts_with("CTF") || p.starts_with("supplement"));
     if let (Some(id), Some(total)) = (info(status, "report_id"), total)
-        && total as usize > rows.len()
+        && (total as usize > rows.len() || ctf)
     {
         match c.get_feed_report(pb::GetFeedReportRequest { report_id: id }).await {
             Ok(r) => {
-                rows = r.into_inner().errors.into_iter().map(|v| (v.line, v.column, v.code, v.message)).collect();
+                rows = r
+                    .into_inner()
+                    .errors
+                    .into_iter()
+                    .map(|v| {
+                        let place = place_words(&v.field, v.line);
+                        let msg =
+                            if v.element.is_empty() { v.message } else { format!("{} [{}]", v.message, v.element) };
+                        (place, v.column, v.code, msg)
+                    })
+                    .collect();
             }
             Err(e) => eprintln!(
                 "  (could not fetch the full report: {}; showing the first {})",
@@ -184,9 +229,10 @@ pub async fn print_rejection(c: &mut FeedServiceClient<Authed>, status: &Status)
         }
     }
     if !rows.is_empty() {
-        crate::out!("  {:>6}  {:<22} {:<16} message", "line", "column", "code");
-        for (line, col, code, msg) in &rows {
-            crate::out!("  {line:>6}  {col:<22} {code:<16} {msg}");
+        let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(4).max(4);
+        crate::out!("  {:>w$}  {:<22} {:<16} message", "line", "column", "code");
+        for (place, col, code, msg) in &rows {
+            crate::out!("  {place:>w$}  {col:<22} {code:<16} {msg}");
         }
     }
     if let Some(total) = total {

@@ -63,6 +63,12 @@ pub fn violation_to_pb(v: &Violation, records: bool) -> pb::Violation {
         code: v.code.clone(),
         message: v.message.clone(),
         field: super::status::field_of(v, records),
+        file: match v.part {
+            crate::ingest::Part::Feed => pb::ViolationFile::Feed,
+            crate::ingest::Part::Ctf => pb::ViolationFile::Ctf,
+            crate::ingest::Part::Supplement => pb::ViolationFile::Supplement,
+        } as i32,
+        element: v.element.clone(),
     }
 }
 
@@ -81,6 +87,7 @@ pub fn submission_to_pb(r: &SubmissionRecord) -> pb::Submission {
         source: match r.source {
             FeedSource::Csv => pb::FeedSource::Csv,
             FeedSource::Records => pb::FeedSource::Records,
+            FeedSource::Ctf => pb::FeedSource::Ctf,
         } as i32,
         row_count: r.row_count as u32,
         warning_count: r.warning_count as u32,

@@ -5,8 +5,11 @@ use std::sync::Arc;
 use tokio_stream::StreamExt;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use super::convert::{record_cells, submission_to_pb, term_from_pb, urn_from_pb, violation_to_pb};
-use super::paging::{Query, STANDARD};
+use super::convert::{record_cells, record_from_cells, submission_to_pb, term_from_pb, urn_from_pb, violation_to_pb};
+use super::paging::{PageSize, Query, STANDARD};
+
+/// Rows of a submission: a school's roll fits in a few pages.
+const ROWS: PageSize = PageSize { default: 500, max: 2_000 };
 use super::pb::{self, feed_service_server::FeedService, submit_feed_request::Part};
 use super::principal;
 use super::status::{bad_field, with_reason};
@@ -71,7 +74,9 @@ impl Upload<'_> {
             Some(Part::Header(_)) => Err(stream_error("the header may be sent only once, first")),
             // Empty parts carry nothing but would reset the idle timer: refuse them.
             None => Err(stream_error("empty message in the submission stream")),
-            Some(Part::CsvChunk(c)) if c.is_empty() => Err(stream_error("empty csv_chunk in the submission stream")),
+            Some(Part::CsvChunk(c) | Part::CtfChunk(c) | Part::SupplementChunk(c)) if c.is_empty() => {
+                Err(stream_error("empty chunk in the submission stream"))
+            }
             Some(Part::Records(b)) if b.records.is_empty() => {
                 Err(stream_error("empty record batch in the submission stream"))
             }
@@ -82,7 +87,7 @@ impl Upload<'_> {
 
 /// Reads the whole body of a submission stream, enforcing the size, row and time limits as
 /// it goes; memory stays proportional to what has been accepted so far.
-async fn read_body(up: &mut Upload<'_>, content_length: u64) -> Result<FeedBody, Status> {
+async fn read_body(up: &mut Upload<'_>, content_length: u64, format: pb::FeedFormat) -> Result<FeedBody, Status> {
     let limits = up.app.limits().clone();
     let max_bytes = limits.max_feed_bytes;
     let too_big = || {
@@ -95,13 +100,15 @@ async fn read_body(up: &mut Upload<'_>, content_length: u64) -> Result<FeedBody,
         }
         .into()
     };
+    let ctf = format == pb::FeedFormat::Ctf;
     let mut csv = Vec::new();
+    let mut supplement: Option<Vec<u8>> = None;
     let mut records: Vec<RecordCells> = Vec::new();
     let mut received = 0u64;
     // A transport error (cancelled or broken stream) ends the call here: nothing is stored.
     while let Some(part) = up.next().await? {
         received += match &part {
-            Part::CsvChunk(chunk) => chunk.len() as u64,
+            Part::CsvChunk(chunk) | Part::CtfChunk(chunk) | Part::SupplementChunk(chunk) => chunk.len() as u64,
             Part::Records(batch) => prost::Message::encoded_len(batch) as u64,
             Part::Header(_) => 0,
         };
@@ -114,6 +121,23 @@ async fn read_body(up: &mut Upload<'_>, content_length: u64) -> Result<FeedBody,
             )));
         }
         match part {
+            Part::CtfChunk(chunk) if ctf => csv.extend_from_slice(&chunk),
+            Part::SupplementChunk(chunk) if ctf => supplement.get_or_insert_with(Vec::new).extend_from_slice(&chunk),
+            Part::CtfChunk(_) | Part::SupplementChunk(_) => {
+                return Err(stream_error("ctf_chunk and supplement_chunk need header format FEED_FORMAT_CTF"));
+            }
+            _ if ctf => {
+                return Err(stream_error(
+                    "with header format FEED_FORMAT_CTF, send the file in ctf_chunk and its supplement in \
+                     supplement_chunk",
+                ));
+            }
+            Part::CsvChunk(_) if format == pb::FeedFormat::Records => {
+                return Err(stream_error("header format FEED_FORMAT_RECORDS: send record batches, not csv_chunk"));
+            }
+            Part::Records(_) if format == pb::FeedFormat::Csv => {
+                return Err(stream_error("header format FEED_FORMAT_CSV: send csv_chunk, not record batches"));
+            }
             Part::CsvChunk(chunk) if records.is_empty() => csv.extend_from_slice(&chunk),
             Part::Records(batch) if csv.is_empty() => {
                 if records.len() + batch.records.len() > limits.max_feed_rows {
@@ -137,7 +161,13 @@ async fn read_body(up: &mut Upload<'_>, content_length: u64) -> Result<FeedBody,
             "the stream ended after {received} of the {content_length} bytes announced in the header; nothing was stored"
         )));
     }
-    Ok(if records.is_empty() { FeedBody::Csv(csv) } else { FeedBody::Records(records) })
+    Ok(if ctf {
+        FeedBody::Ctf { xml: csv, supplement }
+    } else if records.is_empty() {
+        FeedBody::Csv(csv)
+    } else {
+        FeedBody::Records(records)
+    })
 }
 
 #[tonic::async_trait]
@@ -162,7 +192,9 @@ impl FeedService for FeedApi {
                 return Err(stream_error("the first message must be the submission header"));
             }
         };
-        let pb::SubmissionHeader { school_term, request_id, dry_run, content_length } = header;
+        let pb::SubmissionHeader { school_term, request_id, dry_run, content_length, format } = header;
+        let format = pb::FeedFormat::try_from(format)
+            .map_err(|_| bad_field("header.format", "INVALID_VALUE", "header.format is not a FeedFormat"))?;
         let (urn, term) = term_from_pb(school_term.as_ref())?;
         let pass = caller.may_submit(urn).map_err(AppError::from)?;
         let request_id = super::limits::request_id(request_id)?;
@@ -179,7 +211,7 @@ impl FeedService for FeedApi {
         let _slot = self.app.upload_slot(caller.key_id)?;
         let deadline = tokio::time::Instant::now() + self.app.limits().max_upload_time;
         let mut upload = Upload { app: &self.app, stream: &mut stream, permit: None, deadline };
-        let body = read_body(&mut upload, content_length).await?;
+        let body = read_body(&mut upload, content_length, format).await?;
         let source = body.source();
         let _permit = match upload.permit.take() {
             Some(p) => p,
@@ -209,6 +241,7 @@ impl FeedService for FeedApi {
                     source: match source {
                         FeedSource::Csv => pb::FeedSource::Csv,
                         FeedSource::Records => pb::FeedSource::Records,
+                        FeedSource::Ctf => pb::FeedSource::Ctf,
                     } as i32,
                     row_count: rows as u32,
                     warning_count: warning_count as u32,
@@ -249,6 +282,26 @@ impl FeedService for FeedApi {
             .map_err(|_| bad_field("submission_id", "INVALID_VALUE", "submission_id is not a submission id"))?;
         let rec = self.app.get_submission(scope, id).await?;
         Ok(Response::new(submission_to_pb(&rec)))
+    }
+
+    async fn list_submission_rows(
+        &self,
+        request: Request<pb::ListSubmissionRowsRequest>,
+    ) -> Result<Response<pb::ListSubmissionRowsResponse>, Status> {
+        let who = principal(&request)?;
+        let scope = who.may_read_risks().map_err(AppError::from)?;
+        let pb::ListSubmissionRowsRequest { submission_id, page_size, page_token } = request.into_inner();
+        let id: i64 = submission_id
+            .parse()
+            .map_err(|_| bad_field("submission_id", "INVALID_VALUE", "submission_id is not a submission id"))?;
+        let limit = ROWS.of(page_size)?;
+        let q = Query::new("ListSubmissionRows", who.key_id, &submission_id);
+        // A stored submission's rows never change, so an offset into their UPN order is stable.
+        let offset = usize::try_from(q.position(&page_token)?.unwrap_or(0)).unwrap_or(usize::MAX);
+        let rows = self.app.submission_rows(scope, id, offset, limit + 1).await?;
+        let next_page_token = if rows.len() > limit { q.token((offset + limit) as u64) } else { String::new() };
+        let rows = rows.iter().take(limit).map(|r| record_from_cells(&crate::synth::row_cells(r))).collect();
+        Ok(Response::new(pb::ListSubmissionRowsResponse { rows, next_page_token }))
     }
 
     async fn list_submissions(

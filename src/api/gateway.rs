@@ -32,6 +32,8 @@ pub fn policy(path: &str) -> Option<&'static [Role]> {
         "/riskid.v1.FeedService/GetSubmission" | "/riskid.v1.FeedService/ListSubmissions" => {
             &[Admin, Analyst, School, LinkWorker]
         }
+        // Pupils' rows: as for their scores (checked by the use case per school).
+        "/riskid.v1.FeedService/ListSubmissionRows" => &[Analyst, School, LinkWorker],
         "/riskid.v1.RiskService/ScoreRecords" => &[Analyst, Service],
         "/riskid.v1.RiskService/GetPupilRisk" | "/riskid.v1.RiskService/ListSchoolRisks" => {
             &[Analyst, School, LinkWorker]

@@ -4,17 +4,24 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use crate::app::AppError;
-use crate::ingest::Violation;
+use crate::ingest::{Part, Violation};
 
 /// The BadRequest field path of a feed violation: `lines[5].sessions_authorised` for CSV,
 /// `records[3].upn` for a record stream (record i is reported as line i + 2).
+/// A CTF submission's are `ctf.lines[40].ncyear` (the XML line) or `supplement.lines[3].cin`.
 pub fn field_of(v: &Violation, records: bool) -> String {
-    let place = if records && v.line >= 2 { format!("records[{}]", v.line - 2) } else { format!("lines[{}]", v.line) };
+    let place = match v.part {
+        Part::Ctf => format!("ctf.lines[{}]", v.line),
+        Part::Supplement => format!("supplement.lines[{}]", v.line),
+        Part::Feed if records && v.line >= 2 => format!("records[{}]", v.line - 2),
+        Part::Feed => format!("lines[{}]", v.line),
+    };
     if v.column.is_empty() { place } else { format!("{place}.{}", v.column) }
 }
 
 /// Inverse of [`field_of`], for clients: (line, column), whichever form.
 pub fn parse_field(field: &str) -> Option<(u64, String)> {
+    let field = field.strip_prefix("ctf.").or_else(|| field.strip_prefix("supplement.")).unwrap_or(field);
     let (place, col) = field.split_once('.').unwrap_or((field, ""));
     let (kind, rest) = place.split_once('[')?;
     let n: u64 = rest.strip_suffix(']')?.parse().ok()?;

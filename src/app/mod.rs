@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::audit::{Action, NewEvent};
-use crate::auth::{AccessError, Principal, ReadSubmissions, SubmitPass, hash_key};
-use crate::domain::{SchoolTerm, Term, Urn};
+use crate::auth::{AccessError, Principal, ReadSubmissions, SchoolScope, SubmitPass, hash_key};
+use crate::domain::{PupilTerm, SchoolTerm, Term, Urn};
 use crate::ingest::{self, Rejected};
 use crate::storage::{
     FeedSource, NewSubmission, RequestKey, SaveOutcome, Store, StoreError, SubmissionFilter, SubmissionRecord, now_unix,
@@ -159,6 +159,11 @@ pub struct App {
 pub enum FeedBody {
     Csv(Vec<u8>),
     Records(Vec<RecordCells>),
+    /// A Common Transfer File and its supplement (`None` if none was sent: an error).
+    Ctf {
+        xml: Vec<u8>,
+        supplement: Option<Vec<u8>>,
+    },
 }
 
 pub type RecordCells = [String; ingest::COLUMN_COUNT];
@@ -168,14 +173,41 @@ impl FeedBody {
         match self {
             FeedBody::Csv(_) => FeedSource::Csv,
             FeedBody::Records(_) => FeedSource::Records,
+            FeedBody::Ctf { .. } => FeedSource::Ctf,
         }
     }
 
     /// Validates the body. Records follow exactly the CSV rules (trimmed cells, record *i*
     /// on line *i* + 2). Returns the rows and the content hash: for records, the hash of
     /// their rendering as contract CSV, so the same rows hash alike however they came.
-    fn parse(&self, max_rows: usize) -> (Result<ingest::Feed, ingest::FeedError>, String) {
+    ///
+    /// A CTF's hash covers both files (each length-prefixed); its rows are derived for the
+    /// school and term, reading the store only for year-to-date attendance without marks.
+    fn parse(
+        &self,
+        max_rows: usize,
+        st: SchoolTerm,
+        store: &Store,
+    ) -> (Result<ingest::Feed, ingest::FeedError>, String) {
         match self {
+            FeedBody::Ctf { xml, supplement } => {
+                let mut h = Sha256::new();
+                h.update(b"riskid ctf\0");
+                h.update((xml.len() as u64).to_be_bytes());
+                h.update(xml);
+                let supp = supplement.as_deref().unwrap_or_default();
+                h.update((supp.len() as u64).to_be_bytes());
+                h.update(supp);
+                let imp = ingest::ctf::Import {
+                    ctf: xml,
+                    supplement: supplement.as_deref(),
+                    urn: st.urn,
+                    term: st.term,
+                    max_rows,
+                };
+                let earlier = |upn: &crate::domain::Upn| earlier_in_year(store, st, upn);
+                (ingest::ctf::parse_ctf(&imp, &earlier), hex::encode(h.finalize()))
+            }
             FeedBody::Csv(bytes) => (ingest::parse_csv_limited(bytes, max_rows), hex::encode(Sha256::digest(bytes))),
             FeedBody::Records(records) => {
                 let cells = records.iter().map(|r| std::array::from_fn(|i| r[i].trim_matches(' ')));
@@ -345,7 +377,7 @@ impl App {
         let reports = self.reports.clone();
         self.blocking(move |store| {
             // Parsing hashes the content once; the request's fingerprint reuses that hash.
-            let (feed, sha) = body.parse(max_rows);
+            let (feed, sha) = body.parse(max_rows, school_term, store);
             let rk = request_id.map(|r| RequestKey {
                 key_id,
                 method: "SubmitFeed",
@@ -430,6 +462,25 @@ impl App {
         }
     }
 
+    /// A submission's stored rows in UPN order, for keys that may read that school's pupils:
+    /// `limit` from `offset`.
+    pub async fn submission_rows(
+        &self,
+        scope: SchoolScope,
+        id: i64,
+        offset: usize,
+        limit: usize,
+    ) -> AppResult<Vec<PupilTerm>> {
+        self.blocking(move |s| {
+            match s.get_submission(id)? {
+                Some(r) if scope.covers(r.school_term.urn) => {}
+                _ => return Err(AppError::not_found("SUBMISSION_NOT_FOUND", format!("no submission {id}"))),
+            }
+            Ok(s.submission_rows(id, offset, limit)?)
+        })
+        .await
+    }
+
     pub async fn list_submissions(
         &self,
         scope: ReadSubmissions,
@@ -448,6 +499,22 @@ impl App {
         let rows = self.blocking(move |s| Ok(s.list_submissions(&filter)?)).await?;
         Ok(rows.into_iter().map(|r| redact(&scope, r)).collect())
     }
+}
+
+/// What this school has stored for a pupil in the earlier terms of the same academic year
+/// (their current submissions). A failed read counts as nothing stored.
+fn earlier_in_year(store: &Store, st: SchoolTerm, upn: &crate::domain::Upn) -> ingest::ctf::Earlier {
+    let mut e = ingest::ctf::Earlier::default();
+    let mut t = st.term;
+    while t.name() != crate::domain::TermName::Autumn {
+        t = t.prev();
+        if let Ok(Some(row)) = store.current_row(SchoolTerm { urn: st.urn, term: t }, upn) {
+            e.possible += u32::from(row.sessions_possible);
+            e.authorised += u32::from(row.sessions_authorised);
+            e.unauthorised += u32::from(row.sessions_unauthorised);
+        }
+    }
+    e
 }
 
 fn redact(scope: &ReadSubmissions, mut r: SubmissionRecord) -> SubmissionRecord {

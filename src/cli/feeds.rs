@@ -42,9 +42,68 @@ pub struct SubmitArgs {
     /// The summary's format with --manifest.
     #[command(flatten)]
     out: OutputArgs,
-    /// The CSV file (one feed).
+    /// The CTF's supplement (one feed): a CSV keyed by upn with the columns a Common
+    /// Transfer File lacks: suspensions, permanent_exclusion and mh_referral (required), and
+    /// optionally suspension_sessions, behaviour_incidents, cin (CIN or CPP), young_carer,
+    /// sdq_*, attainment_english and attainment_maths.
+    #[arg(long, value_name = "FILE", conflicts_with = "manifest")]
+    supplement: Option<PathBuf>,
+    /// With --manifest from `riskid generate`: send each feed's CTF and supplement rather than
+    /// its CSV.
+    #[arg(long, requires = "manifest")]
+    ctf: bool,
+    /// The feed (one feed): the contract's CSV, or a DfE Common Transfer File (XML, CTF 24 or
+    /// 25; detected by its content) with --supplement.
     #[arg(required_unless_present = "manifest", conflicts_with = "manifest")]
     file: Option<PathBuf>,
+}
+
+/// A feed's files, read: the body, and a CTF's supplement.
+struct Files {
+    body: Vec<u8>,
+    supplement: Option<Vec<u8>>,
+}
+
+/// Reads a feed (CSV, or CTF with its supplement), refusing a CTF without a supplement and a
+/// supplement without a CTF.
+fn read_files(file: &std::path::Path, supplement: Option<&std::path::Path>) -> Result<Files, String> {
+    let body = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let xml = client::looks_like_xml(&body);
+    match (xml, supplement) {
+        (true, None) => Err(format!(
+            "{} is a Common Transfer File (XML): give its supplement with --supplement FILE (a CSV keyed by upn \
+             with suspensions, permanent_exclusion and mh_referral, which a CTF does not carry)",
+            file.display()
+        )),
+        (false, Some(_)) => Err(format!(
+            "--supplement goes with a Common Transfer File, but {} is not XML: a contract CSV needs no supplement",
+            file.display()
+        )),
+        (true, Some(p)) => {
+            let s = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            Ok(Files { body, supplement: Some(s) })
+        }
+        (false, None) => Ok(Files { body, supplement: None }),
+    }
+}
+
+/// Sends a feed's files with the header (its format and length filled in here).
+async fn send_files(
+    c: &mut crate::api::pb::feed_service_client::FeedServiceClient<client::Authed>,
+    mut header: pb::SubmissionHeader,
+    files: Files,
+) -> Result<tonic::Response<pb::SubmitFeedResponse>, tonic::Status> {
+    match files.supplement {
+        Some(supp) => {
+            header.format = pb::FeedFormat::Ctf as i32;
+            header.content_length = (files.body.len() + supp.len()) as u64;
+            c.submit_feed(client::ctf_stream(header, files.body, supp)).await
+        }
+        None => {
+            header.content_length = files.body.len() as u64;
+            c.submit_feed(client::submission_stream(header, files.body)).await
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +129,13 @@ pub enum SubmissionsCommand {
         #[command(flatten)]
         out: OutputArgs,
     },
+    /// The termly rows stored for a submission, as contract CSV on standard output (for a
+    /// CTF, the rows derived from it). For keys that may read that school's pupils.
+    Rows {
+        #[command(flatten)]
+        client: ClientArgs,
+        submission_id: String,
+    },
 }
 
 pub async fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
@@ -83,15 +149,16 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
     };
     let (urn, term) = at.parse()?;
     let file = a.file.clone().unwrap_or_default();
-    let csv = std::fs::read(&file).map_err(|e| fail(Exit::Usage, format!("cannot read {}: {e}", file.display())))?;
+    let files = read_files(&file, a.supplement.as_deref()).map_err(|m| fail(Exit::Usage, m))?;
     let header = pb::SubmissionHeader {
+        format: 0,
         school_term: Some(crate::api::school_term_pb(urn, term)),
         request_id: a.request_id.unwrap_or_default(),
         dry_run: a.dry_run,
-        content_length: csv.len() as u64,
+        content_length: 0,
     };
     let mut c = client::feed_client(&a.client).await?;
-    match c.submit_feed(client::submission_stream(header, csv)).await {
+    match send_files(&mut c, header, files).await {
         Ok(resp) => {
             let r = resp.into_inner();
             let outcome = pb::SubmitOutcome::try_from(r.outcome).unwrap_or(pb::SubmitOutcome::Unspecified);
@@ -112,24 +179,35 @@ struct Planned {
     urn: crate::domain::Urn,
     term: crate::domain::Term,
     path: PathBuf,
+    supplement: Option<PathBuf>,
 }
 
-fn read_manifest(path: &std::path::Path) -> anyhow::Result<Vec<Planned>> {
+fn read_manifest(path: &std::path::Path, ctf: bool) -> anyhow::Result<Vec<Planned>> {
     let usage = |m: String| fail(Exit::Usage, format!("{}: {m}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| usage(format!("cannot read it: {e}")))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text).to_owned();
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    let plan = |school: &str, year: &str, term: &str, file: &str, line: usize| -> anyhow::Result<Planned> {
+    let plan = |school: &str, year: &str, term: &str, file: &str, supp: Option<&str>, line: usize| {
         let urn = crate::domain::Urn::parse(school).map_err(|e| usage(format!("entry {line}: {e}")))?;
         let term = crate::domain::Term::parse(year, term).map_err(|e| usage(format!("entry {line}: {e}")))?;
-        Ok(Planned { urn, term, path: dir.join(file) })
+        Ok::<_, anyhow::Error>(Planned {
+            urn,
+            term,
+            path: dir.join(file),
+            supplement: supp.filter(|s| !s.is_empty()).map(|s| dir.join(s)),
+        })
     };
     let mut out = Vec::new();
     if text.trim_start().starts_with('{') {
         let m: crate::synth::Manifest =
             serde_json::from_str(&text).map_err(|e| usage(format!("not a riskid manifest: {e}")))?;
         for (i, f) in m.feeds.iter().enumerate() {
-            out.push(plan(&f.urn.to_string(), &f.academic_year, f.term.as_str(), &f.file, i + 1)?);
+            let (file, supp) = match (&f.ctf, ctf) {
+                (Some(c), true) => (c.file.as_str(), Some(c.supplement.as_str())),
+                (None, true) => return Err(usage(format!("entry {}: the manifest names no CTF for this feed", i + 1))),
+                (_, false) => (f.file.as_str(), None),
+            };
+            out.push(plan(&f.urn.to_string(), &f.academic_year, f.term.as_str(), file, supp, i + 1)?);
         }
     } else {
         let mut r = csv::Reader::from_reader(text.as_bytes());
@@ -138,9 +216,12 @@ fn read_manifest(path: &std::path::Path) -> anyhow::Result<Vec<Planned>> {
             headers.iter().position(|h| h == n).ok_or_else(|| usage(format!("the header needs a {n} column")))
         };
         let (s, y, t, p) = (col("school")?, col("year")?, col("term")?, col("path")?);
+        // Optional: a CTF's supplement, beside its path.
+        let sp = headers.iter().position(|h| h == "supplement");
         for (i, rec) in r.records().enumerate() {
             let rec = rec.map_err(|e| usage(format!("line {}: {e}", i + 2)))?;
-            out.push(plan(rec[s].trim(), rec[y].trim(), rec[t].trim(), rec[p].trim(), i + 2)?);
+            let supp = sp.and_then(|k| rec.get(k)).map(str::trim);
+            out.push(plan(rec[s].trim(), rec[y].trim(), rec[t].trim(), rec[p].trim(), supp, i + 2)?);
         }
     }
     if out.is_empty() {
@@ -179,30 +260,45 @@ async fn send_one(
         detail,
         exit,
     };
-    let csv = match std::fs::read(&f.path) {
+    let files = match read_files(&f.path, f.supplement.as_deref()) {
         Ok(b) => b,
-        Err(e) => return done("unreadable", 0, 0, format!("cannot read {}: {e}", f.path.display()), Exit::Usage),
+        Err(e) => return done("unreadable", 0, 0, e, Exit::Usage),
     };
     let header = pb::SubmissionHeader {
+        format: 0,
         school_term: Some(crate::api::school_term_pb(f.urn, f.term)),
         request_id: String::new(),
         dry_run,
-        content_length: csv.len() as u64,
+        content_length: 0,
     };
-    match c.submit_feed(client::submission_stream(header, csv)).await {
+    match send_files(c, header, files).await {
         Ok(r) => {
             let r = r.into_inner();
             let s = r.submission.unwrap_or_default();
             let word = pb::SubmitOutcome::try_from(r.outcome)
                 .map(|o| enum_word(o.as_str_name(), "SUBMIT_OUTCOME_"))
                 .unwrap_or_default();
-            let first = s.warnings.first().map(|w| format!("line {}: {}", w.line, w.message)).unwrap_or_default();
+            let first = s
+                .warnings
+                .first()
+                .map(|w| {
+                    let (line, _) = crate::api::parse_field(&w.field).unwrap_or((w.line, String::new()));
+                    let file = if w.field.starts_with("ctf.") {
+                        "CTF "
+                    } else if w.field.starts_with("supplement.") {
+                        "supplement "
+                    } else {
+                        ""
+                    };
+                    format!("{file}line {line}: {}", w.message)
+                })
+                .unwrap_or_default();
             done(&word, s.row_count, s.warning_count, first, Exit::Ok)
         }
         Err(s) if is_rejection(&s) => {
             let rows = client::rejection_rows(&s);
             let first: Vec<String> =
-                rows.iter().take(3).map(|(line, col, _, msg)| format!("line {line} {col}: {msg}")).collect();
+                rows.iter().take(3).map(|(place, col, _, msg)| format!("line {place} {col}: {msg}")).collect();
             let total = {
                 use tonic_types::StatusExt;
                 s.get_details_error_info().and_then(|i| i.metadata.get("error_count").cloned()).unwrap_or_default()
@@ -218,7 +314,7 @@ async fn send_one(
 
 async fn bulk(a: SubmitArgs, manifest: &std::path::Path) -> anyhow::Result<i32> {
     use futures::StreamExt;
-    let mut plan = read_manifest(manifest)?;
+    let mut plan = read_manifest(manifest, a.ctf)?;
     // Terms in order: a term's scores use the terms before it.
     plan.sort_by_key(|f| (f.term, f.urn));
     let c = client::feed_client(&a.client).await?;
@@ -342,6 +438,30 @@ pub async fn submissions(cmd: SubmissionsCommand) -> anyhow::Result<i32> {
                 token = resp.next_page_token;
             }
             t.print(out.output)?;
+        }
+        SubmissionsCommand::Rows { client, submission_id } => {
+            let mut c = client::feed_client(&client).await?;
+            let mut token = String::new();
+            let mut rows: Vec<[String; crate::ingest::COLUMN_COUNT]> = Vec::new();
+            loop {
+                let resp = c
+                    .list_submission_rows(pb::ListSubmissionRowsRequest {
+                        submission_id: submission_id.clone(),
+                        page_size: 2_000,
+                        page_token: token,
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                rows.extend(resp.rows.iter().map(crate::api::record_cells));
+                if resp.next_page_token.is_empty() {
+                    break;
+                }
+                token = resp.next_page_token;
+            }
+            use std::io::Write;
+            // Pupil rows go to standard output only, never through the log.
+            std::io::stdout().write_all(&crate::ingest::cells_to_csv(&rows))?;
         }
         SubmissionsCommand::Show { client, submission_id, out } => {
             let mut c = client::feed_client(&client).await?;

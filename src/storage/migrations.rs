@@ -8,6 +8,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_keys_and_submissions.sql"),
     include_str!("../../migrations/0002_models_scores_cohorts_audit.sql"),
     include_str!("../../migrations/0003_integrity.sql"),
+    include_str!("../../migrations/0004_ctf_source.sql"),
 ];
 
 pub fn apply(conn: &mut Connection) -> StoreResult<()> {

@@ -16,6 +16,8 @@ pub enum SubmissionState {
 pub enum FeedSource {
     Csv,
     Records,
+    /// A Common Transfer File with its supplement.
+    Ctf,
 }
 
 impl FeedSource {
@@ -23,6 +25,7 @@ impl FeedSource {
         match self {
             FeedSource::Csv => "csv",
             FeedSource::Records => "records",
+            FeedSource::Ctf => "ctf",
         }
     }
 }
@@ -86,6 +89,7 @@ fn read_record(r: &Row) -> rusqlite::Result<SubmissionRecord> {
     };
     let source = match r.get::<_, String>(4)?.as_str() {
         "csv" => FeedSource::Csv,
+        "ctf" => FeedSource::Ctf,
         _ => FeedSource::Records,
     };
     let warnings: Vec<Violation> =
@@ -294,6 +298,17 @@ impl Store {
             .query_map(params![f.before_id.unwrap_or(i64::MAX), f.limit as i64], read_record)?
             .collect::<Result<_, _>>()?;
         Ok(rows)
+    }
+
+    /// A submission's stored rows (current or superseded), in UPN order: `limit` from `offset`.
+    pub fn submission_rows(&self, id: i64, offset: usize, limit: usize) -> StoreResult<Vec<PupilTerm>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT row_json FROM pupil_terms WHERE submission_id = ?1 ORDER BY upn LIMIT ?2 OFFSET ?3",
+        )?;
+        let rows =
+            stmt.query_map(params![id, limit as i64, offset.min(i64::MAX as usize) as i64], |r| r.get::<_, String>(0))?;
+        rows.map(|j| serde_json::from_str(&j?).map_err(|e| StoreError::Corrupt(e.to_string()))).collect()
     }
 
     /// Rows of the current submission for a school and term.

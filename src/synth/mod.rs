@@ -6,6 +6,7 @@
 //! term, school effects, and national reference rates (see `docs/generator.md`).
 
 mod csv_out;
+mod ctf_out;
 mod population;
 
 use std::path::Path;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{PupilTerm, Term, TermName, Urn};
 pub use csv_out::{feed_csv, row_cells};
+pub use ctf_out::{LEA, estab, feed_ctf, term_marks};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorldConfig {
@@ -74,6 +76,15 @@ pub struct ManifestFeed {
     pub term: TermName,
     pub file: String,
     pub rows: usize,
+    /// The same feed as a Common Transfer File and its supplement (in `ctf/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctf: Option<CtfFiles>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CtfFiles {
+    pub file: String,
+    pub supplement: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,6 +111,20 @@ impl WorldConfig {
     }
 }
 
+/// A generated world's feeds as CTF + supplement, in feed order (for tests and benches that
+/// need them in memory).
+pub fn world_ctf(world: &World) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let index = ctf_out::Index::new(world);
+    world
+        .feeds
+        .iter()
+        .map(|f| {
+            let school = world.schools.iter().find(|s| s.urn == f.urn).expect("every feed's school is in the world");
+            feed_ctf(school, f, &index)
+        })
+        .collect()
+}
+
 /// Generates the world. The same config gives the same world, bit for bit.
 pub fn generate(config: &WorldConfig) -> Result<World, String> {
     config.check()?;
@@ -111,19 +136,28 @@ pub fn feed_file_name(urn: Urn, term: Term) -> String {
     format!("{}_{}_{}.csv", urn, term.academic_year().replace('/', "-"), term.name().as_str())
 }
 
-/// Writes one CSV per school per term and `manifest.json` into `dir`.
+/// Writes one CSV per school per term, the same feeds as CTF + supplement in `ctf/`, and
+/// `manifest.json` (naming both) into `dir`.
 pub fn write_world(world: &World, dir: &Path) -> std::io::Result<Manifest> {
-    std::fs::create_dir_all(dir)?;
+    std::fs::create_dir_all(dir.join("ctf"))?;
+    let index = ctf_out::Index::new(world);
+    let schools: std::collections::HashMap<Urn, &School> = world.schools.iter().map(|s| (s.urn, s)).collect();
     let mut feeds = Vec::with_capacity(world.feeds.len());
     for f in &world.feeds {
         let file = feed_file_name(f.urn, f.term);
         std::fs::write(dir.join(&file), feed_csv(&f.rows))?;
+        let stem = file.trim_end_matches(".csv");
+        let ctf = CtfFiles { file: format!("ctf/{stem}.xml"), supplement: format!("ctf/{stem}_supplement.csv") };
+        let (xml, supp) = feed_ctf(schools[&f.urn], f, &index);
+        std::fs::write(dir.join(&ctf.file), xml)?;
+        std::fs::write(dir.join(&ctf.supplement), supp)?;
         feeds.push(ManifestFeed {
             urn: f.urn,
             academic_year: f.term.academic_year(),
             term: f.term.name(),
             file,
             rows: f.rows.len(),
+            ctf: Some(ctf),
         });
     }
     let manifest = Manifest {

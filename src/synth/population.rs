@@ -309,7 +309,12 @@ impl<'c> Sim<'c> {
         let unauth_share = sigmoid(-1.1 + 0.9 * fsm + 0.5 * p.attend + if secondary { 0.4 } else { 0.0 });
         let unauthorised =
             Binomial::new(u64::from(absent), unauth_share).expect("valid binomial").sample(&mut self.rng) as u16;
-        let spells = if absent == 0 { 0 } else { ((f64::from(absent) * p.spelliness).round() as u16).clamp(1, absent) };
+        // Separate spells need a present session between them: at most one more than those.
+        let spells = if absent == 0 {
+            0
+        } else {
+            ((f64::from(absent) * p.spelliness).round() as u16).clamp(1, absent).min(possible - absent + 1)
+        };
         // Behaviour and suspension.
         let c = p.conduct + 0.6 * p.drift[1];
         let year_fx = match p.year {

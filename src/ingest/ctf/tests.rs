@@ -226,3 +226,41 @@ fn hostile_xml_is_refused_with_one_clear_error() {
     };
     assert!(matches!(parse_ctf(&imp, &|_| Earlier::default()), Err(FeedError::TooManyRows { limit: 10 })));
 }
+
+#[test]
+fn a_generated_boroughs_ctf_and_supplement_give_exactly_its_csv_rows() {
+    use crate::synth::{WorldConfig, generate, world_ctf};
+    let world = generate(&WorldConfig { schools: 3, years: 2, seed: 5, ..Default::default() }).unwrap();
+    let files = world_ctf(&world);
+    // What the store would hold: the current rows of earlier feeds, by (school, term, UPN).
+    let mut stored: HashMap<(Urn, Term, String), crate::domain::PupilTerm> = HashMap::new();
+    let (mut with_totals, mut rows) = (0, 0);
+    for (f, (xml, supp)) in world.feeds.iter().zip(&files) {
+        let imp = Import { ctf: xml, supplement: Some(supp), urn: f.urn, term: f.term, max_rows: 10_000 };
+        let earlier = |u: &Upn| {
+            let mut e = Earlier::default();
+            let mut t = f.term;
+            while t.name() != TermName::Autumn {
+                t = t.prev();
+                if let Some(r) = stored.get(&(f.urn, t, u.as_str().to_owned())) {
+                    e.possible += u32::from(r.sessions_possible);
+                    e.authorised += u32::from(r.sessions_authorised);
+                    e.unauthorised += u32::from(r.sessions_unauthorised);
+                }
+            }
+            e
+        };
+        let feed = parse_ctf(&imp, &earlier).unwrap_or_else(|e| panic!("{} {}: {e:?}", f.urn, f.term));
+        assert_eq!(feed.rows.len(), f.rows.len());
+        for (got, want) in feed.rows.iter().zip(&f.rows) {
+            assert_eq!(got, want, "{} {}", f.urn, f.term);
+        }
+        with_totals += feed.warnings.iter().filter(|w| w.code == cc::YEAR_TO_DATE).count();
+        rows += f.rows.len();
+        for r in &f.rows {
+            stored.insert((f.urn, f.term, r.upn.as_str().to_owned()), r.clone());
+        }
+    }
+    assert!(rows > 1_000, "{rows}");
+    assert!(with_totals > 0, "some feeds exercise year-to-date totals");
+}
