@@ -151,8 +151,22 @@ fn place_words(field: &str, line: u64) -> String {
     }
 }
 
-/// A rejection as (place, column, code, message) rows, read from the status's BadRequest.
-pub fn rejection_rows(status: &Status) -> Vec<(String, String, String, String)> {
+/// A rejection as (line, column, code, message) rows, read from the status's BadRequest.
+pub fn rejection_rows(status: &Status) -> Vec<(u64, String, String, String)> {
+    let Some(bad) = status.get_details_bad_request() else {
+        return vec![];
+    };
+    bad.field_violations
+        .iter()
+        .map(|v| {
+            let (line, col) = parse_field(&v.field).unwrap_or((0, v.field.clone()));
+            (line, col, v.reason.to_ascii_lowercase(), v.description.clone())
+        })
+        .collect()
+}
+
+/// As [`rejection_rows`], with the place in words: `12`, `CTF line 40`, `supplement line 3`.
+pub fn rejection_places(status: &Status) -> Vec<(String, String, String, String)> {
     let Some(bad) = status.get_details_bad_request() else {
         return vec![];
     };
@@ -201,7 +215,7 @@ fn info(status: &Status, key: &str) -> Option<String> {
 pub async fn print_rejection(c: &mut FeedServiceClient<Authed>, status: &Status) {
     crate::out!("REJECTED: {}", status.message());
     let total: Option<u64> = info(status, "error_count").and_then(|n| n.parse().ok());
-    let mut rows = rejection_rows(status);
+    let mut rows = rejection_places(status);
     // A CTF's report is always fetched: it names each finding's XML element.
     let ctf = rows.iter().any(|(p, ..)| p.starts_with("CTF") || p.starts_with("supplement"));
     if let (Some(id), Some(total)) = (info(status, "report_id"), total)

@@ -29,11 +29,13 @@ pub struct DemoOptions {
     pub capacity: u32,
     /// Keep the data directory here instead of a temporary one.
     pub keep: Option<PathBuf>,
+    /// Schools send DfE Common Transfer Files with a supplement instead of the contract CSV.
+    pub ctf: bool,
 }
 
 impl Default for DemoOptions {
     fn default() -> Self {
-        Self { schools: 7, years: 3, seed: 42, capacity: 36, keep: None }
+        Self { schools: 7, years: 3, seed: 42, capacity: 36, keep: None, ctf: false }
     }
 }
 
@@ -102,22 +104,38 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::Res
     for sch in &world.schools {
         school_keys.push(key(&store, Role::School, &[sch.urn], &sch.name)?);
     }
+    let ctf_files = if opts.ctf { crate::synth::world_ctf(&world) } else { Vec::new() };
     for (i, term) in world.terms.iter().enumerate() {
-        for f in world.feeds.iter().filter(|f| f.term == *term) {
+        for (n, f) in world.feeds.iter().enumerate().filter(|(_, f)| f.term == *term) {
             let k = urns.iter().position(|u| *u == f.urn).expect("school of the world");
             let mut c: FeedServiceClient<Authed> =
                 FeedServiceClient::with_interceptor(channel.clone(), school_keys[k].clone());
-            let csv = crate::synth::feed_csv(&f.rows);
-            let header = pb::SubmissionHeader {
-                school_term: Some(crate::api::school_term_pb(f.urn, f.term)),
-                content_length: csv.len() as u64,
-                ..Default::default()
-            };
-            c.submit_feed(submission_stream(header, csv)).await?;
+            let school_term = Some(crate::api::school_term_pb(f.urn, f.term));
+            if let Some((xml, supp)) = ctf_files.get(n) {
+                let header = pb::SubmissionHeader {
+                    school_term,
+                    content_length: (xml.len() + supp.len()) as u64,
+                    format: pb::FeedFormat::Ctf as i32,
+                    ..Default::default()
+                };
+                c.submit_feed(crate::client::ctf_stream(header, xml.clone(), supp.clone())).await?;
+            } else {
+                let csv = crate::synth::feed_csv(&f.rows);
+                let header =
+                    pb::SubmissionHeader { school_term, content_length: csv.len() as u64, ..Default::default() };
+                c.submit_feed(submission_stream(header, csv)).await?;
+            }
             s.feeds_submitted += 1;
             s.rows_submitted += f.rows.len();
         }
-        say!("[2/6] submitted {} ({}/{} terms, {} rows so far)", term, i + 1, world.terms.len(), s.rows_submitted);
+        let what = if opts.ctf { "Common Transfer Files" } else { "feeds" };
+        say!(
+            "[2/6] submitted {what} for {} ({}/{} terms, {} rows so far)",
+            term,
+            i + 1,
+            world.terms.len(),
+            s.rows_submitted
+        );
     }
 
     // Train on everything submitted, then activate only if the model beats the baselines.

@@ -296,7 +296,7 @@ async fn send_one(
             done(&word, s.row_count, s.warning_count, first, Exit::Ok)
         }
         Err(s) if is_rejection(&s) => {
-            let rows = client::rejection_rows(&s);
+            let rows = client::rejection_places(&s);
             let first: Vec<String> =
                 rows.iter().take(3).map(|(place, col, _, msg)| format!("line {place} {col}: {msg}")).collect();
             let total = {

@@ -57,6 +57,10 @@ pub enum Command {
         /// Keep the data directory here (default: a temporary directory, removed at the end).
         #[arg(long)]
         keep: Option<PathBuf>,
+        /// Schools send what their MIS exports, a DfE Common Transfer File plus a small
+        /// supplement, instead of the contract CSV.
+        #[arg(long)]
+        ctf: bool,
     },
     /// Run the gRPC server.
     Serve(Settings),
@@ -152,8 +156,8 @@ pub fn init_tracing(format: &str, default_level: &str) {
 /// Runs a command; returns the process exit code. Errors carry theirs (see [`exit`]).
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Demo { schools, years, seed, capacity, keep } => {
-            let opts = crate::demo::DemoOptions { schools, years, seed, capacity, keep };
+        Command::Demo { schools, years, seed, capacity, keep, ctf } => {
+            let opts = crate::demo::DemoOptions { schools, years, seed, capacity, keep, ctf };
             crate::demo::run(opts, &mut std::io::stdout()).await?;
             Ok(0)
         }

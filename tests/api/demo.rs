@@ -5,7 +5,8 @@ use riskid::demo::{DemoOptions, run};
 #[tokio::test]
 async fn the_demo_runs_the_whole_mission_and_reports_it() {
     let keep = tempfile::tempdir().unwrap();
-    let opts = DemoOptions { schools: 3, years: 2, seed: 3, capacity: 8, keep: Some(keep.path().to_path_buf()) };
+    let opts =
+        DemoOptions { schools: 3, years: 2, seed: 3, capacity: 8, keep: Some(keep.path().to_path_buf()), ctf: false };
     let mut out: Vec<u8> = Vec::new();
     let s = run(opts, &mut out).await.unwrap();
     let text = String::from_utf8(out).unwrap();
@@ -35,4 +36,29 @@ async fn the_demo_runs_the_whole_mission_and_reports_it() {
         store.list_submissions(&riskid::storage::SubmissionFilter { limit: 100, ..Default::default() }).unwrap().len(),
         18
     );
+}
+
+/// Schools sending Common Transfer Files + supplements instead of CSV: the same rows are stored
+/// (row digests equal), so the same scores and cohorts follow.
+#[tokio::test]
+async fn the_demo_on_common_transfer_files_stores_the_same_rows_as_on_csv() {
+    let mut digests = Vec::new();
+    let mut cohorts = Vec::new();
+    for ctf in [false, true] {
+        let keep = tempfile::tempdir().unwrap();
+        let opts =
+            DemoOptions { schools: 2, years: 2, seed: 8, capacity: 6, keep: Some(keep.path().to_path_buf()), ctf };
+        let mut out: Vec<u8> = Vec::new();
+        let s = run(opts, &mut out).await.unwrap();
+        assert_eq!(s.feeds_submitted, 2 * 6);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.contains("submitted Common Transfer Files"), ctf, "{text}");
+        let store = riskid::storage::Store::open(keep.path()).unwrap();
+        let subs = store.all_submissions().unwrap();
+        assert!(subs.iter().all(|r| (r.source == riskid::storage::FeedSource::Ctf) == ctf));
+        digests.push(store.row_digests().unwrap());
+        cohorts.push(s.cohorts);
+    }
+    assert_eq!(digests[0], digests[1]);
+    assert_eq!(cohorts[0], cohorts[1]);
 }

@@ -4,6 +4,7 @@ mod cli;
 mod cohort;
 mod conventions;
 mod crash;
+mod ctf;
 mod demo;
 mod feed;
 mod helpers;
