@@ -340,7 +340,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(n, 23);
+        assert_eq!(n, 24);
         assert_eq!(policy("/riskid.v1.FeedService/DropTables"), Some(&[][..]));
         assert_eq!(policy("/grpc.health.v1.Health/Check"), None);
     }

@@ -286,3 +286,47 @@ async fn a_manifest_submits_every_feed_in_term_order_and_a_rejected_one_stops_no
     let summary = text(&again.stdout);
     assert_eq!(summary.matches(",unchanged,").count(), manifest.feeds.len() - 1, "{summary}");
 }
+
+#[tokio::test]
+async fn submit_detects_a_ctf_needs_its_supplement_and_rows_prints_what_was_derived() {
+    let app = spawn_app().await;
+    let server = format!("http://{}", app.addr);
+    let key = app.key(riskid::auth::Role::School, &[SCHOOL_A]);
+    let fx = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let xml = format!("{fx}/ctf/ctf25-autumn.xml");
+    let supp = format!("{fx}/ctf/ctf25-autumn-supplement.csv");
+    let base = ["submit", "--server", &server, "--school", "100001", "--year", "2025/26", "--term", "autumn"];
+    let mut no_supp = strings(&base);
+    no_supp.push(xml.clone());
+    let out = cli(no_supp, Some(key.clone())).await;
+    assert_eq!(out.status.code(), Some(2), "usage");
+    assert!(text(&out.stderr).contains("--supplement"), "{}", text(&out.stderr));
+    // A supplement with a CSV feed is a mistake too.
+    let mut csv_supp = strings(&base);
+    csv_supp.extend([format!("{fx}/valid-feed.csv"), "--supplement".into(), supp.clone()]);
+    assert_eq!(cli(csv_supp, Some(key.clone())).await.status.code(), Some(2));
+    // A broken CTF: the report names the CTF line and element.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.xml");
+    std::fs::write(&broken, std::fs::read_to_string(&xml).unwrap().replace("<Sex>F</Sex>", "<Sex>Q</Sex>")).unwrap();
+    let mut bad = strings(&base);
+    bad.extend([broken.to_str().unwrap().to_owned(), "--supplement".into(), supp.clone()]);
+    let out = cli(bad, Some(key.clone())).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(report.contains("CTF line") && report.contains("[CTfile/CTFpupilData/Pupil[1]/Sex]"), "{report}");
+    // The real thing.
+    let mut ok = strings(&base);
+    ok.extend([xml.clone(), "--supplement".into(), supp.clone()]);
+    let out = cli(ok, Some(key.clone())).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list = cli(strings(&["submissions", "list", "--server", &server, "-o", "json"]), Some(key.clone())).await;
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let id = v[0]["id"].as_str().map(str::to_owned).unwrap_or_else(|| v[0]["id"].to_string());
+    let rows = cli(strings(&["submissions", "rows", "--server", &server, &id]), Some(key)).await;
+    assert!(rows.status.success(), "{}", text(&rows.stderr));
+    let csv = text(&rows.stdout);
+    assert_eq!(csv.lines().next().unwrap(), riskid::ingest::contract_header());
+    assert_eq!(csv.lines().count(), 6, "{csv}");
+    assert!(csv.contains("V359200125001,4,F,WBRI,N,N,K,,N,0,16,4,3,3,0,0,N,2,,,4,2,5,1,8,N"), "{csv}");
+}

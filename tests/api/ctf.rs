@@ -153,3 +153,18 @@ async fn ctf_parts_need_the_ctf_format_and_the_ctf_format_needs_them() {
     assert!(bad_request_fields(&err).iter().any(|(_, r)| r == "NOT_CTF"), "{err:?}");
     assert_eq!(app.stored_rows(), 0);
 }
+
+/// A 100 MB CTF is refused once the server's feed limit is passed: it never reads the rest, and
+/// the client streams it lazily, so neither side holds 100 MB.
+#[tokio::test]
+async fn a_100_mb_ctf_is_refused_at_the_size_limit_without_reading_it_all() {
+    let app = spawn_app_with(riskid::app::Limits { max_feed_bytes: 1 << 20, ..Default::default() }).await;
+    let mut c = app.feed(&app.key(Role::School, &[SCHOOL_A])).await;
+    let chunk: Vec<u8> = b"<Pupil><UPN>x</UPN></Pupil>".repeat(256 << 10 >> 5);
+    let n = (100 << 20) / chunk.len();
+    let parts = std::iter::once(pb::SubmitFeedRequest { part: Some(Part::Header(ctf_header(false))) })
+        .chain((0..n).map(move |_| pb::SubmitFeedRequest { part: Some(Part::CtfChunk(chunk.clone())) }));
+    let err = c.submit_feed(tokio_stream::iter(parts)).await.unwrap_err();
+    assert_eq!((err.code(), error_reason(&err).as_str()), (Code::ResourceExhausted, "FEED_TOO_LARGE"));
+    assert_eq!(app.stored_rows(), 0);
+}

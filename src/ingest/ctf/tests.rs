@@ -264,3 +264,36 @@ fn a_generated_boroughs_ctf_and_supplement_give_exactly_its_csv_rows() {
     assert!(rows > 1_000, "{rows}");
     assert!(with_totals > 0, "some feeds exercise year-to-date totals");
 }
+
+#[test]
+fn every_ctf_finding_code_is_documented() {
+    let readme = include_str!("../../../README.md");
+    let doc = include_str!("../../../docs/ctf-import.md");
+    for c in [
+        cc::MALFORMED_XML,
+        cc::DTD_REFUSED,
+        cc::NOT_CTF,
+        cc::TOO_DEEP,
+        cc::TEXT_TOO_LONG,
+        cc::CTF_VERSION,
+        cc::WRONG_SCHOOL,
+        cc::INVALID_DATE,
+        cc::INVALID_MARK,
+        cc::NO_ATTENDANCE,
+        cc::NOT_IN_SUPPLEMENT,
+        cc::NOT_IN_CTF,
+        cc::CLA_CONFLICT,
+        cc::NO_SUPPLEMENT,
+        cc::ACADEMIC_YEAR,
+        cc::LEFT_OUT,
+        cc::MAPPED_CODE,
+        cc::UNCLASSIFIED_LANGUAGE,
+        cc::UNKNOWN_ETHNICITY,
+        cc::MISSING_MARKS,
+        cc::YEAR_TO_DATE,
+        cc::IGNORED_COLUMN,
+    ] {
+        assert!(readme.contains(&format!("`{c}`")), "README lacks {c}");
+    }
+    assert!(doc.contains("invalid_mark"));
+}
