@@ -129,7 +129,7 @@ fn pupil(x: &mut String, urn: Urn, term: Term, r: &PupilTerm, index: &Index, v25
     let _ = writeln!(x, "<{sex_el}>{}</{sex_el}>", r.sex.code());
     let eth = match r.ethnicity.code() {
         // Some MIS export extended codes: one in three White British pupils as English.
-        "WBRI" if h % 3 == 0 => "WENG",
+        "WBRI" if h.is_multiple_of(3) => "WENG",
         c => c,
     };
     let lang = if r.eal { LANGUAGES[(h / 7 % 8) as usize] } else { "ENG" };
@@ -147,7 +147,7 @@ fn pupil(x: &mut String, urn: Urn, term: Term, r: &PupilTerm, index: &Index, v25
             "<FSMhistory><FSMinstance><FSMstartDate>{}</FSMstartDate><UKcountry>ENG</UKcountry></FSMinstance></FSMhistory>",
             start - Duration::days(400)
         );
-    } else if h % 5 == 0 {
+    } else if h.is_multiple_of(5) {
         // An eligibility that ended the day before the term: not FSM in the term.
         let _ = writeln!(
             x,
@@ -301,7 +301,7 @@ pub fn term_marks(term: Term, r: &PupilTerm) -> String {
             let c = match kind[next] {
                 b'A' => AUTH[((h >> (next % 40)) % 5) as usize],
                 b'U' => UNAUTH[((h >> (next % 40)) % 4) as usize],
-                _ if (h >> (next % 50)) % 29 == 0 => "L",
+                _ if (h >> (next % 50)).is_multiple_of(29) => "L",
                 _ if k % 2 == 0 => "/",
                 _ => "\\",
             };
