@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{PupilTerm, Term, TermName, Urn};
 pub use csv_out::{feed_csv, row_cells};
 pub use ctf_out::{LEA, estab, feed_ctf, term_marks};
+pub use population::{Simulation, Truth};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorldConfig {

@@ -60,10 +60,13 @@ struct Pupil {
     /// Joined part-way through the current term.
     joined_this_term: bool,
     left: bool,
+    /// Support received (a link worker): lowers the logits of absence, suspension and
+    /// referral by this much, from the term after the cohort is finalised. 0 = none.
+    support: f64,
 }
 
-struct Sim<'c> {
-    cfg: &'c WorldConfig,
+struct Sim {
+    cfg: WorldConfig,
     rng: ChaCha8Rng,
     next_serial: u64,
     schools: Vec<School>,
@@ -71,10 +74,43 @@ struct Sim<'c> {
     school_fx: Vec<(f64, f64, bool)>,
     pupils: Vec<Pupil>,
     std: Normal<f64>,
+    /// For supported pupils: what the support changed in each term's expected outcomes.
+    truth: Vec<Truth>,
 }
 
-impl<'c> Sim<'c> {
-    fn new(cfg: &'c WorldConfig) -> Self {
+/// The true effect of support on one supported pupil in one term: expected outcome with the
+/// support minus without it (the generator knows both; no data shows them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Truth {
+    pub term: Term,
+    pub upn: Upn,
+    /// Attendance rate (1 − absence rate), persistent absence, suspension or exclusion,
+    /// mental-health referral: expected value with support minus without.
+    pub attendance: f64,
+    pub persistent_absence: f64,
+    pub suspension: f64,
+    pub mh_referral: f64,
+}
+
+/// P(Binomial(n, p) ≥ k).
+fn binomial_at_least(n: u16, p: f64, k: u16) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    let (n, p) = (f64::from(n), p.clamp(1e-12, 1.0 - 1e-12));
+    // Sum the pmf below k, by the recurrence pmf(i+1) = pmf(i) (n−i)/(i+1) p/(1−p).
+    let mut pmf = (1.0 - p).powf(n);
+    let mut below = 0.0;
+    for i in 0..k {
+        below += pmf;
+        let i = f64::from(i);
+        pmf *= (n - i) / (i + 1.0) * p / (1.0 - p);
+    }
+    (1.0 - below).clamp(0.0, 1.0)
+}
+
+impl Sim {
+    fn new(cfg: &WorldConfig) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let secondaries = if cfg.schools >= 2 { (cfg.schools / 6).max(1) } else { 0 };
         let mut schools = Vec::new();
@@ -92,7 +128,7 @@ impl<'c> Sim<'c> {
             schools.push(School { urn: Urn::new(urn).expect("6 digits"), name, phase, la: "Synthborough".into() });
             school_fx.push((0.25 * std.sample(&mut rng), 0.3 * std.sample(&mut rng), rng.random_bool(0.85)));
         }
-        Self { cfg, rng, next_serial: 1, schools, school_fx, pupils: Vec::new(), std }
+        Self { cfg: cfg.clone(), rng, next_serial: 1, schools, school_fx, pupils: Vec::new(), std, truth: Vec::new() }
     }
 
     fn n(&mut self) -> f64 {
@@ -177,6 +213,7 @@ impl<'c> Sim<'c> {
             moves: 0,
             joined_this_term: false,
             left: false,
+            support: 0.0,
         }
     }
 
@@ -304,7 +341,9 @@ impl<'c> Sim<'c> {
             + 0.2 * fsm
             + school_abs
             + season;
-        let rate = sigmoid(abs_logit).min(0.95);
+        let support = p.support;
+        let unsupported_rate = sigmoid(abs_logit).min(0.95);
+        let rate = sigmoid(abs_logit - support).min(0.95);
         let absent = Binomial::new(u64::from(possible), rate).expect("valid binomial").sample(&mut self.rng) as u16;
         let unauth_share = sigmoid(-1.1 + 0.9 * fsm + 0.5 * p.attend + if secondary { 0.4 } else { 0.0 });
         let unauthorised =
@@ -326,7 +365,8 @@ impl<'c> Sim<'c> {
         };
         let incidents_mean = (0.4 + 0.9 * c + if secondary { 0.6 } else { 0.0 } + school_beh).exp();
         let incidents = Poisson::new(incidents_mean.max(0.01)).expect("valid").sample(&mut self.rng) as u16;
-        let susp_p = sigmoid(-4.75 + 1.1 * c + 1.3 * fsm + year_fx + school_beh);
+        let susp_logit = -4.75 + 1.1 * c + 1.3 * fsm + year_fx + school_beh;
+        let susp_p = sigmoid(susp_logit - support);
         let suspensions: u8 = if self.rng.random_bool(susp_p) {
             1 + Poisson::new(0.35).expect("valid").sample(&mut self.rng) as u8
         } else {
@@ -337,7 +377,21 @@ impl<'c> Sim<'c> {
         // Wellbeing.
         let e = p.emotional + 0.6 * p.drift[2];
         let age_fx = 0.11 * f64::from(p.year);
-        let mh_p = sigmoid(-4.85 + 0.95 * e + age_fx + if p.cin.is_some() { 0.7 } else { 0.0 } + 0.2 * fsm);
+        let mh_logit = -4.85 + 0.95 * e + age_fx + if p.cin.is_some() { 0.7 } else { 0.0 } + 0.2 * fsm;
+        let mh_p = sigmoid(mh_logit - support);
+        if support != 0.0 {
+            // Persistent absence: absent ≥ 10% of possible, absent ~ Binomial(possible, rate).
+            let k = (u32::from(possible) * 10).div_ceil(100) as u16;
+            let pa = |r: f64| if possible >= 20 { binomial_at_least(possible, r, k) } else { 0.0 };
+            self.truth.push(Truth {
+                term,
+                upn: p.upn.clone(),
+                attendance: unsupported_rate - rate,
+                persistent_absence: pa(rate) - pa(unsupported_rate),
+                suspension: susp_p - sigmoid(susp_logit),
+                mh_referral: mh_p - sigmoid(mh_logit),
+            });
+        }
         let mh_referral = self.rng.random_bool(mh_p);
         let clamp = |v: f64| v.round().clamp(0.0, 10.0) as u8;
         let sdq = sdq_survey && p.year >= 2 && self.rng.random_bool(0.85);
@@ -391,12 +445,63 @@ impl<'c> Sim<'c> {
 }
 
 pub fn simulate(cfg: &WorldConfig) -> World {
-    let mut sim = Sim::new(cfg);
-    sim.seed_population();
-    let first = Term::new(cfg.first_year, TermName::Autumn).expect("checked");
-    let terms: Vec<Term> = (0..cfg.years as u32 * 3).map(|k| Term::from_index(first.index() + k)).collect();
+    let mut sim = Simulation::new(cfg);
     let mut feeds = Vec::new();
-    for (k, &term) in terms.iter().enumerate() {
+    while let Some(term_feeds) = sim.next_term() {
+        feeds.extend(term_feeds);
+    }
+    let terms = sim.terms.clone();
+    World { config: cfg.clone(), schools: sim.sim.schools, terms, feeds }
+}
+
+/// The borough term by term, for a closed loop: riskid proposes and finalises cohorts from
+/// one term's feeds, and [`Simulation::support`] changes the supported children's next terms.
+/// With no support it is exactly [`simulate`]: the same feeds, bit for bit.
+pub struct Simulation {
+    sim: Sim,
+    terms: Vec<Term>,
+    next: usize,
+}
+
+impl Simulation {
+    pub fn new(cfg: &WorldConfig) -> Self {
+        let mut sim = Sim::new(cfg);
+        sim.seed_population();
+        let first = Term::new(cfg.first_year, TermName::Autumn).expect("checked");
+        let terms = (0..cfg.years as u32 * 3).map(|k| Term::from_index(first.index() + k)).collect();
+        Self { sim, terms, next: 0 }
+    }
+
+    pub fn schools(&self) -> &[School] {
+        &self.sim.schools
+    }
+
+    /// Every term the simulation will produce.
+    pub fn terms(&self) -> &[Term] {
+        &self.terms
+    }
+
+    /// Supports these pupils from the next term on: the logits of their absence, suspension
+    /// and referral fall by `effect` (0 = support that does nothing). Pupils not on roll are
+    /// ignored.
+    pub fn support(&mut self, upns: &[Upn], effect: f64) {
+        let set: std::collections::HashSet<&str> = upns.iter().map(|u| u.as_str()).collect();
+        for p in self.sim.pupils.iter_mut().filter(|p| set.contains(p.upn.as_str())) {
+            p.support = effect;
+        }
+    }
+
+    /// The true effect of support on each supported pupil in each term observed so far.
+    pub fn truth(&self) -> &[Truth] {
+        &self.sim.truth
+    }
+
+    /// The next term's feeds, one per school; `None` after the last term.
+    pub fn next_term(&mut self) -> Option<Vec<Feed>> {
+        let k = self.next;
+        let term = *self.terms.get(k)?;
+        self.next += 1;
+        let sim = &mut self.sim;
         if k > 0 {
             if term.name() == TermName::Autumn {
                 sim.new_year();
@@ -420,10 +525,11 @@ pub fn simulate(cfg: &WorldConfig) -> World {
             let row = sim.observe(i, term, surveys[s]);
             by_school[s].push(row);
         }
+        let mut feeds = Vec::with_capacity(by_school.len());
         for (s, rows) in by_school.into_iter().enumerate() {
             feeds.push(Feed { urn: sim.schools[s].urn, term, rows });
         }
         sim.pupils.retain(|p| !p.left);
+        Some(feeds)
     }
-    World { config: cfg.clone(), schools: sim.schools, terms, feeds }
 }
