@@ -12,6 +12,7 @@ pub mod domain;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod outcomes;
 pub mod review;
 pub mod scoring;
 pub mod server;

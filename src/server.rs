@@ -14,8 +14,9 @@ use crate::api::pb::cohort_service_server::CohortServiceServer;
 use crate::api::pb::feed_service_server::FeedServiceServer;
 use crate::api::pb::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use crate::api::pb::model_service_server::ModelServiceServer;
+use crate::api::pb::outcome_service_server::OutcomeServiceServer;
 use crate::api::pb::risk_service_server::RiskServiceServer;
-use crate::api::{AuditApi, CohortApi, FeedApi, GatewayLayer, InferenceApi, ModelApi, RiskApi, pb};
+use crate::api::{AuditApi, CohortApi, FeedApi, GatewayLayer, InferenceApi, ModelApi, OutcomeApi, RiskApi, pb};
 use crate::app::{App, Limits};
 use crate::storage::Store;
 
@@ -126,6 +127,7 @@ pub async fn serve(
     health.set_serving::<ModelServiceServer<ModelApi>>().await;
     health.set_serving::<CohortServiceServer<CohortApi>>().await;
     health.set_serving::<AuditServiceServer<AuditApi>>().await;
+    health.set_serving::<OutcomeServiceServer<OutcomeApi>>().await;
     // Both reflection versions: older grpcurl and Python's grpcio-reflection speak v1alpha only.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -172,6 +174,9 @@ pub async fn serve(
         ))
         .add_service(compressed!(
             AuditServiceServer::new(AuditApi::new(app.clone())).max_decoding_message_size(SMALL_MSG)
+        ))
+        .add_service(compressed!(
+            OutcomeServiceServer::new(OutcomeApi::new(app.clone())).max_decoding_message_size(SMALL_MSG)
         ))
         .add_service(compressed!(
             GrpcInferenceServiceServer::new(InferenceApi::new(app.clone())).max_decoding_message_size(SCORE_MSG)

@@ -49,6 +49,8 @@ pub fn policy(path: &str) -> Option<&'static [Role]> {
         "/riskid.v1.CohortService/RecordDecision"
         | "/riskid.v1.CohortService/UndoDecision"
         | "/riskid.v1.CohortService/FinaliseCohort" => &[LinkWorker],
+        // Published figures only; a school and its link workers read their own (the use case).
+        "/riskid.v1.OutcomeService/GetProgrammeOutcomes" => &[Admin, Analyst, School, LinkWorker],
         "/riskid.v1.AuditService/ListAuditEvents"
         | "/riskid.v1.AuditService/VerifyAuditChain"
         | "/riskid.v1.AuditService/GetAuditCheckpoint"
@@ -340,7 +342,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(n, 24);
+        assert_eq!(n, 25);
         assert_eq!(policy("/riskid.v1.FeedService/DropTables"), Some(&[][..]));
         assert_eq!(policy("/grpc.health.v1.Health/Check"), None);
     }

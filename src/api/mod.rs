@@ -9,6 +9,7 @@ mod gateway;
 mod inference;
 mod limits;
 mod model;
+mod outcome;
 mod paging;
 mod risk;
 mod status;
@@ -37,6 +38,7 @@ pub use feed::FeedApi;
 pub use gateway::{GatewayLayer, policy};
 pub use inference::InferenceApi;
 pub use model::ModelApi;
+pub use outcome::{METHOD as OUTCOME_METHOD, OutcomeApi, outcomes_to_pb};
 pub use risk::RiskApi;
 pub use status::{REASONS as ERROR_REASONS, field_of, parse_field};
 

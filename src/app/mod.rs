@@ -517,6 +517,56 @@ fn earlier_in_year(store: &Store, st: SchoolTerm, upn: &crate::domain::Upn) -> i
     e
 }
 
+impl App {
+    /// Programme outcomes of the finalised cohorts in the caller's scope (or one school), as
+    /// published: small counts hidden. The comparison group comes from the whole borough.
+    pub async fn programme_outcomes(
+        &self,
+        who: &Principal,
+        school: Option<Urn>,
+    ) -> AppResult<crate::outcomes::Published> {
+        let scope = who.may_read_outcomes()?;
+        if let Some(u) = school {
+            scope.check(u)?;
+        }
+        self.blocking(move |s| {
+            use std::collections::HashMap;
+            let cohorts: Vec<_> = s
+                .all_cohorts()?
+                .into_iter()
+                .filter(|c| c.state == crate::review::CohortState::Finalised)
+                .filter(|c| scope.covers(c.school_term.urn) && school.is_none_or(|u| u == c.school_term.urn))
+                .collect();
+            let mut rows: HashMap<(u32, crate::domain::Upn), (Urn, PupilTerm)> = HashMap::new();
+            let mut last: Option<Term> = None;
+            let mut schools_at: HashMap<u32, std::collections::BTreeSet<Urn>> = HashMap::new();
+            for (st, r) in s.all_current_rows()? {
+                last = Some(last.map_or(st.term, |l| l.max(st.term)));
+                schools_at.entry(st.term.index()).or_default().insert(st.urn);
+                rows.entry((st.term.index(), r.upn.clone())).or_insert((st.urn, r));
+            }
+            // The risk riskid gave every pupil of the borough in each selection term.
+            let mut risk = HashMap::new();
+            let mut terms: Vec<Term> = cohorts.iter().map(|c| c.school_term.term).collect();
+            terms.sort_unstable();
+            terms.dedup();
+            for t in terms {
+                for &urn in schools_at.get(&t.index()).into_iter().flatten() {
+                    if let Ok((_, _, ranked)) = s.live_ranking(SchoolTerm { urn, term: t })? {
+                        for r in ranked {
+                            let none = r.probabilities.iter().map(|p| 1.0 - p).product::<f64>();
+                            risk.insert((t.index(), r.upn), 1.0 - none);
+                        }
+                    }
+                }
+            }
+            let inputs = crate::outcomes::Inputs { cohorts: &cohorts, rows: &rows, risk: &risk, last_term: last };
+            Ok(crate::outcomes::publish(&crate::outcomes::estimate(&inputs)))
+        })
+        .await
+    }
+}
+
 fn redact(scope: &ReadSubmissions, mut r: SubmissionRecord) -> SubmissionRecord {
     if scope.counts_only {
         r.warnings.clear();

@@ -169,6 +169,12 @@ impl Principal {
         self.scope(&[Role::Analyst], &[], "train, evaluate or activate models").map(|_| ())
     }
 
+    /// Programme outcomes (published figures only): analysts and admins all schools; a school
+    /// and its link workers their own.
+    pub fn may_read_outcomes(&self) -> Result<SchoolScope, AccessError> {
+        self.scope(&[Role::Admin, Role::Analyst], &[Role::School, Role::LinkWorker], "read programme outcomes")
+    }
+
     pub fn may_read_audit(&self) -> Result<(), AccessError> {
         self.scope(&[Role::Admin, Role::Analyst], &[], "read the audit log and reports").map(|_| ())
     }

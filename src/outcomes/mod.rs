@@ -1,0 +1,487 @@
+//! Programme outcomes: how the supported children did, term by term, against a comparison
+//! group of eligible children who were not supported, matched on the risk riskid gave them at
+//! selection and their attendance then. See `docs/outcomes.md` for the method and its limits.
+//!
+//! [`estimate`] works on what the store holds and returns exact figures; [`publish`] turns
+//! them into what may leave riskid: counts under 5 hidden, and every rate or difference that
+//! would reveal one suppressed too. Nothing here carries a pupil.
+
+use std::collections::{HashMap, HashSet};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::domain::{PupilTerm, Term, Upn, Urn};
+use crate::review::Cohort;
+
+/// Terms followed after selection: the two-year programme.
+pub const HORIZON: u32 = 6;
+/// Bootstrap resamples for each interval.
+pub const BOOTSTRAP: usize = 999;
+/// Matching caliper on the logit of the combined risk, in standard deviations of it.
+pub const CALIPER_SD: f64 = 0.2;
+/// Counts under this are not published.
+pub const SMALL: usize = 5;
+
+/// What is measured in each later term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Measure {
+    /// Sessions attended / possible (terms with at least 20 possible sessions).
+    AttendanceRate,
+    /// Absent 10% or more of possible sessions.
+    PersistentAbsence,
+    /// Suspended or permanently excluded.
+    Suspension,
+    /// Referred to mental-health services.
+    MhReferral,
+}
+
+impl Measure {
+    pub const ALL: [Measure; 4] =
+        [Measure::AttendanceRate, Measure::PersistentAbsence, Measure::Suspension, Measure::MhReferral];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Measure::AttendanceRate => "attendance_rate",
+            Measure::PersistentAbsence => "persistent_absence",
+            Measure::Suspension => "suspension",
+            Measure::MhReferral => "mh_referral",
+        }
+    }
+
+    /// A yes/no measure: its rate is a count over a count, and both must be publishable.
+    pub fn binary(self) -> bool {
+        self != Measure::AttendanceRate
+    }
+
+    /// The measure for one term's row; `None` where it is not defined.
+    pub fn of(self, r: &PupilTerm) -> Option<f64> {
+        let b = |v: bool| if v { 1.0 } else { 0.0 };
+        match self {
+            Measure::AttendanceRate => r.absence_rate().map(|a| 1.0 - a),
+            Measure::PersistentAbsence => r.persistently_absent().map(b),
+            Measure::Suspension => Some(b(r.suspensions > 0 || r.permanent_exclusion)),
+            Measure::MhReferral => Some(b(r.mh_referral)),
+        }
+    }
+}
+
+/// What the store holds, as the estimate needs it.
+pub struct Inputs<'a> {
+    /// Finalised cohorts (others are ignored).
+    pub cohorts: &'a [Cohort],
+    /// Every current row, by term index and UPN (the UPN follows the child between schools).
+    pub rows: &'a HashMap<(u32, Upn), (Urn, PupilTerm)>,
+    /// The combined risk (chance of at least one adverse outcome) riskid gave each pupil in
+    /// each selection term, from that term's live scores.
+    pub risk: &'a HashMap<(u32, Upn), f64>,
+    /// The last term with any data.
+    pub last_term: Option<Term>,
+}
+
+/// One figure for one scope (a school or the whole borough), term after selection and measure.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    /// `None`: every school in the scope together.
+    pub school: Option<Urn>,
+    /// Terms after the selection term (1 = the next term).
+    pub horizon: u32,
+    pub measure: Measure,
+    /// Children supported (final lists) whose programme had reached this term.
+    pub supported: usize,
+    /// Of them, with a row that term (at any school).
+    pub seen: usize,
+    /// With a row but the measure undefined (fewer than 20 possible sessions).
+    pub undefined: usize,
+    /// The supported children seen: their mean and, for a yes/no measure, how many.
+    pub supported_mean: Option<f64>,
+    pub supported_yes: Option<usize>,
+    /// Matched pairs with the measure defined for both.
+    pub pairs: usize,
+    pub pairs_supported_mean: Option<f64>,
+    pub pairs_comparison_mean: Option<f64>,
+    pub pairs_supported_yes: Option<usize>,
+    pub pairs_comparison_yes: Option<usize>,
+    /// Supported minus comparison, with a 95% bootstrap interval (resampling pairs).
+    pub difference: Option<f64>,
+    pub interval: Option<(f64, f64)>,
+    /// Naive before/after for the supported: the selection term's mean, this term's, and the
+    /// change, over children with the measure in both. Not an effect: children picked for a
+    /// bad term tend to do better the next (regression to the mean).
+    pub naive_n: usize,
+    pub naive_before: Option<f64>,
+    pub naive_after: Option<f64>,
+    pub naive_before_yes: Option<usize>,
+    pub naive_after_yes: Option<usize>,
+}
+
+/// The exact estimate (never published as it is: see [`publish`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Estimate {
+    pub cohorts: usize,
+    pub supported: usize,
+    /// Supported children with a comparison child within the caliper.
+    pub matched: usize,
+    /// Without one (left out of the differences; counted here).
+    pub unmatched: usize,
+    pub rows: Vec<Row>,
+}
+
+/// A supported child and their comparison child.
+struct Pair {
+    school: Urn,
+    selected: u32,
+    programme_end: u32,
+    treated: Upn,
+    control: Option<Upn>,
+}
+
+fn logit(p: f64) -> f64 {
+    let p = p.clamp(1e-4, 1.0 - 1e-4);
+    (p / (1.0 - p)).ln()
+}
+
+fn secondary(r: &PupilTerm) -> bool {
+    r.ncyear.get() >= 7
+}
+
+/// Standard deviation (population), or 1 when it is 0 or undefined.
+fn sd(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return 1.0;
+    }
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    let s = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+    if s > 1e-9 { s } else { 1.0 }
+}
+
+/// Matches every supported child, within each selection term: the comparison child is the
+/// nearest eligible unsupported child of the same phase (primary or secondary) on the logit of
+/// the combined risk and, second, the absence rate, within a caliper of 0.2 SD of the logit;
+/// with replacement; ties go to the smaller UPN. Eligible: on roll that term, scored, not
+/// looked after or on a protection plan, not permanently excluded, and never supported.
+fn match_all(inp: &Inputs) -> Vec<Pair> {
+    let finalised: Vec<&Cohort> =
+        inp.cohorts.iter().filter(|c| c.state == crate::review::CohortState::Finalised).collect();
+    let ever: HashSet<Upn> = finalised.iter().flat_map(|c| c.final_list()).collect();
+    let mut terms: Vec<u32> = finalised.iter().map(|c| c.school_term.term.index()).collect();
+    terms.sort_unstable();
+    terms.dedup();
+    let mut pairs = Vec::new();
+    for t in terms {
+        // The pool at t: (phase, logit, absence rate, UPN), sorted by phase then logit.
+        let mut pool: Vec<(bool, f64, f64, &Upn)> = inp
+            .risk
+            .iter()
+            .filter(|((ti, u), _)| *ti == t && !ever.contains(u))
+            .filter_map(|((_, u), p)| {
+                let (_, r) = inp.rows.get(&(t, u.clone()))?;
+                (!r.statutory() && !r.permanent_exclusion)
+                    .then(|| (secondary(r), logit(*p), r.absence_rate().unwrap_or(0.0), u))
+            })
+            .collect();
+        pool.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.3.cmp(b.3)));
+        let xs: Vec<f64> = pool.iter().map(|p| p.1).collect();
+        let sd_x = sd(&xs);
+        let sd_a = sd(&pool.iter().map(|p| p.2).collect::<Vec<_>>());
+        let caliper = CALIPER_SD * sd_x;
+        for c in finalised.iter().filter(|c| c.school_term.term.index() == t) {
+            let end = c.programme_end.map_or(t + HORIZON + 1, |e| e.index());
+            let mut list = c.final_list();
+            list.sort();
+            for u in list {
+                let found = inp.rows.get(&(t, u.clone())).zip(inp.risk.get(&(t, u.clone())));
+                let control = found.and_then(|((_, r), p)| {
+                    let (ph, x, a) = (secondary(r), logit(*p), r.absence_rate().unwrap_or(0.0));
+                    let lo = pool.partition_point(|q| (q.0, q.1) < (ph, x - caliper));
+                    pool[lo..]
+                        .iter()
+                        .take_while(|q| q.0 == ph && q.1 <= x + caliper)
+                        .map(|q| (((q.1 - x) / sd_x).powi(2) + ((q.2 - a) / sd_a).powi(2), q.3))
+                        .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)))
+                        .map(|(_, u)| u.clone())
+                });
+                pairs.push(Pair { school: c.school_term.urn, selected: t, programme_end: end, treated: u, control });
+            }
+        }
+    }
+    pairs
+}
+
+/// The exact figures: every scope (each school with a finalised cohort, and all together),
+/// every term after selection up to the programme's end and the data, every measure.
+pub fn estimate(inp: &Inputs) -> Estimate {
+    let pairs = match_all(inp);
+    let last = inp.last_term.map_or(0, |t| t.index());
+    let mut schools: Vec<Urn> = pairs.iter().map(|p| p.school).collect();
+    schools.sort_unstable();
+    schools.dedup();
+    let mut rows = Vec::new();
+    let scopes = std::iter::once(None).chain(schools.iter().copied().map(Some));
+    for scope in scopes {
+        let mine: Vec<&Pair> = pairs.iter().filter(|p| scope.is_none_or(|s| p.school == s)).collect();
+        for k in 1..=HORIZON {
+            let due: Vec<&&Pair> =
+                mine.iter().filter(|p| p.selected + k < p.programme_end && p.selected + k <= last).collect();
+            if due.is_empty() {
+                continue;
+            }
+            for m in Measure::ALL {
+                rows.push(figure(inp, scope, k, m, &due));
+            }
+        }
+    }
+    let matched = pairs.iter().filter(|p| p.control.is_some()).count();
+    let cohorts = inp.cohorts.iter().filter(|c| c.state == crate::review::CohortState::Finalised).count();
+    Estimate { cohorts, supported: pairs.len(), matched, unmatched: pairs.len() - matched, rows }
+}
+
+fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+fn yes(v: &[f64], m: Measure) -> Option<usize> {
+    m.binary().then(|| v.iter().filter(|x| **x > 0.5).count())
+}
+
+fn figure(inp: &Inputs, school: Option<Urn>, k: u32, m: Measure, due: &[&&Pair]) -> Row {
+    let value = |t: u32, u: &Upn| inp.rows.get(&(t, u.clone())).map(|(_, r)| m.of(r));
+    let (mut seen, mut undefined) = (0, 0);
+    let mut sup = Vec::new();
+    let (mut ds, mut ts, mut cs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for p in due {
+        let u = p.selected + k;
+        match value(u, &p.treated) {
+            None => continue,
+            Some(None) => {
+                seen += 1;
+                undefined += 1;
+                continue;
+            }
+            Some(Some(y)) => {
+                seen += 1;
+                sup.push(y);
+                if let Some(Some(y0)) = value(p.selected, &p.treated) {
+                    before.push(y0);
+                    after.push(y);
+                }
+                if let Some(Some(Some(yc))) = p.control.as_ref().map(|c| value(u, c)) {
+                    ds.push(y - yc);
+                    ts.push(y);
+                    cs.push(yc);
+                }
+            }
+        }
+    }
+    let interval = (ds.len() >= 2).then(|| bootstrap(&ds, school, k, m));
+    Row {
+        school,
+        horizon: k,
+        measure: m,
+        supported: due.len(),
+        seen,
+        undefined,
+        supported_mean: mean(&sup),
+        supported_yes: yes(&sup, m),
+        pairs: ds.len(),
+        pairs_supported_mean: mean(&ts),
+        pairs_comparison_mean: mean(&cs),
+        pairs_supported_yes: yes(&ts, m),
+        pairs_comparison_yes: yes(&cs, m),
+        difference: mean(&ds),
+        interval,
+        naive_n: before.len(),
+        naive_before: mean(&before),
+        naive_after: mean(&after),
+        naive_before_yes: yes(&before, m),
+        naive_after_yes: yes(&after, m),
+    }
+}
+
+/// A 95% percentile interval for the mean difference, resampling pairs; seeded by the scope
+/// so the same data always give the same interval.
+fn bootstrap(ds: &[f64], school: Option<Urn>, k: u32, m: Measure) -> (f64, f64) {
+    let seed = 0x5eed_0f_0u64 ^ u64::from(school.map_or(0, |s| s.get())) << 8 ^ u64::from(k) << 40 ^ (m as u64) << 48;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n = ds.len();
+    let mut means: Vec<f64> =
+        (0..BOOTSTRAP).map(|_| (0..n).map(|_| ds[rng.random_range(0..n)]).sum::<f64>() / n as f64).collect();
+    means.sort_by(f64::total_cmp);
+    let at = |q: f64| means[((q * (BOOTSTRAP as f64 + 1.0)).round() as usize).clamp(1, BOOTSTRAP) - 1];
+    (at(0.025), at(0.975))
+}
+
+/// A count as published: exact from 5 up, otherwise only "fewer than 5".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Count {
+    Exact(usize),
+    FewerThan5,
+    /// All of the supported but fewer than 5 (so that the few not seen cannot be worked out).
+    AllButFewerThan5,
+}
+
+impl Count {
+    fn of(n: usize) -> Self {
+        if n < SMALL { Count::FewerThan5 } else { Count::Exact(n) }
+    }
+}
+
+impl std::fmt::Display for Count {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Count::Exact(n) => write!(f, "{n}"),
+            Count::FewerThan5 => f.write_str("fewer than 5"),
+            Count::AllButFewerThan5 => f.write_str("all but fewer than 5"),
+        }
+    }
+}
+
+/// A rate, mean or difference as published.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Value {
+    Shown(f64),
+    /// Would reveal a count under 5.
+    Suppressed,
+    /// Not computable (no data).
+    NotAvailable,
+}
+
+impl Value {
+    pub fn shown(self) -> Option<f64> {
+        if let Value::Shown(v) = self { Some(v) } else { None }
+    }
+}
+
+/// A row as it may leave riskid.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PublishedRow {
+    pub school: Option<Urn>,
+    pub horizon: u32,
+    pub measure: Measure,
+    pub supported: Count,
+    pub seen: Count,
+    pub not_seen: Count,
+    pub supported_rate: Value,
+    pub pairs: Count,
+    pub pairs_supported_rate: Value,
+    pub comparison_rate: Value,
+    pub difference: Value,
+    pub interval_low: Value,
+    pub interval_high: Value,
+    pub naive_n: Count,
+    pub naive_before: Value,
+    pub naive_after: Value,
+    pub naive_change: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Published {
+    pub cohorts: Count,
+    pub supported: Count,
+    pub matched: Count,
+    pub unmatched: Count,
+    pub rows: Vec<PublishedRow>,
+}
+
+/// A mean over `n` children, of which `yes` said yes for a yes/no measure: shown only if no
+/// count under 5 could be worked out from it (n, yes and n − yes all at least 5).
+fn rate(mean: Option<f64>, n: usize, yes: Option<usize>) -> Value {
+    let Some(v) = mean else { return Value::NotAvailable };
+    let small = n < SMALL || yes.is_some_and(|y| y < SMALL || n - y < SMALL);
+    if small { Value::Suppressed } else { Value::Shown(v) }
+}
+
+fn both(a: Value, b: Value, v: Option<f64>) -> Value {
+    match (a, b, v) {
+        (_, _, None) => Value::NotAvailable,
+        (Value::Shown(_), Value::Shown(_), Some(v)) => Value::Shown(v),
+        (Value::NotAvailable, _, _) | (_, Value::NotAvailable, _) => Value::NotAvailable,
+        _ => Value::Suppressed,
+    }
+}
+
+/// What may be published: counts under 5 hidden; a count that the others would give away
+/// (seen and not seen, from the supported) hidden with it; a rate hidden when it rests on a
+/// count under 5 (of children, or of yes or no answers); a difference, its interval and the
+/// naive change hidden when either side is.
+pub fn publish(e: &Estimate) -> Published {
+    let rows = e
+        .rows
+        .iter()
+        .map(|r| {
+            let not_seen = r.supported - r.seen;
+            // Secondary suppression: supported − seen = not seen, so a small "not seen"
+            // hides the exact "seen" too (and a small "seen" the exact "not seen").
+            let (seen, not) = match (r.seen < SMALL, not_seen < SMALL) {
+                (false, false) => (Count::Exact(r.seen), Count::Exact(not_seen)),
+                (false, true) => (Count::AllButFewerThan5, Count::FewerThan5),
+                (true, false) => (Count::FewerThan5, Count::AllButFewerThan5),
+                (true, true) => (Count::FewerThan5, Count::FewerThan5),
+            };
+            let sup_n = r.seen - r.undefined;
+            let supported_rate = rate(r.supported_mean, sup_n, r.supported_yes);
+            let ts = rate(r.pairs_supported_mean, r.pairs, r.pairs_supported_yes);
+            let cs = rate(r.pairs_comparison_mean, r.pairs, r.pairs_comparison_yes);
+            let difference = both(ts, cs, r.difference);
+            let (lo, hi) = match (difference, r.interval) {
+                (Value::Shown(_), Some((lo, hi))) => (Value::Shown(lo), Value::Shown(hi)),
+                (Value::Shown(_), None) => (Value::NotAvailable, Value::NotAvailable),
+                (d, _) => (d, d),
+            };
+            let nb = rate(r.naive_before, r.naive_n, r.naive_before_yes);
+            let na = rate(r.naive_after, r.naive_n, r.naive_after_yes);
+            let change = both(nb, na, r.naive_before.zip(r.naive_after).map(|(b, a)| a - b));
+            PublishedRow {
+                school: r.school,
+                horizon: r.horizon,
+                measure: r.measure,
+                supported: Count::of(r.supported),
+                seen,
+                not_seen: not,
+                supported_rate,
+                pairs: Count::of(r.pairs),
+                pairs_supported_rate: ts,
+                comparison_rate: cs,
+                difference,
+                interval_low: lo,
+                interval_high: hi,
+                naive_n: Count::of(r.naive_n),
+                naive_before: nb,
+                naive_after: na,
+                naive_change: change,
+            }
+        })
+        .collect();
+    Published {
+        cohorts: Count::Exact(e.cohorts),
+        supported: Count::of(e.supported),
+        matched: Count::of(e.matched),
+        unmatched: Count::of(e.unmatched),
+        rows,
+    }
+}
+
+/// What the design cannot rule out, said with every report.
+pub const CAVEATS: &[&str] = &[
+    "The comparison children were matched on the risk riskid gave them at selection and their attendance then, \
+     within the same phase; anything else that differs between supported and comparison children (what a link \
+     worker knew, a school's own support) is not accounted for.",
+    "Link workers' removals and additions make selection depend on more than the score: a child added for a reason \
+     the data does not show may differ from their match.",
+    "Support can spill over: a link worker in a school may help classmates who are not in the cohort, which shrinks \
+     the difference.",
+    "Comparison children come from other schools with the same risk; school effects beyond the risk are not \
+     removed.",
+    "Small numbers: per school, differences rest on a few dozen children and their intervals are wide; counts under \
+     5 are not shown.",
+    "The naive before/after change is not an effect: children picked because their last term was bad tend to do \
+     better the next term anyway (regression to the mean).",
+];
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1 @@
+//! Tests of the outcome estimate and its publication.
