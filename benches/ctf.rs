@@ -41,7 +41,7 @@ fn main() {
             e.unauthorised += u32::from(r.sessions_unauthorised);
         }
     }
-    let earlier = |u: &riskid::domain::Upn| before.get(u.as_str()).copied().unwrap_or_default();
+    let earlier = |u: &riskid::domain::Upn| Ok(before.get(u.as_str()).copied().unwrap_or_default());
     let mut times = Vec::new();
     for _ in 0..15 {
         let t = Instant::now();

@@ -1,6 +1,6 @@
 -- A Common Transfer File with its supplement is a third source of a submission. SQLite cannot
 -- change a CHECK constraint in place, so the table is rebuilt (foreign keys are not enforced on
--- this connection, and every reference is by the table's name, which is kept).
+-- migrations, see src/storage/migrations.rs, and every reference is by the table name, which is kept).
 CREATE TABLE submissions_v4 (
     id              INTEGER PRIMARY KEY,
     urn             INTEGER NOT NULL,

@@ -205,8 +205,24 @@ impl FeedBody {
                     term: st.term,
                     max_rows,
                 };
-                let earlier = |upn: &crate::domain::Upn| earlier_in_year(store, st, upn);
-                (ingest::ctf::parse_ctf(&imp, &earlier), hex::encode(h.finalize()))
+                // The figures subtracted are part of what was derived: they go into the hash, so
+                // the same file after a corrected earlier term is not "unchanged".
+                let used = std::cell::RefCell::new(Vec::new());
+                let earlier = |upn: &crate::domain::Upn| {
+                    let e = earlier_in_year(store, st, upn)?;
+                    used.borrow_mut().push((upn.as_str().to_owned(), e));
+                    Ok(e)
+                };
+                let feed = ingest::ctf::parse_ctf(&imp, &earlier);
+                let mut used = used.into_inner();
+                used.sort_by(|a, b| a.0.cmp(&b.0));
+                for (upn, e) in &used {
+                    h.update(upn.as_bytes());
+                    for v in [e.possible, e.authorised, e.unauthorised] {
+                        h.update(v.to_be_bytes());
+                    }
+                }
+                (feed, hex::encode(h.finalize()))
             }
             FeedBody::Csv(bytes) => (ingest::parse_csv_limited(bytes, max_rows), hex::encode(Sha256::digest(bytes))),
             FeedBody::Records(records) => {
@@ -502,19 +518,25 @@ impl App {
 }
 
 /// What this school has stored for a pupil in the earlier terms of the same academic year
-/// (their current submissions). A failed read counts as nothing stored.
-fn earlier_in_year(store: &Store, st: SchoolTerm, upn: &crate::domain::Upn) -> ingest::ctf::Earlier {
+/// (their current submissions). Every earlier term of the year must have a feed stored: else
+/// the year-to-date totals cannot be split, and the reason is returned.
+fn earlier_in_year(store: &Store, st: SchoolTerm, upn: &crate::domain::Upn) -> Result<ingest::ctf::Earlier, String> {
+    let failed = |_| "the earlier terms' figures could not be read; try again".to_string();
     let mut e = ingest::ctf::Earlier::default();
     let mut t = st.term;
     while t.name() != crate::domain::TermName::Autumn {
         t = t.prev();
-        if let Ok(Some(row)) = store.current_row(SchoolTerm { urn: st.urn, term: t }, upn) {
+        let earlier = SchoolTerm { urn: st.urn, term: t };
+        if store.current_submission_id(earlier).map_err(failed)?.is_none() {
+            return Err(format!("this school has no feed stored for {t}: submit the year's terms in order"));
+        }
+        if let Some(row) = store.current_row(earlier, upn).map_err(failed)? {
             e.possible += u32::from(row.sessions_possible);
             e.authorised += u32::from(row.sessions_authorised);
             e.unauthorised += u32::from(row.sessions_unauthorised);
         }
     }
-    e
+    Ok(e)
 }
 
 impl App {

@@ -81,6 +81,13 @@ fn read_files(file: &std::path::Path, supplement: Option<&std::path::Path>) -> R
         )),
         (true, Some(p)) => {
             let s = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            if s.is_empty() {
+                return Err(format!(
+                    "the supplement {} is empty: it needs a header row (upn,suspensions,permanent_exclusion,mh_referral,…) \
+                     and a row per pupil",
+                    p.display()
+                ));
+            }
             Ok(Files { body, supplement: Some(s) })
         }
         (false, None) => Ok(Files { body, supplement: None }),
@@ -297,8 +304,18 @@ async fn send_one(
         }
         Err(s) if is_rejection(&s) => {
             let rows = client::rejection_places(&s);
-            let first: Vec<String> =
-                rows.iter().take(3).map(|(place, col, _, msg)| format!("line {place} {col}: {msg}")).collect();
+            let first: Vec<String> = rows
+                .iter()
+                .take(3)
+                .map(|(place, col, _, msg)| {
+                    let place = if place.starts_with(|c: char| c.is_ascii_digit()) {
+                        format!("line {place}")
+                    } else {
+                        place.clone()
+                    };
+                    format!("{place} {col}: {msg}")
+                })
+                .collect();
             let total = {
                 use tonic_types::StatusExt;
                 s.get_details_error_info().and_then(|i| i.metadata.get("error_count").cloned()).unwrap_or_default()

@@ -52,11 +52,14 @@ impl<'w> Index<'w> {
 /// A feed as CTF XML and supplement CSV.
 pub fn feed_ctf(school: &School, feed: &Feed, index: &Index) -> (Vec<u8>, Vec<u8>) {
     let term = feed.term;
-    let v25 = term.start_year() >= 2025;
+    // The version numbered for the academic year (CTF 25 for 2025/26); from CTF 25 the
+    // element is `Sex`, before it `Gender`.
+    let version = term.start_year() % 100;
+    let v25 = version >= 25;
     let mut x = String::with_capacity(feed.rows.len() * 1_200 + 1_000);
     x.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CTfile>\n<Header>\n");
     let _ = writeln!(x, "<DocumentName>Common Transfer File</DocumentName>");
-    let _ = writeln!(x, "<CTFversion>{}</CTFversion>", if v25 { "25.0" } else { "24.0" });
+    let _ = writeln!(x, "<CTFversion>{version}.0</CTFversion>");
     let (_, end) = term_dates(term);
     let _ = writeln!(x, "<DateTime>{end}T16:00:00</DateTime>\n<DocumentQualifier>full</DocumentQualifier>");
     let _ = writeln!(
@@ -263,13 +266,19 @@ pub fn term_marks(term: Term, r: &PupilTerm) -> String {
     // Sessions to use: teaching weekdays first, then any others, in date order.
     let mut order: Vec<usize> = (0..sessions).filter(|&k| day_of(k) >= teach_from && weekday(day_of(k))).collect();
     order.extend((0..sessions).filter(|&k| !(day_of(k) >= teach_from && weekday(day_of(k)))));
+    // A row that does not fit the term's calendar (more possible sessions than half-days, or
+    // more spells than present sessions can separate) is laid out as near as it allows: the
+    // generator's own rows always fit, so its round trip is exact.
     let possible = usize::from(r.sessions_possible).min(sessions);
     let mut chosen: Vec<usize> = order[..possible].to_vec();
     chosen.sort_unstable();
     // Absences in `spells` runs separated by one present session, centred in the term.
-    let auth = usize::from(r.sessions_authorised);
-    let absent = auth + usize::from(r.sessions_unauthorised);
-    let spells = usize::from(r.absence_spells.unwrap_or(u16::from(absent > 0))).max(usize::from(absent > 0));
+    let auth = usize::from(r.sessions_authorised).min(possible);
+    let absent = (auth + usize::from(r.sessions_unauthorised)).min(possible);
+    let spells = usize::from(r.absence_spells.unwrap_or(u16::from(absent > 0)))
+        .max(usize::from(absent > 0))
+        .min(absent)
+        .min(possible - absent + 1);
     let mut kind = vec![b'P'; possible]; // P present, A authorised, U unauthorised
     if absent > 0 {
         let present = possible - absent;

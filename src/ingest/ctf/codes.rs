@@ -90,13 +90,13 @@ pub fn mark(code: &str) -> Option<Mark> {
     Some(match code {
         // Present; late before the register closed.
         "/" | "\\" | "L" => Present,
-        // Attending an approved educational activity (off-site, sporting, work experience,
-        // interview… before 2024 also J and B).
-        "K" | "V" | "P" | "W" | "B" => Present,
-        // Authorised absence: leave (C, C1, C2), medical (M), interview (J1, J before 2024),
+        // Attending an approved educational activity (off-site, sporting, work experience;
+        // before 2024 also J, an interview).
+        "K" | "V" | "P" | "W" | "B" | "J" => Present,
+        // Authorised absence: leave (C, C1, C2), medical (M), interview (J1, from 2024),
         // study leave (S), Traveller (T), religious observance (R), illness (I), suspended or
         // excluded (E); before 2024 also H (holiday) and F.
-        "C" | "C1" | "C2" | "M" | "J1" | "J" | "S" | "T" | "R" | "I" | "E" | "H" | "F" => Authorised,
+        "C" | "C1" | "C2" | "M" | "J1" | "S" | "T" | "R" | "I" | "E" | "H" | "F" => Authorised,
         // Unauthorised: holiday not agreed (G), no reason yet (N), other (O), late after the
         // register closed (U).
         "G" | "N" | "O" | "U" => Unauthorised,
@@ -104,7 +104,7 @@ pub fn mark(code: &str) -> Option<Mark> {
         // circumstances (Y, Y1–Y7), prepared for but not attending (Z), school closed (#),
         // lack of access arrangements (Q, from 2024: not counted as possible); '-' no mark
         // recorded, for sessions before a pupil joined or after they left.
-        "D" | "X" | "Y" | "Y1" | "Y2" | "Y3" | "Y4" | "Y5" | "Y6" | "Y7" | "Z" | "#" | "Q" | "-" | " " => NotPossible,
+        "D" | "X" | "Y" | "Y1" | "Y2" | "Y3" | "Y4" | "Y5" | "Y6" | "Y7" | "Z" | "#" | "Q" | "-" => NotPossible,
         _ => return None,
     })
 }
@@ -134,5 +134,8 @@ mod tests {
         assert_eq!(mark("Y3"), Some(Mark::NotPossible));
         assert_eq!(mark("L"), Some(Mark::Present));
         assert_eq!(mark("?"), None);
+        // A space is not a mark: a padded two-characters-per-session file fails loudly.
+        assert_eq!(mark(" "), None);
+        assert_eq!(mark("J"), Some(Mark::Present), "pre-2024 J, an interview, was an approved activity");
     }
 }

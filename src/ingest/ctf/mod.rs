@@ -21,9 +21,13 @@ pub use calendar::{easter_sunday, term_dates};
 use codes::{FirstLanguage, Mark};
 pub use supplement::SUPPLEMENT_COLUMNS;
 
-/// CTF versions riskid reads: the current one and the one before (the number follows the
-/// academic year: CTF 25 is for 2025/26).
-pub const SUPPORTED_VERSIONS: [u32; 2] = [24, 25];
+/// CTF versions riskid reads for a term: the version numbered for its academic year (CTF 25
+/// is for 2025/26), the one before, and the one after (an export made after 1 August for the
+/// summer term carries the next year's number). The elements riskid reads are the same in all.
+pub fn supported_versions(term: Term) -> [u32; 3] {
+    let y = u32::from(term.start_year()) % 100;
+    [y.saturating_sub(1), y, y + 1]
+}
 
 /// Codes of the findings that only a CTF import makes.
 pub mod ctf_code {
@@ -46,7 +50,12 @@ pub mod ctf_code {
     pub const MISSING_MARKS: &str = "missing_marks";
     pub const YEAR_TO_DATE: &str = "attendance_from_totals";
     pub const IGNORED_COLUMN: &str = "ignored_column";
+    pub const EARLY_EXPORT: &str = "early_export";
 }
+
+/// An export this many days before the term's end date is normal (terms for absence
+/// statistics end on 31 December, Easter Sunday and 31 July, after the last school day).
+pub const EXPORT_SLACK_DAYS: i64 = 21;
 use ctf_code as cc;
 
 /// What this school already has stored for a pupil in the earlier terms of the same academic
@@ -69,9 +78,13 @@ pub struct Import<'a> {
     pub max_rows: usize,
 }
 
+/// A pupil's stored figures for the earlier terms of the year at this school, or why they
+/// cannot be had (an earlier term's feed not stored yet, or the store could not be read).
+pub type EarlierFn<'a> = dyn Fn(&Upn) -> Result<Earlier, String> + 'a;
+
 /// Parses and derives a CTF import; every problem is reported; any error rejects it all.
-/// `earlier` gives a pupil's stored figures for the earlier terms of the year at this school.
-pub fn parse_ctf(imp: &Import, earlier: &dyn Fn(&Upn) -> Earlier) -> Result<Feed, FeedError> {
+/// `earlier` is asked only for pupils whose attendance comes from year-to-date totals.
+pub fn parse_ctf(imp: &Import, earlier: &EarlierFn) -> Result<Feed, FeedError> {
     let mut f = Findings::default();
     let file = |line| Place { part: Part::Ctf, line, element: String::new() };
     let doc = match xml::read(imp.ctf, imp.max_rows) {
@@ -85,7 +98,10 @@ pub fn parse_ctf(imp: &Import, earlier: &dyn Fn(&Upn) -> Earlier) -> Result<Feed
     check_header(&doc.header, imp, &mut f);
     let has_supplement = imp.supplement.is_some();
     let supp = match imp.supplement {
-        Some(bytes) => supplement::read(bytes, &mut f),
+        Some(bytes) => match supplement::read(bytes, imp.max_rows, &mut f) {
+            Some(s) => s,
+            None => return Err(FeedError::TooManyRows { limit: imp.max_rows }),
+        },
         None => {
             f.error_at(
                 &Place { part: Part::Supplement, line: 1, element: String::new() },
@@ -176,17 +192,20 @@ fn check_header(h: &xml::Header, imp: &Import, f: &mut Findings) {
         ),
         Some(v) => {
             let major = v.text.split('.').next().and_then(|m| m.trim().parse::<u32>().ok());
-            if !major.is_some_and(|m| SUPPORTED_VERSIONS.contains(&m)) {
+            let ok = supported_versions(imp.term);
+            if !major.is_some_and(|m| ok.contains(&m)) {
                 f.error_at(
                     &at(v, "CTFversion"),
                     "",
                     cc::CTF_VERSION,
                     format!(
-                        "CTF version {} is not one riskid reads: it reads CTF {} and {} (export the file again from \
-                         an up-to-date MIS)",
+                        "CTF version {} is not one riskid reads for {}: it reads CTF {}, {} and {} (export the file \
+                         again from an up-to-date MIS)",
                         quote(&v.text),
-                        SUPPORTED_VERSIONS[0],
-                        SUPPORTED_VERSIONS[1]
+                        imp.term,
+                        ok[0],
+                        ok[1],
+                        ok[2]
                     ),
                 );
             }
@@ -205,6 +224,23 @@ fn check_header(h: &xml::Header, imp: &Import, f: &mut Findings) {
                 imp.urn
             ),
         );
+    }
+    if let Some(d) = &h.date_time {
+        let (_, end) = calendar::term_dates(imp.term);
+        if let Some(day) = calendar::parse_date(&d.text)
+            && day + time::Duration::days(EXPORT_SLACK_DAYS) < end
+        {
+            f.warning_at(
+                &at(d, "DateTime"),
+                "",
+                cc::EARLY_EXPORT,
+                format!(
+                    "the CTF was exported on {day}, more than {EXPORT_SLACK_DAYS} days before {} ends ({end}): \
+                     sessions after the export are missing from this term's figures",
+                    imp.term
+                ),
+            );
+        }
     }
     if let Some(y) = &h.academic_year
         && y.text.trim() != imp.term.start_year().to_string()
@@ -225,9 +261,9 @@ fn check_header(h: &xml::Header, imp: &Import, f: &mut Findings) {
 /// Counts of mapped and left-out values, reported once per file (with the first place).
 #[derive(Default)]
 struct Tally {
-    left_out: Vec<(Place, String)>,
+    /// (code, place, message), in file order.
+    notes: Vec<(&'static str, Place, String)>,
     left_out_upns: std::collections::HashSet<String>,
-    mapped: Vec<(Place, String)>,
     unclassified_language: Counted,
     missing_marks: Counted,
     year_to_date: Counted,
@@ -252,8 +288,7 @@ impl Counted {
 
 impl Tally {
     fn report(&self, f: &mut Findings) {
-        for (place, message) in self.left_out.iter().chain(&self.mapped) {
-            let code = if self.left_out.iter().any(|(p, _)| p == place) { cc::LEFT_OUT } else { cc::UNKNOWN_ETHNICITY };
+        for (code, place, message) in &self.notes {
             f.warning_at(place, "", code, message.clone());
         }
         let summary = |f: &mut Findings, c: &Counted, code: &str, col: &str, what: &str| {
@@ -331,7 +366,7 @@ impl<'a> Context<'a> {
         supp: Option<&supplement::Supplement>,
         used: &mut [bool],
         tally: &mut Tally,
-        earlier: &dyn Fn(&Upn) -> Earlier,
+        earlier: &EarlierFn,
         f: &mut Findings,
     ) -> Option<Derived> {
         use Column as C;
@@ -363,12 +398,13 @@ impl<'a> Context<'a> {
             _ => None,
         };
         if let Some(why) = left_out {
-            tally.left_out.push((
+            tally.notes.push((
+                cc::LEFT_OUT,
                 nc_place,
+                // No UPN: nothing of a left-out pupil is kept, and warnings are stored.
                 format!(
-                    "pupil {} has NCyearActual {}: {why} is outside the feed contract (R, 1–13), so this pupil is left \
-                     out of the import",
-                    quote(&upn),
+                    "the pupil here has NCyearActual {}: {why} is outside the feed contract (R, 1–13), so this pupil \
+                     is left out of the import",
                     quote(ncyear)
                 ),
             ));
@@ -390,7 +426,8 @@ impl<'a> Context<'a> {
                     main.code().to_owned()
                 }
                 None => {
-                    tally.mapped.push((
+                    tally.notes.push((
+                        cc::UNKNOWN_ETHNICITY,
                         eth_place.clone(),
                         format!(
                             "ethnicity {} is not a DfE code: recorded as NOBT (information not obtained); correct it in \
@@ -402,7 +439,8 @@ impl<'a> Context<'a> {
                 }
             },
             None => {
-                tally.mapped.push((
+                tally.notes.push((
+                    cc::UNKNOWN_ETHNICITY,
                     eth_place.clone(),
                     "no ethnicity in the CTF: recorded as NOBT (information not obtained)".into(),
                 ));
@@ -626,7 +664,7 @@ impl<'a> Context<'a> {
         upn: &str,
         pupil_place: &Place,
         tally: &mut Tally,
-        earlier: &dyn Fn(&Upn) -> Earlier,
+        earlier: &EarlierFn,
         f: &mut Findings,
         set: &mut dyn FnMut(Column, String, Place),
     ) -> bool {
@@ -645,6 +683,19 @@ impl<'a> Context<'a> {
                     self.imp.term.start_year(),
                     (self.imp.term.start_year() + 1) % 100,
                     self.imp.term.start_year()
+                ),
+            );
+            return false;
+        }
+        if years.len() > 1 && (self.lea.is_none() || self.estab.is_none()) {
+            f.error_at(
+                &Place { element: format!("{base}/Attendance"), ..pupil_place.clone() },
+                "sessions_possible",
+                cc::NO_ATTENDANCE,
+                format!(
+                    "this pupil has {} YearData for the year, and the header has no SourceSchool LEA and Estab to tell \
+                     which is this school's (a dual-registered pupil's other school must not be counted)",
+                    years.len()
                 ),
             );
             return false;
@@ -809,7 +860,27 @@ impl<'a> Context<'a> {
         let auth = num(&y.authorised, "SessionsAuthorised", "sessions_authorised", f);
         let unauth = num(&y.unauthorised, "SessionsUnauthorised", "sessions_unauthorised", f);
         let (Some(possible), Some(auth), Some(unauth)) = (possible, auth, unauth) else { return false };
-        let before = Upn::parse(upn).map(|u| earlier(&u)).unwrap_or_default();
+        let before = match Upn::parse(upn).map(|u| earlier(&u)) {
+            Ok(Ok(e)) => e,
+            // An invalid UPN is reported by the contract's check; nothing to subtract for it.
+            Err(_) => Earlier::default(),
+            Ok(Err(why)) => {
+                f.error_at(
+                    &Place {
+                        part: Part::Ctf,
+                        line: y.possible.as_ref().map_or(y.line, |l| l.line),
+                        element: yd_el(y, "/SessionsPossible"),
+                    },
+                    "sessions_possible",
+                    cc::NO_ATTENDANCE,
+                    format!(
+                        "this pupil has no attendance marks, and the year-to-date totals cannot be split into terms: \
+                         {why}"
+                    ),
+                );
+                return false;
+            }
+        };
         let place = Place {
             part: Part::Ctf,
             line: y.possible.as_ref().map_or(y.line, |l| l.line),
@@ -858,12 +929,15 @@ fn attainment(p: &xml::Pupil, subjects: &[&str], base: &str) -> Option<(&'static
             "GDS" => "above",
             "EXS" | "AS" => "expected",
             "WTS" | "HNM" | "BLW" | "NS" | "PK1" | "PK2" | "PK3" | "PK4" | "PK5" | "PK6" => "below",
-            s => match s.parse::<u32>() {
+            // A number is read only where the component says it is a scaled score (a raw
+            // mark can fall in 80–120 too).
+            s if text(&a.component).is_some_and(|c| c.to_ascii_uppercase().contains("SC")) => match s.parse::<u32>() {
                 Ok(n @ 80..=120) if n < 100 => "below",
                 Ok(100..=109) => "expected",
                 Ok(110..=120) => "above",
                 _ => continue,
             },
+            _ => continue,
         };
         let year = text(&a.year).and_then(|y| y.parse::<u32>().ok()).unwrap_or(0);
         if best.as_ref().is_none_or(|(y, _, _)| year >= *y) {

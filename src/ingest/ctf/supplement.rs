@@ -46,7 +46,9 @@ fn at(line: u64) -> Place {
     Place { part: Part::Supplement, line, element: String::new() }
 }
 
-pub fn read(bytes: &[u8], f: &mut Findings) -> Supplement {
+/// Reads the supplement; `None` once it has more than `max_rows` rows (the server's limit on
+/// a feed's rows applies to it too).
+pub fn read(bytes: &[u8], max_rows: usize, f: &mut Findings) -> Option<Supplement> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut reader = Reader::new(bytes);
     let mut record = Record::default();
@@ -62,10 +64,18 @@ pub fn read(bytes: &[u8], f: &mut Findings) -> Supplement {
             }
         }
     };
-    let Some((upn_pos, cols, width)) = header else { return out };
+    let Some((upn_pos, cols, width)) = header else { return Some(out) };
     out.columns = cols.iter().map(|(c, _)| *c).collect();
+    let mut count = 0usize;
     loop {
-        match reader.next(&mut record) {
+        let next = reader.next(&mut record);
+        if !matches!(next, Next::End) {
+            count += 1;
+            if count > max_rows {
+                return None;
+            }
+        }
+        match next {
             Next::End => break,
             Next::Error(e) => {
                 f.error_at(&at(e.line), "", code::MALFORMED_CSV, e.message);
@@ -119,7 +129,7 @@ pub fn read(bytes: &[u8], f: &mut Findings) -> Supplement {
         out.index.insert(upn.clone(), out.rows.len());
         out.rows.push(Row { line, upn, cells });
     }
-    out
+    Some(out)
 }
 
 type Header = (usize, Vec<(Column, usize)>, usize);

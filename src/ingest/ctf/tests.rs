@@ -15,16 +15,10 @@ fn urn() -> Urn {
 }
 
 fn run(xml: &str, supp: Option<&str>, year: u16, term: TermName) -> Result<Feed, FeedError> {
-    run_with(xml, supp, year, term, &|_| Earlier::default())
+    run_with(xml, supp, year, term, &|_| Ok(Earlier::default()))
 }
 
-fn run_with(
-    xml: &str,
-    supp: Option<&str>,
-    year: u16,
-    term: TermName,
-    earlier: &dyn Fn(&Upn) -> Earlier,
-) -> Result<Feed, FeedError> {
+fn run_with(xml: &str, supp: Option<&str>, year: u16, term: TermName, earlier: &EarlierFn) -> Result<Feed, FeedError> {
     let imp = Import {
         ctf: xml.as_bytes(),
         supplement: supp.map(str::as_bytes),
@@ -113,11 +107,11 @@ fn spring_without_marks_subtracts_the_autumn_already_stored() {
     let xml = AUTUMN.to_owned();
     let supp = AUTUMN_SUPP;
     let earlier = |u: &Upn| {
-        if u.as_str() == "B359200125005" {
+        Ok(if u.as_str() == "B359200125005" {
             Earlier { possible: 100, authorised: 4, unauthorised: 1 }
         } else {
             Earlier::default()
-        }
+        })
     };
     let feed = run_with(&xml, Some(supp), 2025, TermName::Spring, &earlier).unwrap();
     let l = lines(&feed);
@@ -125,11 +119,16 @@ fn spring_without_marks_subtracts_the_autumn_already_stored() {
     assert!(eve.contains(",40,2,1,,"), "140 − 100, 6 − 4, 2 − 1: {eve}");
     // Pupils with marks have none in spring: their marks are all in September.
     assert!(l[0].contains(",0,0,0,0,"), "{}", l[0]);
-    let bad = |_: &Upn| Earlier { possible: 200, authorised: 0, unauthorised: 0 };
+    let bad = |_: &Upn| Ok(Earlier { possible: 200, authorised: 0, unauthorised: 0 });
     let errs = rejected(run_with(&xml, Some(supp), 2025, TermName::Spring, &bad));
     assert_eq!(errs.len(), 1);
     assert_eq!(errs[0].code, cc::NO_ATTENDANCE);
     assert!(errs[0].element.ends_with("Attendance/YearData[1]/SessionsPossible"), "{:?}", errs[0]);
+    // Autumn not stored yet: refused, never the whole year's totals taken as spring's.
+    let missing = |_: &Upn| Err("this school has no feed stored for 2025/26 autumn".to_string());
+    let errs = rejected(run_with(&xml, Some(supp), 2025, TermName::Spring, &missing));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].message.contains("no feed stored for 2025/26 autumn"), "{}", errs[0].message);
 }
 
 #[test]
@@ -189,7 +188,7 @@ fn the_header_must_be_a_supported_version_from_this_school() {
     let old = AUTUMN.replace("<CTFversion>25.0", "<CTFversion>23.0");
     let errs = rejected(run(&old, Some(AUTUMN_SUPP), 2025, TermName::Autumn));
     assert_eq!(errs[0].code, cc::CTF_VERSION);
-    assert!(errs[0].message.contains("CTF 24 and 25"));
+    assert!(errs[0].message.contains("CTF 24, 25 and 26"), "{}", errs[0].message);
     let other = AUTUMN.replace("<URN>100001", "<URN>100002");
     let errs = rejected(run(&other, Some(AUTUMN_SUPP), 2025, TermName::Autumn));
     assert_eq!((errs[0].code.as_str(), errs[0].element.as_str()), (cc::WRONG_SCHOOL, "CTfile/Header/SourceSchool/URN"));
@@ -224,7 +223,7 @@ fn hostile_xml_is_refused_with_one_clear_error() {
         term: Term::new(2025, TermName::Autumn).unwrap(),
         max_rows: 10,
     };
-    assert!(matches!(parse_ctf(&imp, &|_| Earlier::default()), Err(FeedError::TooManyRows { limit: 10 })));
+    assert!(matches!(parse_ctf(&imp, &|_| Ok(Earlier::default())), Err(FeedError::TooManyRows { limit: 10 })));
 }
 
 #[test]
@@ -248,7 +247,7 @@ fn a_generated_boroughs_ctf_and_supplement_give_exactly_its_csv_rows() {
                     e.unauthorised += u32::from(r.sessions_unauthorised);
                 }
             }
-            e
+            Ok(e)
         };
         let feed = parse_ctf(&imp, &earlier).unwrap_or_else(|e| panic!("{} {}: {e:?}", f.urn, f.term));
         assert_eq!(feed.rows.len(), f.rows.len());
@@ -292,8 +291,60 @@ fn every_ctf_finding_code_is_documented() {
         cc::MISSING_MARKS,
         cc::YEAR_TO_DATE,
         cc::IGNORED_COLUMN,
+        cc::TOO_MANY_ELEMENTS,
+        cc::EARLY_EXPORT,
     ] {
         assert!(readme.contains(&format!("`{c}`")), "README lacks {c}");
     }
     assert!(doc.contains("invalid_mark"));
+}
+
+#[test]
+fn record_floods_supplement_floods_and_unsplittable_attendance_are_refused() {
+    // A flood of empty assessments for one pupil: refused at the 65th, not stored 900 times over.
+    let flood = format!(
+        "<CTfile><CTFpupilData><Pupil><StageAssessments><KeyStage><Stage>{}</Stage>{}</KeyStage></StageAssessments>\
+         </Pupil></CTFpupilData></CTfile>",
+        "A".repeat(16_000),
+        "<Assessment/>".repeat(100_000)
+    );
+    let errs = rejected(run(&flood, Some(AUTUMN_SUPP), 2025, TermName::Autumn));
+    assert_eq!(errs[0].code, cc::TOO_MANY_ELEMENTS);
+    let years = format!(
+        "<CTfile><CTFpupilData><Pupil><Attendance>{}</Attendance></Pupil></CTFpupilData></CTfile>",
+        "<YearData/>".repeat(65)
+    );
+    assert_eq!(rejected(run(&years, Some(AUTUMN_SUPP), 2025, TermName::Autumn))[0].code, cc::TOO_MANY_ELEMENTS);
+    // A supplement longer than the row limit.
+    let supp = format!("upn,suspensions,permanent_exclusion,mh_referral\n{}", "x,0,N,N\n".repeat(11));
+    let imp = Import {
+        ctf: AUTUMN.as_bytes(),
+        supplement: Some(supp.as_bytes()),
+        urn: urn(),
+        term: Term::new(2025, TermName::Autumn).unwrap(),
+        max_rows: 10,
+    };
+    assert!(matches!(parse_ctf(&imp, &|_| Ok(Earlier::default())), Err(FeedError::TooManyRows { limit: 10 })));
+    // Without the header's LEA and Estab, a pupil with two YearData cannot be read.
+    let no_school = AUTUMN.replace("<LEA>359</LEA>\n      <Estab>2001</Estab>", "");
+    let errs = rejected(run(&no_school, Some(AUTUMN_SUPP), 2025, TermName::Autumn));
+    assert!(errs.iter().all(|e| e.code == cc::NO_ATTENDANCE), "{errs:?}");
+    assert_eq!(errs.len(), 1, "pupil 4 has two YearData for 2025 (pupil 1 has one, and one for 2024): {errs:?}");
+    // An undefined entity inside a name is refused without quoting it.
+    let named = AUTUMN.replace("<Surname>Example</Surname>", "<Surname>Smith&Jones;</Surname>");
+    let errs = rejected(run(&named, Some(AUTUMN_SUPP), 2025, TermName::Autumn));
+    assert!(!errs[0].message.contains("Jones"), "{}", errs[0].message);
+    // Left-out pupils' warnings hold no UPN.
+    let feed = run(AUTUMN, Some(AUTUMN_SUPP), 2025, TermName::Autumn).unwrap();
+    assert!(feed.warnings.iter().all(|w| !w.message.contains("Q359200125006")));
+}
+
+#[test]
+fn an_export_made_weeks_before_the_term_ends_is_flagged() {
+    let early = AUTUMN.replace("<DateTime>2025-12-19T16:00:00", "<DateTime>2025-10-01T09:00:00");
+    let feed = run(&early, Some(AUTUMN_SUPP), 2025, TermName::Autumn).unwrap();
+    let w = feed.warnings.iter().find(|w| w.code == cc::EARLY_EXPORT).expect("an early_export warning");
+    assert_eq!(w.element, "CTfile/Header/DateTime");
+    let feed = run(AUTUMN, Some(AUTUMN_SUPP), 2025, TermName::Autumn).unwrap();
+    assert!(feed.warnings.iter().all(|w| w.code != cc::EARLY_EXPORT), "19 December is the end of term");
 }

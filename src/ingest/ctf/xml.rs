@@ -13,6 +13,9 @@ use quick_xml::reader::Reader;
 pub const MAX_DEPTH: usize = 24;
 /// Longest text of one element: a year of attendance marks is about 1,500 characters.
 pub const MAX_TEXT: usize = 16 * 1024;
+/// Most records of one kind (YearData, SEN, FSM instances, languages, assessments, schools)
+/// for one pupil: real files hold a handful. Bounds memory whatever the file holds.
+pub const MAX_RECORDS: usize = 64;
 
 /// A value from the file and the line its element starts on.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -28,6 +31,8 @@ pub struct Header {
     pub estab: Option<Loc>,
     pub urn: Option<Loc>,
     pub academic_year: Option<Loc>,
+    /// When the file was exported (`Header/DateTime`).
+    pub date_time: Option<Loc>,
 }
 
 #[derive(Debug, Default)]
@@ -146,6 +151,7 @@ pub mod code {
     pub const NOT_CTF: &str = "not_ctf";
     pub const TOO_DEEP: &str = "too_deep";
     pub const TEXT_TOO_LONG: &str = "text_too_long";
+    pub const TOO_MANY_ELEMENTS: &str = "too_many_elements";
 }
 
 /// Line numbers from byte offsets, counted incrementally (the reader only moves forward).
@@ -183,6 +189,7 @@ enum Slot {
     HEstab,
     HUrn,
     HYear,
+    HDateTime,
     Upn,
     Sex(&'static str),
     NcYear,
@@ -222,6 +229,7 @@ fn slot(path: &[&str], name: &str) -> Slot {
         (["Header", "SourceSchool"], "Estab") => HEstab,
         (["Header", "SourceSchool"], "URN") => HUrn,
         (["Header", "SourceSchool"], "AcademicYear") => HYear,
+        (["Header"], "DateTime") => HDateTime,
         (["CTFpupilData", "Pupil"], "UPN") => Upn,
         (["CTFpupilData", "Pupil"] | ["CTFpupilData", "Pupil", "BasicDetails"], "Sex") => Sex("Sex"),
         (["CTFpupilData", "Pupil"] | ["CTFpupilData", "Pupil", "BasicDetails"], "Gender") => Sex("Gender"),
@@ -380,15 +388,13 @@ pub fn read(bytes: &[u8], max_pupils: usize) -> Result<Document, ReadError> {
                         "amp" => '&',
                         "apos" => '\'',
                         "quot" => '"',
-                        other => {
+                        // The name is not quoted: it may sit inside a pupil's name.
+                        _ => {
                             return Err(err(
                                 line,
                                 code::MALFORMED_XML,
-                                format!(
-                                    "the entity &{};  is not defined: only the five XML entities and character \
-                                     references are accepted",
-                                    short(other)
-                                ),
+                                "an entity reference that is not defined: only the five XML entities (&amp; &lt; \
+                                 &gt; &apos; &quot;) and character references are accepted",
                             )
                             .into());
                         }
@@ -448,6 +454,7 @@ fn intern(name: &str) -> &'static str {
         "Estab",
         "URN",
         "AcademicYear",
+        "DateTime",
         "CTFpupilData",
         "Pupil",
         "UPN",
@@ -541,6 +548,36 @@ fn open(
         }
         _ => {
             let Some(p) = pupil.as_mut() else { return Ok(()) };
+            let full = |n: usize, what: &str| -> Result<(), ReadError> {
+                if n >= MAX_RECORDS {
+                    return Err(err(
+                        line,
+                        code::TOO_MANY_ELEMENTS,
+                        format!(
+                            "pupil {} has more than {MAX_RECORDS} {what} elements; a real CTF holds a handful",
+                            p.index
+                        ),
+                    )
+                    .into());
+                }
+                Ok(())
+            };
+            match (path, name) {
+                (["CTFpupilData", "Pupil", "BasicDetails", "Languages"], "Type") => {
+                    full(p.languages.len(), "Languages/Type")?
+                }
+                (["CTFpupilData", "Pupil", "FSMhistory"], "FSMinstance") => full(p.fsm.len(), "FSMinstance")?,
+                (["CTFpupilData", "Pupil", "SENhistory"], "SEN") => full(p.sen.len(), "SEN")?,
+                (["CTFpupilData", "Pupil", "Attendance"], "YearData") => full(p.years.len(), "YearData")?,
+                (["CTFpupilData", "Pupil", "StageAssessments"], "KeyStage")
+                | (["CTFpupilData", "Pupil", "StageAssessments", "KeyStage"], "StageAssessment" | "Assessment") => {
+                    full(p.assessments.len(), "KeyStage and StageAssessment")?
+                }
+                (["CTFpupilData", "Pupil", "SchoolHistory"], "School") => {
+                    full(p.schools.len(), "SchoolHistory/School")?
+                }
+                _ => {}
+            }
             match (path, name) {
                 (["CTFpupilData", "Pupil", "BasicDetails", "Languages"], "Type") => {
                     p.languages.push(Language::default())
@@ -560,8 +597,8 @@ fn open(
                     p.assessments.push(Assessment { line, ..Default::default() });
                 }
                 (["CTFpupilData", "Pupil", "StageAssessments", "KeyStage"], "StageAssessment" | "Assessment") => {
-                    let stage = p.assessments.last().and_then(|a| a.stage.clone());
-                    p.assessments.push(Assessment { line, stage, ..Default::default() });
+                    // The stage is not used for deriving rows: it is not copied.
+                    p.assessments.push(Assessment { line, ..Default::default() });
                 }
                 (["CTFpupilData", "Pupil"], "SchoolHistory") => p.has_school_history = true,
                 (["CTFpupilData", "Pupil", "SchoolHistory"], "School") => {
@@ -584,6 +621,7 @@ fn store(slot: Slot, v: Loc, doc: &mut Document, pupil: Option<&mut Pupil>) {
         HEstab => return h.estab = Some(v),
         HUrn => return h.urn = Some(v),
         HYear => return h.academic_year = Some(v),
+        HDateTime => return h.date_time = Some(v),
         _ => {}
     }
     let Some(p) = pupil else { return };
