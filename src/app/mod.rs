@@ -547,6 +547,17 @@ impl App {
         who: &Principal,
         school: Option<Urn>,
     ) -> AppResult<crate::outcomes::Published> {
+        let e = self.programme_estimate(who, school).await?;
+        Ok(crate::outcomes::publish(&e))
+    }
+
+    /// The exact estimate behind [`App::programme_outcomes`], for the closed-loop harness and
+    /// tools in process. Never served: only published figures leave riskid.
+    pub async fn programme_estimate(
+        &self,
+        who: &Principal,
+        school: Option<Urn>,
+    ) -> AppResult<crate::outcomes::Estimate> {
         let scope = who.may_read_outcomes()?;
         if let Some(u) = school {
             scope.check(u)?;
@@ -583,7 +594,7 @@ impl App {
                 }
             }
             let inputs = crate::outcomes::Inputs { cohorts: &cohorts, rows: &rows, risk: &risk, last_term: last };
-            Ok(crate::outcomes::publish(&crate::outcomes::estimate(&inputs)))
+            Ok(crate::outcomes::estimate(&inputs))
         })
         .await
     }

@@ -15,6 +15,8 @@ use serde::Serialize;
 use crate::domain::{PupilTerm, Term, Upn, Urn};
 use crate::review::Cohort;
 
+pub mod closed_loop;
+
 /// Terms followed after selection: the two-year programme.
 pub const HORIZON: u32 = 6;
 /// Bootstrap resamples for each interval.
@@ -159,7 +161,8 @@ fn sd(v: &[f64]) -> f64 {
 
 /// Matches every supported child, within each selection term: the comparison child is the
 /// nearest eligible unsupported child of the same phase (primary or secondary) on the logit of
-/// the combined risk and, second, the absence rate, within a caliper of 0.2 SD of the logit;
+/// the combined risk and, second, the absence rate, within a caliper of 0.2 SD of the logit
+/// (over every pupil scored that term);
 /// with replacement; ties go to the smaller UPN. Eligible: on roll that term, scored, not
 /// looked after or on a protection plan, not permanently excluded, and never supported.
 fn match_all(inp: &Inputs) -> Vec<Pair> {
@@ -183,9 +186,13 @@ fn match_all(inp: &Inputs) -> Vec<Pair> {
             })
             .collect();
         pool.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.3.cmp(b.3)));
-        let xs: Vec<f64> = pool.iter().map(|p| p.1).collect();
+        // The caliper's scale: every pupil scored that term (supported and not), as usual for
+        // a caliper on a score's logit.
+        let mut xs: Vec<f64> = inp.risk.iter().filter(|((ti, _), _)| *ti == t).map(|(_, p)| logit(*p)).collect();
+        // Summed in a fixed order, so the caliper (and every match) is the same on every run.
+        xs.sort_by(f64::total_cmp);
         let sd_x = sd(&xs);
-        let sd_a = sd(&pool.iter().map(|p| p.2).collect::<Vec<_>>());
+        let sd_a = sd(&pool.iter().map(|p| p.2).collect::<Vec<_>>()); // pool is sorted
         let caliper = CALIPER_SD * sd_x;
         for c in finalised.iter().filter(|c| c.school_term.term.index() == t) {
             let end = c.programme_end.map_or(t + HORIZON + 1, |e| e.index());
