@@ -18,7 +18,8 @@ fn main() {
     let horizons = [1u32, 2, 3];
     // (measure, horizon) → (covered, runs, sum of estimates, sum of truths)
     let mut with: HashMap<(Measure, u32), (u32, u32, f64, f64)> = HashMap::new();
-    let mut null: HashMap<(Measure, u32), (u32, u32, u32)> = HashMap::new(); // covers 0, runs, naive improves
+    let mut null: HashMap<(Measure, u32), (u32, u32, u32, f64)> = HashMap::new(); // covers 0, runs, naive improves, sum of estimates
+    let mut all_truth: HashMap<(Measure, u32), f64> = HashMap::new();
     let started = std::time::Instant::now();
     for seed in 1..=seeds {
         for eff in [effect, 0.0] {
@@ -38,6 +39,7 @@ fn main() {
                     e.1 += 1;
                     e.2 += row.difference.unwrap_or(0.0);
                     e.3 += truth;
+                    *all_truth.entry(key).or_default() += r.truth_all[&(row.horizon, row.measure)];
                 } else {
                     let e = null.entry(key).or_default();
                     e.0 += u32::from(lo <= 0.0 && 0.0 <= hi);
@@ -49,6 +51,7 @@ fn main() {
                         _ => false,
                     };
                     e.2 += u32::from(better);
+                    e.3 += row.difference.unwrap_or(0.0);
                 }
             }
         }
@@ -64,13 +67,16 @@ fn main() {
     for m in Measure::ALL {
         for k in horizons {
             let (c, n, est, tru) = with.get(&(m, k)).copied().unwrap_or_default();
-            let (z, nn, imp) = null.get(&(m, k)).copied().unwrap_or_default();
+            let (z, nn, imp, nest) = null.get(&(m, k)).copied().unwrap_or_default();
             let nf = f64::from(n.max(1));
+            let at = all_truth.get(&(m, k)).copied().unwrap_or_default();
             println!(
-                "| {} | {k} | {c} of {n} | {:+.4} | {:+.4} | {z} of {nn} | {imp} of {nn} |",
+                "| {} | {k} | {c} of {n} | {:+.4} | {:+.4} | {:+.4} | {z} of {nn} | {:+.4} | {imp} of {nn} |",
                 m.as_str(),
                 est / nf,
-                tru / nf
+                tru / nf,
+                at / nf,
+                nest / f64::from(nn.max(1))
             );
         }
     }

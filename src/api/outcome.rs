@@ -21,12 +21,13 @@ impl OutcomeApi {
 }
 
 /// How the comparison group is made, in words (the same as docs/outcomes.md says).
-pub const METHOD: &str = "Each supported child is matched, with replacement, to the eligible child who was not \
-    supported (on roll, scored, not looked after or on a protection plan, not permanently excluded, never in a \
-    final list) of the same phase, in the same selection term, nearest on the logit of the combined risk riskid \
-    gave them and then on their absence rate that term, within 0.2 standard deviations of the logit. The \
-    difference is the mean over pairs of supported minus comparison; its 95% interval resamples the pairs (999 \
-    bootstrap samples).";
+pub const METHOD: &str = "Each supported child is matched, without replacement and highest risk first, to an \
+    eligible child who was never supported (on roll, scored, not looked after or on a protection plan, not \
+    permanently excluded) of the same phase in the same selection term, nearest on the logit of the combined risk \
+    riskid gave them and then on their absence rate that term, within a caliper of 0.2 standard deviations of the \
+    logit. The difference is a difference in differences: the supported child's change since selection minus \
+    their match's, adjusted by least squares for the gaps in risk and absence left within the pairs. Its 95% \
+    interval resamples the schools (999 bootstrap samples; one school's pairs for a school's own figures).";
 
 fn count(c: Count) -> pb::PublishedCount {
     let (value, state) = match c {

@@ -38,21 +38,37 @@ impl Default for LoopConfig {
     }
 }
 
-/// What the loop found: riskid's estimate, and the truth it should find.
-#[derive(Debug, Clone)]
+/// What the loop found: riskid's estimate, and the truth it should find; and the running
+/// application with its store and keys, for tests that read the report as clients do.
 pub struct LoopResult {
     pub estimate: Estimate,
-    /// The true effect, by (terms after selection, measure): the mean over supported children
-    /// seen that term of (expected outcome with support − without).
+    /// The true effect, by (terms after selection, measure): the mean over the supported
+    /// children the estimate is about (those with a match) seen that term, of (expected
+    /// outcome with support − without).
     pub truth: HashMap<(u32, Measure), f64>,
+    /// The same over every supported child seen (the unmatched, the highest risk, included).
+    pub truth_all: HashMap<(u32, Measure), f64>,
+    pub app: Arc<App>,
+    /// (role, schools, the key itself) for an analyst, a school key covering every school, and
+    /// a link worker for the first school.
+    pub keys: Vec<(Role, BTreeSet<Urn>, String)>,
+    pub schools: Vec<Urn>,
+    /// The data directory, removed when the result is dropped.
+    pub dir: tempfile::TempDir,
 }
 
-fn key(store: &Store, role: Role, schools: &BTreeSet<Urn>) -> anyhow::Result<Principal> {
-    let (_, hash, prefix) = crate::auth::generate_key();
+fn key(
+    store: &Store,
+    role: Role,
+    schools: &BTreeSet<Urn>,
+    keys: &mut Vec<(Role, BTreeSet<Urn>, String)>,
+) -> anyhow::Result<Principal> {
+    let (plain, hash, prefix) = crate::auth::generate_key();
     let id = store.create_key(
         &NewKey { key_hash: &hash, prefix: &prefix, role, schools, label: "closed loop", created_at: 0 },
         "operator:test",
     )?;
+    keys.push((role, schools.clone(), plain));
     Ok(Principal { key_id: id, role, schools: schools.clone() })
 }
 
@@ -61,10 +77,13 @@ pub async fn run(cfg: &LoopConfig) -> anyhow::Result<LoopResult> {
     let store = Arc::new(Store::open(dir.path())?);
     let mut sim = Simulation::new(&cfg.world);
     let urns: BTreeSet<Urn> = sim.schools().iter().map(|s| s.urn).collect();
-    let school = key(&store, Role::School, &urns)?;
-    let link_worker = key(&store, Role::LinkWorker, &urns)?;
-    let analyst = key(&store, Role::Analyst, &BTreeSet::new())?;
-    let app = App::new(store, Limits::default())?;
+    let mut keys = Vec::new();
+    let school = key(&store, Role::School, &urns, &mut keys)?;
+    let link_worker = key(&store, Role::LinkWorker, &urns, &mut keys)?;
+    let analyst = key(&store, Role::Analyst, &BTreeSet::new(), &mut keys)?;
+    let first: BTreeSet<Urn> = urns.iter().take(1).copied().collect();
+    key(&store, Role::LinkWorker, &first, &mut keys)?;
+    let app = Arc::new(App::new(store, Limits::default())?);
     let terms = sim.terms().to_vec();
     let mut supported: Vec<Upn> = Vec::new();
     for (k, term) in terms.iter().enumerate() {
@@ -109,29 +128,35 @@ pub async fn run(cfg: &LoopConfig) -> anyhow::Result<LoopResult> {
     let estimate = app.programme_estimate(&analyst, None).await?;
     // The truth over the supported children seen each term after selection.
     let select_index = terms[cfg.select].index();
-    let mut sums: HashMap<(u32, Measure), (f64, usize)> = HashMap::new();
-    for t in sim.truth() {
-        let k = t.term.index() - select_index;
-        if k == 0 || k > HORIZON {
-            continue;
+    let mean_truth = |only: Option<&std::collections::HashSet<Upn>>| {
+        let mut sums: HashMap<(u32, Measure), (f64, usize)> = HashMap::new();
+        for t in sim.truth().iter().filter(|t| only.is_none_or(|o| o.contains(&t.upn))) {
+            let k = t.term.index() - select_index;
+            if k == 0 || k > HORIZON {
+                continue;
+            }
+            for (m, v) in [
+                (Measure::AttendanceRate, t.attendance),
+                (Measure::PersistentAbsence, t.persistent_absence),
+                (Measure::Suspension, t.suspension),
+                (Measure::MhReferral, t.mh_referral),
+            ] {
+                let e = sums.entry((k, m)).or_default();
+                e.0 += v;
+                e.1 += 1;
+            }
         }
-        for (m, v) in [
-            (Measure::AttendanceRate, t.attendance),
-            (Measure::PersistentAbsence, t.persistent_absence),
-            (Measure::Suspension, t.suspension),
-            (Measure::MhReferral, t.mh_referral),
-        ] {
-            let e = sums.entry((k, m)).or_default();
-            e.0 += v;
-            e.1 += 1;
+        // With no effect the truth is exactly 0 (the generator records nothing).
+        let mut truth: HashMap<(u32, Measure), f64> = sums.into_iter().map(|(k, (s, n))| (k, s / n as f64)).collect();
+        for k in 1..=HORIZON {
+            for m in Measure::ALL {
+                truth.entry((k, m)).or_insert(0.0);
+            }
         }
-    }
-    // With no effect the truth is exactly 0 (the generator records nothing).
-    let mut truth: HashMap<(u32, Measure), f64> = sums.into_iter().map(|(k, (s, n))| (k, s / n as f64)).collect();
-    for k in 1..=HORIZON {
-        for m in Measure::ALL {
-            truth.entry((k, m)).or_insert(0.0);
-        }
-    }
-    Ok(LoopResult { estimate, truth })
+        truth
+    };
+    let truth = mean_truth(Some(&estimate.matched_supported));
+    let truth_all = mean_truth(None);
+    let schools = urns.into_iter().collect();
+    Ok(LoopResult { estimate, truth, truth_all, app, keys, schools, dir })
 }

@@ -100,13 +100,14 @@ pub struct Row {
     /// The supported children seen: their mean and, for a yes/no measure, how many.
     pub supported_mean: Option<f64>,
     pub supported_yes: Option<usize>,
-    /// Matched pairs with the measure defined for both.
+    /// Matched pairs with the measure defined for both, at selection and this term.
     pub pairs: usize,
     pub pairs_supported_mean: Option<f64>,
     pub pairs_comparison_mean: Option<f64>,
     pub pairs_supported_yes: Option<usize>,
     pub pairs_comparison_yes: Option<usize>,
-    /// Supported minus comparison, with a 95% bootstrap interval (resampling pairs).
+    /// The supported children's change since selection minus their comparison children's
+    /// (difference in differences), with a 95% bootstrap interval (resampling pairs).
     pub difference: Option<f64>,
     pub interval: Option<(f64, f64)>,
     /// Naive before/after for the supported: the selection term's mean, this term's, and the
@@ -129,6 +130,10 @@ pub struct Estimate {
     /// Without one (left out of the differences; counted here).
     pub unmatched: usize,
     pub rows: Vec<Row>,
+    /// The supported children with a match: the children the differences are about (for the
+    /// closed loop's truth; never serialised, never published).
+    #[serde(skip)]
+    pub matched_supported: HashSet<Upn>,
 }
 
 /// A supported child and their comparison child.
@@ -138,6 +143,9 @@ struct Pair {
     programme_end: u32,
     treated: Upn,
     control: Option<Upn>,
+    /// What still differs at selection, supported minus comparison: the risk's logit, the
+    /// absence rate, and their schools' mean absence rate.
+    gap: [f64; 3],
 }
 
 fn logit(p: f64) -> f64 {
@@ -174,18 +182,32 @@ fn match_all(inp: &Inputs) -> Vec<Pair> {
     terms.dedup();
     let mut pairs = Vec::new();
     for t in terms {
-        // The pool at t: (phase, logit, absence rate, UPN), sorted by phase then logit.
-        let mut pool: Vec<(bool, f64, f64, &Upn)> = inp
+        // Each school's mean absence rate that term: children regress towards their own
+        // school's level, so a comparison child should come from a school like theirs.
+        let mut school_sum: HashMap<Urn, (f64, usize)> = HashMap::new();
+        let mut at_t: Vec<(&Upn, &(Urn, PupilTerm))> =
+            inp.rows.iter().filter(|((ti, _), _)| *ti == t).map(|((_, u), v)| (u, v)).collect();
+        at_t.sort_by(|a, b| a.0.cmp(b.0));
+        for (_, (urn, r)) in &at_t {
+            if let Some(a) = r.absence_rate() {
+                let e = school_sum.entry(*urn).or_default();
+                e.0 += a;
+                e.1 += 1;
+            }
+        }
+        let school_mean = |urn: &Urn| school_sum.get(urn).map_or(0.0, |(s, n)| s / *n as f64);
+        // The pool at t: (phase, logit, absence rate, school mean, UPN), sorted by phase then logit.
+        let mut pool: Vec<(bool, f64, f64, f64, &Upn)> = inp
             .risk
             .iter()
             .filter(|((ti, u), _)| *ti == t && !ever.contains(u))
             .filter_map(|((_, u), p)| {
-                let (_, r) = inp.rows.get(&(t, u.clone()))?;
+                let (urn, r) = inp.rows.get(&(t, u.clone()))?;
                 (!r.statutory() && !r.permanent_exclusion)
-                    .then(|| (secondary(r), logit(*p), r.absence_rate().unwrap_or(0.0), u))
+                    .then(|| (secondary(r), logit(*p), r.absence_rate().unwrap_or(0.0), school_mean(urn), u))
             })
             .collect();
-        pool.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.3.cmp(b.3)));
+        pool.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.4.cmp(b.4)));
         // The caliper's scale: every pupil scored that term (supported and not), as usual for
         // a caliper on a score's logit.
         let mut xs: Vec<f64> = inp.risk.iter().filter(|((ti, _), _)| *ti == t).map(|(_, p)| logit(*p)).collect();
@@ -194,24 +216,41 @@ fn match_all(inp: &Inputs) -> Vec<Pair> {
         let sd_x = sd(&xs);
         let sd_a = sd(&pool.iter().map(|p| p.2).collect::<Vec<_>>()); // pool is sorted
         let caliper = CALIPER_SD * sd_x;
+        // Every supported child of the term, hardest to match (highest risk) first, each taking
+        // the nearest comparison child not yet taken: without replacement, so no comparison
+        // child counts twice and the pairs are independent for the interval.
+        let mut todo: Vec<(f64, Upn, Urn, u32)> = Vec::new();
         for c in finalised.iter().filter(|c| c.school_term.term.index() == t) {
             let end = c.programme_end.map_or(t + HORIZON + 1, |e| e.index());
-            let mut list = c.final_list();
-            list.sort();
-            for u in list {
-                let found = inp.rows.get(&(t, u.clone())).zip(inp.risk.get(&(t, u.clone())));
-                let control = found.and_then(|((_, r), p)| {
-                    let (ph, x, a) = (secondary(r), logit(*p), r.absence_rate().unwrap_or(0.0));
-                    let lo = pool.partition_point(|q| (q.0, q.1) < (ph, x - caliper));
-                    pool[lo..]
-                        .iter()
-                        .take_while(|q| q.0 == ph && q.1 <= x + caliper)
-                        .map(|q| (((q.1 - x) / sd_x).powi(2) + ((q.2 - a) / sd_a).powi(2), q.3))
-                        .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)))
-                        .map(|(_, u)| u.clone())
-                });
-                pairs.push(Pair { school: c.school_term.urn, selected: t, programme_end: end, treated: u, control });
+            for u in c.final_list() {
+                let x = inp.risk.get(&(t, u.clone())).map_or(f64::INFINITY, |p| logit(*p));
+                todo.push((x, u, c.school_term.urn, end));
             }
+        }
+        todo.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut taken = vec![false; pool.len()];
+        for (_, u, school, end) in todo {
+            let found = inp.rows.get(&(t, u.clone())).zip(inp.risk.get(&(t, u.clone())));
+            let mut gap = [0.0; 3];
+            let control = found.and_then(|((urn, r), p)| {
+                let (ph, x, a, m) = (secondary(r), logit(*p), r.absence_rate().unwrap_or(0.0), school_mean(urn));
+                let lo = pool.partition_point(|q| (q.0, q.1) < (ph, x - caliper));
+                let best = pool[lo..]
+                    .iter()
+                    .enumerate()
+                    .take_while(|(_, q)| q.0 == ph && q.1 <= x + caliper)
+                    .filter(|(i, _)| !taken[lo + i])
+                    .map(|(i, q)| {
+                        let d = ((q.1 - x) / sd_x).powi(2) + ((q.2 - a) / sd_a).powi(2);
+                        (d, q.4, lo + i)
+                    })
+                    .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)))?;
+                taken[best.2] = true;
+                let q = &pool[best.2];
+                gap = [x - q.1, a - q.2, m - q.3];
+                Some(best.1.clone())
+            });
+            pairs.push(Pair { school, selected: t, programme_end: end, treated: u, control, gap });
         }
     }
     pairs
@@ -240,9 +279,11 @@ pub fn estimate(inp: &Inputs) -> Estimate {
             }
         }
     }
-    let matched = pairs.iter().filter(|p| p.control.is_some()).count();
+    let matched_supported: HashSet<Upn> =
+        pairs.iter().filter(|p| p.control.is_some()).map(|p| p.treated.clone()).collect();
+    let matched = matched_supported.len();
     let cohorts = inp.cohorts.iter().filter(|c| c.state == crate::review::CohortState::Finalised).count();
-    Estimate { cohorts, supported: pairs.len(), matched, unmatched: pairs.len() - matched, rows }
+    Estimate { cohorts, supported: pairs.len(), matched, unmatched: pairs.len() - matched, rows, matched_supported }
 }
 
 fn mean(v: &[f64]) -> Option<f64> {
@@ -275,8 +316,15 @@ fn figure(inp: &Inputs, school: Option<Urn>, k: u32, m: Measure, due: &[&&Pair])
                     before.push(y0);
                     after.push(y);
                 }
-                if let Some(Some(Some(yc))) = p.control.as_ref().map(|c| value(u, c)) {
-                    ds.push(y - yc);
+                // The pair's difference in change since selection (difference in differences):
+                // what stays the same for a child over time (their school, say) cancels out.
+                let c = p.control.as_ref();
+                let changes =
+                    (value(p.selected, &p.treated), c.and_then(|c| value(u, c)), c.and_then(|c| value(p.selected, c)));
+                if let (Some(Some(y0)), Some(Some(yc)), Some(Some(yc0))) = changes {
+                    // The pair's difference in change since selection (difference in differences),
+                    // adjusted below for what still differs within the pair at selection.
+                    ds.push(Obs { school: p.school, d: (y - y0) - (yc - yc0), z: [p.gap[0], p.gap[1]] });
                     ts.push(y);
                     cs.push(yc);
                 }
@@ -284,6 +332,7 @@ fn figure(inp: &Inputs, school: Option<Urn>, k: u32, m: Measure, due: &[&&Pair])
         }
     }
     let interval = (ds.len() >= 2).then(|| bootstrap(&ds, school, k, m));
+    let difference = (!ds.is_empty()).then(|| adjusted(&ds.iter().collect::<Vec<_>>()));
     Row {
         school,
         horizon: k,
@@ -298,7 +347,7 @@ fn figure(inp: &Inputs, school: Option<Urn>, k: u32, m: Measure, due: &[&&Pair])
         pairs_comparison_mean: mean(&cs),
         pairs_supported_yes: yes(&ts, m),
         pairs_comparison_yes: yes(&cs, m),
-        difference: mean(&ds),
+        difference,
         interval,
         naive_n: before.len(),
         naive_before: mean(&before),
@@ -308,14 +357,91 @@ fn figure(inp: &Inputs, school: Option<Urn>, k: u32, m: Measure, due: &[&&Pair])
     }
 }
 
-/// A 95% percentile interval for the mean difference, resampling pairs; seeded by the scope
-/// so the same data always give the same interval.
-fn bootstrap(ds: &[f64], school: Option<Urn>, k: u32, m: Measure) -> (f64, f64) {
+/// One matched pair's figures for one measure and term: the outcome difference, and what
+/// differed at selection (risk logit, absence rate, school mean absence, the measure itself).
+struct Obs {
+    school: Urn,
+    d: f64,
+    z: [f64; 2],
+}
+
+/// The difference adjusted for what still differs within pairs at selection: the intercept of
+/// a least-squares fit of the pairs' outcome differences on their selection-term gaps (the
+/// bias-corrected matching estimator). With few pairs, the plain mean difference.
+fn adjusted(obs: &[&Obs]) -> f64 {
+    const P: usize = 3;
+    let n = obs.len();
+    if n < 4 * P {
+        return obs.iter().map(|o| o.d).sum::<f64>() / n.max(1) as f64;
+    }
+    let mut a = [[0.0f64; P]; P];
+    let mut b = [0.0f64; P];
+    for o in obs {
+        let x = [1.0, o.z[0], o.z[1]];
+        for i in 0..P {
+            b[i] += x[i] * o.d;
+            for j in 0..P {
+                a[i][j] += x[i] * x[j];
+            }
+        }
+    }
+    // A touch of ridge on the slopes keeps a gap that never varies (all zero) harmless.
+    for (i, row) in a.iter_mut().enumerate().skip(1) {
+        row[i] += 1e-6 * n as f64;
+    }
+    // Gaussian elimination with partial pivoting.
+    for c in 0..P {
+        let piv = (c..P).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap_or(c);
+        a.swap(c, piv);
+        b.swap(c, piv);
+        if a[c][c].abs() < 1e-12 {
+            return obs.iter().map(|o| o.d).sum::<f64>() / n as f64;
+        }
+        for r in c + 1..P {
+            let f = a[r][c] / a[c][c];
+            for k in c..P {
+                a[r][k] -= f * a[c][k];
+            }
+            b[r] -= f * b[c];
+        }
+    }
+    let mut beta = [0.0; P];
+    for r in (0..P).rev() {
+        let s: f64 = (r + 1..P).map(|k| a[r][k] * beta[k]).sum();
+        beta[r] = (b[r] - s) / a[r][r];
+    }
+    beta[0]
+}
+
+/// A 95% percentile interval for the adjusted difference. Pairs of one school share its cut-off and
+/// its own ups and downs, so with several schools the schools are resampled (a cluster
+/// bootstrap, each school with all its pairs); within one school, the pairs. Seeded by the
+/// scope, so the same data always give the same interval.
+fn bootstrap(ds: &[Obs], school: Option<Urn>, k: u32, m: Measure) -> (f64, f64) {
     let seed = 0x5eed_0f_0u64 ^ u64::from(school.map_or(0, |s| s.get())) << 8 ^ u64::from(k) << 40 ^ (m as u64) << 48;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut clusters: Vec<(Urn, Vec<&Obs>)> = Vec::new();
+    for o in ds {
+        match clusters.iter_mut().find(|c| c.0 == o.school) {
+            Some(c) => c.1.push(o),
+            None => clusters.push((o.school, vec![o])),
+        }
+    }
     let n = ds.len();
-    let mut means: Vec<f64> =
-        (0..BOOTSTRAP).map(|_| (0..n).map(|_| ds[rng.random_range(0..n)]).sum::<f64>() / n as f64).collect();
+    let mut sample: Vec<&Obs> = Vec::with_capacity(n * 2);
+    let mut means: Vec<f64> = (0..BOOTSTRAP)
+        .map(|_| {
+            sample.clear();
+            if clusters.len() >= 2 {
+                for _ in 0..clusters.len() {
+                    sample.extend(clusters[rng.random_range(0..clusters.len())].1.iter().copied());
+                }
+            } else {
+                sample.extend((0..n).map(|_| &ds[rng.random_range(0..n)]));
+            }
+            adjusted(&sample)
+        })
+        .collect();
     means.sort_by(f64::total_cmp);
     let at = |q: f64| means[((q * (BOOTSTRAP as f64 + 1.0)).round() as usize).clamp(1, BOOTSTRAP) - 1];
     (at(0.025), at(0.975))
