@@ -79,7 +79,7 @@ async fn clients_get_published_figures_only_and_only_their_schools() {
     // Every count is exact only from 5 up.
     for f in &all.figures {
         for c in [&f.supported, &f.seen, &f.not_seen, &f.pairs, &f.naive_n] {
-            let c = c.clone().unwrap();
+            let c = c.unwrap();
             if c.state == pb::CountState::Exact as i32 {
                 assert!(c.value >= 5, "{f:?}");
             } else {
@@ -87,7 +87,7 @@ async fn clients_get_published_figures_only_and_only_their_schools() {
             }
         }
         for v in [&f.supported_rate, &f.difference, &f.interval_low, &f.naive_change] {
-            let v = v.clone().unwrap();
+            let v = v.unwrap();
             if v.state != pb::ValueState::Shown as i32 {
                 assert_eq!(v.value, 0.0, "a suppressed value carries no number");
             }

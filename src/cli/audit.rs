@@ -69,7 +69,7 @@ pub enum ReportCommand {
 }
 
 fn published_count(c: &Option<pb::PublishedCount>) -> Cell {
-    let c = c.clone().unwrap_or_default();
+    let c = c.unwrap_or_default();
     match pb::CountState::try_from(c.state).unwrap_or(pb::CountState::Unspecified) {
         pb::CountState::Exact => Cell::Int(i64::from(c.value)),
         pb::CountState::FewerThanFive => Cell::Text("fewer than 5".into()),
@@ -79,7 +79,7 @@ fn published_count(c: &Option<pb::PublishedCount>) -> Cell {
 }
 
 fn published_value(v: &Option<pb::PublishedValue>, signed: bool) -> Cell {
-    let v = v.clone().unwrap_or_default();
+    let v = v.unwrap_or_default();
     match pb::ValueState::try_from(v.state).unwrap_or(pb::ValueState::Unspecified) {
         pb::ValueState::Shown if signed => Cell::Num(v.value),
         pb::ValueState::Shown => Cell::Prob(v.value),

@@ -397,10 +397,11 @@ fn adjusted(obs: &[&Obs]) -> f64 {
         if a[c][c].abs() < 1e-12 {
             return obs.iter().map(|o| o.d).sum::<f64>() / n as f64;
         }
+        let pivot = a[c];
         for r in c + 1..P {
-            let f = a[r][c] / a[c][c];
-            for k in c..P {
-                a[r][k] -= f * a[c][k];
+            let f = a[r][c] / pivot[c];
+            for (x, p) in a[r][c..].iter_mut().zip(&pivot[c..]) {
+                *x -= f * p;
             }
             b[r] -= f * b[c];
         }
@@ -418,7 +419,7 @@ fn adjusted(obs: &[&Obs]) -> f64 {
 /// bootstrap, each school with all its pairs); within one school, the pairs. Seeded by the
 /// scope, so the same data always give the same interval.
 fn bootstrap(ds: &[Obs], school: Option<Urn>, k: u32, m: Measure) -> (f64, f64) {
-    let seed = 0x5eed_0f_0u64 ^ u64::from(school.map_or(0, |s| s.get())) << 8 ^ u64::from(k) << 40 ^ (m as u64) << 48;
+    let seed = 0x05ee_d0f0_u64 ^ u64::from(school.map_or(0, |s| s.get())) << 8 ^ u64::from(k) << 40 ^ (m as u64) << 48;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut clusters: Vec<(Urn, Vec<&Obs>)> = Vec::new();
     for o in ds {
