@@ -151,8 +151,9 @@ fn place_words(field: &str, line: u64) -> String {
     }
 }
 
-/// A rejection as (line, column, code, message) rows, read from the status's BadRequest.
-pub fn rejection_rows(status: &Status) -> Vec<(u64, String, String, String)> {
+/// A rejection's violations from the status's BadRequest: the field, then (line, column,
+/// code, message).
+fn rejection(status: &Status) -> Vec<(String, (u64, String, String, String))> {
     let Some(bad) = status.get_details_bad_request() else {
         return vec![];
     };
@@ -160,22 +161,21 @@ pub fn rejection_rows(status: &Status) -> Vec<(u64, String, String, String)> {
         .iter()
         .map(|v| {
             let (line, col) = parse_field(&v.field).unwrap_or((0, v.field.clone()));
-            (line, col, v.reason.to_ascii_lowercase(), v.description.clone())
+            (v.field.clone(), (line, col, v.reason.to_ascii_lowercase(), v.description.clone()))
         })
         .collect()
 }
 
+/// A rejection as (line, column, code, message) rows, read from the status's BadRequest.
+pub fn rejection_rows(status: &Status) -> Vec<(u64, String, String, String)> {
+    rejection(status).into_iter().map(|(_, r)| r).collect()
+}
+
 /// As [`rejection_rows`], with the place in words: `12`, `CTF line 40`, `supplement line 3`.
 pub fn rejection_places(status: &Status) -> Vec<(String, String, String, String)> {
-    let Some(bad) = status.get_details_bad_request() else {
-        return vec![];
-    };
-    bad.field_violations
-        .iter()
-        .map(|v| {
-            let (line, col) = parse_field(&v.field).unwrap_or((0, v.field.clone()));
-            (place_words(&v.field, line), col, v.reason.to_ascii_lowercase(), v.description.clone())
-        })
+    rejection(status)
+        .into_iter()
+        .map(|(field, (line, col, code, msg))| (place_words(&field, line), col, code, msg))
         .collect()
 }
 

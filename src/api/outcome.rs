@@ -31,7 +31,7 @@ pub const METHOD: &str = "Each supported child is matched, without replacement a
 
 fn count(c: Count) -> pb::PublishedCount {
     let (value, state) = match c {
-        Count::Exact(n) => (n as u32, pb::CountState::Exact),
+        Count::Rounded(n) => (n as u32, pb::CountState::Rounded),
         Count::FewerThan5 => (0, pb::CountState::FewerThanFive),
         Count::AllButFewerThan5 => (0, pb::CountState::AllButFewerThanFive),
     };

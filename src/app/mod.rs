@@ -564,12 +564,15 @@ impl App {
         }
         self.blocking(move |s| {
             use std::collections::HashMap;
-            let cohorts: Vec<_> = s
-                .all_cohorts()?
-                .into_iter()
-                .filter(|c| c.state == crate::review::CohortState::Finalised)
-                .filter(|c| scope.covers(c.school_term.urn) && school.is_none_or(|u| u == c.school_term.urn))
-                .collect();
+            // Every finalised cohort takes part in matching (who was supported must not depend
+            // on who asks); the report is then narrowed to the caller's schools.
+            let cohorts: Vec<_> =
+                s.all_cohorts()?.into_iter().filter(|c| c.state == crate::review::CohortState::Finalised).collect();
+            let only: Option<std::collections::BTreeSet<Urn>> = match (school, &scope.schools) {
+                (Some(u), _) => Some([u].into_iter().collect()),
+                (None, Some(set)) => Some(set.iter().copied().collect()),
+                (None, None) => None,
+            };
             let mut rows: HashMap<(u32, crate::domain::Upn), (Urn, PupilTerm)> = HashMap::new();
             let mut last: Option<Term> = None;
             let mut schools_at: HashMap<u32, std::collections::BTreeSet<Urn>> = HashMap::new();
@@ -594,7 +597,7 @@ impl App {
                 }
             }
             let inputs = crate::outcomes::Inputs { cohorts: &cohorts, rows: &rows, risk: &risk, last_term: last };
-            Ok(crate::outcomes::estimate(&inputs))
+            Ok(crate::outcomes::estimate_for(&inputs, only.as_ref()))
         })
         .await
     }

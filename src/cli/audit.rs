@@ -71,7 +71,7 @@ pub enum ReportCommand {
 fn published_count(c: &Option<pb::PublishedCount>) -> Cell {
     let c = c.unwrap_or_default();
     match pb::CountState::try_from(c.state).unwrap_or(pb::CountState::Unspecified) {
-        pb::CountState::Exact => Cell::Int(i64::from(c.value)),
+        pb::CountState::Rounded => Cell::Int(i64::from(c.value)),
         pb::CountState::FewerThanFive => Cell::Text("fewer than 5".into()),
         pb::CountState::AllButFewerThanFive => Cell::Text("all but fewer than 5".into()),
         pb::CountState::Unspecified => Cell::Empty,

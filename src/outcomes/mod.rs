@@ -17,7 +17,8 @@ use crate::review::Cohort;
 
 pub mod closed_loop;
 
-/// Terms followed after selection: the two-year programme.
+/// Terms followed after selection, at most: the two-year programme is six terms with the
+/// selection term, so five after it within the programme (`programme_end` decides).
 pub const HORIZON: u32 = 6;
 /// Bootstrap resamples for each interval.
 pub const BOOTSTRAP: usize = 999;
@@ -259,7 +260,14 @@ fn match_all(inp: &Inputs) -> Vec<Pair> {
 /// The exact figures: every scope (each school with a finalised cohort, and all together),
 /// every term after selection up to the programme's end and the data, every measure.
 pub fn estimate(inp: &Inputs) -> Estimate {
-    let pairs = match_all(inp);
+    estimate_for(inp, None)
+}
+
+/// As [`estimate`], reporting only the schools in `only` (and their total). Matching is always
+/// over every finalised cohort of the borough: who was supported, and so who may be a
+/// comparison child, does not depend on who asks.
+pub fn estimate_for(inp: &Inputs, only: Option<&std::collections::BTreeSet<Urn>>) -> Estimate {
+    let pairs: Vec<Pair> = match_all(inp).into_iter().filter(|p| only.is_none_or(|o| o.contains(&p.school))).collect();
     let last = inp.last_term.map_or(0, |t| t.index());
     let mut schools: Vec<Urn> = pairs.iter().map(|p| p.school).collect();
     schools.sort_unstable();
@@ -282,7 +290,12 @@ pub fn estimate(inp: &Inputs) -> Estimate {
     let matched_supported: HashSet<Upn> =
         pairs.iter().filter(|p| p.control.is_some()).map(|p| p.treated.clone()).collect();
     let matched = matched_supported.len();
-    let cohorts = inp.cohorts.iter().filter(|c| c.state == crate::review::CohortState::Finalised).count();
+    let cohorts = inp
+        .cohorts
+        .iter()
+        .filter(|c| c.state == crate::review::CohortState::Finalised)
+        .filter(|c| only.is_none_or(|o| o.contains(&c.school_term.urn)))
+        .count();
     Estimate { cohorts, supported: pairs.len(), matched, unmatched: pairs.len() - matched, rows, matched_supported }
 }
 
@@ -448,11 +461,12 @@ fn bootstrap(ds: &[Obs], school: Option<Urn>, k: u32, m: Measure) -> (f64, f64) 
     (at(0.025), at(0.975))
 }
 
-/// A count as published: exact from 5 up, otherwise only "fewer than 5".
+/// A count as published: from 5 up, rounded to the nearest 5 (so that differencing one figure
+/// against others cannot recover a small count exactly); under 5, only "fewer than 5".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Count {
-    Exact(usize),
+    Rounded(usize),
     FewerThan5,
     /// All of the supported but fewer than 5 (so that the few not seen cannot be worked out).
     AllButFewerThan5,
@@ -460,14 +474,20 @@ pub enum Count {
 
 impl Count {
     fn of(n: usize) -> Self {
-        if n < SMALL { Count::FewerThan5 } else { Count::Exact(n) }
+        if n < SMALL { Count::FewerThan5 } else { Count::Rounded((n + 2) / 5 * 5) }
     }
+}
+
+/// Rates, means and differences are published to three decimal places (0.1 percentage point):
+/// enough for a reader, too coarse to work a small denominator back from.
+pub fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
 }
 
 impl std::fmt::Display for Count {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Count::Exact(n) => write!(f, "{n}"),
+            Count::Rounded(n) => write!(f, "{n}"),
             Count::FewerThan5 => f.write_str("fewer than 5"),
             Count::AllButFewerThan5 => f.write_str("all but fewer than 5"),
         }
@@ -527,13 +547,13 @@ pub struct Published {
 fn rate(mean: Option<f64>, n: usize, yes: Option<usize>) -> Value {
     let Some(v) = mean else { return Value::NotAvailable };
     let small = n < SMALL || yes.is_some_and(|y| y < SMALL || n - y < SMALL);
-    if small { Value::Suppressed } else { Value::Shown(v) }
+    if small { Value::Suppressed } else { Value::Shown(round3(v)) }
 }
 
 fn both(a: Value, b: Value, v: Option<f64>) -> Value {
     match (a, b, v) {
         (_, _, None) => Value::NotAvailable,
-        (Value::Shown(_), Value::Shown(_), Some(v)) => Value::Shown(v),
+        (Value::Shown(_), Value::Shown(_), Some(v)) => Value::Shown(round3(v)),
         (Value::NotAvailable, _, _) | (_, Value::NotAvailable, _) => Value::NotAvailable,
         _ => Value::Suppressed,
     }
@@ -552,7 +572,7 @@ pub fn publish(e: &Estimate) -> Published {
             // Secondary suppression: supported − seen = not seen, so a small "not seen"
             // hides the exact "seen" too (and a small "seen" the exact "not seen").
             let (seen, not) = match (r.seen < SMALL, not_seen < SMALL) {
-                (false, false) => (Count::Exact(r.seen), Count::Exact(not_seen)),
+                (false, false) => (Count::of(r.seen), Count::of(not_seen)),
                 (false, true) => (Count::AllButFewerThan5, Count::FewerThan5),
                 (true, false) => (Count::FewerThan5, Count::AllButFewerThan5),
                 (true, true) => (Count::FewerThan5, Count::FewerThan5),
@@ -563,7 +583,7 @@ pub fn publish(e: &Estimate) -> Published {
             let cs = rate(r.pairs_comparison_mean, r.pairs, r.pairs_comparison_yes);
             let difference = both(ts, cs, r.difference);
             let (lo, hi) = match (difference, r.interval) {
-                (Value::Shown(_), Some((lo, hi))) => (Value::Shown(lo), Value::Shown(hi)),
+                (Value::Shown(_), Some((lo, hi))) => (Value::Shown(round3(lo)), Value::Shown(round3(hi))),
                 (Value::Shown(_), None) => (Value::NotAvailable, Value::NotAvailable),
                 (d, _) => (d, d),
             };
@@ -592,7 +612,7 @@ pub fn publish(e: &Estimate) -> Published {
         })
         .collect();
     Published {
-        cohorts: Count::Exact(e.cohorts),
+        cohorts: Count::of(e.cohorts),
         supported: Count::of(e.supported),
         matched: Count::of(e.matched),
         unmatched: Count::of(e.unmatched),

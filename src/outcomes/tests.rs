@@ -208,13 +208,13 @@ fn publication_hides_every_count_under_5_and_everything_that_would_reveal_one() 
         let p = publish(&e);
         let row = &p.rows[0];
         for c in counts(row).into_iter().chain([p.supported, p.matched, p.unmatched]) {
-            if let Count::Exact(v) = c {
-                assert!(v >= SMALL, "count {v} published: {r:?}");
+            if let Count::Rounded(v) = c {
+                assert!(v >= SMALL && v % 5 == 0, "count {v} published: {r:?}");
             }
         }
         // Seen and not seen: neither exact when the other is small (supported is exact).
         if r.supported - r.seen < SMALL || r.seen < SMALL {
-            assert!(!matches!(row.seen, Count::Exact(_)) && !matches!(row.not_seen, Count::Exact(_)), "{r:?}");
+            assert!(!matches!(row.seen, Count::Rounded(_)) && !matches!(row.not_seen, Count::Rounded(_)), "{r:?}");
         }
         let ok = |n: usize, y: Option<usize>| n >= SMALL && y.is_none_or(|y| y >= SMALL && n - y >= SMALL);
         if row.supported_rate.shown().is_some() {

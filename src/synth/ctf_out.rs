@@ -13,6 +13,7 @@ use time::{Date, Duration, Weekday};
 
 use super::{Feed, School, World};
 use crate::domain::{Cin, PupilTerm, Sen, Term, TermName, Urn};
+use crate::ingest::Column;
 use crate::ingest::ctf::term_dates;
 
 /// The local authority number written in generated CTFs.
@@ -72,11 +73,8 @@ pub fn feed_ctf(school: &School, feed: &Feed, index: &Index) -> (Vec<u8>, Vec<u8
         term.start_year()
     );
     x.push_str("<DestSchool><LEA>MMM</LEA><Estab>MMMM</Estab></DestSchool>\n</Header>\n<CTFpupilData>\n");
-    let mut supp = String::from(
-        "upn,suspensions,suspension_sessions,permanent_exclusion,behaviour_incidents,cin,young_carer,\
-         attainment_english,attainment_maths,sdq_emotional,sdq_conduct,sdq_hyperactivity,sdq_peer,sdq_prosocial,\
-         mh_referral\n",
-    );
+    let mut supp = SUPPLEMENT.iter().map(|c| c.name()).collect::<Vec<_>>().join(",");
+    supp.push('\n');
     for r in &feed.rows {
         pupil(&mut x, school.urn, term, r, index, v25);
         supplement_row(&mut supp, r);
@@ -85,38 +83,38 @@ pub fn feed_ctf(school: &School, feed: &Feed, index: &Index) -> (Vec<u8>, Vec<u8
     (x.into_bytes(), supp.into_bytes())
 }
 
-fn yn(v: bool) -> &'static str {
-    if v { "Y" } else { "N" }
-}
+/// The supplement's columns, in its header's order.
+const SUPPLEMENT: [Column; 15] = [
+    Column::Upn,
+    Column::Suspensions,
+    Column::SuspensionSessions,
+    Column::PermanentExclusion,
+    Column::BehaviourIncidents,
+    Column::Cin,
+    Column::YoungCarer,
+    Column::AttainmentEnglish,
+    Column::AttainmentMaths,
+    Column::SdqEmotional,
+    Column::SdqConduct,
+    Column::SdqHyperactivity,
+    Column::SdqPeer,
+    Column::SdqProsocial,
+    Column::MhReferral,
+];
 
-fn opt<T: ToString>(v: Option<T>) -> String {
-    v.map(|x| x.to_string()).unwrap_or_default()
-}
-
+/// The row's supplement cells: its contract cells for those columns (CLA left out: it comes
+/// from the CTF's LookedAfter).
 fn supplement_row(out: &mut String, r: &PupilTerm) {
-    let cin = match r.cin {
-        Some(Cin::Cla) | None => "", // CLA comes from the CTF's LookedAfter
-        Some(c) => c.code(),
-    };
-    let _ = writeln!(
-        out,
-        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-        r.upn.as_str(),
-        r.suspensions,
-        opt(r.suspension_sessions),
-        yn(r.permanent_exclusion),
-        opt(r.behaviour_incidents),
-        cin,
-        opt(r.young_carer.map(yn)),
-        opt(r.attainment_english.map(|a| a.code())),
-        opt(r.attainment_maths.map(|a| a.code())),
-        opt(r.sdq_emotional),
-        opt(r.sdq_conduct),
-        opt(r.sdq_hyperactivity),
-        opt(r.sdq_peer),
-        opt(r.sdq_prosocial),
-        yn(r.mh_referral),
-    );
+    let cells = super::row_cells(r);
+    let row: Vec<&str> = SUPPLEMENT
+        .iter()
+        .map(|c| match cells[c.index()].as_str() {
+            "CLA" if *c == Column::Cin => "",
+            v => v,
+        })
+        .collect();
+    out.push_str(&row.join(","));
+    out.push('\n');
 }
 
 const LANGUAGES: [&str; 8] = ["POL", "URD", "PAN", "BEN", "SOM", "ARA", "ROM", "POR"];
