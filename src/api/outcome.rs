@@ -27,7 +27,8 @@ pub const METHOD: &str = "Each supported child is matched, without replacement a
     riskid gave them and then on their absence rate that term, within a caliper of 0.2 standard deviations of the \
     logit. The difference is a difference in differences: the supported child's change since selection minus \
     their match's, adjusted by least squares for the gaps in risk and absence left within the pairs. Its 95% \
-    interval resamples the schools (999 bootstrap samples; one school's pairs for a school's own figures).";
+    interval is the estimate plus or minus Student's t (one fewer degrees of freedom than schools) times a \
+    bootstrap standard error that resamples the schools (999 samples; one school's pairs for its own figures).";
 
 fn count(c: Count) -> pb::PublishedCount {
     let (value, state) = match c {

@@ -427,7 +427,7 @@ fn adjusted(obs: &[&Obs]) -> f64 {
     beta[0]
 }
 
-/// A 95% percentile interval for the adjusted difference. Pairs of one school share its cut-off and
+/// A 95% interval for the adjusted difference, from a bootstrap standard error. Pairs of one school share its cut-off and
 /// its own ups and downs, so with several schools the schools are resampled (a cluster
 /// bootstrap, each school with all its pairs); within one school, the pairs. Seeded by the
 /// scope, so the same data always give the same interval.
@@ -443,7 +443,7 @@ fn bootstrap(ds: &[Obs], school: Option<Urn>, k: u32, m: Measure) -> (f64, f64) 
     }
     let n = ds.len();
     let mut sample: Vec<&Obs> = Vec::with_capacity(n * 2);
-    let mut means: Vec<f64> = (0..BOOTSTRAP)
+    let means: Vec<f64> = (0..BOOTSTRAP)
         .map(|_| {
             sample.clear();
             if clusters.len() >= 2 {
@@ -456,9 +456,30 @@ fn bootstrap(ds: &[Obs], school: Option<Urn>, k: u32, m: Measure) -> (f64, f64) 
             adjusted(&sample)
         })
         .collect();
-    means.sort_by(f64::total_cmp);
-    let at = |q: f64| means[((q * (BOOTSTRAP as f64 + 1.0)).round() as usize).clamp(1, BOOTSTRAP) - 1];
-    (at(0.025), at(0.975))
+    // The estimate ± t × the bootstrap standard error, t from Student's distribution with one
+    // fewer degrees of freedom than there are schools (pairs, for one school): with a dozen
+    // schools a percentile interval is too narrow.
+    let est = adjusted(&ds.iter().collect::<Vec<_>>());
+    let mean = means.iter().sum::<f64>() / BOOTSTRAP as f64;
+    let se = (means.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (BOOTSTRAP - 1) as f64).sqrt();
+    let df = if clusters.len() >= 2 { clusters.len() - 1 } else { n.saturating_sub(1).max(1) };
+    let t = t975(df);
+    (est - t * se, est + t * se)
+}
+
+/// The 97.5% point of Student's t distribution with `df` degrees of freedom.
+fn t975(df: usize) -> f64 {
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        0 => T[0],
+        1..=30 => T[df - 1],
+        31..=60 => 2.000,
+        61..=120 => 1.980,
+        _ => 1.960,
+    }
 }
 
 /// A count as published: from 5 up, rounded to the nearest 5 (so that differencing one figure
