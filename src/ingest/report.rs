@@ -61,30 +61,10 @@ pub struct Findings {
 
 impl Findings {
     pub fn error(&mut self, line: u64, column: &str, code: &str, message: String) {
-        self.error_count += 1;
-        if self.errors.len() < MAX_LISTED {
-            self.errors.push(Violation {
-                line,
-                column: column.into(),
-                code: code.into(),
-                message,
-                part: Part::Feed,
-                element: String::new(),
-            });
-        }
+        self.push(Part::Feed, line, "", column, code, message, true);
     }
     pub fn warning(&mut self, line: u64, column: &str, code: &str, message: String) {
-        self.warning_count += 1;
-        if self.warnings.len() < MAX_LISTED {
-            self.warnings.push(Violation {
-                line,
-                column: column.into(),
-                code: code.into(),
-                message,
-                part: Part::Feed,
-                element: String::new(),
-            });
-        }
+        self.push(Part::Feed, line, "", column, code, message, false);
     }
     /// An error at a place in a CTF or its supplement.
     pub fn error_at(&mut self, place: &Place, column: &str, code: &str, message: String) {
@@ -106,14 +86,11 @@ impl Findings {
         }
     }
     fn push_at(&mut self, place: &Place, column: &str, code: &str, message: String, error: bool) {
-        let v = Violation {
-            line: place.line,
-            column: column.into(),
-            code: code.into(),
-            message,
-            part: place.part,
-            element: place.element.clone(),
-        };
+        self.push(place.part, place.line, &place.element, column, code, message, error);
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn push(&mut self, part: Part, line: u64, element: &str, column: &str, code: &str, message: String, error: bool) {
+        let v = Violation { line, column: column.into(), code: code.into(), message, part, element: element.into() };
         self.push_violation(v, error);
     }
 }

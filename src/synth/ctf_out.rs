@@ -73,7 +73,7 @@ pub fn feed_ctf(school: &School, feed: &Feed, index: &Index) -> (Vec<u8>, Vec<u8
         term.start_year()
     );
     x.push_str("<DestSchool><LEA>MMM</LEA><Estab>MMMM</Estab></DestSchool>\n</Header>\n<CTFpupilData>\n");
-    let mut supp = SUPPLEMENT.iter().map(|c| c.name()).collect::<Vec<_>>().join(",");
+    let mut supp = supplement_columns().map(|c| c.name()).collect::<Vec<_>>().join(",");
     supp.push('\n');
     for r in &feed.rows {
         pupil(&mut x, school.urn, term, r, index, v25);
@@ -83,33 +83,19 @@ pub fn feed_ctf(school: &School, feed: &Feed, index: &Index) -> (Vec<u8>, Vec<u8
     (x.into_bytes(), supp.into_bytes())
 }
 
-/// The supplement's columns, in its header's order.
-const SUPPLEMENT: [Column; 15] = [
-    Column::Upn,
-    Column::Suspensions,
-    Column::SuspensionSessions,
-    Column::PermanentExclusion,
-    Column::BehaviourIncidents,
-    Column::Cin,
-    Column::YoungCarer,
-    Column::AttainmentEnglish,
-    Column::AttainmentMaths,
-    Column::SdqEmotional,
-    Column::SdqConduct,
-    Column::SdqHyperactivity,
-    Column::SdqPeer,
-    Column::SdqProsocial,
-    Column::MhReferral,
-];
+/// The supplement's header: `upn`, then every column a supplement may carry (the importer's
+/// own list, so the two cannot drift apart).
+fn supplement_columns() -> impl Iterator<Item = Column> {
+    std::iter::once(Column::Upn).chain(crate::ingest::ctf::SUPPLEMENT_COLUMNS)
+}
 
 /// The row's supplement cells: its contract cells for those columns (CLA left out: it comes
 /// from the CTF's LookedAfter).
 fn supplement_row(out: &mut String, r: &PupilTerm) {
     let cells = super::row_cells(r);
-    let row: Vec<&str> = SUPPLEMENT
-        .iter()
+    let row: Vec<&str> = supplement_columns()
         .map(|c| match cells[c.index()].as_str() {
-            "CLA" if *c == Column::Cin => "",
+            "CLA" if c == Column::Cin => "",
             v => v,
         })
         .collect();
