@@ -31,11 +31,14 @@ pub struct DemoOptions {
     pub keep: Option<PathBuf>,
     /// Schools send DfE Common Transfer Files with a supplement instead of the contract CSV.
     pub ctf: bool,
+    /// After the demo, keep serving, with the web app at this address: the last school's
+    /// cohort is left proposed, for a newcomer to review in the browser.
+    pub serve: Option<std::net::SocketAddr>,
 }
 
 impl Default for DemoOptions {
     fn default() -> Self {
-        Self { schools: 7, years: 3, seed: 42, capacity: 36, keep: None, ctf: false }
+        Self { schools: 7, years: 3, seed: 42, capacity: 36, keep: None, ctf: false, serve: None }
     }
 }
 
@@ -56,13 +59,17 @@ pub struct DemoSummary {
 }
 
 fn key(store: &Store, role: Role, schools: &[Urn], label: &str) -> anyhow::Result<Bearer> {
+    raw_key(store, role, schools, label).map(|k| Bearer::new(&k))
+}
+
+fn raw_key(store: &Store, role: Role, schools: &[Urn], label: &str) -> anyhow::Result<String> {
     let (k, hash, prefix) = generate_key();
     let schools: BTreeSet<Urn> = schools.iter().copied().collect();
     store.create_key(
         &NewKey { key_hash: &hash, prefix: &prefix, role, schools: &schools, label, created_at: now_unix() },
         "operator:test",
     )?;
-    Ok(Bearer::new(&k))
+    Ok(k)
 }
 
 fn pct(x: f64) -> String {
@@ -71,6 +78,15 @@ fn pct(x: f64) -> String {
 
 /// Runs the demo, writing progress and the summary to `out`.
 pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::Result<DemoSummary> {
+    run_until(opts, out, std::future::ready(())).await
+}
+
+/// As [`run`]; with `opts.serve`, keeps the servers up after the summary until `stop`.
+pub async fn run_until(
+    opts: DemoOptions,
+    out: &mut (dyn Write + Send),
+    stop_serving: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<DemoSummary> {
     let started = Instant::now();
     let tmp = tempfile::tempdir()?;
     let data_dir = opts.keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
@@ -90,6 +106,7 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::Res
     let analyst = key(&store, Role::Analyst, &[], "demo analyst")?;
     let link_worker = key(&store, Role::LinkWorker, &urns, "demo link worker")?;
     let app = Arc::new(App::new(store.clone(), Limits::default())?);
+    let web_app = app.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -194,6 +211,10 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::Res
             .await?
             .into_inner();
         let members = proposed.members.clone();
+        if opts.serve.is_some() && n + 1 == urns.len() {
+            say!("[5/6] school {urn}: proposed {} children, left for you to review in the browser", members.len());
+            continue;
+        }
         let decide = |upn: &str, kind: pb::DecisionKind, reason: &str, note: &str| pb::RecordDecisionRequest {
             cohort_id: proposed.cohort_id.clone(),
             upn: upn.into(),
@@ -339,6 +360,26 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::Res
             latest.academic_year(),
             latest.name().as_str()
         );
+    }
+    if let Some(web_addr) = opts.serve {
+        let settings = crate::server::Settings::for_data_dir(data_dir.clone());
+        let bound = match crate::server::spawn_web(web_addr, web_app.clone(), &settings).await {
+            Ok(a) => a,
+            // The usual port is taken: any free one will do.
+            Err(_) => crate::server::spawn_web("127.0.0.1:0".parse()?, web_app, &settings).await?,
+        };
+        let school = raw_key(&store, Role::School, &urns[..1], "demo school data manager")?;
+        let worker = raw_key(&store, Role::LinkWorker, &urns, "demo link worker (browser)")?;
+        let analyst_key = raw_key(&store, Role::Analyst, &[], "demo analyst (browser)")?;
+        let admin = raw_key(&store, Role::Admin, &[], "demo administrator")?;
+        say!("\n== Serving: open http://{bound}/ in a browser ==");
+        say!("gRPC on {addr}. Sign in with one of these keys (made for this demo only):");
+        say!("  link worker:          {worker}");
+        say!("  school data manager:  {school}   (school {})", urns[0]);
+        say!("  analyst:              {analyst_key}");
+        say!("  administrator:        {admin}");
+        say!("School {}'s cohort is waiting for review. Press Ctrl-C to stop.", urns[urns.len() - 1]);
+        stop_serving.await;
     }
     let _ = stop.send(());
     let _ = server.await;

@@ -18,3 +18,4 @@ pub mod scoring;
 pub mod server;
 pub mod storage;
 pub mod synth;
+pub mod web;

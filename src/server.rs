@@ -55,6 +55,10 @@ pub struct Settings {
     /// address). Off unless given.
     #[arg(long, env = "RISKID_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the web app (pages for link workers, school data managers and analysts) at
+    /// ADDR, with the same TLS settings as gRPC. Off unless given.
+    #[arg(long, env = "RISKID_WEB_LISTEN")]
+    pub web_listen: Option<SocketAddr>,
     /// The secret key that authenticates the audit chain (64 hex characters). When not given,
     /// `audit.key` in the data directory is used, created on first start: for production,
     /// move it elsewhere (a secrets store) and pass its path here.
@@ -82,6 +86,7 @@ impl Settings {
             max_upload_time: std::time::Duration::from_secs(300),
             audit_key_file: None,
             metrics_listen: None,
+            web_listen: None,
             tls_cert: None,
             tls_key: None,
         }
@@ -227,5 +232,28 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             }
         });
     }
+    if let Some(addr) = settings.web_listen {
+        spawn_web(addr, app.clone(), &settings).await?;
+    }
     serve(listener, app, tls, shutdown_signal()).await
+}
+
+/// Starts the web app on `addr` (TLS as for gRPC); returns the address it listens on.
+pub async fn spawn_web(addr: SocketAddr, app: Arc<App>, settings: &Settings) -> anyhow::Result<SocketAddr> {
+    let tls = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(c), Some(k)) => Some(crate::web::tls_config(c, k)?),
+        _ => None,
+    };
+    let config = crate::web::WebConfig { secure_cookies: tls.is_some(), ..Default::default() };
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %bound, "web app at {scheme}://{bound}/");
+    let web = crate::web::Web::new(app, config);
+    tokio::spawn(async move {
+        if let Err(e) = crate::web::serve(listener, web, tls, std::future::pending()).await {
+            tracing::error!(error = %e, "the web listener stopped");
+        }
+    });
+    Ok(bound)
 }

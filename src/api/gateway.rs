@@ -10,54 +10,68 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::app::App;
-use crate::auth::Role;
+use crate::auth::{Role, UseCase};
 
-/// Which roles may call a method (by its gRPC path). `None`: no key needed (health,
-/// reflection). A method missing from this table is refused to everyone.
-pub fn policy(path: &str) -> Option<&'static [Role]> {
-    use Role::*;
-    const NOBODY: &[Role] = &[];
-    let roles: &'static [Role] = match path {
-        p if p.starts_with("/grpc.health.v1.Health/") => return None,
-        p if p.starts_with("/grpc.reflection.") => return None,
+/// What a method needs from its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// No key (health, reflection, the inference protocol's metadata).
+    Public,
+    /// A key whose role may do this use case (the one role table, in `auth::UseCase`).
+    Key(UseCase),
+    /// Not a method this server serves: refused to everyone.
+    Unknown,
+}
+
+/// The use case behind a method (by its gRPC path).
+pub fn gate(path: &str) -> Gate {
+    use UseCase::*;
+    Gate::Key(match path {
+        p if p.starts_with("/grpc.health.v1.Health/") => return Gate::Public,
+        p if p.starts_with("/grpc.reflection.") => return Gate::Public,
         // Open Inference Protocol: liveness, readiness and metadata are public, like health.
         "/inference.GRPCInferenceService/ServerLive"
         | "/inference.GRPCInferenceService/ServerReady"
         | "/inference.GRPCInferenceService/ModelReady"
         | "/inference.GRPCInferenceService/ServerMetadata"
-        | "/inference.GRPCInferenceService/ModelMetadata" => return None,
-        "/inference.GRPCInferenceService/ModelInfer" => &[Analyst, Service],
+        | "/inference.GRPCInferenceService/ModelMetadata" => return Gate::Public,
+        "/inference.GRPCInferenceService/ModelInfer" => ScoreRecords,
         // A report is returned only to the key that submitted the feed (checked by the use case).
-        "/riskid.v1.FeedService/SubmitFeed" | "/riskid.v1.FeedService/GetFeedReport" => &[School],
-        "/riskid.v1.FeedService/GetSubmission" | "/riskid.v1.FeedService/ListSubmissions" => {
-            &[Admin, Analyst, School, LinkWorker]
-        }
+        "/riskid.v1.FeedService/SubmitFeed" | "/riskid.v1.FeedService/GetFeedReport" => SubmitFeed,
+        "/riskid.v1.FeedService/GetSubmission" | "/riskid.v1.FeedService/ListSubmissions" => ReadSubmissions,
         // Pupils' rows: as for their scores (checked by the use case per school).
-        "/riskid.v1.FeedService/ListSubmissionRows" => &[Analyst, School, LinkWorker],
-        "/riskid.v1.RiskService/ScoreRecords" => &[Analyst, Service],
-        "/riskid.v1.RiskService/GetPupilRisk" | "/riskid.v1.RiskService/ListSchoolRisks" => {
-            &[Analyst, School, LinkWorker]
-        }
+        "/riskid.v1.FeedService/ListSubmissionRows" => ReadSubmissionRows,
+        "/riskid.v1.RiskService/ScoreRecords" => ScoreRecords,
+        "/riskid.v1.RiskService/GetPupilRisk" | "/riskid.v1.RiskService/ListSchoolRisks" => ReadRisks,
         "/riskid.v1.ModelService/TrainModel"
         | "/riskid.v1.ModelService/EvaluateModel"
         | "/riskid.v1.ModelService/ListModels"
         | "/riskid.v1.ModelService/GetModel"
         | "/riskid.v1.ModelService/ActivateModel"
-        | "/riskid.v1.ModelService/RescoreSchoolTerm" => &[Analyst],
-        "/riskid.v1.CohortService/ProposeCohort" => &[Analyst, LinkWorker],
-        "/riskid.v1.CohortService/GetCohort" | "/riskid.v1.CohortService/ListCohorts" => &[Analyst, School, LinkWorker],
+        | "/riskid.v1.ModelService/RescoreSchoolTerm" => ManageModels,
+        "/riskid.v1.CohortService/ProposeCohort" => ProposeCohort,
+        "/riskid.v1.CohortService/GetCohort" | "/riskid.v1.CohortService/ListCohorts" => ReadCohorts,
         "/riskid.v1.CohortService/RecordDecision"
         | "/riskid.v1.CohortService/UndoDecision"
-        | "/riskid.v1.CohortService/FinaliseCohort" => &[LinkWorker],
+        | "/riskid.v1.CohortService/FinaliseCohort" => ReviewCohort,
         // Published figures only; a school and its link workers read their own (the use case).
-        "/riskid.v1.OutcomeService/GetProgrammeOutcomes" => &[Admin, Analyst, School, LinkWorker],
+        "/riskid.v1.OutcomeService/GetProgrammeOutcomes" => ReadOutcomes,
         "/riskid.v1.AuditService/ListAuditEvents"
         | "/riskid.v1.AuditService/VerifyAuditChain"
         | "/riskid.v1.AuditService/GetAuditCheckpoint"
-        | "/riskid.v1.AuditService/GetOverrideReport" => &[Admin, Analyst],
-        _ => NOBODY,
-    };
-    Some(roles)
+        | "/riskid.v1.AuditService/GetOverrideReport" => ReadAudit,
+        _ => return Gate::Unknown,
+    })
+}
+
+/// Which roles may call a method. `None`: no key needed. A method missing from the table is
+/// refused to everyone (no roles).
+pub fn policy(path: &str) -> Option<&'static [Role]> {
+    match gate(path) {
+        Gate::Public => None,
+        Gate::Key(uc) => Some(uc.roles()),
+        Gate::Unknown => Some(&[]),
+    }
 }
 
 /// Whether a caller's value contains something that reads as a UPN: it would reach the logs.

@@ -35,7 +35,7 @@ pub use convert::{
     term_from_pb,
 };
 pub use feed::FeedApi;
-pub use gateway::{GatewayLayer, policy};
+pub use gateway::{Gate, GatewayLayer, gate, policy};
 pub use inference::InferenceApi;
 pub use model::ModelApi;
 pub use outcome::{METHOD as OUTCOME_METHOD, OutcomeApi, outcomes_to_pb};

@@ -331,6 +331,18 @@ impl App {
         Ok(Principal { key_id: rec.id, role: rec.role, schools: rec.schools })
     }
 
+    /// Every key's label by id (labels name a team or a person's role, never a pupil), for
+    /// showing who decided what.
+    pub async fn key_labels(&self) -> AppResult<std::collections::HashMap<i64, String>> {
+        let keys = self.blocking(|s| Ok(s.list_keys()?)).await?;
+        Ok(keys.into_iter().map(|k| (k.id, k.label)).collect())
+    }
+
+    /// One key's label.
+    pub async fn key_label(&self, key_id: i64) -> Option<String> {
+        self.key_labels().await.ok()?.remove(&key_id).filter(|l| !l.is_empty())
+    }
+
     /// Holds the lock of one request (by key, method and request id) while it runs, so a
     /// racing repeat waits and then finds the first one's stored result.
     pub(crate) async fn request_lock(&self, rk: Option<&RequestKey>) -> Option<tokio::sync::OwnedMutexGuard<()>> {

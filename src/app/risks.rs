@@ -44,3 +44,19 @@ impl App {
         Ok(visible)
     }
 }
+
+impl App {
+    /// One pupil's attendance (share of possible sessions attended) in every term on record
+    /// at the schools the caller may see, oldest first: for the attendance-over-terms chart.
+    pub async fn pupil_attendance(
+        &self,
+        who: &Principal,
+        upn: crate::domain::Upn,
+    ) -> AppResult<Vec<(SchoolTerm, Option<f64>)>> {
+        let scope = who.may_read_risks()?;
+        let mut rows = self.blocking(move |s| Ok(s.pupil_history(&upn)?)).await?;
+        rows.retain(|(st, _)| scope.covers(st.urn));
+        rows.sort_by_key(|(st, _)| (st.term, st.urn));
+        Ok(rows.into_iter().map(|(st, r)| (st, r.absence_rate().map(|a| 1.0 - a))).collect())
+    }
+}

@@ -121,83 +121,140 @@ pub struct CohortPass {
     _private: (),
 }
 
-impl Principal {
-    fn scope(&self, all: &[Role], scoped: &[Role], action: &'static str) -> Result<SchoolScope, AccessError> {
-        if all.contains(&self.role) {
-            Ok(SchoolScope { schools: None })
-        } else if scoped.contains(&self.role) {
-            Ok(SchoolScope { schools: Some(self.schools.clone()) })
-        } else {
-            Err(AccessError::Role { role: self.role, action })
+/// What a caller asks to do: the one role table. The gRPC gateway maps each method to its
+/// use case, the web pages name theirs, and the use cases below check the same table (with
+/// the school scope for school-scoped roles), so the two surfaces cannot disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UseCase {
+    SubmitFeed,
+    ReadSubmissions,
+    /// Pupils' rows as stored: as for their scores.
+    ReadSubmissionRows,
+    ScoreRecords,
+    ReadRisks,
+    ManageModels,
+    ProposeCohort,
+    ReadCohorts,
+    ReviewCohort,
+    ReadOutcomes,
+    ReadAudit,
+}
+
+impl UseCase {
+    pub const ALL: [UseCase; 11] = [
+        UseCase::SubmitFeed,
+        UseCase::ReadSubmissions,
+        UseCase::ReadSubmissionRows,
+        UseCase::ScoreRecords,
+        UseCase::ReadRisks,
+        UseCase::ManageModels,
+        UseCase::ProposeCohort,
+        UseCase::ReadCohorts,
+        UseCase::ReviewCohort,
+        UseCase::ReadOutcomes,
+        UseCase::ReadAudit,
+    ];
+
+    /// The roles that may do this. School-scoped roles do it for their own schools only.
+    pub fn roles(self) -> &'static [Role] {
+        use Role::*;
+        match self {
+            UseCase::SubmitFeed => &[School],
+            UseCase::ReadSubmissions => &[Admin, Analyst, School, LinkWorker],
+            UseCase::ReadSubmissionRows | UseCase::ReadRisks | UseCase::ReadCohorts => &[Analyst, School, LinkWorker],
+            UseCase::ScoreRecords => &[Analyst, Service],
+            UseCase::ManageModels => &[Analyst],
+            UseCase::ProposeCohort => &[Analyst, LinkWorker],
+            UseCase::ReviewCohort => &[LinkWorker],
+            UseCase::ReadOutcomes => &[Admin, Analyst, School, LinkWorker],
+            UseCase::ReadAudit => &[Admin, Analyst],
         }
     }
 
-    fn cohort_pass(
-        &self,
-        urn: Urn,
-        all: &[Role],
-        scoped: &[Role],
-        action: &'static str,
-    ) -> Result<CohortPass, AccessError> {
-        self.scope(all, scoped, action)?.check(urn)?;
+    /// In words, for a refusal: "this key's role (school) may not {action}".
+    pub fn action(self) -> &'static str {
+        match self {
+            UseCase::SubmitFeed => "submit feeds",
+            UseCase::ReadSubmissions => "read submissions",
+            UseCase::ReadSubmissionRows => "read pupils' rows",
+            UseCase::ScoreRecords => "score records",
+            UseCase::ReadRisks => "read pupils' scores",
+            UseCase::ManageModels => "train, evaluate or activate models",
+            UseCase::ProposeCohort => "propose cohorts",
+            UseCase::ReadCohorts => "read cohorts",
+            UseCase::ReviewCohort => "review cohorts",
+            UseCase::ReadOutcomes => "read programme outcomes",
+            UseCase::ReadAudit => "read the audit log and reports",
+        }
+    }
+}
+
+impl Principal {
+    /// Whether the role may do this at all (the school is checked by the use case).
+    pub fn may(&self, uc: UseCase) -> Result<(), AccessError> {
+        if uc.roles().contains(&self.role) {
+            Ok(())
+        } else {
+            Err(AccessError::Role { role: self.role, action: uc.action() })
+        }
+    }
+
+    /// The schools the caller may do this for: every school, or a school-scoped key's own.
+    pub fn scope_for(&self, uc: UseCase) -> Result<SchoolScope, AccessError> {
+        self.may(uc)?;
+        Ok(SchoolScope { schools: self.role.school_scoped().then(|| self.schools.clone()) })
+    }
+
+    fn cohort_pass(&self, urn: Urn, uc: UseCase) -> Result<CohortPass, AccessError> {
+        self.scope_for(uc)?.check(urn)?;
         Ok(CohortPass { urn, key_id: self.key_id, role: self.role, _private: () })
     }
 
     /// Pupils' scores and reasons: analysts all; schools their own; link workers assigned.
     pub fn may_read_risks(&self) -> Result<SchoolScope, AccessError> {
-        self.scope(&[Role::Analyst], &[Role::School, Role::LinkWorker], "read pupils' scores")
+        self.scope_for(UseCase::ReadRisks)
     }
 
     /// Cohorts and their decisions: as for scores.
     pub fn may_read_cohorts(&self) -> Result<SchoolScope, AccessError> {
-        self.scope(&[Role::Analyst], &[Role::School, Role::LinkWorker], "read cohorts")
+        self.scope_for(UseCase::ReadCohorts)
     }
 
     pub fn may_propose(&self, urn: Urn) -> Result<CohortPass, AccessError> {
-        self.cohort_pass(urn, &[Role::Analyst], &[Role::LinkWorker], "propose cohorts")
+        self.cohort_pass(urn, UseCase::ProposeCohort)
     }
 
     pub fn may_review(&self, urn: Urn) -> Result<CohortPass, AccessError> {
-        self.cohort_pass(urn, &[], &[Role::LinkWorker], "review cohorts")
+        self.cohort_pass(urn, UseCase::ReviewCohort)
     }
 
     pub fn may_score_statelessly(&self) -> Result<(), AccessError> {
-        self.scope(&[Role::Analyst, Role::Service], &[], "score records").map(|_| ())
+        self.may(UseCase::ScoreRecords)
     }
 
     pub fn may_manage_models(&self) -> Result<(), AccessError> {
-        self.scope(&[Role::Analyst], &[], "train, evaluate or activate models").map(|_| ())
+        self.may(UseCase::ManageModels)
     }
 
     /// Programme outcomes (published figures only): analysts and admins all schools; a school
     /// and its link workers their own.
     pub fn may_read_outcomes(&self) -> Result<SchoolScope, AccessError> {
-        self.scope(&[Role::Admin, Role::Analyst], &[Role::School, Role::LinkWorker], "read programme outcomes")
+        self.scope_for(UseCase::ReadOutcomes)
     }
 
     pub fn may_read_audit(&self) -> Result<(), AccessError> {
-        self.scope(&[Role::Admin, Role::Analyst], &[], "read the audit log and reports").map(|_| ())
-    }
-
-    fn covers(&self, urn: Urn) -> Result<(), AccessError> {
-        if self.schools.contains(&urn) { Ok(()) } else { Err(AccessError::School(urn)) }
+        self.may(UseCase::ReadAudit)
     }
 
     pub fn may_submit(&self, urn: Urn) -> Result<SubmitPass, AccessError> {
-        match self.role {
-            Role::School => self.covers(urn).map(|()| SubmitPass { urn, key_id: self.key_id, _private: () }),
-            role => Err(AccessError::Role { role, action: "submit feeds" }),
-        }
+        self.scope_for(UseCase::SubmitFeed)?.check(urn)?;
+        Ok(SubmitPass { urn, key_id: self.key_id, _private: () })
     }
 
     pub fn may_read_submissions(&self) -> Result<ReadSubmissions, AccessError> {
-        let scoped = |counts_only| ReadSubmissions { schools: Some(self.schools.clone()), counts_only, _private: () };
-        match self.role {
-            Role::Admin | Role::Analyst => Ok(ReadSubmissions { schools: None, counts_only: false, _private: () }),
-            Role::School => Ok(scoped(false)),
-            Role::LinkWorker => Ok(scoped(true)),
-            role => Err(AccessError::Role { role, action: "read submissions" }),
-        }
+        let scope = self.scope_for(UseCase::ReadSubmissions)?;
+        // Link workers see counts, not the warning lines (which quote pupils' data).
+        Ok(ReadSubmissions { schools: scope.schools, counts_only: self.role == Role::LinkWorker, _private: () })
     }
 }
 

@@ -61,6 +61,13 @@ pub enum Command {
         /// supplement, instead of the contract CSV.
         #[arg(long)]
         ctf: bool,
+        /// Afterwards keep the servers up, with the web app, and print one sign-in key per
+        /// role: one school's cohort is left for you to review in the browser.
+        #[arg(long)]
+        serve: bool,
+        /// Where the web app listens with --serve (a free port if this one is taken).
+        #[arg(long, default_value = "127.0.0.1:8080", requires = "serve")]
+        web_listen: std::net::SocketAddr,
     },
     /// Run the gRPC server.
     Serve(Settings),
@@ -156,9 +163,10 @@ pub fn init_tracing(format: &str, default_level: &str) {
 /// Runs a command; returns the process exit code. Errors carry theirs (see [`exit`]).
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Demo { schools, years, seed, capacity, keep, ctf } => {
-            let opts = crate::demo::DemoOptions { schools, years, seed, capacity, keep, ctf };
-            crate::demo::run(opts, &mut std::io::stdout()).await?;
+        Command::Demo { schools, years, seed, capacity, keep, ctf, serve, web_listen } => {
+            let serve = serve.then_some(web_listen);
+            let opts = crate::demo::DemoOptions { schools, years, seed, capacity, keep, ctf, serve };
+            crate::demo::run_until(opts, &mut std::io::stdout(), server::shutdown_signal()).await?;
             Ok(0)
         }
         Command::Serve(settings) => server::run(settings).await.map(|()| 0),

@@ -336,6 +336,12 @@ impl Store {
         json.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()
     }
 
+    /// One pupil's current rows at every school and term (the UPN follows the child), in
+    /// school then term order.
+    pub fn pupil_history(&self, upn: &Upn) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
+        located_rows(&self.conn(), "AND p.upn = ?1", [upn.as_str()])
+    }
+
     /// Every current row in the store, as (school, term, row), ordered by school then term.
     pub fn all_current_rows(&self) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
         located_rows(&self.conn(), "", [])

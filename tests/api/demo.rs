@@ -5,8 +5,15 @@ use riskid::demo::{DemoOptions, run};
 #[tokio::test]
 async fn the_demo_runs_the_whole_mission_and_reports_it() {
     let keep = tempfile::tempdir().unwrap();
-    let opts =
-        DemoOptions { schools: 3, years: 2, seed: 3, capacity: 8, keep: Some(keep.path().to_path_buf()), ctf: false };
+    let opts = DemoOptions {
+        schools: 3,
+        years: 2,
+        seed: 3,
+        capacity: 8,
+        keep: Some(keep.path().to_path_buf()),
+        ctf: false,
+        serve: None,
+    };
     let mut out: Vec<u8> = Vec::new();
     let s = run(opts, &mut out).await.unwrap();
     let text = String::from_utf8(out).unwrap();
@@ -46,8 +53,15 @@ async fn the_demo_on_common_transfer_files_stores_the_same_rows_as_on_csv() {
     let mut cohorts = Vec::new();
     for ctf in [false, true] {
         let keep = tempfile::tempdir().unwrap();
-        let opts =
-            DemoOptions { schools: 2, years: 2, seed: 8, capacity: 6, keep: Some(keep.path().to_path_buf()), ctf };
+        let opts = DemoOptions {
+            schools: 2,
+            years: 2,
+            seed: 8,
+            capacity: 6,
+            keep: Some(keep.path().to_path_buf()),
+            ctf,
+            serve: None,
+        };
         let mut out: Vec<u8> = Vec::new();
         let s = run(opts, &mut out).await.unwrap();
         assert_eq!(s.feeds_submitted, 2 * 6);

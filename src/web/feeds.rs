@@ -1,0 +1,446 @@
+//! The school data manager's pages: upload a term's feed (or check it first), the report with
+//! every error and warning next to its cell, submission history; and pupils' scores, read only.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::views::{RiskView, when};
+use super::{FormError, Frame, Signed, Web, WebError, WebResult, html};
+use crate::app::{AppError, FeedBody, SubmitResult};
+use crate::auth::UseCase;
+use crate::domain::{SchoolTerm, Term, TermName, Urn};
+use crate::ingest::{Part, Violation};
+
+pub struct SubmissionRow {
+    pub id: i64,
+    pub school: String,
+    pub term: String,
+    pub state: String,
+    pub source: String,
+    pub rows: usize,
+    pub warnings: usize,
+    pub received: String,
+}
+
+/// A violation with the cell it is about, as the file had it.
+pub struct ViolationRow {
+    pub file: &'static str,
+    pub line: String,
+    pub column: String,
+    pub cell: String,
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Template)]
+#[template(path = "feeds.html")]
+struct FeedsPage {
+    frame: Frame,
+    errors: Vec<FormError>,
+    can_submit: bool,
+    schools: Vec<String>,
+    school: String,
+    year: String,
+    term: String,
+    history: Vec<SubmissionRow>,
+    /// The outcome of the upload just made, in words.
+    outcome: String,
+    outcome_ok: bool,
+    problems: Vec<ViolationRow>,
+    problem_count: usize,
+    warnings: Vec<ViolationRow>,
+    warning_count: usize,
+    max_mb: String,
+}
+
+impl FeedsPage {
+    fn problem_caption(&self) -> String {
+        format!("Errors: {} (each must be corrected)", self.problem_count)
+    }
+    fn warning_caption(&self) -> String {
+        format!("Warnings: {} (accepted, but worth checking)", self.warning_count)
+    }
+}
+
+fn row_of(s: &crate::storage::SubmissionRecord) -> SubmissionRow {
+    SubmissionRow {
+        id: s.id,
+        school: s.school_term.urn.to_string(),
+        term: s.school_term.term.to_string(),
+        state: format!("{:?}", s.state).to_lowercase(),
+        source: format!("{:?}", s.source),
+        rows: s.row_count,
+        warnings: s.warning_count,
+        received: when(s.received_at),
+    }
+}
+
+fn current_year() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let y = if u8::from(now.month()) >= 9 { now.year() } else { now.year() - 1 };
+    format!("{y}/{:02}", (y + 1) % 100)
+}
+
+async fn page(web: &Web, who: &Signed) -> WebResult<FeedsPage> {
+    let scope = who.principal.may_read_submissions()?;
+    let history = web.app.list_submissions(scope, None, true, None, 100).await?;
+    let schools: Vec<String> = who.principal.schools.iter().map(|u| u.to_string()).collect();
+    Ok(FeedsPage {
+        frame: Frame::new("Feeds", Some(who), "/feeds"),
+        errors: Vec::new(),
+        can_submit: who.principal.may(UseCase::SubmitFeed).is_ok(),
+        school: schools.first().cloned().unwrap_or_default(),
+        schools,
+        year: current_year(),
+        term: String::new(),
+        history: history.iter().map(row_of).collect(),
+        outcome: String::new(),
+        outcome_ok: false,
+        problems: Vec::new(),
+        problem_count: 0,
+        warnings: Vec::new(),
+        warning_count: 0,
+        max_mb: format!("{:.0}", web.app.limits().max_feed_bytes as f64 / (1 << 20) as f64),
+    })
+}
+
+pub async fn list(State(web): State<Arc<Web>>, who: Signed) -> WebResult<Response> {
+    Ok(html(&page(&web, &who).await?))
+}
+
+/// The cells of a CSV file by (line, column name), for showing each violation beside its cell.
+struct Cells {
+    header: Vec<String>,
+    lines: Vec<Option<Vec<String>>>,
+}
+
+impl Cells {
+    fn of(bytes: &[u8]) -> Self {
+        let mut r = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(bytes);
+        let mut lines = Vec::new();
+        let mut header = Vec::new();
+        for rec in r.records() {
+            let line = rec.ok().map(|rec| rec.iter().map(str::to_owned).collect::<Vec<_>>());
+            if header.is_empty() {
+                header = line.clone().unwrap_or_default();
+            }
+            lines.push(line);
+        }
+        Self { header, lines }
+    }
+
+    fn cell(&self, line: u64, column: &str) -> Option<&str> {
+        let i = self.header.iter().position(|h| h.trim() == column)?;
+        self.lines.get((line as usize).checked_sub(1)?)?.as_ref()?.get(i).map(String::as_str)
+    }
+}
+
+fn violation_rows(vs: &[Violation], feed: Option<&Cells>, supplement: Option<&Cells>) -> Vec<ViolationRow> {
+    vs.iter()
+        .map(|v| {
+            let cells = match v.part {
+                Part::Feed => feed,
+                Part::Supplement => supplement,
+                Part::Ctf => None,
+            };
+            let cell = cells.and_then(|c| c.cell(v.line, &v.column)).map(|c| {
+                let c: String = c.chars().take(60).collect();
+                if c.is_empty() { "(empty)".to_string() } else { c }
+            });
+            ViolationRow {
+                file: match v.part {
+                    Part::Feed => "feed",
+                    Part::Ctf => "CTF",
+                    Part::Supplement => "supplement",
+                },
+                line: if v.line == 0 { "–".into() } else { v.line.to_string() },
+                column: if v.element.is_empty() { v.column.clone() } else { format!("{} ({})", v.column, v.element) },
+                cell: cell.unwrap_or_else(|| "–".into()),
+                code: v.code.clone(),
+                message: v.message.clone(),
+            }
+        })
+        .collect()
+}
+
+struct Upload {
+    csrf: String,
+    school: String,
+    year: String,
+    term: String,
+    dry_run: bool,
+    file: Option<(String, Vec<u8>)>,
+    supplement: Option<Vec<u8>>,
+}
+
+async fn read_upload(mut mp: Multipart, max: usize) -> Result<Upload, WebError> {
+    let mut u = Upload {
+        csrf: String::new(),
+        school: String::new(),
+        year: String::new(),
+        term: String::new(),
+        dry_run: false,
+        file: None,
+        supplement: None,
+    };
+    let too_large = || {
+        WebError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The file is too large",
+            format!("A feed may be at most {max} bytes; nothing was stored."),
+        )
+    };
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            WebError::new(
+                StatusCode::BAD_REQUEST,
+                "The upload failed",
+                "The form could not be read; nothing was stored. Try again.",
+            )
+        }
+    };
+    while let Some(field) = mp.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        let filename = field.file_name().unwrap_or_default().to_owned();
+        let bytes = field.bytes().await.map_err(bad)?;
+        if bytes.len() > max {
+            return Err(too_large());
+        }
+        let text = || String::from_utf8_lossy(&bytes).trim().to_owned();
+        match name.as_str() {
+            "csrf" => u.csrf = text(),
+            "school" => u.school = text(),
+            "year" => u.year = text(),
+            "term" => u.term = text(),
+            "dry_run" => u.dry_run = !bytes.is_empty(),
+            "file" if !bytes.is_empty() => u.file = Some((filename, bytes.to_vec())),
+            "supplement" if !bytes.is_empty() => u.supplement = Some(bytes.to_vec()),
+            _ => {}
+        }
+    }
+    Ok(u)
+}
+
+pub async fn upload(State(web): State<Arc<Web>>, who: Signed, mp: Multipart) -> WebResult<Response> {
+    let limits = web.app.limits().clone();
+    who.principal.may(UseCase::SubmitFeed)?;
+    // The same limits as over gRPC: size (the body limit and per file), one key's share of
+    // uploads, and the longest an upload may take.
+    let _slot = web.app.upload_slot(who.principal.key_id)?;
+    let u = match tokio::time::timeout(limits.max_upload_time, read_upload(mp, limits.max_feed_bytes)).await {
+        Ok(u) => u?,
+        Err(_) => {
+            return Err(WebError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "The upload took too long",
+                format!("An upload may take at most {} s; nothing was stored.", limits.max_upload_time.as_secs()),
+            ));
+        }
+    };
+    who.check_csrf(&u.csrf)?;
+    let mut p = page(&web, &who).await?;
+    p.school = u.school.clone();
+    p.year = u.year.clone();
+    p.term = u.term.clone();
+    let mut errors = Vec::new();
+    let urn = u.school.parse::<u32>().ok().and_then(|n| Urn::new(n).ok());
+    if urn.is_none() {
+        errors.push(FormError::new("school", "Choose the school"));
+    }
+    let name: Option<TermName> = u.term.parse().ok();
+    if name.is_none() {
+        errors.push(FormError::new("term-autumn", "Choose the term"));
+    }
+    let term = name.and_then(|n| match Term::parse(&u.year, n.as_str()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            errors.push(FormError::new("year", format!("Enter the academic year like 2025/26 ({e})")));
+            None
+        }
+    });
+    if u.file.is_none() {
+        errors.push(FormError::new("file", "Choose the feed file (CSV, or a Common Transfer File in XML)"));
+    }
+    let (Some(urn), Some(term), Some((filename, bytes)), true) = (urn, term, u.file, errors.is_empty()) else {
+        p.errors = errors;
+        return Ok((StatusCode::BAD_REQUEST, html(&p)).into_response());
+    };
+    let pass = who.principal.may_submit(urn)?;
+    let is_ctf = filename.to_ascii_lowercase().ends_with(".xml") || bytes.trim_ascii_start().starts_with(b"<");
+    let feed_cells = (!is_ctf).then(|| Cells::of(&bytes));
+    let supp_cells = u.supplement.as_deref().map(Cells::of);
+    let body = if is_ctf { FeedBody::Ctf { xml: bytes, supplement: u.supplement } } else { FeedBody::Csv(bytes) };
+    let _permit = web.app.ingest_permit()?;
+    let st = SchoolTerm { urn, term };
+    let result = web.app.submit_feed(pass, term, body, None, u.dry_run).await;
+    let status = match result {
+        Ok(SubmitResult::Accepted(r)) => {
+            p.outcome = format!(
+                "Accepted: {} pupils for school {} in {}, stored and scored (submission {}).",
+                r.row_count, st.urn, st.term, r.id
+            );
+            p.outcome_ok = true;
+            p.warnings = violation_rows(&r.warnings, feed_cells.as_ref(), supp_cells.as_ref());
+            p.warning_count = r.warning_count;
+            StatusCode::OK
+        }
+        Ok(SubmitResult::Unchanged(r)) => {
+            p.outcome = format!(
+                "Unchanged: this is the feed already stored for school {} in {} (submission {}).",
+                st.urn, st.term, r.id
+            );
+            p.outcome_ok = true;
+            StatusCode::OK
+        }
+        Ok(SubmitResult::Validated { rows, warnings, warning_count, .. }) => {
+            p.outcome =
+                format!("Checked: the feed is valid ({rows} pupils). This was a check only: nothing was stored.");
+            p.outcome_ok = true;
+            p.warnings = violation_rows(&warnings, feed_cells.as_ref(), supp_cells.as_ref());
+            p.warning_count = warning_count;
+            StatusCode::OK
+        }
+        Err(AppError::FeedRejected { report, .. }) => {
+            p.outcome = format!(
+                "Rejected: the feed has {} error(s), listed below with their line and column. Nothing was stored; \
+                 correct the file and upload it again.",
+                report.error_count
+            );
+            p.problems = violation_rows(&report.errors, feed_cells.as_ref(), supp_cells.as_ref());
+            p.problem_count = report.error_count;
+            p.warnings = violation_rows(&report.warnings, feed_cells.as_ref(), supp_cells.as_ref());
+            p.warning_count = report.warning_count;
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        Err(e @ (AppError::TooLarge { .. } | AppError::BadField { .. } | AppError::Conflict { .. })) => {
+            p.errors = vec![FormError::new("file", e.to_string())];
+            StatusCode::BAD_REQUEST
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // The history now includes this upload.
+    if let Ok(scope) = who.principal.may_read_submissions()
+        && let Ok(h) = web.app.list_submissions(scope, None, true, None, 100).await
+    {
+        p.history = h.iter().map(row_of).collect();
+    }
+    Ok((status, html(&p)).into_response())
+}
+
+#[derive(Template)]
+#[template(path = "submission.html")]
+struct SubmissionPage {
+    frame: Frame,
+    row: SubmissionRow,
+    sha: String,
+    warnings: Vec<ViolationRow>,
+    warning_count: usize,
+}
+
+impl SubmissionPage {
+    fn warning_caption(&self) -> String {
+        format!("Warnings: {}", self.warning_count)
+    }
+}
+
+pub async fn submission(State(web): State<Arc<Web>>, who: Signed, Path(id): Path<String>) -> WebResult<Response> {
+    let id: i64 = id.parse().map_err(|_| WebError::not_found("submission"))?;
+    let scope = who.principal.may_read_submissions()?;
+    let s = web.app.get_submission(scope, id).await?;
+    Ok(html(&SubmissionPage {
+        frame: Frame::new(format!("Submission {id}"), Some(&who), "/feeds"),
+        row: row_of(&s),
+        sha: s.content_sha256.clone(),
+        warnings: violation_rows(&s.warnings, None, None),
+        warning_count: s.warning_count,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct RisksQuery {
+    #[serde(default)]
+    school_term: String,
+}
+
+#[derive(Template)]
+#[template(path = "risks.html")]
+struct RisksPage {
+    frame: Frame,
+    options: Vec<(String, String)>,
+    chosen: String,
+    heading: String,
+    urn: String,
+    term_index: u32,
+    pupils: Vec<RiskView>,
+    message: String,
+}
+
+pub async fn risks(State(web): State<Arc<Web>>, who: Signed, Query(q): Query<RisksQuery>) -> WebResult<Response> {
+    who.principal.may(UseCase::ReadRisks)?;
+    let options = super::cohorts::school_terms(&web, &who).await?;
+    let chosen =
+        if q.school_term.is_empty() { options.first().map(|o| o.0.clone()).unwrap_or_default() } else { q.school_term };
+    let mut page = RisksPage {
+        frame: Frame::new("Pupils' scores", Some(&who), "/risks"),
+        options,
+        chosen: chosen.clone(),
+        heading: String::new(),
+        urn: String::new(),
+        term_index: 0,
+        pupils: Vec::new(),
+        message: String::new(),
+    };
+    let Some(st) = super::cohorts::parse_school_term(&chosen) else {
+        page.message = "No scores yet: a school's scores appear once its first feed is accepted.".into();
+        return Ok(html(&page));
+    };
+    match web.app.school_risks(&who.principal, st, None, None).await {
+        Ok((model, rs)) => {
+            page.heading = format!("School {}, {} — {} pupils, scored by {model}", st.urn, st.term, rs.len());
+            page.pupils = rs.iter().map(|r| RiskView::new(r, web.pid(&r.upn))).collect();
+        }
+        Err(e @ (AppError::NotReady(_) | AppError::NotFound { .. })) => page.message = e.to_string(),
+        Err(e) => return Err(e.into()),
+    }
+    page.urn = st.urn.to_string();
+    page.term_index = st.term.index();
+    Ok(html(&page))
+}
+
+#[derive(Template)]
+#[template(path = "pupil.html")]
+struct PupilPage {
+    frame: Frame,
+    heading: String,
+    risk: RiskView,
+    chart: String,
+    attendance: Vec<(String, String)>,
+    back: String,
+}
+
+pub async fn pupil(
+    State(web): State<Arc<Web>>,
+    who: Signed,
+    Path((urn, term, pid)): Path<(String, String, String)>,
+) -> WebResult<Response> {
+    let st = super::cohorts::parse_school_term(&format!("{urn}:{term}")).ok_or_else(|| WebError::not_found("pupil"))?;
+    let (_, rs) = web.app.school_risks(&who.principal, st, None, None).await?;
+    let r = rs.iter().find(|r| web.pid(&r.upn) == pid).ok_or_else(|| WebError::not_found("pupil"))?;
+    let upn = crate::domain::Upn::parse(&r.upn).map_err(|_| WebError::not_found("pupil"))?;
+    let (chart, attendance) = super::cohorts::attendance(&web, &who, &upn).await?;
+    Ok(html(&PupilPage {
+        frame: Frame::new("A pupil's scores", Some(&who), "/risks"),
+        heading: format!("Year {} pupil at school {}, {}", r.ncyear, st.urn, st.term),
+        risk: RiskView::new(r, pid),
+        chart,
+        attendance,
+        back: format!("/risks?school_term={}:{}", st.urn, st.term.index()),
+    }))
+}

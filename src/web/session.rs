@@ -1,0 +1,299 @@
+//! Sign-in, sessions and CSRF tokens.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use askama::Template;
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Form};
+use rand::RngCore;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::{FormError, Frame, Peer, Web, WebError, html, see_other};
+use crate::auth::{Principal, Role};
+
+const COOKIE: &str = "riskid_session";
+/// Ties the sign-in form to the browser that loaded it (login CSRF).
+const LOGIN_COOKIE: &str = "riskid_signin";
+
+struct Session {
+    /// The API key, kept server-side only: each request re-checks it, so revoking the key
+    /// ends the session at once.
+    key: String,
+    label: String,
+    csrf: String,
+    created: Instant,
+    last_seen: Instant,
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    by_hash: Mutex<HashMap<String, Session>>,
+}
+
+fn token() -> String {
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+fn digest(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Equal, in time that does not depend on where they differ.
+pub fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Sessions {
+    fn create(&self, key: String, label: String) -> String {
+        let t = token();
+        let now = Instant::now();
+        let mut m = self.by_hash.lock().unwrap_or_else(|p| p.into_inner());
+        m.insert(digest(&t), Session { key, label, csrf: token(), created: now, last_seen: now });
+        t
+    }
+
+    /// The session's key, label and CSRF token, if it is live; touches it.
+    fn get(&self, t: &str, idle: Duration, absolute: Duration) -> Option<(String, String, String)> {
+        let mut m = self.by_hash.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        m.retain(|_, s| now.duration_since(s.last_seen) < idle && now.duration_since(s.created) < absolute);
+        let s = m.get_mut(&digest(t))?;
+        s.last_seen = now;
+        Some((s.key.clone(), s.label.clone(), s.csrf.clone()))
+    }
+
+    fn remove(&self, t: &str) {
+        self.by_hash.lock().unwrap_or_else(|p| p.into_inner()).remove(&digest(t));
+    }
+
+    pub fn age(&self, by: Duration) {
+        let mut m = self.by_hash.lock().unwrap_or_else(|p| p.into_inner());
+        for s in m.values_mut() {
+            s.created = s.created.checked_sub(by).unwrap_or(s.created);
+            s.last_seen = s.last_seen.checked_sub(by).unwrap_or(s.last_seen);
+        }
+    }
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn set_cookie(web: &Web, name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
+    let secure = if web.config.secure_cookies { "; Secure" } else { "" };
+    let age = max_age.map(|s| format!("; Max-Age={s}")).unwrap_or_default();
+    HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict{secure}{age}"))
+        .expect("cookie is ASCII")
+}
+
+/// A signed-in person: their principal (re-authenticated on this request), the key's label
+/// and the session's CSRF token.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    pub principal: Principal,
+    pub label: String,
+    pub csrf: String,
+}
+
+impl Signed {
+    /// Refuses a state-changing request whose form does not carry this session's token.
+    pub fn check_csrf(&self, sent: &str) -> Result<(), WebError> {
+        if same(sent, &self.csrf) {
+            Ok(())
+        } else {
+            Err(WebError::new(
+                StatusCode::FORBIDDEN,
+                "The form has expired",
+                "This form was not sent from a page of this session (its security token is missing or wrong). Go \
+                 back, reload the page and try again.",
+            ))
+        }
+    }
+}
+
+/// Not signed in: a page goes to the sign-in form, saying why when the session ended.
+pub struct SignInFirst {
+    expired: bool,
+}
+
+impl IntoResponse for SignInFirst {
+    fn into_response(self) -> Response {
+        let mut r = see_other(if self.expired { "/login?ended=1" } else { "/login" });
+        if self.expired {
+            r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static("riskid_session=; Path=/; Max-Age=0"));
+        }
+        r
+    }
+}
+
+async fn resolve(parts: &Parts, web: &Arc<Web>) -> Result<Option<Signed>, SignInFirst> {
+    let Some(t) = cookie(&parts.headers, COOKIE).filter(|t| !t.is_empty()) else { return Ok(None) };
+    let Some((key, label, csrf)) = web.sessions.get(t, web.config.idle_timeout, web.config.absolute_timeout) else {
+        return Err(SignInFirst { expired: true });
+    };
+    match web.app.authenticate(&key).await {
+        Ok(principal) => Ok(Some(Signed { principal, label, csrf })),
+        // Revoked since sign-in: the session ends.
+        Err(_) => {
+            web.sessions.remove(t);
+            Err(SignInFirst { expired: true })
+        }
+    }
+}
+
+impl FromRequestParts<Arc<Web>> for Signed {
+    type Rejection = SignInFirst;
+    async fn from_request_parts(parts: &mut Parts, web: &Arc<Web>) -> Result<Self, Self::Rejection> {
+        resolve(parts, web).await?.ok_or(SignInFirst { expired: false })
+    }
+}
+
+impl OptionalFromRequestParts<Arc<Web>> for Signed {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, web: &Arc<Web>) -> Result<Option<Self>, Self::Rejection> {
+        Ok(resolve(parts, web).await.ok().flatten())
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    frame: Frame,
+    errors: Vec<FormError>,
+    ended: bool,
+    signed_out: bool,
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    #[serde(default)]
+    ended: Option<String>,
+    #[serde(default)]
+    out: Option<String>,
+}
+
+fn login_form(web: &Web, errors: Vec<FormError>, ended: bool, signed_out: bool, status: StatusCode) -> Response {
+    let t = token();
+    let mut frame = Frame::new("Sign in", None, "/login");
+    frame.csrf = t.clone();
+    let mut r = (status, html(&LoginPage { frame, errors, ended, signed_out })).into_response();
+    r.headers_mut().insert(header::SET_COOKIE, set_cookie(web, LOGIN_COOKIE, &t, Some(3600)));
+    r
+}
+
+pub async fn login_page(State(web): State<Arc<Web>>, Query(q): Query<LoginQuery>) -> Response {
+    login_form(&web, Vec::new(), q.ended.is_some(), q.out.is_some(), StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn login(
+    State(web): State<Arc<Web>>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let ip = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0.0.ip());
+    if !web.sign_in_allowed(ip) {
+        let mut r = login_form(
+            &web,
+            vec![FormError::new("key", "Too many sign-in attempts from this address. Wait a minute and try again.")],
+            false,
+            false,
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return r;
+    }
+    if !cookie(&headers, LOGIN_COOKIE).is_some_and(|c| same(c, &f.csrf)) {
+        return login_form(
+            &web,
+            vec![FormError::new("key", "The sign-in form had expired. Enter your key again.")],
+            false,
+            false,
+            StatusCode::FORBIDDEN,
+        );
+    }
+    let key = f.key.trim().to_owned();
+    if key.is_empty() {
+        return login_form(
+            &web,
+            vec![FormError::new("key", "Enter your API key")],
+            false,
+            false,
+            StatusCode::BAD_REQUEST,
+        );
+    }
+    let principal = match web.app.authenticate(&key).await {
+        Ok(p) => p,
+        Err(_) => {
+            tracing::info!("web sign-in refused: unknown or revoked key");
+            return login_form(
+                &web,
+                vec![FormError::new("key", "That key is not valid, or it has been revoked")],
+                false,
+                false,
+                StatusCode::UNAUTHORIZED,
+            );
+        }
+    };
+    if principal.role == Role::Service {
+        return login_form(
+            &web,
+            vec![FormError::new("key", "That is a service key, for systems calling the API. Use a person's key.")],
+            false,
+            false,
+            StatusCode::FORBIDDEN,
+        );
+    }
+    let label = web
+        .app
+        .key_label(principal.key_id)
+        .await
+        .unwrap_or_else(|| format!("{} key {}", principal.role, principal.key_id));
+    tracing::info!(key_id = principal.key_id, role = %principal.role, "web sign-in");
+    let t = web.sessions.create(key, label);
+    let mut r = see_other("/");
+    r.headers_mut().append(header::SET_COOKIE, set_cookie(&web, COOKIE, &t, None));
+    r.headers_mut().append(header::SET_COOKIE, set_cookie(&web, LOGIN_COOKIE, "", Some(0)));
+    r
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    pub csrf: String,
+}
+
+pub async fn logout(State(web): State<Arc<Web>>, who: Signed, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
+    if let Err(e) = who.check_csrf(&f.csrf) {
+        return e.into_response();
+    }
+    if let Some(t) = cookie(&headers, COOKIE) {
+        web.sessions.remove(t);
+    }
+    let mut r = see_other("/login?out=1");
+    r.headers_mut().insert(header::SET_COOKIE, set_cookie(&web, COOKIE, "", Some(0)));
+    r
+}
