@@ -631,6 +631,16 @@ pub async fn finalise(
 ) -> WebResult<Response> {
     who.check_csrf(&f.csrf)?;
     let id: i64 = id.parse().map_err(|_| WebError::not_found("cohort"))?;
+    let c = web.app.get_cohort_by_id(&who.principal, id).await?;
+    let kept = c.final_list().len();
+    let undecided = c.members.iter().filter(|m| m.decided.is_none()).count();
+    if undecided == 0 && kept > c.params.capacity && f.over_capacity_reason.trim().is_empty() {
+        let e = FormError::new(
+            "over_capacity_reason",
+            format!("Say why the list has {kept} children for {} places", c.params.capacity),
+        );
+        return cohort_with(&web, &who, id, vec![e], "").await;
+    }
     match web.app.finalise(&who.principal, id, f.over_capacity_reason.trim().to_owned(), None).await {
         Ok(_) => cohort_with(&web, &who, id, Vec::new(), "The cohort is finalised: the programme can start.").await,
         Err(AppError::BadField { description, .. }) => {
