@@ -73,7 +73,11 @@ fn row_of(s: &crate::storage::SubmissionRecord) -> SubmissionRow {
         school: s.school_term.urn.to_string(),
         term: s.school_term.term.to_string(),
         state: format!("{:?}", s.state).to_lowercase(),
-        source: format!("{:?}", s.source),
+        source: match s.source {
+            crate::storage::FeedSource::Csv => "CSV".into(),
+            crate::storage::FeedSource::Records => "records".into(),
+            crate::storage::FeedSource::Ctf => "CTF".into(),
+        },
         rows: s.row_count,
         warnings: s.warning_count,
         received: when(s.received_at),
