@@ -371,7 +371,13 @@ pub async fn submission(State(web): State<Arc<Web>>, who: Signed, Path(id): Path
 pub struct RisksQuery {
     #[serde(default)]
     school_term: String,
+    /// 1-based page of [`PAGE`] pupils.
+    #[serde(default)]
+    page: Option<usize>,
 }
+
+/// Pupils per page of scores.
+const PAGE: usize = 100;
 
 #[derive(Template)]
 #[template(path = "risks.html")]
@@ -384,6 +390,10 @@ struct RisksPage {
     term_index: u32,
     pupils: Vec<RiskView>,
     message: String,
+    /// Rank of the first pupil on this page, less one.
+    offset: usize,
+    page: usize,
+    pages: usize,
 }
 
 pub async fn risks(State(web): State<Arc<Web>>, who: Signed, Query(q): Query<RisksQuery>) -> WebResult<Response> {
@@ -400,6 +410,9 @@ pub async fn risks(State(web): State<Arc<Web>>, who: Signed, Query(q): Query<Ris
         term_index: 0,
         pupils: Vec::new(),
         message: String::new(),
+        offset: 0,
+        page: 1,
+        pages: 1,
     };
     let Some(st) = super::cohorts::parse_school_term(&chosen) else {
         page.message = "No scores yet: a school's scores appear once its first feed is accepted.".into();
@@ -408,7 +421,10 @@ pub async fn risks(State(web): State<Arc<Web>>, who: Signed, Query(q): Query<Ris
     match web.app.school_risks(&who.principal, st, None, None).await {
         Ok((model, rs)) => {
             page.heading = format!("School {}, {} — {} pupils, scored by {model}", st.urn, st.term, rs.len());
-            page.pupils = rs.iter().map(|r| RiskView::new(r, web.pid(&r.upn))).collect();
+            page.pages = rs.len().div_ceil(PAGE).max(1);
+            page.page = q.page.unwrap_or(1).clamp(1, page.pages);
+            page.offset = (page.page - 1) * PAGE;
+            page.pupils = rs.iter().skip(page.offset).take(PAGE).map(|r| RiskView::new(r, web.pid(&r.upn))).collect();
         }
         Err(e @ (AppError::NotReady(_) | AppError::NotFound { .. })) => page.message = e.to_string(),
         Err(e) => return Err(e.into()),

@@ -5,3 +5,4 @@ mod feeds;
 mod helpers;
 mod review;
 mod session;
+mod tls;
