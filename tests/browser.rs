@@ -241,7 +241,7 @@ async fn people_do_their_jobs_in_a_real_browser() {
 
     // Confirm rank 1 with its row's button.
     b.click("tbody tr:nth-child(1) form[action$='/decide'] button").await;
-    b.c.wait_for_find(Locator::Css("tbody tr:nth-child(1) form[action$='/undo']")).await.unwrap();
+    b.c.wait().for_element(Locator::Css("tbody tr:nth-child(1) form[action$='/undo']")).await.unwrap();
     assert!(b.body().await.contains("1 decided, 5 not decided"));
 
     // Rank 2: open the child, read the reasons and the chart, remove with a reason and a note.
@@ -265,7 +265,7 @@ async fn people_do_their_jobs_in_a_real_browser() {
     // Back to the cohort: undo rank 1, then confirm it again and the rest.
     b.go(&cohort_url).await;
     b.click("tbody tr:nth-child(1) form[action$='/undo'] button").await;
-    b.c.wait_for_find(Locator::Css("tbody tr:nth-child(1) form[action$='/decide']")).await.unwrap();
+    b.c.wait().for_element(Locator::Css("tbody tr:nth-child(1) form[action$='/decide']")).await.unwrap();
     assert!(b.body().await.contains("1 decided, 5 not decided"), "the undo reopened rank 1");
     b.screenshot("link-worker-cohort").await;
     loop {
