@@ -355,12 +355,15 @@ async fn people_do_their_jobs_in_a_real_browser() {
     assert!(b.body().await.contains("family_declined"));
     b.accessible("overrides").await;
     b.screenshot("analyst-overrides").await;
+    b.go("/outcomes").await;
+    assert!(b.body().await.contains("Finalised cohorts"));
+    b.accessible("outcomes").await;
     b.go("/audit").await;
     assert!(b.body().await.contains("Verified"));
     b.accessible("audit").await;
     b.sign_out().await;
 
-    assert!(b.checked.len() >= 17, "axe checked {:?}", b.checked);
+    assert!(b.checked.len() >= 18, "axe checked {:?}", b.checked);
     b.c.close().await.unwrap();
     let _ = stop.send(());
     demo.await.unwrap().unwrap();

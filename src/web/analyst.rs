@@ -352,3 +352,83 @@ pub async fn audit(State(web): State<Arc<Web>>, who: Signed) -> WebResult<Respon
     };
     Ok(html(&page))
 }
+
+pub struct OutcomeLine {
+    pub place: String,
+    pub horizon: u32,
+    pub measure: &'static str,
+    pub supported: String,
+    pub seen: String,
+    pub pairs: String,
+    pub supported_rate: String,
+    pub comparison_rate: String,
+    pub difference: String,
+    pub interval: String,
+}
+
+#[derive(Template)]
+#[template(path = "outcomes.html")]
+struct OutcomesPage {
+    frame: Frame,
+    cohorts: String,
+    supported: String,
+    matched: String,
+    rows: Vec<OutcomeLine>,
+}
+
+fn value(v: crate::outcomes::Value, percent: bool) -> String {
+    use crate::outcomes::Value;
+    match v {
+        Value::Shown(x) if percent => format!("{:.1}%", 100.0 * x),
+        Value::Shown(x) => format!("{x:+.3}"),
+        Value::Suppressed => "hidden (fewer than 5)".into(),
+        Value::NotAvailable => "–".into(),
+    }
+}
+
+/// Programme outcomes as published (small counts hidden): did the supported children do
+/// better than matched children who were not supported?
+pub async fn outcomes(State(web): State<Arc<Web>>, who: Signed) -> WebResult<Response> {
+    use crate::outcomes::{Measure, Value};
+    let p = web.app.programme_outcomes(&who.principal, None).await?;
+    let rows = p
+        .rows
+        .iter()
+        .map(|r| {
+            // Rates for yes/no measures and attendance are shares; differences in points.
+            let pct = true;
+            let diff = match r.difference {
+                Value::Shown(d) => format!("{:+.1} points", 100.0 * d),
+                other => value(other, false),
+            };
+            let interval = match (r.interval_low, r.interval_high) {
+                (Value::Shown(a), Value::Shown(b)) => format!("{:+.1} to {:+.1}", 100.0 * a, 100.0 * b),
+                _ => "–".into(),
+            };
+            OutcomeLine {
+                place: r.school.map(|u| format!("School {u}")).unwrap_or_else(|| "All schools".into()),
+                horizon: r.horizon,
+                measure: match r.measure {
+                    Measure::AttendanceRate => "attendance",
+                    Measure::PersistentAbsence => "persistent absence",
+                    Measure::Suspension => "suspension or exclusion",
+                    Measure::MhReferral => "mental-health referral",
+                },
+                supported: r.supported.to_string(),
+                seen: r.seen.to_string(),
+                pairs: r.pairs.to_string(),
+                supported_rate: value(r.pairs_supported_rate, pct),
+                comparison_rate: value(r.comparison_rate, pct),
+                difference: diff,
+                interval,
+            }
+        })
+        .collect();
+    Ok(html(&OutcomesPage {
+        frame: Frame::new("Programme outcomes", Some(&who), "/outcomes"),
+        cohorts: p.cohorts.to_string(),
+        supported: p.supported.to_string(),
+        matched: p.matched.to_string(),
+        rows,
+    }))
+}

@@ -134,15 +134,20 @@ pub struct Frame {
 impl Frame {
     pub fn new(title: impl Into<String>, who: Option<&Signed>, here: &str) -> Self {
         let nav: &[(&str, &str)] = match who.map(|s| s.principal.role) {
-            Some(Role::LinkWorker) => &[("/cohorts", "Cohorts"), ("/risks", "Pupils' scores")],
-            Some(Role::School) => &[("/feeds", "Feeds"), ("/risks", "Pupils' scores"), ("/cohorts", "Cohorts")],
+            Some(Role::LinkWorker) => {
+                &[("/cohorts", "Cohorts"), ("/risks", "Pupils' scores"), ("/outcomes", "Outcomes")]
+            }
+            Some(Role::School) => {
+                &[("/feeds", "Feeds"), ("/risks", "Pupils' scores"), ("/cohorts", "Cohorts"), ("/outcomes", "Outcomes")]
+            }
             Some(Role::Analyst) => &[
                 ("/models", "Models"),
                 ("/cohorts", "Cohorts"),
                 ("/reports/overrides", "Overrides"),
+                ("/outcomes", "Outcomes"),
                 ("/audit", "Audit"),
             ],
-            Some(Role::Admin) => &[("/audit", "Audit")],
+            Some(Role::Admin) => &[("/audit", "Audit"), ("/outcomes", "Outcomes")],
             _ => &[],
         };
         Self {
@@ -339,6 +344,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/models/{id}/activate", post(analyst::activate))
         .route("/reports/overrides", get(analyst::overrides))
         .route("/audit", get(analyst::audit))
+        .route("/outcomes", get(analyst::outcomes))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(headers))
         .with_state(web)
