@@ -357,6 +357,21 @@ mod tests {
             }
         }
         assert_eq!(n, 25);
+        // Every use case in the shared role table is reached by some method (the web pages
+        // use the same table).
+        let mut reached = std::collections::HashSet::new();
+        for file in &fds.file {
+            for svc in &file.service {
+                for m in &svc.method {
+                    if let Gate::Key(uc) = gate(&format!("/{}.{}/{}", file.package(), svc.name(), m.name())) {
+                        reached.insert(uc);
+                    }
+                }
+            }
+        }
+        for uc in crate::auth::UseCase::ALL {
+            assert!(reached.contains(&uc), "{uc:?} has no gRPC method");
+        }
         assert_eq!(policy("/riskid.v1.FeedService/DropTables"), Some(&[][..]));
         assert_eq!(policy("/grpc.health.v1.Health/Check"), None);
     }

@@ -143,3 +143,21 @@ pub fn bars(items: &[(String, f64)], title: &str) -> String {
     }
     accessible(svg, title)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charts_are_named_svg_and_escape_their_text() {
+        let svg = bars(&[("<script>alert(1)</script>".into(), 0.5), ("b & c".into(), 0.25)], "Rates \"by\" <group>");
+        assert!(svg.starts_with("<svg") && svg.contains("role=\"img\""));
+        assert!(svg.contains("<title>Rates &quot;by&quot; &lt;group&gt;</title>"));
+        assert!(!svg.contains("<script>"), "labels are escaped");
+        let a =
+            attendance(&[("aut 24".into(), Some(0.95)), ("spr 25".into(), None), ("sum 25".into(), Some(0.8))], "t");
+        assert!(a.contains("<circle") && a.contains("aut 24"));
+        let r = reliability(&[(0.1, 0.12), (0.5, 0.45)], "t");
+        assert!(r.contains("<polyline") || r.contains("<path"));
+    }
+}

@@ -163,3 +163,18 @@ pub fn when(unix: i64) -> String {
         Err(_) => unix.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_read_as_people_say_them() {
+        assert_eq!(value_words(Measure::Attendance, 0.874), "87%");
+        assert_eq!(value_words(Measure::EnglishAttainment, 0.0), "below expected");
+        assert_eq!(value_words(Measure::FreeSchoolMeals, 1.0), "yes");
+        assert_eq!(value_words(Measure::AbsenceSpells, 4.0), "4");
+        assert_eq!(value_words(Measure::SdqEmotional, 6.5), "6.5");
+        assert_eq!(when(0), "1970-01-01 00:00 UTC");
+    }
+}
