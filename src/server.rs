@@ -59,6 +59,10 @@ pub struct Settings {
     /// ADDR, with the same TLS settings as gRPC. Off unless given.
     #[arg(long, env = "RISKID_WEB_LISTEN")]
     pub web_listen: Option<SocketAddr>,
+    /// Mark the web app's cookies `Secure` (and send HSTS) although this server speaks plain
+    /// HTTP: for a TLS-terminating proxy in front of it.
+    #[arg(long, env = "RISKID_WEB_SECURE_COOKIES")]
+    pub web_secure_cookies: bool,
     /// The secret key that authenticates the audit chain (64 hex characters). When not given,
     /// `audit.key` in the data directory is used, created on first start: for production,
     /// move it elsewhere (a secrets store) and pass its path here.
@@ -87,6 +91,7 @@ impl Settings {
             audit_key_file: None,
             metrics_listen: None,
             web_listen: None,
+            web_secure_cookies: false,
             tls_cert: None,
             tls_key: None,
         }
@@ -244,7 +249,8 @@ pub async fn spawn_web(addr: SocketAddr, app: Arc<App>, settings: &Settings) -> 
         (Some(c), Some(k)) => Some(crate::web::tls_config(c, k)?),
         _ => None,
     };
-    let config = crate::web::WebConfig { secure_cookies: tls.is_some(), ..Default::default() };
+    let config =
+        crate::web::WebConfig { secure_cookies: tls.is_some() || settings.web_secure_cookies, ..Default::default() };
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };

@@ -322,7 +322,11 @@ impl App {
 
     /// Resolves a bearer key to its principal. Unknown and revoked keys look the same.
     pub async fn authenticate(&self, key: &str) -> AppResult<Principal> {
-        let hash = hash_key(key);
+        self.authenticate_hash(hash_key(key)).await
+    }
+
+    /// As [`authenticate`](Self::authenticate), from the key's hash (what a web session keeps).
+    pub async fn authenticate_hash(&self, hash: String) -> AppResult<Principal> {
         let rec = self.blocking(move |s| Ok(s.find_active_key(&hash)?)).await?;
         let rec = rec.ok_or(AppError::Unauthenticated {
             reason: "API_KEY_INVALID",

@@ -2,7 +2,7 @@
 
 mod columns;
 mod csv_feed;
-mod csv_reader;
+pub(crate) mod csv_reader;
 pub mod ctf;
 mod report;
 mod validate;

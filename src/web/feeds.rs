@@ -117,31 +117,64 @@ pub async fn list(State(web): State<Arc<Web>>, who: Signed) -> WebResult<Respons
     Ok(html(&page(&web, &who).await?))
 }
 
-/// The cells of a CSV file by (line, column name), for showing each violation beside its cell.
+/// The cells a report quotes, by (line, column name): only the lines its violations name,
+/// read with the line numbers the validator uses (the physical line a record starts on), so
+/// the cell beside an error is that line's.
 struct Cells {
     header: Vec<String>,
-    lines: Vec<Option<Vec<String>>>,
+    lines: std::collections::HashMap<u64, Vec<String>>,
 }
 
 impl Cells {
-    fn of(bytes: &[u8]) -> Self {
-        let mut r = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(bytes);
-        let mut lines = Vec::new();
+    fn of(bytes: &[u8], violations: &[&Violation]) -> Self {
+        let wanted: std::collections::HashSet<u64> = violations.iter().map(|v| v.line).collect();
+        let last = wanted.iter().copied().max().unwrap_or(0);
+        // The validator's own reader: the same line numbers, blank lines and quoted line
+        // breaks counted alike.
+        let mut r = crate::ingest::csv_reader::Reader::new(bytes);
         let mut header = Vec::new();
-        for rec in r.records() {
-            let line = rec.ok().map(|rec| rec.iter().map(str::to_owned).collect::<Vec<_>>());
-            if header.is_empty() {
-                header = line.clone().unwrap_or_default();
+        let mut lines = std::collections::HashMap::new();
+        let mut rec = crate::ingest::csv_reader::Record::default();
+        let text = |c: &[u8]| String::from_utf8_lossy(c).chars().take(60).collect::<String>();
+        loop {
+            match r.next(&mut rec) {
+                crate::ingest::csv_reader::Next::End => break,
+                // A broken record: its cells cannot be shown; the violation says why.
+                crate::ingest::csv_reader::Next::Error(_) => continue,
+                crate::ingest::csv_reader::Next::Record => {}
             }
-            lines.push(line);
+            if rec.line > last {
+                break;
+            }
+            if header.is_empty() {
+                header = rec.iter().map(text).collect();
+            }
+            if wanted.contains(&rec.line) {
+                lines.insert(rec.line, rec.iter().map(text).collect());
+            }
         }
         Self { header, lines }
     }
 
     fn cell(&self, line: u64, column: &str) -> Option<&str> {
         let i = self.header.iter().position(|h| h.trim() == column)?;
-        self.lines.get((line as usize).checked_sub(1)?)?.as_ref()?.get(i).map(String::as_str)
+        self.lines.get(&line)?.get(i).map(String::as_str)
     }
+}
+
+/// The cells of the feed and the supplement that these violations are about, read off the
+/// async threads.
+async fn cells_for(
+    feed: Option<Arc<Vec<u8>>>,
+    supplement: Option<Arc<Vec<u8>>>,
+    vs: Vec<Violation>,
+) -> (Option<Cells>, Option<Cells>) {
+    tokio::task::spawn_blocking(move || {
+        let of = |part: Part| vs.iter().filter(|v| v.part == part).collect::<Vec<_>>();
+        (feed.map(|b| Cells::of(&b, &of(Part::Feed))), supplement.map(|b| Cells::of(&b, &of(Part::Supplement))))
+    })
+    .await
+    .unwrap_or((None, None))
 }
 
 fn violation_rows(vs: &[Violation], feed: Option<&Cells>, supplement: Option<&Cells>) -> Vec<ViolationRow> {
@@ -182,7 +215,9 @@ struct Upload {
     supplement: Option<Vec<u8>>,
 }
 
-async fn read_upload(mut mp: Multipart, max: usize) -> Result<Upload, WebError> {
+/// Reads the form, counting every byte against one limit (the feed and its supplement
+/// together, as over gRPC), with the gRPC idle limit between chunks.
+async fn read_upload(mut mp: Multipart, max: usize, idle: std::time::Duration) -> Result<Upload, WebError> {
     let mut u = Upload {
         csrf: String::new(),
         school: String::new(),
@@ -196,7 +231,7 @@ async fn read_upload(mut mp: Multipart, max: usize) -> Result<Upload, WebError> 
         WebError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "The file is too large",
-            format!("A feed may be at most {max} bytes; nothing was stored."),
+            format!("A feed (with its supplement) may be at most {max} bytes; nothing was stored."),
         )
     };
     let bad = |e: axum::extract::multipart::MultipartError| {
@@ -210,12 +245,28 @@ async fn read_upload(mut mp: Multipart, max: usize) -> Result<Upload, WebError> 
             )
         }
     };
-    while let Some(field) = mp.next_field().await.map_err(bad)? {
+    let stalled = || {
+        WebError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "The upload stalled",
+            format!("The upload sent nothing for {} s and was ended; nothing was stored.", idle.as_secs()),
+        )
+    };
+    let mut total = 0usize;
+    loop {
+        let field = tokio::time::timeout(idle, mp.next_field()).await.map_err(|_| stalled())?.map_err(bad)?;
+        let Some(mut field) = field else { break };
         let name = field.name().unwrap_or_default().to_owned();
         let filename = field.file_name().unwrap_or_default().to_owned();
-        let bytes = field.bytes().await.map_err(bad)?;
-        if bytes.len() > max {
-            return Err(too_large());
+        let small = !matches!(name.as_str(), "file" | "supplement");
+        let mut bytes = Vec::new();
+        while let Some(chunk) = tokio::time::timeout(idle, field.chunk()).await.map_err(|_| stalled())?.map_err(bad)? {
+            total += chunk.len();
+            // Form fields are short; only the files may be large.
+            if total > max || (small && bytes.len() + chunk.len() > 4096) {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
         }
         let text = || String::from_utf8_lossy(&bytes).trim().to_owned();
         match name.as_str() {
@@ -224,8 +275,8 @@ async fn read_upload(mut mp: Multipart, max: usize) -> Result<Upload, WebError> 
             "year" => u.year = text(),
             "term" => u.term = text(),
             "dry_run" => u.dry_run = !bytes.is_empty(),
-            "file" if !bytes.is_empty() => u.file = Some((filename, bytes.to_vec())),
-            "supplement" if !bytes.is_empty() => u.supplement = Some(bytes.to_vec()),
+            "file" if !bytes.is_empty() => u.file = Some((filename, bytes)),
+            "supplement" if !bytes.is_empty() => u.supplement = Some(bytes),
             _ => {}
         }
     }
@@ -238,7 +289,10 @@ pub async fn upload(State(web): State<Arc<Web>>, who: Signed, mp: Multipart) -> 
     // The same limits as over gRPC: size (the body limit and per file), one key's share of
     // uploads, and the longest an upload may take.
     let _slot = web.app.upload_slot(who.principal.key_id)?;
-    let u = match tokio::time::timeout(limits.max_upload_time, read_upload(mp, limits.max_feed_bytes)).await {
+    // The server-wide ingest slot is held while the upload streams, as over gRPC.
+    let _permit = web.app.ingest_permit()?;
+    let read = read_upload(mp, limits.max_feed_bytes, limits.ingest_idle_timeout);
+    let u = match tokio::time::timeout(limits.max_upload_time, read).await {
         Ok(u) => u?,
         Err(_) => {
             return Err(WebError::new(
@@ -278,12 +332,19 @@ pub async fn upload(State(web): State<Arc<Web>>, who: Signed, mp: Multipart) -> 
     };
     let pass = who.principal.may_submit(urn)?;
     let is_ctf = filename.to_ascii_lowercase().ends_with(".xml") || bytes.trim_ascii_start().starts_with(b"<");
-    let feed_cells = (!is_ctf).then(|| Cells::of(&bytes));
-    let supp_cells = u.supplement.as_deref().map(Cells::of);
+    let feed_bytes = (!is_ctf).then(|| Arc::new(bytes.clone()));
+    let supp_bytes = u.supplement.clone().map(Arc::new);
     let body = if is_ctf { FeedBody::Ctf { xml: bytes, supplement: u.supplement } } else { FeedBody::Csv(bytes) };
-    let _permit = web.app.ingest_permit()?;
     let st = SchoolTerm { urn, term };
     let result = web.app.submit_feed(pass, term, body, None, u.dry_run).await;
+    let quoted: Vec<Violation> = match &result {
+        Ok(SubmitResult::Accepted(r)) => r.warnings.clone(),
+        Ok(SubmitResult::Validated { warnings, .. }) => warnings.clone(),
+        Err(AppError::FeedRejected { report, .. }) => report.errors.iter().chain(&report.warnings).cloned().collect(),
+        _ => Vec::new(),
+    };
+    let (feed_cells, supp_cells) =
+        if quoted.is_empty() { (None, None) } else { cells_for(feed_bytes, supp_bytes, quoted).await };
     let status = match result {
         Ok(SubmitResult::Accepted(r)) => {
             p.outcome = format!(

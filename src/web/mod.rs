@@ -29,7 +29,6 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use hmac::{Hmac, Mac};
-use rand::RngCore;
 use sha2::Sha256;
 use tokio::net::TcpListener;
 
@@ -37,12 +36,13 @@ use crate::app::{App, AppError};
 use crate::auth::Role;
 use crate::domain::Upn;
 
-pub use session::Signed;
+pub use session::{PER_KEY as SESSIONS_PER_KEY, Signed};
 
 /// How the web app behaves: cookie security and session lifetimes.
 #[derive(Debug, Clone)]
 pub struct WebConfig {
-    /// Cookies are marked `Secure` (set when the listener speaks TLS).
+    /// Cookies are marked `Secure` and `__Host-`, with HSTS (set when the listener speaks TLS,
+    /// or with `--web-secure-cookies` behind a TLS-terminating proxy).
     pub secure_cookies: bool,
     /// A session unused for this long ends.
     pub idle_timeout: Duration,
@@ -69,7 +69,7 @@ pub struct Web {
     config: WebConfig,
     sessions: session::Sessions,
     sign_ins: Mutex<HashMap<std::net::IpAddr, (Instant, u32)>>,
-    /// Keys the opaque pupil ids: random per server start, so ids say nothing outside it.
+    /// Keys the opaque pupil ids.
     pid_key: [u8; 32],
 }
 
@@ -79,8 +79,11 @@ pub struct Peer(pub SocketAddr);
 
 impl Web {
     pub fn new(app: Arc<App>, config: WebConfig) -> Arc<Self> {
-        let mut pid_key = [0u8; 32];
-        rand::rng().fill_bytes(&mut pid_key);
+        // Derived (one way) from the store's secret key, so a pupil's id is the same after a
+        // restart and on every server of one store, and says nothing without the key.
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(app.store().audit_key().bytes()).expect("any key length");
+        m.update(b"riskid web: opaque pupil ids v1");
+        let pid_key: [u8; 32] = m.finalize().into_bytes().into();
         Arc::new(Self {
             app,
             config,
@@ -111,14 +114,41 @@ impl Web {
         self.sessions.age(by);
     }
 
+    /// Sessions open now.
+    pub fn sessions_open(&self) -> usize {
+        self.sessions.count()
+    }
+
     /// Counts a sign-in attempt from `ip`; false when the address has used its minute's share.
+    /// IPv6 addresses count by their /64 (one host can hold a whole /64). The table is bounded:
+    /// when it is full of live entries, attempts from new addresses are refused (fail closed).
     fn sign_in_allowed(&self, ip: std::net::IpAddr) -> bool {
+        const MAX_ADDRESSES: usize = 50_000;
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => {
+                let s = v6.segments();
+                std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+            v4 => v4,
+        };
         let mut m = self.sign_ins.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        m.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(60));
-        let e = m.entry(ip).or_insert((now, 0));
-        e.1 += 1;
-        e.1 <= self.config.sign_in_per_minute
+        let minute = Duration::from_secs(60);
+        if let Some(e) = m.get_mut(&ip) {
+            if now.duration_since(e.0) >= minute {
+                *e = (now, 0);
+            }
+            e.1 += 1;
+            return e.1 <= self.config.sign_in_per_minute;
+        }
+        if m.len() >= MAX_ADDRESSES {
+            m.retain(|_, (start, _)| now.duration_since(*start) < minute);
+            if m.len() >= MAX_ADDRESSES {
+                return false;
+            }
+        }
+        m.insert(ip, (now, 1));
+        1 <= self.config.sign_in_per_minute
     }
 }
 
@@ -277,14 +307,57 @@ pub fn see_other(to: &str) -> Response {
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 
-/// Security headers on every reply; pages are never cached (they show children's data).
-async fn headers(req: Request, next: Next) -> Response {
-    let mut resp = next.run(req).await;
+/// Security headers on every reply; pages are never cached (they show children's data). A
+/// refusal made by the framework itself (a wrong method, an unreadable form) and a panic
+/// become pages too, never plain text or a dropped connection.
+async fn headers(State(web): State<Arc<Web>>, req: Request, next: Next) -> Response {
+    use futures::FutureExt;
+    let mut resp = match std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::error!("a web handler panicked");
+            WebError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Sorry, something went wrong",
+                "The server could not complete this. Try again, and tell your administrator if it keeps happening.",
+            )
+            .into_response()
+        }
+    };
+    let status = resp.status();
+    let is_html = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html") || v.starts_with("text/css"));
+    if (status.is_client_error() || status.is_server_error()) && !is_html {
+        let (heading, message) = match status {
+            StatusCode::METHOD_NOT_ALLOWED => {
+                ("Page not found", "There is no page here for that kind of request.".to_string())
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => (
+                "The file is too large",
+                "The upload is larger than this server accepts; nothing was stored.".to_string(),
+            ),
+            s if s.is_client_error() => {
+                ("There is a problem", "The request could not be read. Go back and try again.".to_string())
+            }
+            _ => ("Sorry, something went wrong", "The server could not complete this. Try again shortly.".to_string()),
+        };
+        let allow = resp.headers().get(header::ALLOW).cloned();
+        resp = WebError::new(status, heading, message).into_response();
+        if let Some(a) = allow {
+            resp.headers_mut().insert(header::ALLOW, a);
+        }
+    }
     let h = resp.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if web.config.secure_cookies {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    }
     h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     resp
 }
@@ -319,7 +392,8 @@ async fn not_found() -> WebError {
 
 /// Every page and action.
 pub fn router(web: Arc<Web>) -> Router {
-    let upload_limit = web.app.limits().max_feed_bytes.saturating_mul(2).saturating_add(256 << 10);
+    // The feed and its supplement together, as over gRPC, plus the form's small fields.
+    let upload_limit = web.app.limits().max_feed_bytes.saturating_add(64 << 10);
     Router::new()
         .route("/", get(home))
         .route("/static/riskid.css", get(stylesheet))
@@ -346,7 +420,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/audit", get(analyst::audit))
         .route("/outcomes", get(analyst::outcomes))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(headers))
+        .layer(axum::middleware::from_fn_with_state(web.clone(), headers))
         .with_state(web)
 }
 
@@ -371,6 +445,11 @@ pub fn tls_config(
     Ok(Arc::new(cfg))
 }
 
+/// Most web connections open at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// The longest a client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves the web app on `listener` (over TLS when `tls` is given) until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
@@ -383,6 +462,8 @@ pub async fn serve(
     use tower::ServiceExt;
     let router = router(web);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    // Connections open at once: beyond this a new one is closed at once (fail closed).
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -397,6 +478,10 @@ pub async fn serve(
                 }
             },
         };
+        let Ok(slot) = connections.clone().try_acquire_owned() else {
+            tracing::warn!("web connection refused: {MAX_CONNECTIONS} already open");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let router = router.clone();
         let acceptor = acceptor.clone();
@@ -405,7 +490,10 @@ pub async fn serve(
                 req.extensions_mut().insert(Peer(peer));
                 router.clone().oneshot(req.map(axum::body::Body::new))
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let _slot = slot;
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // A client that sends its headers slowly (or not at all) is dropped.
+            builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
             let served = match acceptor {
                 Some(a) => match tokio::time::timeout(Duration::from_secs(10), a.accept(tcp)).await {
                     Ok(Ok(tls)) => builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(svc)).await,

@@ -17,24 +17,38 @@ use sha2::{Digest, Sha256};
 use super::{FormError, Frame, Peer, Web, WebError, html, see_other};
 use crate::auth::{Principal, Role};
 
-const COOKIE: &str = "riskid_session";
+/// Cookie names. Under TLS they carry the `__Host-` prefix, so a sibling subdomain cannot
+/// plant them (the browser then requires `Secure`, `Path=/` and no `Domain`).
+fn session_cookie(web: &Web) -> &'static str {
+    if web.config.secure_cookies { "__Host-riskid_session" } else { "riskid_session" }
+}
+
 /// Ties the sign-in form to the browser that loaded it (login CSRF).
-const LOGIN_COOKIE: &str = "riskid_signin";
+fn login_cookie(web: &Web) -> &'static str {
+    if web.config.secure_cookies { "__Host-riskid_signin" } else { "riskid_signin" }
+}
 
 struct Session {
-    /// The API key, kept server-side only: each request re-checks it, so revoking the key
+    /// The API key's hash (never the key): each request re-checks it, so revoking the key
     /// ends the session at once.
-    key: String,
+    key_hash: String,
+    key_id: i64,
     label: String,
     csrf: String,
     created: Instant,
     last_seen: Instant,
 }
 
+/// Live sessions, bounded: a key holds at most [`PER_KEY`] (signing in again ends the
+/// oldest), and the server at most [`MAX_SESSIONS`].
 #[derive(Default)]
 pub struct Sessions {
     by_hash: Mutex<HashMap<String, Session>>,
+    pruned: Mutex<Option<Instant>>,
 }
+
+pub const PER_KEY: usize = 10;
+pub const MAX_SESSIONS: usize = 20_000;
 
 fn token() -> String {
     let mut b = [0u8; 32];
@@ -52,22 +66,59 @@ pub fn same(a: &str, b: &str) -> bool {
 }
 
 impl Sessions {
-    fn create(&self, key: String, label: String) -> String {
+    /// Drops ended sessions, at most once a second (not on every request).
+    fn prune(&self, m: &mut HashMap<String, Session>, idle: Duration, absolute: Duration) {
+        let now = Instant::now();
+        let mut last = self.pruned.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) && m.len() < MAX_SESSIONS {
+            return;
+        }
+        *last = Some(now);
+        m.retain(|_, s| live(s, now, idle, absolute));
+    }
+
+    /// A new session for the key, or `None` when the server holds as many as it may.
+    fn create(
+        &self,
+        key_hash: String,
+        key_id: i64,
+        label: String,
+        idle: Duration,
+        absolute: Duration,
+    ) -> Option<String> {
         let t = token();
         let now = Instant::now();
         let mut m = self.by_hash.lock().unwrap_or_else(|p| p.into_inner());
-        m.insert(digest(&t), Session { key, label, csrf: token(), created: now, last_seen: now });
-        t
+        self.prune(&mut m, idle, absolute);
+        // The key's oldest sessions end when it has its share.
+        let mut mine: Vec<(Instant, String)> =
+            m.iter().filter(|(_, s)| s.key_id == key_id).map(|(h, s)| (s.created, h.clone())).collect();
+        if mine.len() >= PER_KEY {
+            mine.sort();
+            for (_, h) in &mine[..=mine.len() - PER_KEY] {
+                m.remove(h);
+            }
+        }
+        if m.len() >= MAX_SESSIONS {
+            return None;
+        }
+        m.insert(digest(&t), Session { key_hash, key_id, label, csrf: token(), created: now, last_seen: now });
+        Some(t)
     }
 
-    /// The session's key, label and CSRF token, if it is live; touches it.
+    /// The session's key hash, label and CSRF token, if it is live; touches it.
     fn get(&self, t: &str, idle: Duration, absolute: Duration) -> Option<(String, String, String)> {
         let mut m = self.by_hash.lock().unwrap_or_else(|p| p.into_inner());
+        self.prune(&mut m, idle, absolute);
         let now = Instant::now();
-        m.retain(|_, s| now.duration_since(s.last_seen) < idle && now.duration_since(s.created) < absolute);
-        let s = m.get_mut(&digest(t))?;
+        let d = digest(t);
+        let s = m.get_mut(&d)?;
+        if !live(s, now, idle, absolute) {
+            m.remove(&d);
+            return None;
+        }
         s.last_seen = now;
-        Some((s.key.clone(), s.label.clone(), s.csrf.clone()))
+        Some((s.key_hash.clone(), s.label.clone(), s.csrf.clone()))
     }
 
     fn remove(&self, t: &str) {
@@ -81,6 +132,14 @@ impl Sessions {
             s.last_seen = s.last_seen.checked_sub(by).unwrap_or(s.last_seen);
         }
     }
+
+    pub fn count(&self) -> usize {
+        self.by_hash.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+fn live(s: &Session, now: Instant, idle: Duration, absolute: Duration) -> bool {
+    now.duration_since(s.last_seen) < idle && now.duration_since(s.created) < absolute
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -127,31 +186,51 @@ impl Signed {
 }
 
 /// Not signed in: a page goes to the sign-in form, saying why when the session ended.
-pub struct SignInFirst {
-    expired: bool,
+pub enum SignInFirst {
+    NotSignedIn,
+    Ended(HeaderValue),
+    /// The key could not be checked (the store is busy): the session is kept.
+    Unavailable,
 }
 
 impl IntoResponse for SignInFirst {
     fn into_response(self) -> Response {
-        let mut r = see_other(if self.expired { "/login?ended=1" } else { "/login" });
-        if self.expired {
-            r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static("riskid_session=; Path=/; Max-Age=0"));
+        match self {
+            SignInFirst::NotSignedIn => see_other("/login"),
+            SignInFirst::Ended(clear) => {
+                let mut r = see_other("/login?ended=1");
+                r.headers_mut().insert(header::SET_COOKIE, clear);
+                r
+            }
+            SignInFirst::Unavailable => WebError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again shortly",
+                "The server is busy and could not check your sign-in. You are still signed in: go back and send the \
+                 form again in a moment.",
+            )
+            .into_response(),
         }
-        r
     }
 }
 
 async fn resolve(parts: &Parts, web: &Arc<Web>) -> Result<Option<Signed>, SignInFirst> {
-    let Some(t) = cookie(&parts.headers, COOKIE).filter(|t| !t.is_empty()) else { return Ok(None) };
-    let Some((key, label, csrf)) = web.sessions.get(t, web.config.idle_timeout, web.config.absolute_timeout) else {
-        return Err(SignInFirst { expired: true });
+    let name = session_cookie(web);
+    let Some(t) = cookie(&parts.headers, name).filter(|t| !t.is_empty()) else { return Ok(None) };
+    let ended = || SignInFirst::Ended(set_cookie(web, name, "", Some(0)));
+    let Some((key_hash, label, csrf)) = web.sessions.get(t, web.config.idle_timeout, web.config.absolute_timeout)
+    else {
+        return Err(ended());
     };
-    match web.app.authenticate(&key).await {
+    match web.app.authenticate_hash(key_hash).await {
         Ok(principal) => Ok(Some(Signed { principal, label, csrf })),
         // Revoked since sign-in: the session ends.
-        Err(_) => {
+        Err(crate::app::AppError::Unauthenticated { .. }) => {
             web.sessions.remove(t);
-            Err(SignInFirst { expired: true })
+            Err(ended())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "a web session's key could not be checked");
+            Err(SignInFirst::Unavailable)
         }
     }
 }
@@ -159,7 +238,7 @@ async fn resolve(parts: &Parts, web: &Arc<Web>) -> Result<Option<Signed>, SignIn
 impl FromRequestParts<Arc<Web>> for Signed {
     type Rejection = SignInFirst;
     async fn from_request_parts(parts: &mut Parts, web: &Arc<Web>) -> Result<Self, Self::Rejection> {
-        resolve(parts, web).await?.ok_or(SignInFirst { expired: false })
+        resolve(parts, web).await?.ok_or(SignInFirst::NotSignedIn)
     }
 }
 
@@ -192,7 +271,7 @@ fn login_form(web: &Web, errors: Vec<FormError>, ended: bool, signed_out: bool, 
     let mut frame = Frame::new("Sign in", None, "/login");
     frame.csrf = t.clone();
     let mut r = (status, html(&LoginPage { frame, errors, ended, signed_out })).into_response();
-    r.headers_mut().insert(header::SET_COOKIE, set_cookie(web, LOGIN_COOKIE, &t, Some(3600)));
+    r.headers_mut().insert(header::SET_COOKIE, set_cookie(web, login_cookie(web), &t, Some(3600)));
     r
 }
 
@@ -214,6 +293,17 @@ pub async fn login(
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
+    if !cookie(&headers, login_cookie(&web)).is_some_and(|c| same(c, &f.csrf)) {
+        return login_form(
+            &web,
+            vec![FormError::new("key", "The sign-in form had expired. Enter your key again.")],
+            false,
+            false,
+            StatusCode::FORBIDDEN,
+        );
+    }
+    // Counted only once the form is this browser's own, so posts from another site cannot
+    // use up a school's share.
     let ip = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0.0.ip());
     if !web.sign_in_allowed(ip) {
         let mut r = login_form(
@@ -225,15 +315,6 @@ pub async fn login(
         );
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
         return r;
-    }
-    if !cookie(&headers, LOGIN_COOKIE).is_some_and(|c| same(c, &f.csrf)) {
-        return login_form(
-            &web,
-            vec![FormError::new("key", "The sign-in form had expired. Enter your key again.")],
-            false,
-            false,
-            StatusCode::FORBIDDEN,
-        );
     }
     let key = f.key.trim().to_owned();
     if key.is_empty() {
@@ -273,10 +354,21 @@ pub async fn login(
         .await
         .unwrap_or_else(|| format!("{} key {}", principal.role, principal.key_id));
     tracing::info!(key_id = principal.key_id, role = %principal.role, "web sign-in");
-    let t = web.sessions.create(key, label);
+    let (idle, absolute) = (web.config.idle_timeout, web.config.absolute_timeout);
+    let Some(t) = web.sessions.create(crate::auth::hash_key(&key), principal.key_id, label, idle, absolute) else {
+        let mut r = login_form(
+            &web,
+            vec![FormError::new("key", "The server has as many people signed in as it allows. Try again later.")],
+            false,
+            false,
+            StatusCode::SERVICE_UNAVAILABLE,
+        );
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return r;
+    };
     let mut r = see_other("/");
-    r.headers_mut().append(header::SET_COOKIE, set_cookie(&web, COOKIE, &t, None));
-    r.headers_mut().append(header::SET_COOKIE, set_cookie(&web, LOGIN_COOKIE, "", Some(0)));
+    r.headers_mut().append(header::SET_COOKIE, set_cookie(&web, session_cookie(&web), &t, None));
+    r.headers_mut().append(header::SET_COOKIE, set_cookie(&web, login_cookie(&web), "", Some(0)));
     r
 }
 
@@ -290,10 +382,10 @@ pub async fn logout(State(web): State<Arc<Web>>, who: Signed, headers: HeaderMap
     if let Err(e) = who.check_csrf(&f.csrf) {
         return e.into_response();
     }
-    if let Some(t) = cookie(&headers, COOKIE) {
+    if let Some(t) = cookie(&headers, session_cookie(&web)) {
         web.sessions.remove(t);
     }
     let mut r = see_other("/login?out=1");
-    r.headers_mut().insert(header::SET_COOKIE, set_cookie(&web, COOKIE, "", Some(0)));
+    r.headers_mut().insert(header::SET_COOKIE, set_cookie(&web, session_cookie(&web), "", Some(0)));
     r
 }

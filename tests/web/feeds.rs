@@ -1,3 +1,4 @@
+use futures::StreamExt;
 use http::StatusCode;
 use riskid::auth::Role;
 
@@ -137,4 +138,60 @@ async fn scores_are_read_only_and_scoped_to_the_key() {
     let other_pupil = format!("/risks/{}/{}/{}", t.urn(1), parts[3], parts[4]);
     assert_eq!(c.get(&other_pupil).await.status, StatusCode::FORBIDDEN);
     assert_eq!(c.get(&format!("/risks/{}/{}/pnothing", parts[2], parts[3])).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_stalled_upload_is_ended_and_frees_its_slot() {
+    let limits =
+        riskid::app::Limits { ingest_idle_timeout: std::time::Duration::from_millis(300), ..Default::default() };
+    let t = TestWeb::with_limits(riskid::web::WebConfig::default(), limits).await;
+    let mut c = t.signed_in(Role::School, &[t.urn(0)]).await;
+    let csrf = c.get("/feeds").await.csrf();
+    let cookie: Vec<String> = c.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let boundary = "b0undary";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.csv\"\r\n\r\nupn,"
+    );
+    // The first bytes, then nothing more, ever.
+    let stream = futures::stream::iter([Ok::<_, std::io::Error>(axum::body::Bytes::from(head))])
+        .chain(futures::stream::pending());
+    let req = http::Request::post("/feeds")
+        .header(http::header::COOKIE, cookie.join("; "))
+        .header(http::header::CONTENT_TYPE, format!("multipart/form-data; boundary={boundary}"))
+        .body(axum::body::Body::from_stream(stream))
+        .unwrap();
+    use tower::ServiceExt;
+    let resp =
+        tokio::time::timeout(std::time::Duration::from_secs(20), t.router().oneshot(req)).await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+    // The key's upload slots and the ingest slot are free again: a good upload goes through.
+    let next = t.latest().next();
+    let urn = t.urn(0).to_string();
+    let r = c.multipart("/feeds", &fields(&csrf, &urn, &next.academic_year(), next.name().as_str(), VALID, true)).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_cell_beside_an_error_is_from_the_line_the_error_names() {
+    let t = TestWeb::new().await;
+    let urn = t.urn(0).to_string();
+    let next = t.latest().next();
+    let mut c = t.signed_in(Role::School, &[t.urn(0)]).await;
+    let csrf = c.get("/feeds").await.csrf();
+    // A blank line and a quoted cell across two lines shift the csv crate's record count
+    // away from the file's line numbers, which the report uses.
+    let text = String::from_utf8(VALID.to_vec()).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let header = lines.remove(0);
+    let bad = lines[1].replacen(",5,", ",14,", 1).replacen(",4,", ",14,", 1);
+    let mut row: Vec<String> = bad.split(',').map(str::to_owned).collect();
+    row[1] = "14".into();
+    let feed = format!("{header}\n{}\n\n{}\n", lines[0], row.join(","));
+    let r = c
+        .multipart("/feeds", &fields(&csrf, &urn, &next.academic_year(), next.name().as_str(), feed.as_bytes(), true))
+        .await;
+    let report = riskid::ingest::parse_csv(feed.as_bytes()).unwrap_err();
+    let v = report.errors.iter().find(|v| v.column == "ncyear").expect("the ncyear error");
+    assert_eq!(v.line, 4, "the file's own line");
+    assert!(r.body.contains("<td class=\"num\">4</td><td>ncyear</td><td><code class=\"cell\">14</code>"), "{}", r.body);
 }

@@ -44,9 +44,13 @@ impl TestWeb {
     }
 
     pub async fn with(config: WebConfig) -> Self {
+        Self::with_limits(config, Limits::default()).await
+    }
+
+    pub async fn with_limits(config: WebConfig, limits: Limits) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
-        let app = Arc::new(App::new(store.clone(), Limits::default()).unwrap());
+        let app = Arc::new(App::new(store.clone(), limits).unwrap());
         let world = generate(&WorldConfig {
             schools: 2,
             years: 1,
@@ -94,6 +98,10 @@ impl TestWeb {
             .await
             .unwrap()
             .id
+    }
+
+    pub fn router(&self) -> Router {
+        self.router.clone()
     }
 
     pub fn client(&self) -> Client {

@@ -51,7 +51,10 @@ async fn cookies_are_secure_when_the_listener_speaks_tls() {
     let mut c = t.client();
     let r = c.sign_in(&k).await;
     let cookies: Vec<&str> = r.headers.get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap()).collect();
-    assert!(cookies.iter().any(|v| v.starts_with("riskid_session=") && v.contains("; Secure")), "{cookies:?}");
+    // Under TLS the cookies carry the __Host- prefix: no sibling subdomain can plant them.
+    assert!(cookies.iter().any(|v| v.starts_with("__Host-riskid_session=") && v.contains("; Secure")), "{cookies:?}");
+    assert!(c.cookies.keys().all(|k| k.starts_with("__Host-")), "{:?}", c.cookies.keys());
+    assert_eq!(c.get("/models").await.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -70,7 +73,11 @@ async fn wrong_and_missing_keys_are_refused_in_words_and_attempts_are_rate_limit
     let r = c.sign_in(&svc).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(r.body.contains("service key"));
-    // The fourth attempt this minute is refused, even with a good key.
+    // Posts without this browser's form token (another site's) do not use up the share.
+    for _ in 0..5 {
+        assert_eq!(c.post("/login", &[("key", "rk_x")]).await.status, StatusCode::FORBIDDEN);
+    }
+    // The fourth real attempt this minute is refused, even with a good key.
     let good = t.key(Role::Analyst, &[], "analyst");
     let r = c.sign_in(&good).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
@@ -139,6 +146,22 @@ async fn sign_out_needs_the_token_and_ends_the_session() {
     // The old cookie no longer works, even if kept.
     c.cookies = saved;
     assert_eq!(c.get("/models").await.location(), "/login?ended=1");
+}
+
+#[tokio::test]
+async fn a_key_holds_a_bounded_number_of_sessions() {
+    let t = TestWeb::with(WebConfig { sign_in_per_minute: 100, ..Default::default() }).await;
+    let k = t.key(Role::Analyst, &[], "analyst");
+    let mut first = t.client();
+    first.sign_in(&k).await;
+    assert_eq!(first.get("/models").await.status, StatusCode::OK);
+    for _ in 0..riskid::web::SESSIONS_PER_KEY + 5 {
+        let mut c = t.client();
+        assert_eq!(c.sign_in(&k).await.status, StatusCode::SEE_OTHER);
+    }
+    assert_eq!(t.web.sessions_open(), riskid::web::SESSIONS_PER_KEY);
+    // Signing in again ended the oldest.
+    assert_eq!(first.get("/models").await.location(), "/login?ended=1");
 }
 
 #[tokio::test]
@@ -215,6 +238,13 @@ async fn each_role_reaches_its_pages_and_is_refused_the_others() {
     let r = lw.get("/feeds").await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(!r.body.contains("enctype=\"multipart/form-data\""), "a link worker has no upload form");
+    // The framework's own refusals are pages too: a wrong method, an unreadable query.
+    let r = analyst.get("/logout").await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(r.body.contains("<h1>") && r.headers.get(header::CONTENT_SECURITY_POLICY).is_some());
+    let r = lw.get("/risks?page=many").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("There is a problem") && !r.body.contains("deserialize"));
     // Unknown pages are a page, not a stack trace.
     let r = analyst.get("/nothing/here").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
