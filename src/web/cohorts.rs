@@ -276,7 +276,7 @@ fn cohort_page(web: &Web, who: &Signed, c: &Cohort, labels: &HashMap<i64, String
 }
 
 pub async fn show(State(web): State<Arc<Web>>, who: Signed, Path(id): Path<String>) -> WebResult<Response> {
-    let id: i64 = id.parse().map_err(|_| WebError::not_found("cohort"))?;
+    let id = cohort_id(&id)?;
     let c = web.app.get_cohort_by_id(&who.principal, id).await?;
     let page = cohort_page(&web, &who, &c, &labels(&web).await);
     Ok(html(&page))
@@ -401,7 +401,7 @@ pub async fn member(
     who: Signed,
     Path((id, pid)): Path<(String, String)>,
 ) -> WebResult<Response> {
-    let id: i64 = id.parse().map_err(|_| WebError::not_found("cohort"))?;
+    let id = cohort_id(&id)?;
     let c = web.app.get_cohort_by_id(&who.principal, id).await?;
     member_page(&web, &who, &c, &pid, Vec::new(), String::new()).await
 }
@@ -428,7 +428,7 @@ pub async fn decide(
     Form(f): Form<DecideForm>,
 ) -> WebResult<Response> {
     who.check_csrf(&f.csrf)?;
-    let id: i64 = id.parse().map_err(|_| WebError::not_found("cohort"))?;
+    let id = cohort_id(&id)?;
     let c = web.app.get_cohort_by_id(&who.principal, id).await?;
     let upn = web
         .find_pid(c.members.iter().map(|m| m.upn.as_str()), &pid)
@@ -465,7 +465,7 @@ pub async fn undo(
     Form(f): Form<super::session::CsrfForm>,
 ) -> WebResult<Response> {
     who.check_csrf(&f.csrf)?;
-    let id: i64 = id.parse().map_err(|_| WebError::not_found("cohort"))?;
+    let id = cohort_id(&id)?;
     let c = web.app.get_cohort_by_id(&who.principal, id).await?;
     let upn = web
         .find_pid(c.members.iter().map(|m| m.upn.as_str()), &pid)
@@ -491,6 +491,41 @@ struct AddPage {
     chosen: String,
 }
 
+fn cohort_id(raw: &str) -> WebResult<i64> {
+    raw.parse().map_err(|_| WebError::not_found("cohort"))
+}
+
+/// A cohort the caller may review (another school's reads as absent).
+async fn reviewable(web: &Web, who: &Signed, id: i64) -> WebResult<Cohort> {
+    let c = web.app.get_cohort_by_id(&who.principal, id).await?;
+    who.principal.may_review(c.school_term.urn)?;
+    Ok(c)
+}
+
+struct AddForm0<'a> {
+    found: Option<RiskView>,
+    pid: String,
+    note: String,
+    chosen: String,
+    errors: Vec<FormError>,
+    who: &'a Signed,
+}
+
+fn add_page(c: &Cohort, a: AddForm0<'_>) -> AddPage {
+    AddPage {
+        frame: Frame::new("Add a child", Some(a.who), "/cohorts"),
+        errors: a.errors,
+        cohort_id: c.id,
+        school: c.school_term.urn.to_string(),
+        term: c.school_term.term.to_string(),
+        found: a.found,
+        pid: a.pid,
+        reasons: add_reasons(),
+        note: a.note,
+        chosen: a.chosen,
+    }
+}
+
 #[derive(Deserialize)]
 pub struct FindForm {
     #[serde(default)]
@@ -508,20 +543,10 @@ pub async fn find(
     Form(f): Form<FindForm>,
 ) -> WebResult<Response> {
     who.check_csrf(&f.csrf)?;
-    let id: i64 = id.parse().map_err(|_| WebError::not_found("cohort"))?;
-    let c = web.app.get_cohort_by_id(&who.principal, id).await?;
-    who.principal.may_review(c.school_term.urn)?;
-    let mk = |errors, found, pid| AddPage {
-        frame: Frame::new("Add a child", Some(&who), "/cohorts"),
-        errors,
-        cohort_id: id,
-        school: c.school_term.urn.to_string(),
-        term: c.school_term.term.to_string(),
-        found,
-        pid,
-        reasons: add_reasons(),
-        note: String::new(),
-        chosen: String::new(),
+    let id = cohort_id(&id)?;
+    let c = reviewable(&web, &who, id).await?;
+    let mk = |errors, found, pid| {
+        add_page(&c, AddForm0 { found, pid, note: String::new(), chosen: String::new(), errors, who: &who })
     };
     let upn = match Upn::parse(f.upn.trim()) {
         Ok(u) => u,
@@ -573,25 +598,19 @@ pub async fn add(
     Form(f): Form<AddForm>,
 ) -> WebResult<Response> {
     who.check_csrf(&f.csrf)?;
-    let id: i64 = id.parse().map_err(|_| WebError::not_found("cohort"))?;
-    let c = web.app.get_cohort_by_id(&who.principal, id).await?;
-    who.principal.may_review(c.school_term.urn)?;
+    let id = cohort_id(&id)?;
+    let c = reviewable(&web, &who, id).await?;
     let (_, risks) = web.app.school_risks(&who.principal, c.school_term, None, None).await?;
     let Some(r) = risks.iter().find(|r| web.pid(&r.upn) == f.pid) else {
         return Err(WebError::not_found("child on roll"));
     };
     let upn = Upn::parse(&r.upn).map_err(|_| WebError::not_found("child on roll"))?;
-    let again = |errors: Vec<FormError>| AddPage {
-        frame: Frame::new("Add a child", Some(&who), "/cohorts"),
-        errors,
-        cohort_id: id,
-        school: c.school_term.urn.to_string(),
-        term: c.school_term.term.to_string(),
-        found: Some(RiskView::new(r, f.pid.clone())),
-        pid: f.pid.clone(),
-        reasons: add_reasons(),
-        note: f.note.clone(),
-        chosen: f.reason.clone(),
+    let again = |errors: Vec<FormError>| {
+        let found = Some(RiskView::new(r, f.pid.clone()));
+        add_page(
+            &c,
+            AddForm0 { found, pid: f.pid.clone(), note: f.note.clone(), chosen: f.reason.clone(), errors, who: &who },
+        )
     };
     if AddReason::parse(&f.reason).is_none() {
         let page = again(vec![FormError::new("reason", "Choose why this child is added")]);
@@ -630,7 +649,7 @@ pub async fn finalise(
     Form(f): Form<FinaliseForm>,
 ) -> WebResult<Response> {
     who.check_csrf(&f.csrf)?;
-    let id: i64 = id.parse().map_err(|_| WebError::not_found("cohort"))?;
+    let id = cohort_id(&id)?;
     let c = web.app.get_cohort_by_id(&who.principal, id).await?;
     let kept = c.final_list().len();
     let undecided = c.members.iter().filter(|m| m.decided.is_none()).count();

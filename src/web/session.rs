@@ -275,6 +275,15 @@ fn login_form(web: &Web, errors: Vec<FormError>, ended: bool, signed_out: bool, 
     r
 }
 
+/// The sign-in form again with one problem, its status, and a Retry-After when waiting helps.
+fn refused(web: &Web, message: &str, status: StatusCode) -> Response {
+    let mut r = login_form(web, vec![FormError::new("key", message)], false, false, status);
+    if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    }
+    r
+}
+
 pub async fn login_page(State(web): State<Arc<Web>>, Query(q): Query<LoginQuery>) -> Response {
     login_form(&web, Vec::new(), q.ended.is_some(), q.out.is_some(), StatusCode::OK)
 }
@@ -294,57 +303,33 @@ pub async fn login(
     Form(f): Form<LoginForm>,
 ) -> Response {
     if !cookie(&headers, login_cookie(&web)).is_some_and(|c| same(c, &f.csrf)) {
-        return login_form(
-            &web,
-            vec![FormError::new("key", "The sign-in form had expired. Enter your key again.")],
-            false,
-            false,
-            StatusCode::FORBIDDEN,
-        );
+        return refused(&web, "The sign-in form had expired. Enter your key again.", StatusCode::FORBIDDEN);
     }
     // Counted only once the form is this browser's own, so posts from another site cannot
     // use up a school's share.
     let ip = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0.0.ip());
     if !web.sign_in_allowed(ip) {
-        let mut r = login_form(
+        return refused(
             &web,
-            vec![FormError::new("key", "Too many sign-in attempts from this address. Wait a minute and try again.")],
-            false,
-            false,
+            "Too many sign-in attempts from this address. Wait a minute and try again.",
             StatusCode::TOO_MANY_REQUESTS,
         );
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-        return r;
     }
     let key = f.key.trim().to_owned();
     if key.is_empty() {
-        return login_form(
-            &web,
-            vec![FormError::new("key", "Enter your API key")],
-            false,
-            false,
-            StatusCode::BAD_REQUEST,
-        );
+        return refused(&web, "Enter your API key", StatusCode::BAD_REQUEST);
     }
     let principal = match web.app.authenticate(&key).await {
         Ok(p) => p,
         Err(_) => {
             tracing::info!("web sign-in refused: unknown or revoked key");
-            return login_form(
-                &web,
-                vec![FormError::new("key", "That key is not valid, or it has been revoked")],
-                false,
-                false,
-                StatusCode::UNAUTHORIZED,
-            );
+            return refused(&web, "That key is not valid, or it has been revoked", StatusCode::UNAUTHORIZED);
         }
     };
     if principal.role == Role::Service {
-        return login_form(
+        return refused(
             &web,
-            vec![FormError::new("key", "That is a service key, for systems calling the API. Use a person's key.")],
-            false,
-            false,
+            "That is a service key, for systems calling the API. Use a person's key.",
             StatusCode::FORBIDDEN,
         );
     }
@@ -356,15 +341,11 @@ pub async fn login(
     tracing::info!(key_id = principal.key_id, role = %principal.role, "web sign-in");
     let (idle, absolute) = (web.config.idle_timeout, web.config.absolute_timeout);
     let Some(t) = web.sessions.create(crate::auth::hash_key(&key), principal.key_id, label, idle, absolute) else {
-        let mut r = login_form(
+        return refused(
             &web,
-            vec![FormError::new("key", "The server has as many people signed in as it allows. Try again later.")],
-            false,
-            false,
+            "The server has as many people signed in as it allows. Try again later.",
             StatusCode::SERVICE_UNAVAILABLE,
         );
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-        return r;
     };
     let mut r = see_other("/");
     r.headers_mut().append(header::SET_COOKIE, set_cookie(&web, session_cookie(&web), &t, None));

@@ -235,3 +235,9 @@ pub fn holds_upn(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() >= 13 && (0..=b.len() - 13).any(|i| std::str::from_utf8(&b[i..i + 13]).is_ok_and(|w| Upn::parse(w).is_ok()))
 }
+
+/// The value of a page's hidden field.
+pub fn hidden(body: &str, name: &str) -> String {
+    let at = format!("name=\"{name}\" value=\"");
+    body.split(at.as_str()).nth(1).expect("the hidden field").split('"').next().unwrap().to_owned()
+}

@@ -84,7 +84,7 @@ async fn a_link_worker_reviews_a_whole_cohort_and_finalises_it() {
     assert_eq!(found.status, StatusCode::OK, "{}", found.body);
     assert!(found.body.contains("This child is on roll") && found.body.contains("Chance of each outcome"));
     assert!(!found.body.contains(extra.as_str()), "the page does not echo the UPN");
-    let pid = found.body.split("name=\"pid\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let pid = hidden(&found.body, "pid");
     let token = found.csrf();
     let r = c.post(&format!("{cohort}/add"), &[("pid", &pid), ("csrf", &token)]).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
@@ -140,7 +140,7 @@ async fn over_capacity_needs_a_reason_to_finalise() {
     let c0 = t.app.get_cohort_by_id(&t.principal(&t.key(Role::Analyst, &[], "a")).await, id).await.unwrap();
     let extra = cur.iter().find(|r| c0.member(&r.upn).is_none() && !r.permanent_exclusion).unwrap().upn.clone();
     let found = c.post_from(&cohort, &format!("{cohort}/find"), &[("upn", extra.as_str())]).await;
-    let pid = found.body.split("name=\"pid\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let pid = hidden(&found.body, "pid");
     let token = found.csrf();
     c.post(&format!("{cohort}/add"), &[("pid", &pid), ("reason", "family_request"), ("csrf", &token)]).await;
     let page = c.get(&cohort).await;
