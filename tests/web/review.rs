@@ -255,3 +255,17 @@ async fn no_url_names_a_pupil() {
     }
     assert!(pages > 10, "crawled {pages} pages");
 }
+
+#[tokio::test]
+async fn pupil_ids_are_opaque_and_the_same_after_a_restart() {
+    let t = TestWeb::new().await;
+    let upn = t.world.feeds[0].rows[0].upn.as_str().to_owned();
+    let again = riskid::web::Web::new(t.app.clone(), riskid::web::WebConfig::default());
+    assert_eq!(t.web.pid(&upn), again.pid(&upn), "a restarted server addresses the child alike");
+    assert!(!t.web.pid(&upn).contains(&upn[1..]) && !holds_upn(&t.web.pid(&upn)));
+    let other = t.world.feeds[0].rows[1].upn.as_str().to_owned();
+    assert_ne!(t.web.pid(&upn), t.web.pid(&other));
+    // Another store (its own secret key) gives other ids.
+    let elsewhere = TestWeb::new().await;
+    assert_ne!(t.web.pid(&upn), elsewhere.web.pid(&upn));
+}
