@@ -2,7 +2,7 @@
 
 use super::features::{FeatureRow, History, N_FEATURES, features, row_at};
 use crate::cohort::tie_break;
-use crate::domain::{Outcome, PupilTerm, Sen, Term, Urn};
+use crate::domain::{Outcome, PupilTerm, Sen, Term, Upn, Urn};
 
 /// Group attributes kept for fairness audits only (never features).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,7 @@ pub struct Groups {
 #[derive(Debug, Clone)]
 pub struct Example {
     pub urn: Urn,
+    pub upn: Upn,
     pub term: Term,
     pub features: [f64; N_FEATURES],
     /// Next-term outcome, in `Outcome::ALL` order; `None` where undefined.
@@ -51,6 +52,7 @@ pub fn build(history: &History, seed: u64) -> Vec<Example> {
             let FeatureRow { values, .. } = features(rows, row, st.term);
             out.push(Example {
                 urn: st.urn,
+                upn: upn.clone(),
                 term: st.term,
                 features: values,
                 labels: Outcome::ALL.map(|o| o.observe(next)),

@@ -198,6 +198,7 @@ mod flag_tests {
     fn example(fsm: bool) -> Example {
         Example {
             urn: Urn::new(100001).unwrap(),
+            upn: crate::domain::Upn::parse("D359200119001").unwrap(),
             term: Term::parse("2025/26", "autumn").unwrap(),
             features: [0.0; N_FEATURES],
             labels: [Some(false); 3],

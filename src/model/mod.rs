@@ -7,6 +7,7 @@ pub mod evaluate;
 pub mod fairness;
 pub mod features;
 pub mod metrics;
+pub mod rolling;
 pub mod train;
 
 use sha2::{Digest, Sha256};
@@ -51,6 +52,26 @@ fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// The three outcome models fitted on some examples, with their scaling.
+pub struct Fitted {
+    pub scaling: train::Scaling,
+    pub models: Vec<train::Linear>,
+}
+
+impl Fitted {
+    pub fn probabilities(&self, features: &[f64; N_FEATURES]) -> [f64; 3] {
+        let z = self.scaling.standardise(features);
+        std::array::from_fn(|k| self.models[k].probability(&z))
+    }
+}
+
+/// Fits riskid's model for every outcome on these examples.
+pub fn fit_all(rows: &[&Example], params: &ValidParams) -> Result<Fitted, ModelError> {
+    let scaling = train::Scaling::fit(rows);
+    let models = (0..3).map(|k| train::fit_outcome(rows, k, &scaling, params)).collect::<Result<_, _>>()?;
+    Ok(Fitted { scaling, models })
 }
 
 /// What to call the model and how to describe its data.

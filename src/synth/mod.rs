@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{PupilTerm, Term, TermName, Urn};
 pub use csv_out::{feed_csv, row_cells};
 pub use ctf_out::{LEA, estab, feed_ctf, term_marks};
-pub use population::{Simulation, Truth};
+pub use population::{Oracle, Simulation, Truth};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorldConfig {
@@ -130,6 +130,32 @@ pub fn world_ctf(world: &World) -> Vec<(Vec<u8>, Vec<u8>)> {
 pub fn generate(config: &WorldConfig) -> Result<World, String> {
     config.check()?;
     Ok(population::simulate(config))
+}
+
+/// The world and every pupil's oracle: their true next-term chances from the latent state
+/// (see [`Oracle`]), for every term. Slower than [`generate`]; for evaluations.
+pub fn generate_with_oracle(config: &WorldConfig) -> Result<(World, Vec<Oracle>), String> {
+    config.check()?;
+    Ok(population::simulate_with_oracle(config))
+}
+
+/// The oracle as CSV: `academic_year,term,urn,upn,persistent_absence,suspension,mh_referral`,
+/// one row per pupil on roll per term (the chances are for the term after).
+pub fn oracle_csv(oracle: &[Oracle]) -> String {
+    let mut s = String::from("academic_year,term,urn,upn,persistent_absence,suspension,mh_referral\n");
+    for o in oracle {
+        s.push_str(&format!(
+            "{},{},{},{},{:.6},{:.6},{:.6}\n",
+            o.term.academic_year(),
+            o.term.name().as_str(),
+            o.urn,
+            o.upn.as_str(),
+            o.next[0],
+            o.next[1],
+            o.next[2]
+        ));
+    }
+    s
 }
 
 /// The file name of a feed: `100001_2025-26_autumn.csv`.

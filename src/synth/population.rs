@@ -92,6 +92,27 @@ pub struct Truth {
     pub mh_referral: f64,
 }
 
+/// What the generator knows and no data shows: a pupil's true chance, in the term after
+/// `term`, of each outcome, from the latent state it holds at the end of `term` (traits, drift,
+/// school, support), integrated over the next term's shocks. The best any model could do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Oracle {
+    pub term: Term,
+    pub urn: Urn,
+    pub upn: Upn,
+    /// Persistent absence, suspension or exclusion, mental-health referral (`Outcome::ALL`).
+    pub next: [f64; 3],
+}
+
+/// Nodes and weights of a standard normal on a grid (−6 to 6 by 0.25): smooth integrands of
+/// one normal shock are exact to well under 1e-6.
+fn normal_grid() -> Vec<(f64, f64)> {
+    let nodes: Vec<f64> = (-24..=24).map(|i| f64::from(i) * 0.25).collect();
+    let w: Vec<f64> = nodes.iter().map(|z| (-0.5 * z * z).exp()).collect();
+    let total: f64 = w.iter().sum();
+    nodes.into_iter().zip(w).map(|(z, w)| (z, w / total)).collect()
+}
+
 /// P(Binomial(n, p) ≥ k).
 fn binomial_at_least(n: u16, p: f64, k: u16) -> f64 {
     if k == 0 {
@@ -312,6 +333,77 @@ impl Sim {
         }
     }
 
+    /// The oracle for pupil `i` after `term` was observed: the model of `observe` and
+    /// `churn`, in expectation over the next term's drift shocks, session count and (for a
+    /// move up to secondary) school.
+    fn oracle(&self, i: usize, term: Term, grid: &[(f64, f64)]) -> [f64; 3] {
+        let p = &self.pupils[i];
+        let next = term.next();
+        let year = if next.name() == TermName::Autumn { p.year + 1 } else { p.year };
+        let schools: Vec<usize> = if year == 7 && p.year == 6 {
+            let s: Vec<usize> =
+                (0..self.schools.len()).filter(|&s| self.schools[s].phase == Phase::Secondary).collect();
+            if s.is_empty() { vec![p.school] } else { s }
+        } else {
+            vec![p.school]
+        };
+        let season = match next.name() {
+            TermName::Autumn => -0.12,
+            TermName::Spring => 0.0,
+            TermName::Summer => 0.18,
+        };
+        let base_possible: u16 = match next.name() {
+            TermName::Autumn => 142,
+            TermName::Spring => 118,
+            TermName::Summer => 126,
+        };
+        let secondary = year >= 7;
+        let fsm = f64::from(u8::from(p.fsm));
+        let year_fx = match year {
+            0..=4 => -2.3,
+            5..=6 => -1.7,
+            7 | 11 => 0.0,
+            8..=10 => 0.45,
+            _ => 0.0,
+        };
+        let sd = 0.55;
+        let mut out = [0.0; 3];
+        for &s in &schools {
+            let (school_abs, school_beh, _) = self.school_fx[s];
+            let (mut pa, mut susp, mut mh) = (0.0, 0.0, 0.0);
+            for &(z, w) in grid {
+                let d0 = 0.5 * p.drift[0] + sd * z + 0.25 * (p.spelliness - 0.35);
+                let abs_logit = -3.08
+                    + 0.52 * p.attend
+                    + 0.9 * d0
+                    + if secondary { 0.3 } else { 0.0 }
+                    + 0.2 * fsm
+                    + school_abs
+                    + season;
+                let rate = sigmoid(abs_logit - p.support).min(0.95);
+                // Sessions possible: base minus 0–5, evenly.
+                let pa_z: f64 = (0..6u16)
+                    .map(|m| {
+                        let possible = base_possible - m;
+                        binomial_at_least(possible, rate, (u32::from(possible) * 10).div_ceil(100) as u16)
+                    })
+                    .sum::<f64>()
+                    / 6.0;
+                pa += w * pa_z;
+                let c = p.conduct + 0.6 * (0.6 * p.drift[1] + sd * z);
+                susp += w * sigmoid(-4.75 + 1.1 * c + 1.3 * fsm + year_fx + school_beh - p.support);
+                let e = p.emotional + 0.6 * (0.7 * p.drift[2] + sd * z);
+                let cin = if p.cin.is_some() { 0.7 } else { 0.0 };
+                mh += w * sigmoid(-4.85 + 0.95 * e + 0.11 * f64::from(year) + cin + 0.2 * fsm - p.support);
+            }
+            let n = schools.len() as f64;
+            out[0] += pa / n;
+            out[1] += susp / n;
+            out[2] += mh / n;
+        }
+        out
+    }
+
     fn observe(&mut self, i: usize, term: Term, sdq_survey: bool) -> PupilTerm {
         let (school_abs, school_beh, records_behaviour) = self.school_fx[self.pupils[i].school];
         let z: [f64; 7] = std::array::from_fn(|_| self.n());
@@ -445,13 +537,26 @@ impl Sim {
 }
 
 pub fn simulate(cfg: &WorldConfig) -> World {
+    simulate_inner(cfg, false).0
+}
+
+/// The world and, for every term, each pupil's oracle (see [`Oracle`]).
+pub fn simulate_with_oracle(cfg: &WorldConfig) -> (World, Vec<Oracle>) {
+    simulate_inner(cfg, true)
+}
+
+fn simulate_inner(cfg: &WorldConfig, with_oracle: bool) -> (World, Vec<Oracle>) {
     let mut sim = Simulation::new(cfg);
     let mut feeds = Vec::new();
+    let mut oracle = Vec::new();
     while let Some(term_feeds) = sim.next_term() {
         feeds.extend(term_feeds);
+        if with_oracle {
+            oracle.extend(sim.oracle());
+        }
     }
     let terms = sim.terms.clone();
-    World { config: cfg.clone(), schools: sim.sim.schools, terms, feeds }
+    (World { config: cfg.clone(), schools: sim.sim.schools, terms, feeds }, oracle)
 }
 
 /// The borough term by term, for a closed loop: riskid proposes and finalises cohorts from
@@ -494,6 +599,22 @@ impl Simulation {
     /// The true effect of support on each supported pupil in each term observed so far.
     pub fn truth(&self) -> &[Truth] {
         &self.sim.truth
+    }
+
+    /// The oracle for every pupil on roll in the term just produced by [`Self::next_term`]:
+    /// their true chances of each outcome next term. Empty before the first term.
+    pub fn oracle(&self) -> Vec<Oracle> {
+        let Some(term) = self.next.checked_sub(1).map(|k| self.terms[k]) else { return Vec::new() };
+        let grid = normal_grid();
+        let sim = &self.sim;
+        (0..sim.pupils.len())
+            .map(|i| Oracle {
+                term,
+                urn: sim.schools[sim.pupils[i].school].urn,
+                upn: sim.pupils[i].upn.clone(),
+                next: sim.oracle(i, term, &grid),
+            })
+            .collect()
     }
 
     /// The next term's feeds, one per school; `None` after the last term.
