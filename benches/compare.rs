@@ -79,7 +79,7 @@ fn hit_rate(set: &TestSet, score: impl Fn(usize) -> f64) -> f64 {
     let g: Vec<u32> = rows.iter().map(|&i| set.schools[i]).collect();
     let t: Vec<u64> = rows.iter().map(|&i| set.tie[i]).collect();
     let sel = top_k_per_group(&s, &g, &t, CAPACITY);
-    let (mut n, mut hit) = (0.0, 0.0);
+    let (mut n, mut hit) = (0.0f64, 0.0f64);
     for (j, &i) in rows.iter().enumerate() {
         if sel[j] {
             n += 1.0;

@@ -81,7 +81,18 @@ fn probabilities_point_the_right_way_and_explanations_add_up() {
     worrying[idx("absence_10pct_or_more")] = 1.0;
     worrying[idx("absence_20pct_or_more")] = 1.0;
     worrying[idx("absence_over_10pct_by")] = 0.25;
-    let (calm, worrying): ([f64; 37], [f64; 37]) = (calm.try_into().unwrap(), worrying.try_into().unwrap());
+    // The same absence, on every term on record.
+    let logit = |r: f64| (r / (1.0 - r)).ln();
+    for (f, calm_v, worrying_v) in [
+        ("absence_logit", logit(0.01), logit(0.35)),
+        ("absence_logit_all_terms", logit(0.01), logit(0.35)),
+        ("persistent_absence_share_all_terms", 0.0, 1.0),
+    ] {
+        calm[idx(f)] = calm_v;
+        worrying[idx(f)] = worrying_v;
+    }
+    type Row = [f64; riskid::model::N_FEATURES];
+    let (calm, worrying): (Row, Row) = (calm.try_into().unwrap(), worrying.try_into().unwrap());
     // Persistent absence is the rarer class: a high-absence pupil must get the higher probability.
     assert!(a.probabilities(&worrying)[0] > 0.5, "{:?}", a.probabilities(&worrying));
     assert!(a.probabilities(&calm)[0] < 0.1, "{:?}", a.probabilities(&calm));

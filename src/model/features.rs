@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::domain::{Attainment, PupilTerm, SchoolTerm, Sen, Term, TermName, Upn};
 
 /// Bump when features change: artifacts record it, and scoring refuses a mismatch.
-pub const FEATURE_SPEC_VERSION: &str = "riskid-features-1";
+pub const FEATURE_SPEC_VERSION: &str = "riskid-features-2";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -69,6 +69,29 @@ pub const FEATURES: &[(&str, Domain)] = &[
     ("year_group", Domain::Context),
     ("next_term_spring", Domain::Context),
     ("next_term_summer", Domain::Context),
+    // The whole history (every term on record, at any school, up to and including this one):
+    // the child's persistent state, which the last two terms estimate only noisily.
+    ("absence_logit", Domain::Attendance),
+    ("absence_logit_all_terms", Domain::Attendance),
+    ("persistent_absence_share_all_terms", Domain::Attendance),
+    ("spells_per_absent_session_all_terms", Domain::Attendance),
+    ("unauthorised_share_all_terms", Domain::Attendance),
+    ("terms_on_record", Domain::Context),
+    ("suspensions_all_terms", Domain::Behaviour),
+    ("behaviour_incidents_log_all_terms", Domain::Behaviour),
+    ("sdq_emotional_all_surveys", Domain::Wellbeing),
+    ("sdq_conduct_all_surveys", Domain::Wellbeing),
+    ("sdq_hyperactivity_all_surveys", Domain::Wellbeing),
+    ("sdq_peer_all_surveys", Domain::Wellbeing),
+    ("sdq_prosocial_all_surveys", Domain::Wellbeing),
+    ("sdq_surveys_on_record", Domain::Wellbeing),
+    ("mh_referral_ever", Domain::Wellbeing),
+    // Next term's year group, where suspension and referral rates change most.
+    ("next_year_group", Domain::Context),
+    ("next_year_reception_to_4", Domain::Context),
+    ("next_year_5_or_6", Domain::Context),
+    ("next_year_8_to_10", Domain::Context),
+    ("moving_to_secondary", Domain::Context),
 ];
 
 pub const N_FEATURES: usize = FEATURES.len();
@@ -173,6 +196,47 @@ pub fn features(h: &PupilHistory, now: &PupilTerm, at: Term) -> FeatureRow {
         flags.push("attainment not recorded".into());
     }
     let year = now.ncyear.get();
+    // Every term on record up to now (the pupil's own rows; `now` is the last of those at `at`).
+    let all: Vec<&PupilTerm> =
+        h.iter().filter(|(st, _)| st.term < at).map(|(_, r)| r).chain(std::iter::once(now)).collect();
+    let (mut abs_all, mut poss_all, mut unauth_all, mut spells_all, mut spell_abs_all) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut pa_terms, mut rated_terms) = (0.0, 0.0);
+    let (mut inc_sum, mut inc_terms, mut susp_all, mut mh_ever) = (0.0, 0.0, 0.0, false);
+    let mut sdq_sum = [0.0; 5];
+    let mut sdq_n = [0.0; 5];
+    for r in &all {
+        let a = f64::from(r.absent_sessions());
+        abs_all += a;
+        poss_all += f64::from(r.sessions_possible);
+        unauth_all += f64::from(r.sessions_unauthorised);
+        if let Some(sp) = r.absence_spells {
+            spells_all += f64::from(sp);
+            spell_abs_all += a;
+        }
+        if let Some(pa) = r.persistently_absent() {
+            rated_terms += 1.0;
+            pa_terms += b(pa);
+        }
+        if let Some(n) = r.behaviour_incidents {
+            inc_sum += (1.0 + f64::from(n)).ln();
+            inc_terms += 1.0;
+        }
+        susp_all += f64::from(r.suspensions);
+        mh_ever |= r.mh_referral;
+        for (k, v) in
+            [r.sdq_emotional, r.sdq_conduct, r.sdq_hyperactivity, r.sdq_peer, r.sdq_prosocial].into_iter().enumerate()
+        {
+            if let Some(v) = v {
+                sdq_sum[k] += f64::from(v);
+                sdq_n[k] += 1.0;
+            }
+        }
+    }
+    let elogit = |absent: f64, possible: f64| ((absent + 0.5) / (possible - absent + 0.5)).ln();
+    let sdq_all: [f64; 5] =
+        std::array::from_fn(|k| if sdq_n[k] > 0.0 { sdq_sum[k] / sdq_n[k] } else { TYPICAL_SDQ[k] });
+    let next = at.next();
+    let next_year = if next.name() == TermName::Autumn { year + 1 } else { year };
     let values = [
         rate,
         b(rate >= 0.10),
@@ -211,6 +275,26 @@ pub fn features(h: &PupilHistory, now: &PupilTerm, at: Term) -> FeatureRow {
         f64::from(year) / 13.0,
         b(at.next().name() == TermName::Spring),
         b(at.next().name() == TermName::Summer),
+        elogit(absent, f64::from(now.sessions_possible)),
+        elogit(abs_all, poss_all),
+        if rated_terms > 0.0 { pa_terms / rated_terms } else { b(rate >= 0.10) },
+        if spell_abs_all > 0.0 { spells_all / spell_abs_all } else { TYPICAL_SPELLINESS },
+        if abs_all > 0.0 { unauth_all / abs_all } else { 0.0 },
+        (all.len().min(9) as f64) / 9.0,
+        susp_all.min(9.0),
+        if inc_terms > 0.0 { inc_sum / inc_terms } else { 0.0 },
+        sdq_all[0],
+        sdq_all[1],
+        sdq_all[2],
+        sdq_all[3],
+        sdq_all[4],
+        sdq_n[0].min(6.0),
+        b(mh_ever),
+        f64::from(next_year) / 13.0,
+        b(next_year <= 4),
+        b((5..=6).contains(&next_year)),
+        b((8..=10).contains(&next_year)),
+        b(year == 6 && next.name() == TermName::Autumn),
     ];
     FeatureRow { values, flags }
 }

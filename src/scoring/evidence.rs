@@ -36,6 +36,12 @@ pub enum Measure {
     SchoolMoves,
     EnglishAdditionalLanguage,
     YearGroup,
+    /// Share of possible sessions attended over every term on record (0–1).
+    AttendanceAllTerms,
+    SuspensionsAllTerms,
+    /// Mean incidents a term over the terms on record that recorded them.
+    BehaviourIncidentsAllTerms,
+    MhReferralEarlier,
 }
 
 impl Measure {
@@ -67,6 +73,10 @@ impl Measure {
         Measure::SchoolMoves,
         Measure::EnglishAdditionalLanguage,
         Measure::YearGroup,
+        Measure::AttendanceAllTerms,
+        Measure::SuspensionsAllTerms,
+        Measure::BehaviourIncidentsAllTerms,
+        Measure::MhReferralEarlier,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -97,6 +107,10 @@ impl Measure {
             Measure::SchoolMoves => "school_moves",
             Measure::EnglishAdditionalLanguage => "english_additional_language",
             Measure::YearGroup => "year_group",
+            Measure::AttendanceAllTerms => "attendance_all_terms",
+            Measure::SuspensionsAllTerms => "suspensions_all_terms",
+            Measure::BehaviourIncidentsAllTerms => "behaviour_incidents_all_terms",
+            Measure::MhReferralEarlier => "mh_referral_earlier",
         }
     }
 }
@@ -189,6 +203,12 @@ impl Evidence {
                     format!("Year {n}")
                 }
             }
+            Measure::AttendanceAllTerms => format!("attendance {} over all terms on record", pct(self.value)),
+            Measure::SuspensionsAllTerms => format!("{n} suspension(s) in all terms on record"),
+            Measure::BehaviourIncidentsAllTerms => {
+                format!("{:.1} behaviour incidents a term over all terms on record", self.value)
+            }
+            Measure::MhReferralEarlier => "referred to mental-health services in an earlier term".into(),
         };
         if self.measure != Measure::Attendance
             && let Some(e) = self.earlier
@@ -196,7 +216,11 @@ impl Evidence {
             s.push_str(&format!(" (last term {})", e.round() as i64));
         }
         if let Some(c) = &self.compared_with {
-            let v = if self.measure == Measure::Attendance { pct(c.value) } else { format!("{}", c.value) };
+            let v = if matches!(self.measure, Measure::Attendance | Measure::AttendanceAllTerms) {
+                pct(c.value)
+            } else {
+                format!("{}", c.value)
+            };
             s.push_str(&format!(" ({} {v})", c.with));
         }
         s

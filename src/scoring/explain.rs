@@ -58,6 +58,16 @@ fn describe(domain: Domain, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm, c
                 ),
                 None => out.push(ev(M::SessionsPossible, f64::from(row.sessions_possible))),
             }
+            // Over every term on record, when there is more than this one.
+            let all: Vec<&PupilTerm> = h.iter().filter(|(s, _)| s.term <= st.term).map(|(_, r)| r).collect();
+            let possible: u32 = all.iter().map(|r| u32::from(r.sessions_possible)).sum();
+            if all.len() > 1 && possible > 0 {
+                let absent: u32 = all.iter().map(|r| r.absent_sessions()).sum();
+                out.push(
+                    ev(M::AttendanceAllTerms, 1.0 - f64::from(absent) / f64::from(possible))
+                        .compared_with("school median this term", ctx.median_attendance),
+                );
+            }
             if let Some(sp) = row.absence_spells.filter(|&s| s > 1) {
                 out.push(
                     ev(M::AbsenceSpells, f64::from(sp)).earlier(prev.and_then(|p| p.absence_spells).map(f64::from)),
@@ -79,6 +89,10 @@ fn describe(domain: Domain, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm, c
             if recent > 0 {
                 out.push(ev(M::SuspensionsLastThreeTerms, f64::from(recent)));
             }
+            let ever: u32 = h.iter().filter(|(s, _)| s.term <= st.term).map(|(_, r)| u32::from(r.suspensions)).sum();
+            if ever > recent {
+                out.push(ev(M::SuspensionsAllTerms, f64::from(ever)));
+            }
             if row.permanent_exclusion {
                 out.push(ev(M::PermanentExclusion, 1.0));
             }
@@ -90,10 +104,24 @@ fn describe(domain: Domain, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm, c
                 ),
                 None => out.push(ev(M::BehaviourNotRecorded, 1.0)),
             }
+            let recorded: Vec<f64> = h
+                .iter()
+                .filter(|(s, _)| s.term <= st.term)
+                .filter_map(|(_, r)| r.behaviour_incidents.map(f64::from))
+                .collect();
+            if recorded.len() > 1 {
+                out.push(
+                    ev(M::BehaviourIncidentsAllTerms, recorded.iter().sum::<f64>() / recorded.len() as f64)
+                        .compared_with("school median this term", ctx.median_incidents),
+                );
+            }
         }
         Domain::Wellbeing => {
             if row.mh_referral {
                 out.push(ev(M::MhReferral, 1.0));
+            }
+            if h.iter().any(|(s, r)| s.term < st.term && r.mh_referral) {
+                out.push(ev(M::MhReferralEarlier, 1.0));
             }
             // The survey the features use: the latest within this and the two terms before,
             // and complete (an incomplete one is imputed, and imputed values are never reasons).
@@ -181,18 +209,29 @@ fn features_of(m: Measure) -> &'static [usize] {
                         "absence_over_10pct_by",
                         "absence_change_since_last_term",
                         "absence_rate_last_term",
+                        "absence_logit",
                     ],
+                    Measure::AttendanceAllTerms => &[
+                        "absence_logit_all_terms",
+                        "persistent_absence_share_all_terms",
+                        "unauthorised_share_all_terms",
+                        "spells_per_absent_session_all_terms",
+                    ],
+                    Measure::SuspensionsAllTerms => &["suspensions_all_terms"],
+                    Measure::BehaviourIncidentsAllTerms => &["behaviour_incidents_log_all_terms"],
+                    Measure::MhReferralEarlier => &["mh_referral_last_three_terms", "mh_referral_ever"],
                     Measure::SessionsPossible => &["few_sessions_possible"],
                     Measure::AbsenceSpells => &["spells_per_absent_session"],
                     Measure::UnauthorisedSessions => &["unauthorised_share"],
                     Measure::SuspensionsLastThreeTerms => &["suspended_this_term", "suspensions_last_three_terms"],
                     Measure::PermanentExclusion => &["suspended_this_term"],
                     Measure::BehaviourIncidents => &["behaviour_incidents_log"],
-                    Measure::MhReferral => &["mh_referral_this_term", "mh_referral_last_three_terms"],
-                    Measure::SdqEmotional => &["sdq_emotional"],
-                    Measure::SdqConduct => &["sdq_conduct"],
-                    Measure::SdqHyperactivity => &["sdq_hyperactivity"],
-                    Measure::SdqPeer => &["sdq_peer"],
+                    Measure::MhReferral => &["mh_referral_this_term"],
+                    // The latest survey's score and the mean over every survey on record.
+                    Measure::SdqEmotional => &["sdq_emotional", "sdq_emotional_all_surveys"],
+                    Measure::SdqConduct => &["sdq_conduct", "sdq_conduct_all_surveys"],
+                    Measure::SdqHyperactivity => &["sdq_hyperactivity", "sdq_hyperactivity_all_surveys"],
+                    Measure::SdqPeer => &["sdq_peer", "sdq_peer_all_surveys"],
                     Measure::EnglishBelowExpected => &["english_below"],
                     Measure::MathsBelowExpected => &["maths_below"],
                     Measure::FreeSchoolMeals => &["fsm"],

@@ -67,7 +67,7 @@ fn measure_label(m: Measure) -> String {
 pub fn value_words(m: Measure, v: f64) -> String {
     use Measure::*;
     match m {
-        Attendance => pct(v),
+        Attendance | AttendanceAllTerms => pct(v),
         EnglishAttainment | MathsAttainment => match v.round() as i64 {
             0 => "below expected".into(),
             1 => "expected".into(),
@@ -76,6 +76,7 @@ pub fn value_words(m: Measure, v: f64) -> String {
         },
         PermanentExclusion
         | MhReferral
+        | MhReferralEarlier
         | NoSdq
         | BehaviourNotRecorded
         | EnglishBelowExpected

@@ -37,7 +37,7 @@ def read_world(world):
         manifest = json.load(f)
     frames = []
     for feed in manifest["feeds"]:
-        df = pd.read_csv(os.path.join(world, feed["file"]), dtype={"upn": str, "cin": str}, keep_default_na=False,
+        df = pd.read_csv(os.path.join(world, feed["file"]), dtype={"upn": str, "cin": str, "ncyear": str}, keep_default_na=False,
                          na_values=[""])
         year = int(feed["academic_year"][:4])
         df["urn"] = feed["urn"]
@@ -65,7 +65,7 @@ def features(df):
     d["behaviour_incidents"] = df["behaviour_incidents"]
     for c in ["sdq_emotional", "sdq_conduct", "sdq_hyperactivity", "sdq_peer", "sdq_prosocial"]:
         d[c] = df[c]
-    d["mh_referral"] = yn(df["mh_referral"])
+    d["mh_referral_now"] = yn(df["mh_referral"])
     d["english"] = df["attainment_english"].map(ATT)
     d["maths"] = df["attainment_maths"].map(ATT)
     d["fsm"] = yn(df["fsm"])
@@ -75,16 +75,16 @@ def features(df):
     d["child_in_need"] = df["cin"].notna().astype(float)
     d["young_carer"] = yn(df["young_carer"])
     d["school_moves"] = df["school_moves"]
-    d["ncyear"] = df["ncyear"]
+    d["ncyear"] = pd.to_numeric(df["ncyear"].astype(str).replace({"R": "0"}))
     d["next_term"] = (df["t"] + 1) % 3
     # Labels: the same pupil's row in the next term, at any school.
     lab = pd.DataFrame({"upn": df["upn"], "t": df["t"] - 1})
     lab["persistent_absence"] = (rate >= 0.10).astype(float).where(rate.notna())
     lab["suspension"] = ((df["suspensions"] > 0) | (df["permanent_exclusion"] == "Y")).astype(float)
-    lab["mh_referral"] = d["mh_referral"]
+    lab["mh_referral"] = d["mh_referral_now"]
     lab = lab.groupby(["upn", "t"], as_index=False).last()
     # The previous term's values, by UPN.
-    prev_cols = ["absence_rate", "unauthorised_share", "suspensions", "behaviour_incidents", "mh_referral",
+    prev_cols = ["absence_rate", "unauthorised_share", "suspensions", "behaviour_incidents", "mh_referral_now",
                  "sdq_emotional", "sdq_conduct"]
     prev = pd.concat([df[["upn"]], df["t"].rename("t") + 1, d[prev_cols]], axis=1)
     prev = prev.groupby(["upn", "t"], as_index=False).last()
