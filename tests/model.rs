@@ -3,6 +3,7 @@
 
 use riskid::domain::SchoolTerm;
 use riskid::model::{History, ModelArtifact, TrainParams, TrainRequest, train_and_evaluate};
+
 use riskid::synth::{WorldConfig, generate};
 
 fn history(schools: usize, years: usize, seed: u64) -> History {
@@ -63,41 +64,53 @@ fn models_beat_both_baselines_are_calibrated_and_reproducible() {
 fn probabilities_point_the_right_way_and_explanations_add_up() {
     let h = history(6, 2, 3);
     let a = train(&h, 10);
-    let n = riskid::model::N_FEATURES;
     let idx = |name: &str| riskid::model::FEATURES.iter().position(|f| f.0 == name).unwrap();
-    let mut calm = vec![0.0; n];
-    calm[idx("absence_rate")] = 0.01;
-    calm[idx("absence_rate_last_term")] = 0.01;
-    calm[idx("year_group")] = 0.5;
-    for (i, v) in a.scaling.means.iter().enumerate() {
-        if calm[i] == 0.0 && !riskid::model::FEATURES[i].0.contains("absence") {
-            calm[i] = *v;
+    let examples = riskid::model::dataset::build(&h, 1);
+    let (ab, ab_all) = (idx("absence_rate"), idx("absence_logit_all_terms"));
+    let logit = |r: f64| (r / (1.0 - r)).ln();
+    let mean_pa = |keep: &dyn Fn(&[f64]) -> bool| {
+        let p: Vec<f64> =
+            examples.iter().filter(|e| keep(&e.features)).map(|e| a.probabilities(&e.features)[0]).collect();
+        assert!(p.len() >= 10, "enough pupils to compare: {}", p.len());
+        p.iter().sum::<f64>() / p.len() as f64
+    };
+    // High absence this term and over the whole history: persistent absence is likely.
+    let worrying = mean_pa(&|f| f[ab] >= 0.2 && f[ab_all] >= logit(0.15));
+    let calm = mean_pa(&|f| f[ab] <= 0.02 && f[ab_all] <= logit(0.03));
+    assert!(worrying > 0.5 && calm < 0.1, "worrying {worrying}, calm {calm}");
+    for e in examples.iter().take(500) {
+        for (x, m) in a.explain(&e.features).iter().zip(&a.outcomes) {
+            let logit = x.baseline + x.contributions.iter().sum::<f64>();
+            assert!((logit - m.model.scorer.logit(&e.features)).abs() < 1e-9);
+            assert!((m.model.calibration.apply(logit) - x.probability).abs() < 1e-12);
         }
     }
-    let mut worrying = calm.clone();
-    for f in ["absence_rate", "absence_rate_last_term"] {
-        worrying[idx(f)] = 0.35;
-    }
-    worrying[idx("absence_10pct_or_more")] = 1.0;
-    worrying[idx("absence_20pct_or_more")] = 1.0;
-    worrying[idx("absence_over_10pct_by")] = 0.25;
-    // The same absence, on every term on record.
-    let logit = |r: f64| (r / (1.0 - r)).ln();
-    for (f, calm_v, worrying_v) in [
-        ("absence_logit", logit(0.01), logit(0.35)),
-        ("absence_logit_all_terms", logit(0.01), logit(0.35)),
-        ("persistent_absence_share_all_terms", 0.0, 1.0),
-    ] {
-        calm[idx(f)] = calm_v;
-        worrying[idx(f)] = worrying_v;
-    }
-    type Row = [f64; riskid::model::N_FEATURES];
-    let (calm, worrying): (Row, Row) = (calm.try_into().unwrap(), worrying.try_into().unwrap());
-    // Persistent absence is the rarer class: a high-absence pupil must get the higher probability.
-    assert!(a.probabilities(&worrying)[0] > 0.5, "{:?}", a.probabilities(&worrying));
-    assert!(a.probabilities(&calm)[0] < 0.1, "{:?}", a.probabilities(&calm));
-    for e in a.explain(&worrying) {
-        let logit = e.baseline + e.contributions.iter().sum::<f64>();
-        assert!((1.0 / (1.0 + (-logit).exp()) - e.probability).abs() < 1e-12);
+}
+
+/// Both families explain themselves additively: contributions sum to the logit before
+/// calibration, exactly (TreeSHAP for trees).
+#[test]
+fn tree_and_linear_contributions_sum_to_the_logit() {
+    use riskid::model::{Family, TrainParams, TreeParams, scorer::fit_family};
+    let h = history(6, 2, 5);
+    let examples = riskid::model::dataset::build(&h, 1);
+    let rows: Vec<&riskid::model::dataset::Example> = examples.iter().collect();
+    let params = TrainParams::default().check().unwrap();
+    let trees = TreeParams { max_trees: 60, ..TreeParams::default() };
+    for family in Family::ALL {
+        let m = fit_family(family, &rows, 0, &params, &trees).unwrap();
+        assert_eq!(m.family(), family);
+        if family == Family::Trees {
+            assert!(m.calibrated_on.is_some(), "trees are calibrated on a held-out term");
+            assert!(m.calibration.b > 0.0);
+        }
+        let mut spread = 0.0f64;
+        for e in rows.iter().take(400) {
+            let (baseline, c) = m.scorer.contributions(&e.features);
+            let logit = m.scorer.logit(&e.features);
+            assert!((baseline + c.iter().sum::<f64>() - logit).abs() < 1e-9, "{family:?}");
+            spread = spread.max(c.iter().map(|v| v.abs()).fold(0.0, f64::max));
+        }
+        assert!(spread > 0.1, "{family:?}: contributions say something");
     }
 }

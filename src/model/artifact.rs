@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use super::evaluate::{MethodMetrics, OutcomeEvaluation};
 use super::features::{Domain, FEATURE_SPEC_VERSION, N_FEATURES};
-use super::train::{Linear, Scaling, sigmoid};
+use super::scorer::Calibrated;
+use super::select::Selection;
+use super::trees::TreeParams;
 use crate::domain::{Outcome, Term};
 use crate::scoring::Band;
 
@@ -31,7 +33,13 @@ impl Bands {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutcomeModel {
     pub outcome: Outcome,
-    pub model: Linear,
+    /// The shipped model: fitted on every labelled term.
+    pub model: Calibrated,
+    /// The model the evaluation figures come from: the same family, fitted only on the terms
+    /// before the test term. Kept so anyone can recompute every figure from stored data.
+    pub evaluation_model: Calibrated,
+    /// How the family was chosen, with the runner-up's figures.
+    pub selection: Selection,
     pub bands: Bands,
     pub evaluation: OutcomeEvaluation,
 }
@@ -46,6 +54,7 @@ pub struct TrainingInfo {
     pub seed: u64,
     pub alpha: f64,
     pub capacity: usize,
+    pub trees: TreeParams,
     pub data_description: String,
 }
 
@@ -54,16 +63,18 @@ pub struct ModelArtifact {
     pub model_id: String,
     pub feature_spec_version: String,
     pub features: Vec<(String, Domain)>,
-    pub scaling: Scaling,
+    pub model_spec_version: String,
     pub outcomes: Vec<OutcomeModel>,
     pub training: TrainingInfo,
     pub created_at: String,
 }
 
-/// Per-outcome logit = baseline + Σ contributions (one per feature).
+/// Per-outcome logit = baseline + Σ contributions (one per feature), before calibration;
+/// the probability is the calibration's monotone map of the logit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Explained {
     pub probability: f64,
+    pub logit: f64,
     pub baseline: f64,
     pub contributions: [f64; N_FEATURES],
 }
@@ -81,8 +92,13 @@ impl ModelArtifact {
                 a.model_id, a.feature_spec_version
             ));
         }
-        if a.outcomes.len() != 3 || a.outcomes.iter().any(|o| o.model.coefficients.len() != N_FEATURES) {
+        if a.outcomes.len() != 3 || a.features.len() != N_FEATURES {
             return Err(format!("model {} does not have three outcomes of {N_FEATURES} features", a.model_id));
+        }
+        for o in &a.outcomes {
+            for m in [&o.model, &o.evaluation_model] {
+                m.scorer.check().map_err(|e| format!("model {}: {}: {e}", a.model_id, o.outcome.label()))?;
+            }
         }
         Ok(a)
     }
@@ -93,17 +109,16 @@ impl ModelArtifact {
 
     /// Probability and additive explanation for each outcome, in `Outcome::ALL` order.
     pub fn explain(&self, features: &[f64; N_FEATURES]) -> [Explained; 3] {
-        let z = self.scaling.standardise(features);
         std::array::from_fn(|k| {
             let m = &self.outcomes[k].model;
-            let contributions = std::array::from_fn(|j| m.coefficients[j] * z[j]);
-            Explained { probability: sigmoid(m.logit(&z)), baseline: m.intercept, contributions }
+            let (baseline, contributions) = m.scorer.contributions(features);
+            let logit = baseline + contributions.iter().sum::<f64>();
+            Explained { probability: m.calibration.apply(logit), logit, baseline, contributions }
         })
     }
 
     pub fn probabilities(&self, features: &[f64; N_FEATURES]) -> [f64; 3] {
-        let z = self.scaling.standardise(features);
-        std::array::from_fn(|k| self.outcomes[k].model.probability(&z))
+        std::array::from_fn(|k| self.outcomes[k].model.probability(features))
     }
 
     /// The model card: what it predicts, on what data, how well, for whom, and its limits.
@@ -116,9 +131,12 @@ impl ModelArtifact {
              list is reviewed by people who know the children.\n\n\
              **What it predicts.** For each pupil in a term, the chance in the *next* term of persistent \
              absence (10% or more of sessions missed), a suspension or exclusion, and a referral to \
-             mental-health services. One logistic regression per outcome over {} engineered features \
-             (spec `{}`): attendance and its trend, spells, behaviour, SDQ wellbeing scores, attainment \
-             and context. Sex and ethnicity are never inputs; they are used only to audit fairness.\n\n\
+             mental-health services. One model per outcome over {} engineered features (spec `{}`) \
+             from the child's whole history at any school: attendance over every term and this one, \
+             spells, behaviour, suspensions, SDQ wellbeing scores, referrals, attainment and context. \
+             Per outcome the family — logistic regression or gradient-boosted trees — is chosen by \
+             validation over earlier terms (below), and its probabilities are calibrated on a held-out \
+             term. Sex and ethnicity are never inputs; they are used only to audit fairness.\n\n\
              **Data.** {} {} training examples (pupil-terms with a next term), terms {} to {}; \
              evaluated on {} with a model trained only on earlier terms. Data fingerprint `{}`, seed {}, \
              L2 alpha {}. Created {}.\n\n",
@@ -165,6 +183,38 @@ impl ModelArtifact {
         s.push_str(&format!(
             "\nBeats both baselines on AUC and precision at capacity for every outcome: **{}**.\n\n",
             if self.beats_baselines() { "yes" } else { "no" }
+        ));
+        s.push_str(
+            "## Model family, chosen per outcome\n\n\
+             | outcome | family | AUC at origins | precision@cap at origins | runner-up | its AUC | its precision@cap |\n\
+             |---|---|---|---|---|---|---|\n",
+        );
+        for o in &self.outcomes {
+            let sel = &o.selection;
+            let score = |fam| sel.scores.iter().find(|x| x.family == fam);
+            let (a, p) = score(sel.chosen).map_or((None, None), |x| (x.auc, x.precision_at_capacity));
+            let (ra, rp) = sel.runner_up.and_then(score).map_or((None, None), |x| (x.auc, x.precision_at_capacity));
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                o.outcome.label(),
+                sel.chosen.label(),
+                f(a),
+                f(p),
+                sel.runner_up.map_or("–", |r| r.label()),
+                f(ra),
+                f(rp)
+            ));
+        }
+        let origins: Vec<String> = self
+            .outcomes
+            .first()
+            .map(|o| o.selection.origins.iter().map(|t| t.to_string()).collect())
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "\nOrigin terms: {} (each family fitted on the terms before each, as it would have been live). \
+             Rule: {}.\n\n",
+            if origins.is_empty() { "none (too few terms to compare)".into() } else { origins.join(", ") },
+            self.outcomes.first().map_or("", |o| o.selection.rule.as_str())
         ));
         s.push_str(
             "## Fairness at the operating point\n\nEach group is compared with the largest group in its \

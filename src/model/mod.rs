@@ -8,13 +8,22 @@ pub mod fairness;
 pub mod features;
 pub mod metrics;
 pub mod rolling;
+pub mod scorer;
+pub mod select;
 pub mod train;
+pub mod trees;
 
 use sha2::{Digest, Sha256};
 
 pub use artifact::{Bands, ModelArtifact, OutcomeModel, TrainingInfo};
 pub use features::{FEATURE_SPEC_VERSION, FEATURES, History, N_FEATURES};
+pub use scorer::{Calibrated, Family, Platt, Scorer};
+pub use select::Selection;
 pub use train::{TrainParams, ValidParams};
+pub use trees::TreeParams;
+
+/// Bump when the model families or how they are chosen change: part of every model id.
+pub const MODEL_SPEC_VERSION: &str = "riskid-models-2";
 
 use dataset::Example;
 
@@ -54,24 +63,32 @@ fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
-/// The three outcome models fitted on some examples, with their scaling.
-pub struct Fitted {
-    pub scaling: train::Scaling,
-    pub models: Vec<train::Linear>,
+/// riskid's model for outcome `k` from `rows` alone: the family chosen by rolling-origin
+/// validation within them, fitted on them (calibrated on their latest term).
+pub fn fit_outcome_model(
+    rows: &[&Example],
+    k: usize,
+    params: &ValidParams,
+    trees: &TreeParams,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(Selection, Calibrated), ModelError> {
+    let selection = select::select(rows, k, params, trees, progress);
+    let model = fit_chosen(&selection, rows, k, params, trees)?;
+    Ok((selection, model))
 }
 
-impl Fitted {
-    pub fn probabilities(&self, features: &[f64; N_FEATURES]) -> [f64; 3] {
-        let z = self.scaling.standardise(features);
-        std::array::from_fn(|k| self.models[k].probability(&z))
+/// Fits the chosen family; should trees not fit these rows, logistic regression does.
+fn fit_chosen(
+    selection: &Selection,
+    rows: &[&Example],
+    k: usize,
+    params: &ValidParams,
+    trees: &TreeParams,
+) -> Result<Calibrated, ModelError> {
+    match scorer::fit_family(selection.chosen, rows, k, params, trees) {
+        Err(_) if selection.chosen == Family::Trees => scorer::fit_family(Family::Logistic, rows, k, params, trees),
+        r => r,
     }
-}
-
-/// Fits riskid's model for every outcome on these examples.
-pub fn fit_all(rows: &[&Example], params: &ValidParams) -> Result<Fitted, ModelError> {
-    let scaling = train::Scaling::fit(rows);
-    let models = (0..3).map(|k| train::fit_outcome(rows, k, &scaling, params)).collect::<Result<_, _>>()?;
-    Ok(Fitted { scaling, models })
 }
 
 /// What to call the model and how to describe its data.
@@ -82,8 +99,10 @@ pub struct TrainRequest<'a> {
     pub progress: &'a mut dyn FnMut(&str),
 }
 
-/// Trains and evaluates all three models: evaluation fits on terms before the latest
-/// labelled term and tests on it; the shipped fit uses every labelled term.
+/// Trains and evaluates all three models. Per outcome: a family is chosen by rolling origin
+/// over the terms before the latest labelled term; the evaluation model (kept in the
+/// artifact) is fitted on those terms and tested on the latest; the shipped model is fitted
+/// on every labelled term. Each fit is calibrated on its own latest term.
 pub fn train_and_evaluate(
     history: &History,
     params: TrainParams,
@@ -105,14 +124,22 @@ pub fn train_and_evaluate(
         )));
     }
     let all: Vec<&Example> = examples.iter().collect();
-    let eval_scaling = train::Scaling::fit(&train);
-    let scaling = train::Scaling::fit(&all);
+    let trees = TreeParams { seed: p.seed, ..TreeParams::default() };
     let mut outcomes = Vec::with_capacity(3);
     for (k, outcome) in crate::domain::Outcome::ALL.iter().enumerate() {
-        (req.progress)(&format!("{}: fitting on {} examples before {test_term}", outcome.label(), train.len()));
-        let eval_model = train::fit_outcome(&train, k, &eval_scaling, &params)?;
-        let probs: Vec<f64> =
-            test.iter().map(|e| eval_model.probability(&eval_scaling.standardise(&e.features))).collect();
+        (req.progress)(&format!(
+            "{}: choosing a model family by rolling origin over the terms before {test_term}",
+            outcome.label()
+        ));
+        let selection = select::select(&train, k, &params, &trees, req.progress);
+        (req.progress)(&format!(
+            "{}: {} chosen; fitting it on {} examples before {test_term}",
+            outcome.label(),
+            selection.chosen.label(),
+            train.len()
+        ));
+        let evaluation_model = fit_chosen(&selection, &train, k, &params, &trees)?;
+        let probs: Vec<f64> = test.iter().map(|e| evaluation_model.probability(&e.features)).collect();
         let evaluation = evaluate::evaluate_outcome(k, &test, &probs, p.capacity, test_term);
         (req.progress)(&format!(
             "{}: test AUC {:.3} (last term {:.3}, DfE rule {:.3}); refitting on all {} examples",
@@ -122,16 +149,19 @@ pub fn train_and_evaluate(
             evaluation.dfe_absence_rule.auc.unwrap_or(f64::NAN),
             all.len()
         ));
-        let model = train::fit_outcome(&all, k, &scaling, &params)?;
-        let scores: Vec<f64> = all.iter().map(|e| model.probability(&scaling.standardise(&e.features))).collect();
+        let model = fit_chosen(&selection, &all, k, &params, &trees)?;
+        let scores: Vec<f64> = all.iter().map(|e| model.probability(&e.features)).collect();
         let bands = Bands { medium: quantile(scores.clone(), 0.7), high: quantile(scores, 0.9) };
-        outcomes.push(OutcomeModel { outcome: *outcome, model, bands, evaluation });
+        outcomes.push(OutcomeModel { outcome: *outcome, model, evaluation_model, selection, bands, evaluation });
     }
     let data_fingerprint = fingerprint(&examples);
     let model_id = req.model_id.unwrap_or_else(|| {
         let mut h = Sha256::new();
         h.update(data_fingerprint.as_bytes());
-        h.update(format!("{}:{}:{}:{}", FEATURE_SPEC_VERSION, p.seed, p.alpha, p.capacity).as_bytes());
+        h.update(
+            format!("{}:{}:{}:{}:{}", FEATURE_SPEC_VERSION, MODEL_SPEC_VERSION, p.seed, p.alpha, p.capacity).as_bytes(),
+        );
+        h.update(serde_json::to_vec(&trees).expect("tree parameters serialise"));
         format!("m-{}", &hex::encode(h.finalize())[..12])
     });
     (req.progress)(&format!("model {model_id} trained"));
@@ -139,7 +169,7 @@ pub fn train_and_evaluate(
         model_id,
         feature_spec_version: FEATURE_SPEC_VERSION.into(),
         features: FEATURES.iter().map(|(n, d)| (n.to_string(), *d)).collect(),
-        scaling,
+        model_spec_version: MODEL_SPEC_VERSION.into(),
         outcomes,
         training: TrainingInfo {
             data_fingerprint,
@@ -149,6 +179,7 @@ pub fn train_and_evaluate(
             seed: p.seed,
             alpha: p.alpha,
             capacity: p.capacity,
+            trees,
             data_description: req.data_description,
         },
         created_at: req.created_at,

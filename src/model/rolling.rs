@@ -37,8 +37,14 @@ pub fn rolling_origin(
         let train: Vec<&Example> = examples.iter().filter(|e| e.term < term).collect();
         let test: Vec<Example> = examples.iter().filter(|e| e.term == term).cloned().collect();
         progress(&format!("{term}: fitting on {} examples before it, predicting {}", train.len(), test.len()));
-        let fitted = super::fit_all(&train, params)?;
-        let probabilities = test.iter().map(|e| fitted.probabilities(&e.features)).collect();
+        let trees = super::TreeParams { seed: params.get().seed, ..Default::default() };
+        let mut models = Vec::with_capacity(3);
+        for k in 0..3 {
+            let (selection, model) = super::fit_outcome_model(&train, k, params, &trees, progress)?;
+            progress(&format!("{term}: outcome {k}: {} chosen", selection.chosen.label()));
+            models.push(model);
+        }
+        let probabilities = test.iter().map(|e| std::array::from_fn(|k| models[k].probability(&e.features))).collect();
         out.push(TermPredictions { term, examples: test, probabilities });
     }
     Ok(out)

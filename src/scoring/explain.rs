@@ -383,10 +383,11 @@ mod tests {
         let st = SchoolTerm { urn: feed.urn, term: feed.term };
         for row in feed.rows.iter().take(50) {
             let h = vec![(st, row.clone())];
-            for e in model.explain(&features(&h, row, st.term).values) {
+            let x = features(&h, row, st.term).values;
+            for (e, m) in model.explain(&x).iter().zip(&model.outcomes) {
                 let logit = e.baseline + e.contributions.iter().sum::<f64>();
-                let p = 1.0 / (1.0 + (-logit).exp());
-                assert!((p - e.probability).abs() < 1e-12, "{p} vs {}", e.probability);
+                assert!((logit - m.model.scorer.logit(&x)).abs() < 1e-9, "{logit} vs {}", m.model.scorer.logit(&x));
+                assert!((m.model.calibration.apply(logit) - e.probability).abs() < 1e-12);
             }
         }
     }

@@ -1,0 +1,121 @@
+//! Choosing a model family per outcome by temporal validation over several terms (rolling
+//! origin): at each origin term O, each family is fitted on the terms before O (calibrated
+//! on the last of them) and scored on O, as it would have been live.
+
+use serde::{Deserialize, Serialize};
+
+use super::dataset::Example;
+use super::metrics::{precision_recall, roc_auc, top_k_per_group};
+use super::scorer::{Calibrated, Family, fit_family};
+use super::train::ValidParams;
+use super::trees::TreeParams;
+use crate::domain::Term;
+
+/// Origins used for selection, at most.
+pub const ORIGINS: usize = 2;
+/// AUCs closer than this are a tie, settled by precision at capacity.
+pub const AUC_TIE: f64 = 0.002;
+
+/// One family's figures at the selection origins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FamilyScore {
+    pub family: Family,
+    /// Mean over the origins where it could be fitted.
+    pub auc: Option<f64>,
+    pub precision_at_capacity: Option<f64>,
+    /// Per origin: (term, AUC, precision at capacity).
+    pub by_origin: Vec<(Term, Option<f64>, f64)>,
+    /// Why it could not be fitted, if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unfitted: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Selection {
+    pub chosen: Family,
+    pub runner_up: Option<Family>,
+    pub origins: Vec<Term>,
+    pub scores: Vec<FamilyScore>,
+    /// The rule, in words.
+    pub rule: String,
+}
+
+/// AUC and precision at capacity (top `capacity` per school) of `model` on `rows` for `k`.
+pub fn auc_and_precision(model: &Calibrated, rows: &[&Example], k: usize, capacity: usize) -> (Option<f64>, f64) {
+    let rows: Vec<&Example> = rows.iter().copied().filter(|e| e.labels[k].is_some()).collect();
+    let p: Vec<f64> = rows.iter().map(|e| model.probability(&e.features)).collect();
+    let l: Vec<bool> = rows.iter().map(|e| e.labels[k] == Some(true)).collect();
+    let g: Vec<u32> = rows.iter().map(|e| e.urn.get()).collect();
+    let t: Vec<u64> = rows.iter().map(|e| e.tie).collect();
+    let sel = top_k_per_group(&p, &g, &t, capacity);
+    (roc_auc(&p, &l), precision_recall(&sel, &l).0)
+}
+
+/// The selection origins among `rows`: the latest labelled terms that leave at least two
+/// earlier terms to fit and calibrate on.
+pub fn origins(rows: &[&Example]) -> Vec<Term> {
+    let mut terms: Vec<Term> = rows.iter().map(|e| e.term).collect();
+    terms.sort();
+    terms.dedup();
+    let usable = terms.len().saturating_sub(2);
+    terms.split_off(terms.len() - usable.min(ORIGINS))
+}
+
+/// Chooses the family for outcome `k` from `rows` (never looking past them).
+pub fn select(
+    rows: &[&Example],
+    k: usize,
+    params: &ValidParams,
+    trees: &TreeParams,
+    progress: &mut dyn FnMut(&str),
+) -> Selection {
+    let origins = origins(rows);
+    let capacity = params.get().capacity;
+    let mut scores = Vec::new();
+    for family in Family::ALL {
+        let mut by_origin = Vec::new();
+        let mut unfitted = None;
+        for &o in &origins {
+            let before: Vec<&Example> = rows.iter().copied().filter(|e| e.term < o).collect();
+            let at: Vec<&Example> = rows.iter().copied().filter(|e| e.term == o).collect();
+            match fit_family(family, &before, k, params, trees) {
+                Ok(m) => {
+                    let (auc, prec) = auc_and_precision(&m, &at, k, capacity);
+                    by_origin.push((o, auc, prec));
+                }
+                Err(e) => unfitted = Some(e.to_string()),
+            }
+        }
+        let aucs: Vec<f64> = by_origin.iter().filter_map(|x| x.1).collect();
+        let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+        let precs: Vec<f64> = by_origin.iter().map(|x| x.2).collect();
+        let score = FamilyScore {
+            family,
+            auc: if unfitted.is_some() { None } else { mean(&aucs) },
+            precision_at_capacity: if unfitted.is_some() { None } else { mean(&precs) },
+            by_origin,
+            unfitted,
+        };
+        progress(&format!(
+            "  {}: AUC {} and precision at capacity {} over {} origin term(s)",
+            family.label(),
+            score.auc.map_or("–".into(), |v| format!("{v:.4}")),
+            score.precision_at_capacity.map_or("–".into(), |v| format!("{v:.3}")),
+            origins.len()
+        ));
+        scores.push(score);
+    }
+    let rule = format!(
+        "the higher mean AUC over the origin terms; AUCs within {AUC_TIE} are settled by mean precision \
+         at capacity; logistic regression when a family cannot be compared"
+    );
+    let key = |s: &FamilyScore| (s.auc, s.precision_at_capacity);
+    let (chosen, runner_up) = match (key(&scores[0]), key(&scores[1])) {
+        ((Some(la), Some(lp)), (Some(ta), Some(tp))) => {
+            let trees_better = if (ta - la).abs() < AUC_TIE { tp > lp } else { ta > la };
+            if trees_better { (Family::Trees, Some(Family::Logistic)) } else { (Family::Logistic, Some(Family::Trees)) }
+        }
+        _ => (Family::Logistic, None),
+    };
+    Selection { chosen, runner_up, origins, scores, rule }
+}
