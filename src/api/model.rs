@@ -205,11 +205,28 @@ impl ModelService for ModelApi {
         request: Request<pb::EvaluateModelRequest>,
     ) -> Result<Response<pb::EvaluateModelResponse>, Status> {
         let who = principal(&request)?;
-        let pb::EvaluateModelRequest { model_id, capacity } = request.into_inner();
+        let pb::EvaluateModelRequest { model_id, capacity, reproduce } = request.into_inner();
         check_token("model_id", &model_id, MAX_MODEL_ID)?;
+        if reproduce {
+            if capacity != 0 {
+                return Err(super::status::bad_field(
+                    "capacity",
+                    "NOT_WITH_REPRODUCE",
+                    "reproduce uses the model's own capacity: leave capacity unset",
+                ));
+            }
+            let r = self.app.reproduce(&who, model_id.clone()).await?;
+            let evaluations = r.evaluations.iter().map(|e| evaluation_to_pb(e, true)).collect();
+            return Ok(Response::new(pb::EvaluateModelResponse {
+                model_id,
+                evaluations,
+                same_data: r.same_data,
+                differences: r.differences,
+            }));
+        }
         let evaluations = self.app.evaluate(&who, model_id.clone(), capacity as usize).await?;
         let evaluations = evaluations.iter().map(|e| evaluation_to_pb(e, true)).collect();
-        Ok(Response::new(pb::EvaluateModelResponse { model_id, evaluations }))
+        Ok(Response::new(pb::EvaluateModelResponse { model_id, evaluations, ..Default::default() }))
     }
 
     async fn list_models(

@@ -261,6 +261,18 @@ impl App {
         .await
     }
 
+    /// Recomputes a stored model's reported figures from the store's feeds with the
+    /// evaluation model its artifact keeps, and lists every difference.
+    pub async fn reproduce(&self, who: &Principal, model_id: String) -> AppResult<crate::model::Reproduction> {
+        let rec = self.get_model(who, model_id).await?;
+        let model = rec.artifact.map_err(|m| AppError::conflict("MODEL_UNREADABLE", m))?;
+        self.blocking(move |store| {
+            let history = History::from_rows(store.all_current_rows()?);
+            Ok(crate::model::reproduce(&model, &history))
+        })
+        .await
+    }
+
     pub async fn list_models(&self, who: &Principal) -> AppResult<Vec<ModelRecord>> {
         who.may_manage_models()?;
         self.blocking(|s| Ok(s.list_models()?)).await

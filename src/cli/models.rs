@@ -48,6 +48,14 @@ pub enum ModelCommand {
         #[command(flatten)]
         out: OutputArgs,
     },
+    /// Recompute a model's reported figures from the server's stored feeds with the
+    /// evaluation model its artifact keeps, and print every figure that differs. Exits 0
+    /// when every figure is reproduced exactly, 1 otherwise.
+    Verify {
+        #[command(flatten)]
+        client: ClientArgs,
+        model_id: String,
+    },
     /// Activate a model (rescoring each school's latest term). Refused unless it beats the baselines,
     /// or --force with --reason (audited).
     Activate {
@@ -215,10 +223,33 @@ pub async fn run(cmd: ModelCommand) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        ModelCommand::Verify { client: cl, model_id } => {
+            let mut c = client(&cl).await?;
+            let req = pb::EvaluateModelRequest { model_id, capacity: 0, reproduce: true };
+            let r = c.evaluate_model(req).await.map_err(status)?.into_inner();
+            let figures: usize = r.evaluations.len();
+            if r.differences.is_empty() {
+                crate::out!(
+                    "model {}: every reported figure reproduced exactly from the stored feeds ({figures} outcomes, \
+                     with the evaluation model the artifact keeps)",
+                    r.model_id
+                );
+                Ok(0)
+            } else {
+                crate::out!("model {}: {} figure(s) differ:", r.model_id, r.differences.len());
+                for d in &r.differences {
+                    crate::out!("  {d}");
+                }
+                Ok(1)
+            }
+        }
         ModelCommand::Evaluate { client: cl, model_id, capacity, out } => {
             let mut c = client(&cl).await?;
-            let r =
-                c.evaluate_model(pb::EvaluateModelRequest { model_id, capacity }).await.map_err(status)?.into_inner();
+            let r = c
+                .evaluate_model(pb::EvaluateModelRequest { model_id, capacity, reproduce: false })
+                .await
+                .map_err(status)?
+                .into_inner();
             evaluations(&r.model_id, &r.evaluations, out.output)?;
             Ok(0)
         }

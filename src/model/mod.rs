@@ -185,3 +185,59 @@ pub fn train_and_evaluate(
         created_at: req.created_at,
     })
 }
+
+/// The artifact's reported evaluation, recomputed from data with the evaluation model it
+/// keeps (no refit), and every figure that differs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reproduction {
+    /// The examples up to the test term are the ones the model was trained on.
+    pub same_data: bool,
+    pub evaluations: Vec<evaluate::OutcomeEvaluation>,
+    /// `outcome: path: reported → recomputed`, for every figure that differs.
+    pub differences: Vec<String>,
+}
+
+/// Recomputes every evaluation figure in `artifact` from `history`.
+pub fn reproduce(artifact: &ModelArtifact, history: &History) -> Reproduction {
+    let t = &artifact.training;
+    let examples: Vec<Example> =
+        dataset::build(history, t.seed).into_iter().filter(|e| e.term <= t.test_term).collect();
+    let same_data = fingerprint(&examples) == t.data_fingerprint;
+    let test: Vec<&Example> = examples.iter().filter(|e| e.term == t.test_term).collect();
+    let mut differences = Vec::new();
+    if !same_data {
+        differences.push(format!(
+            "data: the pupil-terms up to {} are not the ones the model was trained on (fingerprint differs)",
+            t.test_term
+        ));
+    }
+    let mut evaluations = Vec::with_capacity(artifact.outcomes.len());
+    for (k, o) in artifact.outcomes.iter().enumerate() {
+        let probs: Vec<f64> = test.iter().map(|e| o.evaluation_model.probability(&e.features)).collect();
+        let e = evaluate::evaluate_outcome(k, &test, &probs, t.capacity, t.test_term);
+        let reported = serde_json::to_value(&o.evaluation).expect("evaluations serialise");
+        let recomputed = serde_json::to_value(&e).expect("evaluations serialise");
+        diff_values(o.outcome.label(), "", &reported, &recomputed, &mut differences);
+        evaluations.push(e);
+    }
+    Reproduction { same_data, evaluations, differences }
+}
+
+fn diff_values(outcome: &str, path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value as V;
+    match (a, b) {
+        (V::Object(x), V::Object(y)) => {
+            for (k, v) in x {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                diff_values(outcome, &p, v, y.get(k).unwrap_or(&V::Null), out);
+            }
+        }
+        (V::Array(x), V::Array(y)) if x.len() == y.len() => {
+            for (i, (v, w)) in x.iter().zip(y).enumerate() {
+                diff_values(outcome, &format!("{path}[{i}]"), v, w, out);
+            }
+        }
+        _ if a != b => out.push(format!("{outcome}: {path}: reported {a} → recomputed {b}")),
+        _ => {}
+    }
+}

@@ -49,7 +49,7 @@ async fn train_then_activate_with_guard_rails() {
     );
 
     let report = c
-        .evaluate_model(pb::EvaluateModelRequest { model_id: bundled.clone(), capacity: 5 })
+        .evaluate_model(pb::EvaluateModelRequest { model_id: bundled.clone(), capacity: 5, reproduce: false })
         .await
         .unwrap()
         .into_inner()
@@ -57,6 +57,19 @@ async fn train_then_activate_with_guard_rails() {
     assert_eq!(report.len(), 3, "one evaluation per outcome, on this store's data");
     assert_eq!(report[0].capacity, 5);
     assert!(report.iter().all(|e| e.model.as_ref().unwrap().auc.is_some() && !e.fairness.is_empty()));
+
+    // Every figure the trained model reports is recomputed exactly from the stored feeds with
+    // the evaluation model it keeps; the bundled model was trained on other data, and says so.
+    let reproduce = |id: &str| pb::EvaluateModelRequest { model_id: id.into(), capacity: 0, reproduce: true };
+    let same = c.evaluate_model(reproduce(&model.model_id)).await.unwrap().into_inner();
+    assert!(same.same_data && same.differences.is_empty(), "{:?}", same.differences);
+    assert_eq!(same.evaluations.len(), 3);
+    let other = c.evaluate_model(reproduce(&bundled)).await.unwrap().into_inner();
+    assert!(!other.same_data);
+    assert!(other.differences.iter().any(|d| d.contains("fingerprint")), "{:?}", &other.differences[..1]);
+    assert!(other.differences.iter().any(|d| d.contains("model.auc")), "figures that differ are named");
+    let both = pb::EvaluateModelRequest { capacity: 5, ..reproduce(&bundled) };
+    assert_eq!(c.evaluate_model(both).await.unwrap_err().code(), Code::InvalidArgument);
 
     let unknown = pb::ActivateModelRequest { model_id: "nope".into(), ..activate(false, "") };
     assert_eq!(c.activate_model(unknown).await.unwrap_err().code(), Code::NotFound);
