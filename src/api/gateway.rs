@@ -48,7 +48,8 @@ pub fn gate(path: &str) -> Gate {
         | "/riskid.v1.ModelService/ListModels"
         | "/riskid.v1.ModelService/GetModel"
         | "/riskid.v1.ModelService/ActivateModel"
-        | "/riskid.v1.ModelService/RescoreSchoolTerm" => ManageModels,
+        | "/riskid.v1.ModelService/RescoreSchoolTerm"
+        | "/riskid.v1.ModelService/GetLivePerformance" => ManageModels,
         "/riskid.v1.CohortService/ProposeCohort" => ProposeCohort,
         "/riskid.v1.CohortService/GetCohort" | "/riskid.v1.CohortService/ListCohorts" => ReadCohorts,
         "/riskid.v1.CohortService/RecordDecision"
@@ -192,6 +193,11 @@ where
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<i32>().ok())
                 .map(tonic::Code::from);
+            // An error reply at the deadline is the deadline's doing: the client has given up
+            // (and cut the upload short, which is what the handler saw).
+            if recorder.code.is_some_and(|c| c != tonic::Code::Ok) && recorder.at_deadline() {
+                recorder.code = Some(tonic::Code::DeadlineExceeded);
+            }
             let mut resp =
                 resp.map(|body| tonic::body::Body::new(MeteredBody { inner: body, recorder: Some(recorder) }));
             if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -230,13 +236,18 @@ fn grpc_timeout(v: &str) -> Option<std::time::Duration> {
     })
 }
 
+impl Recorder {
+    /// The client enforces the same deadline by its own clock, a little before ours (the
+    /// request took time to arrive): just short of it is that deadline too.
+    fn at_deadline(&self) -> bool {
+        let slack = std::time::Duration::from_millis(100);
+        self.deadline.is_some_and(|d| std::time::Instant::now() + slack >= d)
+    }
+}
+
 impl Drop for Recorder {
     fn drop(&mut self) {
-        // The client enforces the same deadline by its own clock, a little before ours (the
-        // request took time to arrive): a drop just short of it is that deadline too.
-        let slack = std::time::Duration::from_millis(100);
-        let late = self.deadline.is_some_and(|d| std::time::Instant::now() + slack >= d);
-        let dropped = if late { tonic::Code::DeadlineExceeded } else { tonic::Code::Cancelled };
+        let dropped = if self.at_deadline() { tonic::Code::DeadlineExceeded } else { tonic::Code::Cancelled };
         let code = self.code.unwrap_or(dropped);
         self.app.metrics().rpc(&self.method, code, self.started.elapsed());
     }

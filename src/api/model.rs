@@ -44,6 +44,55 @@ fn term_pb(t: crate::domain::Term) -> pb::SchoolTerm {
     }
 }
 
+fn live_to_pb(r: &crate::model::live::LivePerformance) -> pb::LivePerformance {
+    use crate::model::live::{CohortFates, Fate, Metrics, OutcomeFigures};
+    let m = |m: &Metrics| pb::LiveMetrics { auc: m.auc, precision_at_capacity: m.precision_at_capacity };
+    let outcome = |o: &OutcomeFigures| pb::LiveOutcome {
+        outcome: super::convert::outcome_to_pb(o.outcome) as i32,
+        children: o.children as u64,
+        positives: o.positives as u64,
+        model: Some(m(&o.model)),
+        last_term_status: Some(m(&o.last_term_status)),
+        dfe_absence_rule: Some(m(&o.dfe_absence_rule)),
+        mean_predicted: o.mean_predicted,
+        observed_rate: o.observed_rate,
+        ece: o.ece,
+    };
+    let fate = |f: &Fate| pb::Fate {
+        children: f.children as u64,
+        followed: f.followed as u64,
+        with_adverse_outcome: f.with_adverse_outcome as u64,
+    };
+    let fates = |c: &CohortFates| pb::CohortFates {
+        confirmed: Some(fate(&c.confirmed)),
+        removed: Some(fate(&c.removed)),
+        added: Some(fate(&c.added)),
+    };
+    pb::LivePerformance {
+        model_id: r.model_id.clone(),
+        capacity: r.capacity as u32,
+        terms: r
+            .terms
+            .iter()
+            .map(|t| pb::LiveTerm {
+                term: Some(term_pb(t.term)),
+                outcomes: t.outcomes.iter().map(outcome).collect(),
+                schools: t
+                    .schools
+                    .iter()
+                    .map(|s| pb::LiveSchool {
+                        school_urn: s.urn.to_string(),
+                        outcomes: s.outcomes.iter().map(outcome).collect(),
+                        cohort: s.cohort.as_ref().map(fates),
+                    })
+                    .collect(),
+                cohort: t.cohort.as_ref().map(fates),
+            })
+            .collect(),
+        warnings: r.warnings.clone(),
+    }
+}
+
 fn interval((low, high): (f64, f64)) -> pb::Interval {
     pb::Interval { low, high }
 }
@@ -227,6 +276,17 @@ impl ModelService for ModelApi {
         let evaluations = self.app.evaluate(&who, model_id.clone(), capacity as usize).await?;
         let evaluations = evaluations.iter().map(|e| evaluation_to_pb(e, true)).collect();
         Ok(Response::new(pb::EvaluateModelResponse { model_id, evaluations, ..Default::default() }))
+    }
+
+    async fn get_live_performance(
+        &self,
+        request: Request<pb::GetLivePerformanceRequest>,
+    ) -> Result<Response<pb::LivePerformance>, Status> {
+        let who = principal(&request)?;
+        let pb::GetLivePerformanceRequest { model_id } = request.into_inner();
+        check_token("model_id", &model_id, MAX_MODEL_ID)?;
+        let r = self.app.live_performance(&who, model_id).await?;
+        Ok(Response::new(live_to_pb(&r)))
     }
 
     async fn list_models(

@@ -273,6 +273,41 @@ impl App {
         .await
     }
 
+    /// How a model's live scores did once the next terms' feeds arrived.
+    pub async fn live_performance(
+        &self,
+        who: &Principal,
+        model_id: String,
+    ) -> AppResult<crate::model::live::LivePerformance> {
+        use crate::model::live::{LiveTerm, Reviewed, live_performance};
+        use crate::review::Decision;
+        let rec = self.get_model(who, model_id).await?;
+        let model = rec.artifact.map_err(|m| AppError::conflict("MODEL_UNREADABLE", m))?;
+        self.blocking(move |store| {
+            let live: Vec<LiveTerm> = store
+                .live_scores_of_model(&model.model_id)?
+                .into_iter()
+                .map(|(school_term, scores)| LiveTerm { school_term, scores })
+                .collect();
+            let history = History::from_rows(store.all_current_rows()?);
+            let mut reviews: std::collections::HashMap<_, Vec<_>> = std::collections::HashMap::new();
+            for c in store.reviewed_cohorts()?.into_iter().filter(|c| c.model_id == model.model_id) {
+                let decided = c.members.iter().filter_map(|m| {
+                    let d = match &m.decided.as_ref()?.decision {
+                        Decision::Confirm { .. } => Reviewed::Confirmed,
+                        Decision::Remove { .. } => Reviewed::Removed,
+                        Decision::Add { .. } => Reviewed::Added,
+                    };
+                    Some((m.upn.clone(), d))
+                });
+                reviews.entry(c.school_term).or_default().extend(decided);
+            }
+            let t = &model.training;
+            Ok(live_performance(&model.model_id, t.capacity, t.seed, &live, &history, &reviews))
+        })
+        .await
+    }
+
     pub async fn list_models(&self, who: &Principal) -> AppResult<Vec<ModelRecord>> {
         who.may_manage_models()?;
         self.blocking(|s| Ok(s.list_models()?)).await

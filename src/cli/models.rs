@@ -56,6 +56,16 @@ pub enum ModelCommand {
         client: ClientArgs,
         model_id: String,
     },
+    /// How a model's live scores did once each next term's feeds arrived: per term and
+    /// outcome, all schools then each school, against the baselines, with calibration and how
+    /// reviewed children fared. Warnings (below a baseline, ECE above 0.03) go to stderr.
+    Live {
+        #[command(flatten)]
+        client: ClientArgs,
+        model_id: String,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
     /// Activate a model (rescoring each school's latest term). Refused unless it beats the baselines,
     /// or --force with --reason (audited).
     Activate {
@@ -150,6 +160,70 @@ fn evaluations(model_id: &str, evals: &[pb::OutcomeEvaluation], format: Format) 
     t.print(format)
 }
 
+/// One row per term, scope (all schools, then each school) and outcome.
+fn live_table(r: &pb::LivePerformance, format: Format) -> anyhow::Result<()> {
+    let mut t = Table::new(&[
+        "term",
+        "school",
+        "outcome",
+        "children",
+        "positives",
+        "auc",
+        "last_term_status_auc",
+        "dfe_rule_auc",
+        "precision_at_capacity",
+        "last_term_status_precision",
+        "dfe_rule_precision",
+        "mean_predicted",
+        "observed_rate",
+        "ece",
+        "confirmed_adverse",
+        "removed_adverse",
+        "added_adverse",
+    ]);
+    let fate = |c: &Option<pb::CohortFates>, pick: fn(&pb::CohortFates) -> &Option<pb::Fate>| -> Cell {
+        match c.as_ref().and_then(|c| pick(c).as_ref()) {
+            Some(f) if f.followed > 0 => format!("{}/{}", f.with_adverse_outcome, f.followed).into(),
+            _ => "".into(),
+        }
+    };
+    for term in &r.terms {
+        let when = term.term.as_ref().map(|t| {
+            let name =
+                pb::TermName::try_from(t.term).map(|n| enum_word(n.as_str_name(), "TERM_NAME_")).unwrap_or_default();
+            format!("{} {name}", t.academic_year)
+        });
+        let scopes = std::iter::once(("all".to_string(), &term.outcomes, &term.cohort))
+            .chain(term.schools.iter().map(|s| (s.school_urn.clone(), &s.outcomes, &s.cohort)));
+        for (school, outcomes, cohort) in scopes {
+            for o in outcomes {
+                let m = |x: &Option<pb::LiveMetrics>| x.clone().unwrap_or_default();
+                let (mo, lt, dfe) = (m(&o.model), m(&o.last_term_status), m(&o.dfe_absence_rule));
+                t.push(vec![
+                    when.clone().unwrap_or_default().into(),
+                    school.clone().into(),
+                    outcome_word(o.outcome).into(),
+                    o.children.into(),
+                    o.positives.into(),
+                    mo.auc.into(),
+                    lt.auc.into(),
+                    dfe.auc.into(),
+                    Cell::Num(mo.precision_at_capacity),
+                    Cell::Num(lt.precision_at_capacity),
+                    Cell::Num(dfe.precision_at_capacity),
+                    Cell::Num(o.mean_predicted),
+                    Cell::Num(o.observed_rate),
+                    Cell::Num(o.ece),
+                    fate(cohort, |c| &c.confirmed),
+                    fate(cohort, |c| &c.removed),
+                    fate(cohort, |c| &c.added),
+                ]);
+            }
+        }
+    }
+    t.print(format)
+}
+
 pub async fn run(cmd: ModelCommand) -> anyhow::Result<i32> {
     match cmd {
         ModelCommand::BuildDefault(args) => build_default(args),
@@ -220,6 +294,22 @@ pub async fn run(cmd: ModelCommand) -> anyhow::Result<i32> {
             match out.output {
                 Format::Text => crate::out!("{}", m.card),
                 f => evaluations(&m.model_id, &m.evaluations, f)?,
+            }
+            Ok(0)
+        }
+        ModelCommand::Live { client: cl, model_id, out } => {
+            let mut c = client(&cl).await?;
+            let r =
+                c.get_live_performance(pb::GetLivePerformanceRequest { model_id }).await.map_err(status)?.into_inner();
+            if r.terms.is_empty() {
+                eprintln!(
+                    "model {}: no live scores have a next term yet (live performance needs the term after)",
+                    r.model_id
+                );
+            }
+            live_table(&r, out.output)?;
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
             }
             Ok(0)
         }

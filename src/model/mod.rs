@@ -6,6 +6,7 @@ pub mod dataset;
 pub mod evaluate;
 pub mod fairness;
 pub mod features;
+pub mod live;
 pub mod metrics;
 pub mod rolling;
 pub mod scorer;

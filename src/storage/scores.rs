@@ -336,6 +336,39 @@ impl Store {
         rows.into_iter().map(|(id, m, j)| parse(id, m, &j)).collect()
     }
 
+    /// Every score a model had live (shown to people) in a current submission, by school
+    /// term: each child's probabilities.
+    pub fn live_scores_of_model(
+        &self,
+        model_id: &str,
+    ) -> StoreResult<Vec<(SchoolTerm, Vec<(crate::domain::Upn, [f64; 3])>)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT s.urn, s.term_index, s.upn, s.p_absence, s.p_suspension, s.p_referral FROM scores s \
+             JOIN live_scores l ON l.submission_id = s.submission_id AND l.model_id = s.model_id \
+             JOIN submissions u ON u.id = s.submission_id AND u.state = 'current' \
+             WHERE s.model_id = ?1 ORDER BY s.urn, s.term_index, s.upn",
+        )?;
+        let rows = stmt.query_map([model_id], |r| {
+            Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?, [r.get(3)?, r.get(4)?, r.get(5)?]))
+        })?;
+        let mut out: Vec<(SchoolTerm, Vec<(crate::domain::Upn, [f64; 3])>)> = Vec::new();
+        for row in rows {
+            let (urn, term, upn, p) = row?;
+            let corrupt = |what: &str| StoreError::Corrupt(format!("a stored score's {what}"));
+            let st = SchoolTerm {
+                urn: crate::domain::Urn::new(urn).map_err(|_| corrupt("URN"))?,
+                term: crate::domain::Term::from_index(term),
+            };
+            let upn = crate::domain::Upn::parse(&upn).map_err(|_| corrupt("UPN"))?;
+            match out.last_mut() {
+                Some((last, v)) if *last == st => v.push((upn, p)),
+                _ => out.push((st, vec![(upn, p)])),
+            }
+        }
+        Ok(out)
+    }
+
     /// Which model's scores are live for each submission, for verify.
     pub fn live_models(&self) -> StoreResult<Vec<(i64, String)>> {
         let conn = self.conn();

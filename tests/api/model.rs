@@ -71,11 +71,28 @@ async fn train_then_activate_with_guard_rails() {
     let both = pb::EvaluateModelRequest { capacity: 5, ..reproduce(&bundled) };
     assert_eq!(c.evaluate_model(both).await.unwrap_err().code(), Code::InvalidArgument);
 
+    // The bundled model's scores were live for every feed: each term with a next term is
+    // judged against what happened, in all and per school, against the baselines.
+    let live =
+        c.get_live_performance(pb::GetLivePerformanceRequest { model_id: bundled.clone() }).await.unwrap().into_inner();
+    assert!(!live.terms.is_empty());
+    for t in &live.terms {
+        assert_eq!(t.outcomes.len(), 3);
+        assert_eq!(t.schools.len(), 2);
+        let per_school: u64 = t.schools.iter().map(|s| s.outcomes[1].children).sum();
+        assert_eq!(per_school, t.outcomes[1].children, "schools add up to the borough");
+        assert!(t.outcomes[0].model.as_ref().unwrap().auc.is_some());
+    }
+    let none = c.get_live_performance(pb::GetLivePerformanceRequest { model_id: "nope".into() }).await;
+    assert_eq!(none.unwrap_err().code(), Code::NotFound);
+
     let unknown = pb::ActivateModelRequest { model_id: "nope".into(), ..activate(false, "") };
     assert_eq!(c.activate_model(unknown).await.unwrap_err().code(), Code::NotFound);
     let mut school =
         ModelServiceClient::with_interceptor(app.channel().await, Bearer::new(&app.key(Role::School, &[SCHOOL_A])));
     assert_eq!(school.list_models(pb::ListModelsRequest::default()).await.unwrap_err().code(), Code::PermissionDenied);
+    let refused = school.get_live_performance(pb::GetLivePerformanceRequest { model_id: bundled.clone() }).await;
+    assert_eq!(refused.unwrap_err().code(), Code::PermissionDenied);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
