@@ -197,7 +197,7 @@ fn live_table(r: &pb::LivePerformance, format: Format) -> anyhow::Result<()> {
             .chain(term.schools.iter().map(|s| (s.school_urn.clone(), &s.outcomes, &s.cohort)));
         for (school, outcomes, cohort) in scopes {
             for o in outcomes {
-                let m = |x: &Option<pb::LiveMetrics>| x.clone().unwrap_or_default();
+                let m = |x: &Option<pb::LiveMetrics>| x.unwrap_or_default();
                 let (mo, lt, dfe) = (m(&o.model), m(&o.last_term_status), m(&o.dfe_absence_rule));
                 t.push(vec![
                     when.clone().unwrap_or_default().into(),

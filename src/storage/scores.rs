@@ -10,6 +10,9 @@ use crate::scoring::PupilRisk;
 
 /// One stored score, exactly as it was shown.
 #[derive(Debug, Clone, PartialEq)]
+
+/// Each child of a school term and its probabilities per outcome.
+pub type TermScores = Vec<(crate::domain::Upn, [f64; 3])>;
 pub struct ScoreRecord {
     pub submission_id: i64,
     pub model_id: String,
@@ -338,10 +341,7 @@ impl Store {
 
     /// Every score a model had live (shown to people) in a current submission, by school
     /// term: each child's probabilities.
-    pub fn live_scores_of_model(
-        &self,
-        model_id: &str,
-    ) -> StoreResult<Vec<(SchoolTerm, Vec<(crate::domain::Upn, [f64; 3])>)>> {
+    pub fn live_scores_of_model(&self, model_id: &str) -> StoreResult<Vec<(SchoolTerm, TermScores)>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT s.urn, s.term_index, s.upn, s.p_absence, s.p_suspension, s.p_referral FROM scores s \
@@ -352,7 +352,7 @@ impl Store {
         let rows = stmt.query_map([model_id], |r| {
             Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?, [r.get(3)?, r.get(4)?, r.get(5)?]))
         })?;
-        let mut out: Vec<(SchoolTerm, Vec<(crate::domain::Upn, [f64; 3])>)> = Vec::new();
+        let mut out: Vec<(SchoolTerm, TermScores)> = Vec::new();
         for row in rows {
             let (urn, term, upn, p) = row?;
             let corrupt = |what: &str| StoreError::Corrupt(format!("a stored score's {what}"));
