@@ -8,11 +8,11 @@ use super::{Store, StoreError, StoreResult, Tx};
 use crate::domain::{PupilTerm, SchoolTerm, Term, Urn};
 use crate::scoring::PupilRisk;
 
-/// One stored score, exactly as it was shown.
-#[derive(Debug, Clone, PartialEq)]
-
 /// Each child of a school term and its probabilities per outcome.
 pub type TermScores = Vec<(crate::domain::Upn, [f64; 3])>;
+
+/// One stored score, exactly as it was shown.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ScoreRecord {
     pub submission_id: i64,
     pub model_id: String,
