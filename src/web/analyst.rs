@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::views::when;
+use super::views::{pct, when};
 use super::{FormError, Frame, Signed, Web, WebResult, charts, html, see_other};
 use crate::app::AppError;
 use crate::model::evaluate::{MethodMetrics, OutcomeEvaluation};
@@ -175,9 +175,53 @@ fn card(e: &OutcomeEvaluation) -> OutcomeCard {
     }
 }
 
+/// One outcome's chosen family, in words.
+pub struct FamilyRow {
+    pub outcome: &'static str,
+    pub chosen: &'static str,
+    pub auc: String,
+    pub runner_up: String,
+}
+
+/// One row of live performance over all schools: a term and an outcome.
+pub struct LiveRow {
+    pub term: String,
+    pub outcome: &'static str,
+    pub children: u64,
+    pub positives: u64,
+    pub auc: String,
+    pub last_auc: String,
+    pub dfe_auc: String,
+    pub precision: String,
+    pub last_precision: String,
+    pub ece: String,
+    pub predicted: String,
+    pub observed: String,
+}
+
+/// How reviewed children fared in a term, in words.
+pub struct FateRow {
+    pub term: String,
+    pub confirmed: String,
+    pub removed: String,
+    pub added: String,
+}
+
+fn fate_words(f: &crate::model::live::Fate) -> String {
+    match f.rate() {
+        Some(r) => format!("{} of {} ({})", f.with_adverse_outcome, f.followed, pct(r)),
+        None if f.children > 0 => format!("{} child(ren), none followed", f.children),
+        None => "–".into(),
+    }
+}
+
 #[derive(Template)]
 #[template(path = "model.html")]
 struct ModelPage {
+    families: Vec<FamilyRow>,
+    live: Vec<LiveRow>,
+    fates: Vec<FateRow>,
+    warnings: Vec<String>,
     frame: Frame,
     errors: Vec<FormError>,
     notice: String,
@@ -194,7 +238,54 @@ struct ModelPage {
 async fn model_page(web: &Web, who: &Signed, id: &str) -> WebResult<ModelPage> {
     let rec = web.app.get_model(&who.principal, id.to_owned()).await?;
     let a = rec.artifact.clone().map_err(|m| AppError::conflict("MODEL_UNREADABLE", m))?;
+    let families = a
+        .outcomes
+        .iter()
+        .map(|o| {
+            let sel = &o.selection;
+            let score = |f| sel.scores.iter().find(|x| x.family == f).and_then(|x| x.auc);
+            FamilyRow {
+                outcome: o.outcome.label(),
+                chosen: sel.chosen.label(),
+                auc: f3(score(sel.chosen)),
+                runner_up: sel.runner_up.map_or("–".into(), |r| format!("{} (AUC {})", r.label(), f3(score(r)))),
+            }
+        })
+        .collect();
+    let perf = web.app.live_performance(&who.principal, id.to_owned()).await?;
+    let mut live = Vec::new();
+    let mut fates = Vec::new();
+    for t in &perf.terms {
+        for o in &t.outcomes {
+            live.push(LiveRow {
+                term: t.term.to_string(),
+                outcome: o.outcome.label(),
+                children: o.children as u64,
+                positives: o.positives as u64,
+                auc: f3(o.model.auc),
+                last_auc: f3(o.last_term_status.auc),
+                dfe_auc: f3(o.dfe_absence_rule.auc),
+                precision: f3(Some(o.model.precision_at_capacity)),
+                last_precision: f3(Some(o.last_term_status.precision_at_capacity)),
+                ece: f3(Some(o.ece)),
+                predicted: pct(o.mean_predicted),
+                observed: pct(o.observed_rate),
+            });
+        }
+        if let Some(c) = &t.cohort {
+            fates.push(FateRow {
+                term: t.term.to_string(),
+                confirmed: fate_words(&c.confirmed),
+                removed: fate_words(&c.removed),
+                added: fate_words(&c.added),
+            });
+        }
+    }
     Ok(ModelPage {
+        families,
+        live,
+        fates,
+        warnings: perf.warnings,
         frame: Frame::new(format!("Model {id}"), Some(who), "/models"),
         errors: Vec::new(),
         notice: String::new(),

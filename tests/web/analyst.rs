@@ -24,8 +24,20 @@ async fn an_analyst_reads_models_and_a_card_with_the_numbers() {
         "False-negative rate",
         "<svg",
         "role=\"img\"",
+        "Model family, chosen per outcome",
+        "logistic regression",
+        "Live performance, term by term",
     ] {
         assert!(card.body.contains(words), "{words}");
+    }
+    // Live performance: the scores shown in each term with a next term, judged against it.
+    let analyst = t.principal(&t.key(Role::Analyst, &[], "live")).await;
+    let live = t.app.live_performance(&analyst, model.clone()).await.unwrap();
+    if let Some(first) = live.terms.first() {
+        assert!(card.body.contains("judged against the next term"));
+        assert!(card.body.contains(&format!("<td>{}</td>", first.term)));
+    } else {
+        assert!(card.body.contains("needs the term after"));
     }
     // The fairness table has numbers: group sizes and rates, not only flags.
     let artifact = t.app.active_model();
