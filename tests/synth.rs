@@ -240,3 +240,31 @@ fn same_seed_same_bytes() {
     let other = generate(&WorldConfig { seed: 100, ..cfg }).unwrap();
     assert_ne!(feed_csv(&other.feeds[0].rows), std::fs::read(a.path().join(&ma.feeds[0].file)).unwrap());
 }
+
+/// The oracle is the generator's own next-term probability: calibrated against what
+/// happens next, better than any model can rank, yet not certain.
+#[test]
+fn the_oracle_is_calibrated_and_ranks_next_term_outcomes_well() {
+    use riskid::domain::Outcome;
+    use riskid::model::metrics::roc_auc;
+    let cfg = WorldConfig { schools: 6, years: 2, seed: 19, ..Default::default() };
+    let (w, oracle) = riskid::synth::generate_with_oracle(&cfg).unwrap();
+    assert_eq!(generate(&cfg).unwrap(), w, "the oracle changes nothing in the world");
+    let next: HashMap<(u32, &str), &riskid::domain::PupilTerm> =
+        w.feeds.iter().flat_map(|f| f.rows.iter().map(move |r| ((f.term.index(), r.upn.as_str()), r))).collect();
+    for (k, o) in Outcome::ALL.iter().enumerate() {
+        let (mut p, mut y) = (Vec::new(), Vec::new());
+        for x in &oracle {
+            let Some(row) = next.get(&(x.term.next().index(), x.upn.as_str())) else { continue };
+            let Some(label) = o.observe(row) else { continue };
+            p.push(x.next[k]);
+            y.push(label);
+        }
+        let mean = p.iter().sum::<f64>() / p.len() as f64;
+        let rate = y.iter().filter(|&&v| v).count() as f64 / y.len() as f64;
+        let auc = roc_auc(&p, &y).unwrap();
+        println!("{}: oracle mean {mean:.4}, observed {rate:.4}, AUC {auc:.3} over {}", o.label(), p.len());
+        assert!((mean - rate).abs() < 0.1 * rate + 0.002, "{}: mean {mean} vs rate {rate}", o.label());
+        assert!(auc > 0.72 && auc < 0.99, "{}: AUC {auc}", o.label());
+    }
+}

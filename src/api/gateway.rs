@@ -367,7 +367,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(n, 25);
+        assert_eq!(n, 26);
         // Every use case in the shared role table is reached by some method (the web pages
         // use the same table).
         let mut reached = std::collections::HashSet::new();

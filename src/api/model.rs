@@ -87,6 +87,7 @@ fn live_to_pb(r: &crate::model::live::LivePerformance) -> pb::LivePerformance {
                     })
                     .collect(),
                 cohort: t.cohort.as_ref().map(fates),
+                within_training: t.within_training,
             })
             .collect(),
         warnings: r.warnings.clone(),

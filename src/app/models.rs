@@ -303,7 +303,7 @@ impl App {
                 reviews.entry(c.school_term).or_default().extend(decided);
             }
             let t = &model.training;
-            Ok(live_performance(&model.model_id, t.capacity, t.seed, &live, &history, &reviews))
+            Ok(live_performance(&model.model_id, t.capacity, t.seed, t.test_term, &live, &history, &reviews))
         })
         .await
     }

@@ -193,6 +193,7 @@ fn live_table(r: &pb::LivePerformance, format: Format) -> anyhow::Result<()> {
                 pb::TermName::try_from(t.term).map(|n| enum_word(n.as_str_name(), "TERM_NAME_")).unwrap_or_default();
             format!("{} {name}", t.academic_year)
         });
+        let when = when.map(|w| if term.within_training { format!("{w} (within training)") } else { w });
         let scopes = std::iter::once(("all".to_string(), &term.outcomes, &term.cohort))
             .chain(term.schools.iter().map(|s| (s.school_urn.clone(), &s.outcomes, &s.cohort)));
         for (school, outcomes, cohort) in scopes {

@@ -92,6 +92,14 @@ impl ModelArtifact {
                 a.model_id, a.feature_spec_version
             ));
         }
+        if a.model_spec_version != super::MODEL_SPEC_VERSION {
+            return Err(format!(
+                "model {} was built by {:?}, this build runs {:?}: retrain it",
+                a.model_id,
+                a.model_spec_version,
+                super::MODEL_SPEC_VERSION
+            ));
+        }
         if a.outcomes.len() != 3 || a.features.len() != N_FEATURES {
             return Err(format!("model {} does not have three outcomes of {N_FEATURES} features", a.model_id));
         }

@@ -86,6 +86,9 @@ pub struct SchoolFigures {
 pub struct TermFigures {
     /// The term the scores were live in; outcomes are from the term after.
     pub term: Term,
+    /// At or before the model's test term: if it was trained on this store's feeds, these
+    /// outcomes were among its training labels (in-sample), so they are shown, not warned on.
+    pub within_training: bool,
     pub outcomes: Vec<OutcomeFigures>,
     pub schools: Vec<SchoolFigures>,
     pub cohort: Option<CohortFates>,
@@ -104,6 +107,7 @@ pub struct LivePerformance {
 /// One scored child with what happened next.
 struct Row {
     urn: u32,
+    upn: Upn,
     tie: u64,
     p: [f64; 3],
     labels: [Option<bool>; 3],
@@ -111,6 +115,23 @@ struct Row {
     dfe: f64,
     reviewed: Option<Reviewed>,
     adverse: Option<bool>,
+}
+
+impl Row {
+    /// A reviewed child with no score or no next term: counted in the cohort's fates only.
+    fn reviewed_only(st: SchoolTerm, upn: &Upn, d: Reviewed, adverse: Option<bool>) -> Row {
+        Row {
+            urn: st.urn.get(),
+            upn: upn.clone(),
+            tie: 0,
+            p: [f64::NAN; 3],
+            labels: [None; 3],
+            last: [0.0; 3],
+            dfe: 0.0,
+            reviewed: Some(d),
+            adverse,
+        }
+    }
 }
 
 fn figures(rows: &[&Row], k: usize, capacity: usize) -> Option<OutcomeFigures> {
@@ -193,28 +214,45 @@ fn warn(scope: &str, term: Term, o: &OutcomeFigures, out: &mut Vec<String>) {
 
 /// Live performance of `model_id` from its live scores, the history they are judged on, and
 /// the reviews of cohorts proposed from them (school term → child → decision).
+#[allow(clippy::too_many_arguments)]
 pub fn live_performance(
     model_id: &str,
     capacity: usize,
     seed: u64,
+    test_term: Term,
     live: &[LiveTerm],
     history: &History,
     reviews: &HashMap<SchoolTerm, Vec<(Upn, Reviewed)>>,
 ) -> LivePerformance {
+    // A school's term is judged once that school's next term has arrived: judging it on the
+    // few who moved to schools that sent theirs first would bias it.
+    let arrived: std::collections::HashSet<SchoolTerm> =
+        history.pupils.values().flat_map(|h| h.iter().map(|(st, _)| *st)).collect();
     let mut by_term: BTreeMap<Term, Vec<Row>> = BTreeMap::new();
     for lt in live {
         let st = lt.school_term;
+        if !arrived.contains(&SchoolTerm { urn: st.urn, term: st.term.next() }) {
+            continue;
+        }
         let decided: HashMap<&Upn, Reviewed> =
             reviews.get(&st).map(|v| v.iter().map(|(u, d)| (u, *d)).collect()).unwrap_or_default();
+        let scored: std::collections::HashSet<&Upn> = lt.scores.iter().map(|(u, _)| u).collect();
         for (upn, p) in &lt.scores {
-            let Some(h) = history.pupils.get(upn) else { continue };
-            let Some(next) = row_at(h, st.term.next()) else { continue };
+            let h = history.pupils.get(upn);
+            let next = h.and_then(|h| row_at(h, st.term.next()));
             // This term's row at this school: the baselines' inputs.
-            let now = h.iter().rev().find(|(s, _)| *s == st).map(|(_, r)| r);
-            let Some(now) = now else { continue };
+            let now = h.and_then(|h| h.iter().rev().find(|(s, _)| *s == st)).map(|(_, r)| r);
+            let (Some(next), Some(now)) = (next, now) else {
+                // Left before the next term: no outcome, but a reviewed child still counts.
+                if let Some(&d) = decided.get(upn) {
+                    by_term.entry(st.term).or_default().push(Row::reviewed_only(st, upn, d, None));
+                }
+                continue;
+            };
             let labels = Outcome::ALL.map(|o| o.observe(next));
             by_term.entry(st.term).or_default().push(Row {
                 urn: st.urn.get(),
+                upn: upn.clone(),
                 tie: crate::cohort::tie_break(seed, upn),
                 p: *p,
                 labels,
@@ -225,33 +263,36 @@ pub fn live_performance(
             });
         }
         // Added children without a live score of their own still have a fate.
-        for (upn, d) in decided.iter().filter(|(_, d)| **d == Reviewed::Added) {
-            if lt.scores.iter().any(|(u, _)| u == *upn) {
-                continue;
-            }
-            let next = history.pupils.get(*upn).and_then(|h| row_at(h, st.term.next()));
-            if next.is_none() && !history.pupils.contains_key(*upn) {
-                continue;
-            }
-            by_term.entry(st.term).or_default().push(Row {
-                urn: st.urn.get(),
-                tie: 0,
-                p: [f64::NAN; 3],
-                labels: [None; 3],
-                last: [0.0; 3],
-                dfe: 0.0,
-                reviewed: Some(*d),
-                adverse: next.map(|n| Outcome::ALL.iter().any(|o| o.observe(n) == Some(true))),
-            });
+        let mut added: Vec<(&Upn, Reviewed)> = decided
+            .iter()
+            .filter(|(u, d)| **d == Reviewed::Added && !scored.contains(**u))
+            .map(|(u, d)| (*u, *d))
+            .collect();
+        added.sort_by(|a, b| a.0.cmp(b.0));
+        for (upn, d) in added {
+            let next = history.pupils.get(upn).and_then(|h| row_at(h, st.term.next()));
+            let adverse = next.map(|n| Outcome::ALL.iter().any(|o| o.observe(n) == Some(true)));
+            by_term.entry(st.term).or_default().push(Row::reviewed_only(st, upn, d, adverse));
         }
     }
     let mut warnings = Vec::new();
     let mut terms = Vec::new();
     for (term, rows) in by_term {
-        let all: Vec<&Row> = rows.iter().collect();
+        // Over all schools a child on two rolls counts once (the later roll, as features do).
+        let mut last_roll: HashMap<&Upn, usize> = HashMap::new();
+        for (i, r) in rows.iter().enumerate() {
+            let keep = last_roll.get(&r.upn).is_none_or(|&j| rows[j].urn <= r.urn);
+            if keep {
+                last_roll.insert(&r.upn, i);
+            }
+        }
+        let all: Vec<&Row> = rows.iter().enumerate().filter(|(i, r)| last_roll[&r.upn] == *i).map(|(_, r)| r).collect();
         let outcomes: Vec<OutcomeFigures> = (0..3).filter_map(|k| figures(&all, k, capacity)).collect();
-        for o in &outcomes {
-            warn("all schools", term, o, &mut warnings);
+        let within_training = term <= test_term;
+        if !within_training {
+            for o in &outcomes {
+                warn("all schools", term, o, &mut warnings);
+            }
         }
         let mut urns: Vec<u32> = rows.iter().map(|r| r.urn).collect();
         urns.sort_unstable();
@@ -266,7 +307,7 @@ pub fn live_performance(
                 SchoolFigures { urn, outcomes, cohort: fates(&mine) }
             })
             .collect();
-        terms.push(TermFigures { term, outcomes, schools, cohort: fates(&all) });
+        terms.push(TermFigures { term, within_training, outcomes, schools, cohort: fates(&all) });
     }
     LivePerformance { model_id: model_id.to_owned(), capacity, terms, warnings }
 }
@@ -326,10 +367,12 @@ mod tests {
                 (upn(3), Reviewed::Added),
             ],
         )]);
-        let r = live_performance("m", 1, 7, &live, &history, &reviews);
+        let before = Term::parse("2024/25", "summer").unwrap();
+        let r = live_performance("m", 1, 7, before, &live, &history, &reviews);
         assert_eq!(r.terms.len(), 1);
         let term = &r.terms[0];
         assert_eq!(term.term, t);
+        assert!(!term.within_training);
         let pa = &term.outcomes[0];
         assert_eq!((pa.children, pa.positives), (4, 2));
         assert_eq!(pa.model.auc, Some(1.0));

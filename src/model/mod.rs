@@ -126,14 +126,18 @@ pub fn train_and_evaluate(
     }
     let all: Vec<&Example> = examples.iter().collect();
     let trees = TreeParams { seed: p.seed, ..TreeParams::default() };
-    let mut outcomes = Vec::with_capacity(3);
-    for (k, outcome) in crate::domain::Outcome::ALL.iter().enumerate() {
-        (req.progress)(&format!(
+    // The three outcomes train at once (one thread each; each reports its progress through a
+    // channel that this thread passes on as it comes). Each outcome's result depends only on
+    // its own inputs, so the artifact is the same whatever the scheduling.
+    let train_one = |k: usize, say: &mut dyn FnMut(&str)| -> Result<OutcomeModel, ModelError> {
+        let outcome = crate::domain::Outcome::ALL[k];
+        say(&format!(
             "{}: choosing a model family by rolling origin over the terms before {test_term}",
             outcome.label()
         ));
-        let selection = select::select(&train, k, &params, &trees, req.progress);
-        (req.progress)(&format!(
+        let mut tagged = |m: &str| say(&format!("{}: {}", outcome.label(), m.trim_start()));
+        let selection = select::select(&train, k, &params, &trees, &mut tagged);
+        say(&format!(
             "{}: {} chosen; fitting it on {} examples before {test_term}",
             outcome.label(),
             selection.chosen.label(),
@@ -142,7 +146,7 @@ pub fn train_and_evaluate(
         let evaluation_model = fit_chosen(&selection, &train, k, &params, &trees)?;
         let probs: Vec<f64> = test.iter().map(|e| evaluation_model.probability(&e.features)).collect();
         let evaluation = evaluate::evaluate_outcome(k, &test, &probs, p.capacity, test_term);
-        (req.progress)(&format!(
+        say(&format!(
             "{}: test AUC {:.3} (last term {:.3}, DfE rule {:.3}); refitting on all {} examples",
             outcome.label(),
             evaluation.model.auc.unwrap_or(f64::NAN),
@@ -153,8 +157,26 @@ pub fn train_and_evaluate(
         let model = fit_chosen(&selection, &all, k, &params, &trees)?;
         let scores: Vec<f64> = all.iter().map(|e| model.probability(&e.features)).collect();
         let bands = Bands { medium: quantile(scores.clone(), 0.7), high: quantile(scores, 0.9) };
-        outcomes.push(OutcomeModel { outcome: *outcome, model, evaluation_model, selection, bands, evaluation });
-    }
+        Ok(OutcomeModel { outcome, model, evaluation_model, selection, bands, evaluation })
+    };
+    let outcomes: Vec<OutcomeModel> = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let handles: Vec<_> = (0..3)
+            .map(|k| {
+                let tx = tx.clone();
+                let train_one = &train_one;
+                scope.spawn(move || train_one(k, &mut |m: &str| drop(tx.send(m.to_owned()))))
+            })
+            .collect();
+        drop(tx);
+        for m in rx {
+            (req.progress)(&m);
+        }
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(ModelError::Fit("an outcome's training panicked".into()))))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
     let data_fingerprint = fingerprint(&examples);
     let model_id = req.model_id.unwrap_or_else(|| {
         let mut h = Sha256::new();

@@ -153,7 +153,11 @@ impl Scorer {
     pub fn check(&self) -> Result<(), String> {
         match self {
             Scorer::Logistic { scaling, linear } => {
-                if linear.coefficients.len() != N_FEATURES || scaling.means.len() != N_FEATURES {
+                if linear.coefficients.len() != N_FEATURES
+                    || scaling.means.len() != N_FEATURES
+                    || scaling.sds.len() != N_FEATURES
+                    || scaling.sds.iter().any(|s| !(s.is_finite() && *s > 0.0))
+                {
                     return Err(format!("a logistic model without {N_FEATURES} features"));
                 }
             }
@@ -162,6 +166,9 @@ impl Scorer {
                     let n = t.nodes.len() as u32;
                     for (i, node) in t.nodes.iter().enumerate() {
                         let leaf = node.left == 0 && node.right == 0;
+                        if !(node.cover.is_finite() && node.cover > 0.0 && node.value.is_finite()) {
+                            return Err("a tree node without a positive cover".into());
+                        }
                         if !leaf
                             && (usize::from(node.feature) >= N_FEATURES
                                 || node.left as usize <= i

@@ -13,6 +13,10 @@ use crate::domain::Term;
 
 /// Origins used for selection, at most.
 pub const ORIGINS: usize = 2;
+/// Selection compares families on at most about this many examples: beyond it, a seeded
+/// sample of whole pupils (every term of each) is enough to rank two families, and the
+/// chosen one is then fitted on everything.
+pub const SELECT_MAX: usize = 150_000;
 /// AUCs closer than this are a tie, settled by precision at capacity.
 pub const AUC_TIE: f64 = 0.002;
 
@@ -71,6 +75,17 @@ pub fn select(
 ) -> Selection {
     let origins = origins(rows);
     let capacity = params.get().capacity;
+    let sampled: Vec<&Example>;
+    let rows = if rows.len() > SELECT_MAX {
+        // The tie key is a seeded hash of the UPN: keeping the lowest share keeps whole pupils.
+        let keep = SELECT_MAX as f64 / rows.len() as f64;
+        let cut = (keep * u64::MAX as f64) as u64;
+        sampled = rows.iter().copied().filter(|e| e.tie <= cut).collect();
+        progress(&format!("  comparing on a sample of {} of {} examples (whole pupils)", sampled.len(), rows.len()));
+        &sampled[..]
+    } else {
+        rows
+    };
     let mut scores = Vec::new();
     for family in Family::ALL {
         let mut by_origin = Vec::new();

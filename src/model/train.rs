@@ -31,8 +31,10 @@ pub struct ValidParams(TrainParams);
 
 impl TrainParams {
     pub fn check(self) -> Result<ValidParams, ModelError> {
-        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
-            return Err(ModelError::Params("alpha must be 0 or more".into()));
+        // Some features are exact combinations of others (and of the intercept): without a
+        // penalty the solution is not unique.
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return Err(ModelError::Params("alpha must be more than 0".into()));
         }
         if self.max_iterations == 0 {
             return Err(ModelError::Params("max_iterations must be at least 1".into()));
@@ -159,9 +161,18 @@ pub fn newton_logistic(
         // Gradient and Hessian over (w, b): the bordered system [[XᵀHX + αI, XᵀH1], [1ᵀHX, Σh]].
         let gw = x.t().dot(&r) + alpha * &w;
         let gb = r.sum();
-        let xs = x * &h.mapv(f64::sqrt).insert_axis(ndarray::Axis(1));
+        // XᵀHX by blocks of rows: one matrix product each, without a second n × d copy.
         let mut hess = Array2::<f64>::zeros((d + 1, d + 1));
-        hess.slice_mut(ndarray::s![..d, ..d]).assign(&xs.t().dot(&xs));
+        let block = 16_384;
+        let mut xtx = Array2::<f64>::zeros((d, d));
+        for start in (0..n).step_by(block) {
+            let end = (start + block).min(n);
+            let xb = x.slice(ndarray::s![start..end, ..]);
+            let sb = h.slice(ndarray::s![start..end]).mapv(f64::sqrt).insert_axis(ndarray::Axis(1));
+            let xs = &xb * &sb;
+            ndarray::linalg::general_mat_mul(1.0, &xs.t(), &xs, 1.0, &mut xtx);
+        }
+        hess.slice_mut(ndarray::s![..d, ..d]).assign(&xtx);
         for j in 0..d {
             hess[[j, j]] += alpha;
         }
@@ -187,7 +198,8 @@ pub fn newton_logistic(
                 b = nb;
                 let improved = current - next;
                 current = next;
-                if improved.abs() <= 1e-10 * (1.0 + current.abs()) || step.iter().all(|s| (scale * s).abs() < 1e-10) {
+                // Converged when no coefficient (of a standardised feature) moves by 1e-7.
+                if improved.abs() <= 1e-12 * (1.0 + current.abs()) || step.iter().all(|s| (scale * s).abs() < 1e-7) {
                     return Ok((b, w));
                 }
                 break;

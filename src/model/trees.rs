@@ -160,14 +160,13 @@ impl Forest {
         let keep = booster.best_iteration.map_or(booster.trees.len(), |b| (b + 1).min(booster.trees.len()));
         let trees = booster.trees[..keep].iter().map(convert).collect::<Result<_, _>>()?;
         let forest = Forest { base: booster.base_score, trees };
-        // Ours must score exactly as the crate does.
-        if let Some(first) = x.first() {
-            booster.prediction_iteration = Some(keep);
-            let one = forust_ml::Matrix::new(first, 1, N_FEATURES);
-            let theirs = booster.predict(&one, false)[0];
-            if (theirs - forest.logit(first)).abs() > 1e-6 {
-                return Err(ModelError::Fit(format!("converted trees score {} not {theirs}", forest.logit(first))));
-            }
+        // Ours must score exactly as the crate does (checked on up to 1,000 training rows).
+        booster.prediction_iteration = Some(keep);
+        let check = x.len().min(1000);
+        let sample = columns(&x[..check]);
+        let theirs = booster.predict(&forust_ml::Matrix::new(&sample, check, N_FEATURES), false);
+        if theirs.iter().zip(x).any(|(t, row)| (t - forest.logit(row)).abs() > 1e-6) {
+            return Err(ModelError::Fit("the converted trees do not score as the fitted ones".into()));
         }
         Ok(forest)
     }

@@ -258,7 +258,7 @@ async fn model_page(web: &Web, who: &Signed, id: &str) -> WebResult<ModelPage> {
     for t in &perf.terms {
         for o in &t.outcomes {
             live.push(LiveRow {
-                term: t.term.to_string(),
+                term: if t.within_training { format!("{} (within training)", t.term) } else { t.term.to_string() },
                 outcome: o.outcome.label(),
                 children: o.children as u64,
                 positives: o.positives as u64,
