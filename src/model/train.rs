@@ -118,23 +118,22 @@ pub fn fit_outcome(
             "{n} labelled examples for outcome {outcome}, with too few of one class to fit"
         )));
     }
-    let mut x = Array2::<f64>::zeros((n, N_FEATURES));
-    for (i, (e, _)) in labelled.iter().enumerate() {
-        let z = scaling.standardise(&e.features);
-        for (j, v) in z.iter().enumerate() {
-            x[[i, j]] = *v;
-        }
-    }
     let y: Vec<bool> = labelled.iter().map(|r| r.1).collect();
     let p = params.get();
-    let (intercept, w) = newton_logistic(&x, &y, p.alpha, p.max_iterations)?;
+    // Standardised rows are made a block at a time, each pass: no n × d matrix is held.
+    let fill = |start: usize, out: &mut Array2<f64>| {
+        for (i, mut row) in out.rows_mut().into_iter().enumerate() {
+            let z = scaling.standardise(&labelled[start + i].0.features);
+            for (v, zj) in row.iter_mut().zip(z) {
+                *v = zj;
+            }
+        }
+    };
+    let (intercept, w) = newton_logistic_blocks(n, N_FEATURES, &fill, &y, p.alpha, p.max_iterations)?;
     Ok(Linear { intercept, coefficients: w.to_vec() })
 }
 
-/// L2-penalised logistic regression by Newton's method: minimises the summed log loss plus
-/// `alpha`/2 · ‖w‖² (the intercept unpenalised) — the objective of linfa's and
-/// scikit-learn's solvers (`alpha` = 1/C). Newton needs a handful of exact steps where
-/// L-BFGS needs hundreds on correlated features; each step is one matrix product.
+/// [`newton_logistic_blocks`] on a matrix held in memory.
 pub fn newton_logistic(
     x: &Array2<f64>,
     y: &[bool],
@@ -142,46 +141,82 @@ pub fn newton_logistic(
     max_iterations: u64,
 ) -> Result<(f64, Array1<f64>), ModelError> {
     let (n, d) = x.dim();
-    let t: Array1<f64> = y.iter().map(|&l| f64::from(u8::from(l))).collect();
+    let fill = |start: usize, out: &mut Array2<f64>| {
+        let rows = out.nrows();
+        out.assign(&x.slice(ndarray::s![start..start + rows, ..]));
+    };
+    newton_logistic_blocks(n, d, &fill, y, alpha, max_iterations)
+}
+
+/// Rows per block: a block is one matrix product in the Hessian.
+const BLOCK: usize = 8_192;
+
+/// L2-penalised logistic regression by Newton's method: minimises the summed log loss plus
+/// `alpha`/2 · ‖w‖² (the intercept unpenalised) — the objective of linfa's and
+/// scikit-learn's solvers (`alpha` = 1/C). Newton needs a handful of exact steps where
+/// L-BFGS needs hundreds on correlated features. The design matrix is never held whole:
+/// `fill(start, block)` writes rows `start..start + block.nrows()` of it.
+pub fn newton_logistic_blocks(
+    n: usize,
+    d: usize,
+    fill: &dyn Fn(usize, &mut Array2<f64>),
+    y: &[bool],
+    alpha: f64,
+    max_iterations: u64,
+) -> Result<(f64, Array1<f64>), ModelError> {
+    let t: Vec<f64> = y.iter().map(|&l| f64::from(u8::from(l))).collect();
     // Start from the base rate: intercept = its logit, coefficients 0.
-    let rate = (t.sum() / n as f64).clamp(1e-6, 1.0 - 1e-6);
+    let rate = (t.iter().sum::<f64>() / n as f64).clamp(1e-6, 1.0 - 1e-6);
     let mut b = (rate / (1.0 - rate)).ln();
     let mut w = Array1::<f64>::zeros(d);
-    let objective = |b: f64, w: &Array1<f64>| -> f64 {
-        let eta = x.dot(w) + b;
-        let loss: f64 = eta.iter().zip(&t).map(|(&e, &ti)| softplus(e) - ti * e).sum();
+    // Calls `each(start, rows, eta)` for every block, with eta = X w + b for its rows.
+    let mut pass = |w: &Array1<f64>, b: f64, each: &mut dyn FnMut(usize, &Array2<f64>, &Array1<f64>)| {
+        for start in (0..n).step_by(BLOCK) {
+            let end = (start + BLOCK).min(n);
+            let mut xb = Array2::<f64>::zeros((end - start, d));
+            fill(start, &mut xb);
+            let eta = xb.dot(w) + b;
+            each(start, &xb, &eta);
+        }
+    };
+    let objective = |pass: &mut dyn FnMut(&Array1<f64>, f64, &mut dyn FnMut(usize, &Array2<f64>, &Array1<f64>)),
+                     w: &Array1<f64>,
+                     b: f64|
+     -> f64 {
+        let mut loss = 0.0;
+        pass(w, b, &mut |start, _, eta| {
+            loss += eta.iter().zip(&t[start..]).map(|(&e, &ti)| softplus(e) - ti * e).sum::<f64>();
+        });
         loss + 0.5 * alpha * w.dot(w)
     };
-    let mut current = objective(b, &w);
+    let mut current = objective(&mut pass, &w, b);
     for _ in 0..max_iterations.max(1) {
-        let eta = x.dot(&w) + b;
-        let p = eta.mapv(sigmoid);
-        let r = &p - &t;
-        let h = p.mapv(|q| (q * (1.0 - q)).max(1e-12));
         // Gradient and Hessian over (w, b): the bordered system [[XᵀHX + αI, XᵀH1], [1ᵀHX, Σh]].
-        let gw = x.t().dot(&r) + alpha * &w;
-        let gb = r.sum();
-        // XᵀHX by blocks of rows: one matrix product each, without a second n × d copy.
-        let mut hess = Array2::<f64>::zeros((d + 1, d + 1));
-        let block = 16_384;
+        let mut gw = alpha * &w;
+        let mut gb = 0.0;
         let mut xtx = Array2::<f64>::zeros((d, d));
-        for start in (0..n).step_by(block) {
-            let end = (start + block).min(n);
-            let xb = x.slice(ndarray::s![start..end, ..]);
-            let sb = h.slice(ndarray::s![start..end]).mapv(f64::sqrt).insert_axis(ndarray::Axis(1));
-            let xs = &xb * &sb;
+        let mut xh = Array1::<f64>::zeros(d);
+        let mut hsum = 0.0;
+        pass(&w, b, &mut |start, xb, eta| {
+            let p = eta.mapv(sigmoid);
+            let tb = ndarray::ArrayView1::from(&t[start..start + p.len()]);
+            let r = &p - &tb;
+            let h = p.mapv(|q| (q * (1.0 - q)).max(1e-12));
+            gw += &xb.t().dot(&r);
+            gb += r.sum();
+            xh += &xb.t().dot(&h);
+            hsum += h.sum();
+            let xs = xb * &h.mapv(f64::sqrt).insert_axis(ndarray::Axis(1));
             ndarray::linalg::general_mat_mul(1.0, &xs.t(), &xs, 1.0, &mut xtx);
-        }
+        });
+        let mut hess = Array2::<f64>::zeros((d + 1, d + 1));
         hess.slice_mut(ndarray::s![..d, ..d]).assign(&xtx);
         for j in 0..d {
             hess[[j, j]] += alpha;
-        }
-        let xh = x.t().dot(&h);
-        for j in 0..d {
             hess[[j, d]] = xh[j];
             hess[[d, j]] = xh[j];
         }
-        hess[[d, d]] = h.sum();
+        hess[[d, d]] = hsum;
         let mut g = Array1::<f64>::zeros(d + 1);
         g.slice_mut(ndarray::s![..d]).assign(&gw);
         g[d] = gb;
@@ -192,7 +227,7 @@ pub fn newton_logistic(
         loop {
             let nw = &w - &(scale * &step.slice(ndarray::s![..d]));
             let nb = b - scale * step[d];
-            let next = objective(nb, &nw);
+            let next = objective(&mut pass, &nw, nb);
             if next <= current || scale < 1e-6 {
                 w = nw;
                 b = nb;
