@@ -151,6 +151,9 @@ pub fn newton_logistic(
 /// Rows per block: a block is one matrix product in the Hessian.
 const BLOCK: usize = 8_192;
 
+/// Called for each block of rows: its first row, the rows, and X w + b for them.
+type BlockFn<'a> = dyn FnMut(usize, &Array2<f64>, &Array1<f64>) + 'a;
+
 /// L2-penalised logistic regression by Newton's method: minimises the summed log loss plus
 /// `alpha`/2 · ‖w‖² (the intercept unpenalised) — the objective of linfa's and
 /// scikit-learn's solvers (`alpha` = 1/C). Newton needs a handful of exact steps where
@@ -170,7 +173,7 @@ pub fn newton_logistic_blocks(
     let mut b = (rate / (1.0 - rate)).ln();
     let mut w = Array1::<f64>::zeros(d);
     // Calls `each(start, rows, eta)` for every block, with eta = X w + b for its rows.
-    let mut pass = |w: &Array1<f64>, b: f64, each: &mut dyn FnMut(usize, &Array2<f64>, &Array1<f64>)| {
+    let mut pass = |w: &Array1<f64>, b: f64, each: &mut BlockFn| {
         for start in (0..n).step_by(BLOCK) {
             let end = (start + BLOCK).min(n);
             let mut xb = Array2::<f64>::zeros((end - start, d));
@@ -179,10 +182,7 @@ pub fn newton_logistic_blocks(
             each(start, &xb, &eta);
         }
     };
-    let objective = |pass: &mut dyn FnMut(&Array1<f64>, f64, &mut dyn FnMut(usize, &Array2<f64>, &Array1<f64>)),
-                     w: &Array1<f64>,
-                     b: f64|
-     -> f64 {
+    let objective = |pass: &mut dyn FnMut(&Array1<f64>, f64, &mut BlockFn), w: &Array1<f64>, b: f64| -> f64 {
         let mut loss = 0.0;
         pass(w, b, &mut |start, _, eta| {
             loss += eta.iter().zip(&t[start..]).map(|(&e, &ti)| softplus(e) - ti * e).sum::<f64>();
