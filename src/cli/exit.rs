@@ -21,7 +21,7 @@ pub enum Exit {
     NotFound = 5,
     /// The server could not be reached, was busy or timed out: retrying later may work.
     Unavailable = 6,
-    /// `audit verify` found a problem.
+    /// `audit verify` found a problem, or `model verify` a figure that does not reproduce.
     AuditFailed = 7,
 }
 
@@ -34,7 +34,7 @@ Exit codes:
   4  access refused: no key, an unknown or revoked key, or a role or school the key does not cover
   5  not found
   6  unavailable: the server cannot be reached, is busy, or timed out (retry later)
-  7  the audit check found a problem";
+  7  a check found a problem: audit verify (the chain or state), model verify (a figure)";
 
 /// An error that knows its exit code.
 #[derive(Debug)]

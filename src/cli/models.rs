@@ -50,7 +50,7 @@ pub enum ModelCommand {
     },
     /// Recompute a model's reported figures from the server's stored feeds with the
     /// evaluation model its artifact keeps, and print every figure that differs. Exits 0
-    /// when every figure is reproduced exactly, 1 otherwise.
+    /// when every figure is reproduced exactly, 7 otherwise.
     Verify {
         #[command(flatten)]
         client: ClientArgs,
@@ -331,7 +331,7 @@ pub async fn run(cmd: ModelCommand) -> anyhow::Result<i32> {
                 for d in &r.differences {
                     crate::out!("  {d}");
                 }
-                Ok(1)
+                Ok(super::Exit::AuditFailed as i32)
             }
         }
         ModelCommand::Evaluate { client: cl, model_id, capacity, out } => {

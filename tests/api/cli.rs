@@ -185,9 +185,9 @@ async fn reads_come_as_text_json_or_csv_at_full_precision_and_never_silently_tru
     let out = cli(strings(&["model", "evaluate", "--server", &server, &model, "-o", "csv"]), Some(key.clone())).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).lines().count(), 1 + 3 * 3, "3 outcomes x model and 2 baselines");
-    // The bundled model was trained on other data: verify names what differs, and exits 1.
+    // The bundled model was trained on other data: verify names what differs, and exits 7.
     let out = cli(strings(&["model", "verify", "--server", &server, &model]), Some(key.clone())).await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("figure(s) differ") && text(&out.stdout).contains("fingerprint"));
 }
 
