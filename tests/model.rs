@@ -114,3 +114,37 @@ fn tree_and_linear_contributions_sum_to_the_logit() {
         assert!(spread > 0.1, "{family:?}: contributions say something");
     }
 }
+
+/// With trees as the model, reasons still come only from facts whose features raised the
+/// risk (TreeSHAP contributions), and every reason's contribution is positive.
+#[test]
+fn tree_models_give_only_reasons_that_raised_the_risk() {
+    use riskid::domain::SchoolTerm;
+    use riskid::model::{Family, TrainParams, TreeParams, scorer::fit_family};
+    let h = history(6, 2, 8);
+    let mut a = train(&h, 10);
+    let examples = riskid::model::dataset::build(&h, 1);
+    let rows: Vec<&riskid::model::dataset::Example> = examples.iter().collect();
+    let params = TrainParams::default().check().unwrap();
+    let trees = TreeParams { max_trees: 60, ..TreeParams::default() };
+    for (k, o) in a.outcomes.iter_mut().enumerate() {
+        o.model = fit_family(Family::Trees, &rows, k, &params, &trees).unwrap();
+    }
+    let (mut reasons, mut scored) = (0, 0);
+    for (upn, ph) in h.pupils.iter().take(400) {
+        let (st, row) = ph.last().unwrap();
+        let risk = riskid::scoring::score_pupil(&a, ph, row, SchoolTerm { urn: st.urn, term: st.term });
+        assert_eq!(risk.upn, upn.as_str());
+        let x = riskid::model::features::features(ph, row, st.term).values;
+        for ((out, e), m) in risk.outcomes.iter().zip(a.explain(&x)).zip(&a.outcomes) {
+            assert!((out.probability - m.model.probability(&x)).abs() < 1e-12);
+            assert!((e.baseline + e.contributions.iter().sum::<f64>() - m.model.scorer.logit(&x)).abs() < 1e-9);
+            for r in &out.reasons {
+                reasons += 1;
+                assert!(r.contribution > 0.0, "a reason that did not raise the risk: {r:?}");
+            }
+        }
+        scored += 1;
+    }
+    assert!(reasons > scored, "trees still give reasons: {reasons} for {scored} pupils");
+}
