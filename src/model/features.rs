@@ -133,6 +133,13 @@ pub fn row_at(h: &PupilHistory, term: Term) -> Option<&PupilTerm> {
     h.iter().rev().find(|(st, _)| st.term == term).map(|(_, r)| r)
 }
 
+/// Every row on record for the pupil up to `now` (at `at`): the earlier terms' rows, then
+/// `now` itself (not a second roll in the same term). The whole-history features and the
+/// reasons that cite them both read this.
+pub fn on_record<'a>(h: &'a PupilHistory, now: &'a PupilTerm, at: Term) -> Vec<&'a PupilTerm> {
+    h.iter().filter(|(st, _)| st.term < at).map(|(_, r)| r).chain(std::iter::once(now)).collect()
+}
+
 /// A feature vector and what was missing or imputed, in plain words.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureRow {
@@ -196,9 +203,7 @@ pub fn features(h: &PupilHistory, now: &PupilTerm, at: Term) -> FeatureRow {
         flags.push("attainment not recorded".into());
     }
     let year = now.ncyear.get();
-    // Every term on record up to now (the pupil's own rows; `now` is the last of those at `at`).
-    let all: Vec<&PupilTerm> =
-        h.iter().filter(|(st, _)| st.term < at).map(|(_, r)| r).chain(std::iter::once(now)).collect();
+    let all = on_record(h, now, at);
     let (mut abs_all, mut poss_all, mut unauth_all, mut spells_all, mut spell_abs_all) = (0.0, 0.0, 0.0, 0.0, 0.0);
     let (mut pa_terms, mut rated_terms) = (0.0, 0.0);
     let (mut inc_sum, mut inc_terms, mut susp_all, mut mh_ever) = (0.0, 0.0, 0.0, false);

@@ -134,6 +134,11 @@ impl Row {
     }
 }
 
+/// At least one adverse outcome observed in this (next-term) row.
+fn any_adverse(next: &crate::domain::PupilTerm) -> bool {
+    Outcome::ALL.iter().any(|o| o.observe(next) == Some(true))
+}
+
 fn figures(rows: &[&Row], k: usize, capacity: usize) -> Option<OutcomeFigures> {
     let rows: Vec<&&Row> = rows.iter().filter(|r| r.labels[k].is_some()).collect();
     if rows.is_empty() {
@@ -214,7 +219,6 @@ fn warn(scope: &str, term: Term, o: &OutcomeFigures, out: &mut Vec<String>) {
 
 /// Live performance of `model_id` from its live scores, the history they are judged on, and
 /// the reviews of cohorts proposed from them (school term → child → decision).
-#[allow(clippy::too_many_arguments)]
 pub fn live_performance(
     model_id: &str,
     capacity: usize,
@@ -250,6 +254,7 @@ pub fn live_performance(
                 continue;
             };
             let labels = Outcome::ALL.map(|o| o.observe(next));
+            let adverse = Some(any_adverse(next));
             by_term.entry(st.term).or_default().push(Row {
                 urn: st.urn.get(),
                 upn: upn.clone(),
@@ -259,7 +264,7 @@ pub fn live_performance(
                 last: status_now(now),
                 dfe: if now.persistently_absent() == Some(true) { 1.0 } else { 0.0 },
                 reviewed: decided.get(upn).copied(),
-                adverse: Some(labels.contains(&Some(true))),
+                adverse,
             });
         }
         // Added children without a live score of their own still have a fate.
@@ -271,7 +276,7 @@ pub fn live_performance(
         added.sort_by(|a, b| a.0.cmp(b.0));
         for (upn, d) in added {
             let next = history.pupils.get(upn).and_then(|h| row_at(h, st.term.next()));
-            let adverse = next.map(|n| Outcome::ALL.iter().any(|o| o.observe(n) == Some(true)));
+            let adverse = next.map(any_adverse);
             by_term.entry(st.term).or_default().push(Row::reviewed_only(st, upn, d, adverse));
         }
     }

@@ -14,13 +14,18 @@ pub struct TermPredictions {
     pub probabilities: Vec<[f64; 3]>,
 }
 
-/// The latest `test_terms` labelled terms that have at least one earlier labelled term.
-pub fn test_terms(examples: &[Example], test_terms: usize) -> Vec<Term> {
-    let mut terms: Vec<Term> = examples.iter().map(|e| e.term).collect();
+/// The latest `n` terms of `examples` that have at least `before` earlier terms, oldest first.
+pub fn latest_terms<'a>(examples: impl IntoIterator<Item = &'a Example>, n: usize, before: usize) -> Vec<Term> {
+    let mut terms: Vec<Term> = examples.into_iter().map(|e| e.term).collect();
     terms.sort();
     terms.dedup();
-    let usable = terms.len().saturating_sub(1);
-    terms.split_off(terms.len() - usable.min(test_terms))
+    let usable = terms.len().saturating_sub(before);
+    terms.split_off(terms.len() - usable.min(n))
+}
+
+/// The latest `test_terms` labelled terms that have at least one earlier labelled term.
+pub fn test_terms(examples: &[Example], test_terms: usize) -> Vec<Term> {
+    latest_terms(examples, test_terms, 1)
 }
 
 /// Fits riskid's models on the terms before each test term and predicts that term.

@@ -58,11 +58,7 @@ pub fn auc_and_precision(model: &Calibrated, rows: &[&Example], k: usize, capaci
 /// The selection origins among `rows`: the latest labelled terms that leave at least two
 /// earlier terms to fit and calibrate on.
 pub fn origins(rows: &[&Example]) -> Vec<Term> {
-    let mut terms: Vec<Term> = rows.iter().map(|e| e.term).collect();
-    terms.sort();
-    terms.dedup();
-    let usable = terms.len().saturating_sub(2);
-    terms.split_off(terms.len() - usable.min(ORIGINS))
+    super::rolling::latest_terms(rows.iter().copied(), ORIGINS, 2)
 }
 
 /// Chooses the family for outcome `k` from `rows` (never looking past them).

@@ -3,7 +3,7 @@
 use super::evidence::{Evidence, Measure};
 use super::{OutcomeRisk, PupilRisk, Reason};
 use crate::domain::{Attainment, Cin, Outcome, PupilTerm, SchoolTerm, Sen};
-use crate::model::features::{Domain, FEATURES, PupilHistory, features, row_at};
+use crate::model::features::{Domain, FEATURES, PupilHistory, features, on_record, row_at};
 use crate::model::{ModelArtifact, N_FEATURES};
 
 /// Reasons shown per outcome.
@@ -59,7 +59,7 @@ fn describe(domain: Domain, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm, c
                 None => out.push(ev(M::SessionsPossible, f64::from(row.sessions_possible))),
             }
             // Over every term on record, when there is more than this one.
-            let all: Vec<&PupilTerm> = h.iter().filter(|(s, _)| s.term <= st.term).map(|(_, r)| r).collect();
+            let all = on_record(h, row, st.term);
             let possible: u32 = all.iter().map(|r| u32::from(r.sessions_possible)).sum();
             if all.len() > 1 && possible > 0 {
                 let absent: u32 = all.iter().map(|r| r.absent_sessions()).sum();
@@ -89,7 +89,7 @@ fn describe(domain: Domain, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm, c
             if recent > 0 {
                 out.push(ev(M::SuspensionsLastThreeTerms, f64::from(recent)));
             }
-            let ever: u32 = h.iter().filter(|(s, _)| s.term <= st.term).map(|(_, r)| u32::from(r.suspensions)).sum();
+            let ever: u32 = on_record(h, row, st.term).iter().map(|r| u32::from(r.suspensions)).sum();
             if ever > recent {
                 out.push(ev(M::SuspensionsAllTerms, f64::from(ever)));
             }
@@ -104,11 +104,8 @@ fn describe(domain: Domain, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm, c
                 ),
                 None => out.push(ev(M::BehaviourNotRecorded, 1.0)),
             }
-            let recorded: Vec<f64> = h
-                .iter()
-                .filter(|(s, _)| s.term <= st.term)
-                .filter_map(|(_, r)| r.behaviour_incidents.map(f64::from))
-                .collect();
+            let recorded: Vec<f64> =
+                on_record(h, row, st.term).iter().filter_map(|r| r.behaviour_incidents.map(f64::from)).collect();
             if recorded.len() > 1 {
                 out.push(
                     ev(M::BehaviourIncidentsAllTerms, recorded.iter().sum::<f64>() / recorded.len() as f64)
