@@ -126,9 +126,11 @@ pub struct Comparison {
 pub struct Evidence {
     pub measure: Measure,
     pub value: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Always written (postcard, the store's format, has no optional fields); JSON without
+    // them, from older releases, still reads.
+    #[serde(default)]
     pub earlier: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub compared_with: Option<Comparison>,
 }
 

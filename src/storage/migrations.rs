@@ -9,6 +9,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_models_scores_cohorts_audit.sql"),
     include_str!("../../migrations/0003_integrity.sql"),
     include_str!("../../migrations/0004_ctf_source.sql"),
+    include_str!("../../migrations/0005_compact_rows_and_scores.sql"),
 ];
 
 pub fn apply(conn: &mut Connection) -> StoreResult<()> {
@@ -80,6 +81,9 @@ mod tests {
             })
             .unwrap();
         assert_eq!(n, 1);
+        // Rows written as JSON before schema 5 are kept as they were, under the renamed column.
+        let kept: String = conn.query_row("SELECT row_data FROM pupil_terms", [], |r| r.get(0)).unwrap();
+        assert_eq!(kept, "{}");
         // The new source is accepted; others are not.
         conn.execute("UPDATE submissions SET source = 'ctf'", []).unwrap();
         assert!(conn.execute("UPDATE submissions SET source = 'xml'", []).is_err());

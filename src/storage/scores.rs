@@ -48,8 +48,8 @@ pub enum LiveScores {
     },
 }
 
-fn parse(submission_id: i64, model_id: String, json: &str) -> StoreResult<ScoreRecord> {
-    let risk = serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("a stored score: {e}")))?;
+fn parse(submission_id: i64, model_id: String, stored: rusqlite::types::ValueRef<'_>) -> StoreResult<ScoreRecord> {
+    let risk = super::codec::decode(stored, "a stored score")?;
     Ok(ScoreRecord { submission_id, model_id, risk })
 }
 
@@ -84,15 +84,15 @@ impl PairsDigest {
 /// the queue, inside the caller's transaction. Returns the digest of what was written.
 pub(crate) fn write_scores(tx: &Tx, submission_id: i64, model_id: &str, risks: &[PupilRisk]) -> StoreResult<String> {
     tx.execute("DELETE FROM scores WHERE submission_id = ?1 AND model_id = ?2", params![submission_id, model_id])?;
-    let mut jsons = Vec::with_capacity(risks.len());
+    let mut stored = Vec::with_capacity(risks.len());
     {
         let mut ins = tx.prepare_cached(
-            "INSERT INTO scores (urn, term_index, upn, model_id, submission_id, priority, explanation_json, \
+            "INSERT INTO scores (urn, term_index, upn, model_id, submission_id, priority, explanation, \
              ncyear, statutory, p_absence, p_suspension, p_referral) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
         for r in risks {
-            let json = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let bytes = super::codec::encode(r)?;
             let st = r.school_term;
             let p = r.probabilities();
             ins.execute(params![
@@ -102,14 +102,15 @@ pub(crate) fn write_scores(tx: &Tx, submission_id: i64, model_id: &str, risks: &
                 model_id,
                 submission_id,
                 r.any_adverse,
-                json,
+                bytes,
                 r.ncyear,
                 r.statutory,
                 p[0],
                 p[1],
                 p[2]
             ])?;
-            jsons.push(json);
+            let cols = [r.any_adverse, f64::from(r.ncyear), f64::from(u8::from(r.statutory)), p[0], p[1], p[2]];
+            stored.push((r.upn.as_str(), bytes, cols));
         }
     }
     tx.execute(
@@ -117,9 +118,14 @@ pub(crate) fn write_scores(tx: &Tx, submission_id: i64, model_id: &str, risks: &
         params![submission_id, model_id],
     )?;
     tx.execute("DELETE FROM score_queue WHERE submission_id = ?1 AND model_id = ?2", params![submission_id, model_id])?;
-    drop(jsons);
-    // Read back with the same query verify uses: one code path for the digest.
-    digest_of(tx, submission_id, model_id)
+    // The digest of exactly what was stored, in the order verify reads it back (UPN order;
+    // SQLite's default collation compares bytes, as Rust's does).
+    stored.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut d = PairsDigest::new();
+    for (upn, bytes, cols) in &stored {
+        push_score(&mut d, upn, bytes, cols);
+    }
+    Ok(d.finish())
 }
 
 /// The digest of one submission's scores under one model, as stored.
@@ -158,18 +164,24 @@ pub(crate) fn queue_latest(tx: &Tx, model_id: &str) -> StoreResult<(Vec<i64>, us
 /// What a score digest covers, in UPN order: the explanation as shown, and the columns
 /// ranking reads (priority, year group, statutory status, probabilities), so none can be
 /// changed unseen.
-const DIGEST_COLUMNS: &str = "upn, explanation_json, priority, ncyear, statutory, p_absence, p_suspension, p_referral";
+const DIGEST_COLUMNS: &str = "upn, explanation, priority, ncyear, statutory, p_absence, p_suspension, p_referral";
 
-fn push_score_row(d: &mut PairsDigest, r: &rusqlite::Row) -> rusqlite::Result<()> {
+fn push_score_row(d: &mut PairsDigest, r: &rusqlite::Row) -> StoreResult<()> {
     let upn: String = r.get(0)?;
-    let json: String = r.get(1)?;
+    let bytes = super::codec::bytes(r.get_ref(1)?, "a stored score")?;
     let cols = [r.get(2)?, r.get::<_, i64>(3)? as f64, r.get::<_, i64>(4)? as f64, r.get(5)?, r.get(6)?, r.get(7)?];
+    push_score(d, &upn, bytes, &cols);
+    Ok(())
+}
+
+/// One score into a digest: its UPN, stored bytes, and ranking columns as exact bits. Used
+/// when writing and when verifying, so the two cannot drift apart.
+fn push_score(d: &mut PairsDigest, upn: &str, bytes: &[u8], cols: &[f64; 6]) {
     let mut bits = [0u8; 48];
     for (i, c) in cols.iter().enumerate() {
         bits[i * 8..i * 8 + 8].copy_from_slice(&f64::to_bits(*c).to_be_bytes());
     }
-    d.push(&upn, &[json.as_bytes(), &bits]);
-    Ok(())
+    d.push(upn, &[bytes, &bits]);
 }
 
 impl Store {
@@ -265,10 +277,11 @@ impl Store {
         };
         let scores = conn
             .prepare_cached(
-                "SELECT explanation_json FROM scores WHERE submission_id = ?1 AND model_id = ?2 ORDER BY priority DESC, upn",
+                "SELECT explanation FROM scores WHERE submission_id = ?1 AND model_id = ?2 ORDER BY priority DESC, upn",
             )?
-            .query_map(params![submission_id, model_id], |r| r.get::<_, String>(0))?
-            .map(|j| parse(submission_id, model_id.clone(), &j?))
+            .query_and_then(params![submission_id, model_id], |r| {
+                parse(submission_id, model_id.clone(), r.get_ref(0)?)
+            })?
             .collect::<StoreResult<_>>()?;
         Ok(LiveScores::Ready { submission_id, model_id, scores })
     }
@@ -313,13 +326,13 @@ impl Store {
         upns: &[crate::domain::Upn],
     ) -> StoreResult<Vec<PupilRisk>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT explanation_json FROM scores WHERE submission_id = ?1 AND model_id = ?2 AND upn = ?3",
-        )?;
+        let mut stmt = conn
+            .prepare_cached("SELECT explanation FROM scores WHERE submission_id = ?1 AND model_id = ?2 AND upn = ?3")?;
         upns.iter()
             .map(|u| {
-                let j: String = stmt.query_row(params![submission_id, model_id, u.as_str()], |r| r.get(0))?;
-                Ok(parse(submission_id, model_id.into(), &j)?.risk)
+                let mut rows = stmt.query(params![submission_id, model_id, u.as_str()])?;
+                let r = rows.next()?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+                Ok(parse(submission_id, model_id.into(), r.get_ref(0)?)?.risk)
             })
             .collect()
     }
@@ -327,16 +340,14 @@ impl Store {
     /// Every live score of one pupil, oldest term first.
     pub fn pupil_scores(&self, upn: &str) -> StoreResult<Vec<ScoreRecord>> {
         let conn = self.conn();
-        let rows: Vec<(i64, String, String)> = conn
-            .prepare_cached(
-                "SELECT s.submission_id, s.model_id, s.explanation_json FROM scores s \
+        conn.prepare_cached(
+            "SELECT s.submission_id, s.model_id, s.explanation FROM scores s \
                  JOIN live_scores l ON l.submission_id = s.submission_id AND l.model_id = s.model_id \
                  JOIN submissions u ON u.id = s.submission_id AND u.state = 'current' \
                  WHERE s.upn = ?1 ORDER BY s.term_index, s.urn",
-            )?
-            .query_map([upn], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<Result<_, _>>()?;
-        rows.into_iter().map(|(id, m, j)| parse(id, m, &j)).collect()
+        )?
+        .query_and_then([upn], |r| parse(r.get(0)?, r.get(1)?, r.get_ref(2)?))?
+        .collect()
     }
 
     /// Every score a model had live (shown to people) in a current submission, by school

@@ -254,7 +254,7 @@ impl Store {
     pub fn row_digests(&self) -> StoreResult<Vec<(i64, String)>> {
         let conn = self.conn();
         let mut stmt =
-            conn.prepare("SELECT submission_id, upn, row_json FROM pupil_terms ORDER BY submission_id, upn")?;
+            conn.prepare("SELECT submission_id, upn, row_data FROM pupil_terms ORDER BY submission_id, upn")?;
         let mut rows = stmt.query([])?;
         let mut out = Vec::new();
         let mut current: Option<(i64, super::scores::PairsDigest)> = None;
@@ -266,9 +266,10 @@ impl Store {
                 }
                 current = Some((id, super::scores::PairsDigest::new()));
             }
-            let (upn, json): (String, String) = (r.get(1)?, r.get(2)?);
+            let upn: String = r.get(1)?;
+            let bytes = super::codec::bytes(r.get_ref(2)?, "a stored pupil row")?;
             if let Some((_, d)) = current.as_mut() {
-                d.push(&upn, &[json.as_bytes()]);
+                d.push(&upn, &[bytes]);
             }
         }
         if let Some((c, d)) = current {
@@ -304,36 +305,40 @@ impl Store {
     pub fn submission_rows(&self, id: i64, offset: usize, limit: usize) -> StoreResult<Vec<PupilTerm>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT row_json FROM pupil_terms WHERE submission_id = ?1 ORDER BY upn LIMIT ?2 OFFSET ?3",
+            "SELECT row_data FROM pupil_terms WHERE submission_id = ?1 ORDER BY upn LIMIT ?2 OFFSET ?3",
         )?;
-        let rows =
-            stmt.query_map(params![id, limit as i64, offset.min(i64::MAX as usize) as i64], |r| r.get::<_, String>(0))?;
-        rows.map(|j| serde_json::from_str(&j?).map_err(|e| StoreError::Corrupt(e.to_string()))).collect()
+        stmt.query_and_then(params![id, limit as i64, offset.min(i64::MAX as usize) as i64], |r| {
+            super::codec::decode(r.get_ref(0)?, "a stored pupil row")
+        })?
+        .collect()
     }
 
     /// Rows of the current submission for a school and term.
     pub fn current_rows(&self, st: SchoolTerm) -> StoreResult<Vec<PupilTerm>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT p.row_json FROM pupil_terms p JOIN submissions s ON s.id = p.submission_id \
+            "SELECT p.row_data FROM pupil_terms p JOIN submissions s ON s.id = p.submission_id \
              WHERE s.state = 'current' AND s.urn = ?1 AND s.term_index = ?2 ORDER BY p.upn",
         )?;
-        let rows = stmt.query_map(params![st.urn.get(), st.term.index()], |r| r.get::<_, String>(0))?;
-        rows.map(|j| serde_json::from_str(&j?).map_err(|e| StoreError::Corrupt(e.to_string()))).collect()
+        stmt.query_and_then(params![st.urn.get(), st.term.index()], |r| {
+            super::codec::decode(r.get_ref(0)?, "a stored pupil row")
+        })?
+        .collect()
     }
 
     /// One pupil's row in the current submission for a school and term (by the UPN index,
     /// without reading the school's other rows).
     pub fn current_row(&self, st: SchoolTerm, upn: &Upn) -> StoreResult<Option<PupilTerm>> {
         let conn = self.conn();
-        let json: Option<String> = conn
-            .prepare_cached(
-                "SELECT p.row_json FROM pupil_terms p JOIN submissions s ON s.id = p.submission_id \
-                 WHERE p.upn = ?3 AND p.term_index = ?2 AND s.state = 'current' AND s.urn = ?1",
-            )?
-            .query_row(params![st.urn.get(), st.term.index(), upn.as_str()], |r| r.get(0))
-            .optional()?;
-        json.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()
+        conn.prepare_cached(
+            "SELECT p.row_data FROM pupil_terms p JOIN submissions s ON s.id = p.submission_id \
+             WHERE p.upn = ?3 AND p.term_index = ?2 AND s.state = 'current' AND s.urn = ?1",
+        )?
+        .query_and_then(params![st.urn.get(), st.term.index(), upn.as_str()], |r| {
+            super::codec::decode(r.get_ref(0)?, "a stored pupil row")
+        })?
+        .next()
+        .transpose()
     }
 
     /// One pupil's current rows at every school and term (the UPN follows the child), in
@@ -356,34 +361,32 @@ pub(super) fn located_rows(
     params: impl rusqlite::Params,
 ) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT s.urn, s.term_index, p.row_json FROM pupil_terms p JOIN submissions s ON s.id = p.submission_id \
+        "SELECT s.urn, s.term_index, p.row_data FROM pupil_terms p JOIN submissions s ON s.id = p.submission_id \
          WHERE s.state = 'current' {and} ORDER BY s.urn, s.term_index, p.upn"
     ))?;
-    let rows = stmt.query_map(params, |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?)))?;
-    rows.map(|row| {
-        let (urn, ti, json) = row?;
-        let urn = Urn::new(urn).map_err(StoreError::Corrupt)?;
-        let row = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok((SchoolTerm { urn, term: Term::from_index(ti) }, row))
-    })
+    stmt.query_and_then(params, |r| {
+        let urn = Urn::new(r.get(0)?).map_err(StoreError::Corrupt)?;
+        let row = super::codec::decode(r.get_ref(2)?, "a stored pupil row")?;
+        Ok((SchoolTerm { urn, term: Term::from_index(r.get(1)?) }, row))
+    })?
     .collect()
 }
 
 /// Inserts a submission's rows; returns their digest.
 fn insert_rows(tx: &Transaction, id: i64, urn: u32, term_index: u32, rows: &[PupilTerm]) -> StoreResult<String> {
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO pupil_terms (submission_id, upn, urn, term_index, row_json) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO pupil_terms (submission_id, upn, urn, term_index, row_data) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
-    let mut jsons = Vec::with_capacity(rows.len());
+    let mut stored = Vec::with_capacity(rows.len());
     for row in rows {
-        let json = serde_json::to_string(row).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        stmt.execute(params![id, row.upn.as_str(), urn, term_index, json])?;
-        jsons.push((row.upn.as_str(), json));
+        let bytes = super::codec::encode(row)?;
+        stmt.execute(params![id, row.upn.as_str(), urn, term_index, bytes])?;
+        stored.push((row.upn.as_str(), bytes));
     }
-    jsons.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    stored.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut d = super::scores::PairsDigest::new();
-    for (upn, json) in &jsons {
-        d.push(upn, &[json.as_bytes()]);
+    for (upn, bytes) in &stored {
+        d.push(upn, &[bytes]);
     }
     Ok(d.finish())
 }

@@ -118,9 +118,9 @@ async fn every_tampering_case_is_found_and_named() {
         ("delete the last 26 events", format!("DELETE FROM audit_events WHERE seq > {}", n - 26), "removed from the end"),
         ("flip a decision", "UPDATE cohort_members SET decision = 'remove', reason_code = 'data_wrong' WHERE (cohort_id, upn) = (SELECT cohort_id, upn FROM cohort_members WHERE decision = 'confirm' LIMIT 1)".into(), "decision differs"),
         ("mark a cohort finalised", "UPDATE cohorts SET state = 'finalised' WHERE state = 'in_review'".into(), "finalised but the chain says in_review"),
-        ("forge a score", "UPDATE scores SET priority = 0.999, explanation_json = replace(explanation_json, '\"any_adverse\":0.', '\"any_adverse\":0.999') WHERE rowid = (SELECT MIN(rowid) FROM scores)".into(), "scores under model"),
+        ("forge a score", "UPDATE scores SET explanation = CAST(X'00' || substr(explanation, 2) AS BLOB) WHERE rowid = (SELECT MIN(rowid) FROM scores)".into(), "scores under model"),
         ("change a key's role", "UPDATE api_keys SET role = 'analyst' WHERE id = (SELECT MIN(key_id) FROM api_key_schools); DELETE FROM api_key_schools WHERE key_id = (SELECT MIN(key_id) FROM api_key_schools)".into(), "role or schools differ"),
-        ("edit pupil rows", "UPDATE pupil_terms SET row_json = replace(row_json, '\"fsm\":false', '\"fsm\":true') WHERE rowid = (SELECT MIN(rowid) FROM pupil_terms WHERE row_json LIKE '%\"fsm\":false%')".into(), "pupil rows differ"),
+        ("edit pupil rows", "UPDATE pupil_terms SET row_data = CAST(X'01' || substr(row_data, 2) AS BLOB) WHERE rowid = (SELECT MIN(rowid) FROM pupil_terms)".into(), "pupil rows differ"),
         ("edit the active model's coefficients", "UPDATE models SET artifact_json = replace(artifact_json, '\"intercept\":', '\"intercept\":1') WHERE active = 1".into(), "artifact differs"),
         // Found in review: state the first version of verify did not compare.
         ("replace a key's secret", format!("UPDATE api_keys SET key_hash = '{}' WHERE id = 1", "0".repeat(64)), "secret differs"),
