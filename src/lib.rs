@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod outcomes;
+pub mod par;
 pub mod review;
 pub mod scoring;
 pub mod server;

@@ -91,8 +91,9 @@ pub(crate) fn write_scores(tx: &Tx, submission_id: i64, model_id: &str, risks: &
              ncyear, statutory, p_absence, p_suspension, p_referral) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
-        for r in risks {
-            let bytes = super::codec::encode(r)?;
+        let encoded = crate::par::map(risks, super::codec::encode);
+        for (r, bytes) in risks.iter().zip(encoded) {
+            let bytes = bytes?;
             let st = r.school_term;
             let p = r.probabilities();
             ins.execute(params![

@@ -1,0 +1,238 @@
+//! The whole borough pipeline, riskid beside the repo's pandas + scikit-learn reference
+//! (`tools/reference/pipeline.py`), on one generated borough in one run. Prints each step and
+//! the ratio. Run with `cargo bench --bench pipeline`; the reference's Python dependencies are
+//! installed by `tools/reference/setup.sh` (which this runs; without Python, riskid alone is
+//! timed and the comparison is reported as not run).
+//!
+//! riskid: a fresh server (new data directory, bundled model active), every feed sent by the
+//! real `riskid submit --manifest` over one connection, a model trained with selection and
+//! activated (which rescores every school's latest term), every score of the latest term
+//! read back through `ListSchoolRisks`, and a cohort proposed per school. Then it checks that
+//! every feed was stored and scored and that the audit chain verifies.
+//!
+//! Environment: RISKID_BENCH_SCHOOLS (default 40), RISKID_BENCH_SEED (default 23).
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use riskid::api::pb;
+use riskid::api::pb::audit_service_client::AuditServiceClient;
+use riskid::api::pb::cohort_service_client::CohortServiceClient;
+use riskid::api::pb::feed_service_client::FeedServiceClient;
+use riskid::api::pb::model_service_client::ModelServiceClient;
+use riskid::api::pb::risk_service_client::RiskServiceClient;
+use riskid::auth::Role;
+use riskid::client::Bearer;
+use riskid::domain::Urn;
+use riskid::storage::{NewKey, Store};
+use riskid::synth::{WorldConfig, generate, write_world};
+
+fn status_kib(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn key(store: &Store, role: Role, schools: &BTreeSet<Urn>) -> String {
+    let (k, hash, prefix) = riskid::auth::generate_key();
+    store
+        .create_key(
+            &NewKey { key_hash: &hash, prefix: &prefix, role, schools, label: "pipeline bench", created_at: 0 },
+            "operator:bench",
+        )
+        .expect("key");
+    k
+}
+
+fn python() -> Option<String> {
+    let out = Command::new("sh").arg("tools/reference/setup.sh").output().ok()?;
+    if !out.status.success() {
+        eprintln!("reference setup failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).lines().last().map(str::to_owned)
+}
+
+struct Steps(Vec<(String, f64)>);
+
+impl Steps {
+    fn add(&mut self, what: &str, since: &mut Instant) {
+        self.0.push((what.into(), since.elapsed().as_secs_f64()));
+        *since = Instant::now();
+    }
+    fn total(&self) -> f64 {
+        self.0.iter().map(|s| s.1).sum()
+    }
+}
+
+fn main() {
+    let schools: usize = std::env::var("RISKID_BENCH_SCHOOLS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
+    let seed: u64 = std::env::var("RISKID_BENCH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(23);
+    let tmp = tempfile::tempdir().unwrap();
+    let world_dir = tmp.path().join("world");
+    let (urns, latest, feeds, rows) = {
+        let world = generate(&WorldConfig { schools, years: 3, seed, ..Default::default() }).unwrap();
+        let manifest = write_world(&world, &world_dir).unwrap();
+        let urns: BTreeSet<Urn> = world.schools.iter().map(|s| s.urn).collect();
+        (urns, *world.terms.last().unwrap(), manifest.feeds.len(), manifest.feeds.iter().map(|f| f.rows).sum::<usize>())
+    };
+    println!("borough: {schools} schools x 3 years (seed {seed}), {feeds} feeds, {rows} pupil rows");
+    // Peak memory from here on is the server's (and its in-process clients'), not the generator's.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut steps = Steps(Vec::new());
+    let (scores_read, cohorts) = rt.block_on(async {
+        let mut t = Instant::now();
+        let data = tmp.path().join("data");
+        let store = Arc::new(Store::open(&data).unwrap());
+        let school_key = key(&store, Role::School, &urns);
+        let analyst = Bearer::new(&key(&store, Role::Analyst, &BTreeSet::new()));
+        let link_worker = Bearer::new(&key(&store, Role::LinkWorker, &urns));
+        let settings = riskid::server::Settings::for_data_dir(data.clone());
+        let app = Arc::new(riskid::app::App::new(store, settings.limits()).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(riskid::server::serve(listener, app, None, async {
+            let _ = stopped.await;
+        }));
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        steps.add("start a fresh server", &mut t);
+
+        // The data team's bulk submission: the real client, every feed over one connection.
+        let manifest = world_dir.join("manifest.json");
+        let mut submit = Command::new(env!("CARGO_BIN_EXE_riskid"));
+        submit
+            .args(["submit", "--manifest", manifest.to_str().unwrap(), "--jobs", "2", "--output", "json"])
+            .args(["--server", &format!("http://{addr}")])
+            .env("RISKID_KEY", &school_key);
+        let out = tokio::task::spawn_blocking(move || submit.output()).await.unwrap().unwrap();
+        assert!(out.status.success(), "bulk submit failed: {}", String::from_utf8_lossy(&out.stderr));
+        steps.add("bulk submit (validate, store, score, audit)", &mut t);
+
+        let mut models = ModelServiceClient::with_interceptor(channel.clone(), analyst.clone());
+        let mut stream = models
+            .train_model(pb::TrainModelRequest { capacity: 36, seed, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut trained = None;
+        while let Some(m) = futures::StreamExt::next(&mut stream).await {
+            if let Some(pb::train_model_progress::Event::Model(m)) = m.unwrap().event {
+                trained = Some(m);
+            }
+        }
+        let trained = trained.expect("a trained model");
+        steps.add("train 3 outcomes with model selection", &mut t);
+        models
+            .activate_model(pb::ActivateModelRequest { model_id: trained.model_id.clone(), ..Default::default() })
+            .await
+            .unwrap();
+        steps.add("activate (rescore every school's latest term)", &mut t);
+
+        let mut risks = RiskServiceClient::with_interceptor(channel.clone(), link_worker.clone());
+        let mut scores_read = 0;
+        for &urn in &urns {
+            let mut page_token = String::new();
+            loop {
+                let r = risks
+                    .list_school_risks(pb::ListSchoolRisksRequest {
+                        school_term: Some(riskid::api::school_term_pb(urn, latest)),
+                        page_size: 500,
+                        page_token: page_token.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(r.model_id, trained.model_id, "scores are the new model's");
+                scores_read += r.risks.len();
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = r.next_page_token;
+            }
+        }
+        steps.add("read every score of the latest term", &mut t);
+
+        let mut cohort = CohortServiceClient::with_interceptor(channel.clone(), link_worker.clone());
+        let mut cohorts = 0;
+        for &urn in &urns {
+            let c = cohort
+                .propose_cohort(pb::ProposeCohortRequest {
+                    school_term: Some(riskid::api::school_term_pb(urn, latest)),
+                    capacity: 36,
+                    seed,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(!c.members.is_empty());
+            cohorts += 1;
+        }
+        steps.add("propose every school's cohort", &mut t);
+
+        // Not timed: every feed stored and scored, and the audit chain whole.
+        let mut feeds_api = FeedServiceClient::with_interceptor(channel.clone(), analyst.clone());
+        let mut stored = 0;
+        let mut page_token = String::new();
+        loop {
+            let r = feeds_api
+                .list_submissions(pb::ListSubmissionsRequest {
+                    page_size: 500,
+                    page_token: page_token.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            stored += r.submissions.len();
+            if r.next_page_token.is_empty() {
+                break;
+            }
+            page_token = r.next_page_token;
+        }
+        assert_eq!(stored, feeds, "every feed stored");
+        let mut audit = AuditServiceClient::with_interceptor(channel, analyst);
+        let v = audit.verify_audit_chain(pb::VerifyAuditChainRequest::default()).await.unwrap().into_inner();
+        assert!(v.ok, "audit chain verifies");
+        println!("checked: {stored} feeds stored, every one scored and audited; audit chain of {} events verifies", v.events_checked);
+        let _ = stop.send(());
+        let _ = server.await;
+        (scores_read, cohorts)
+    });
+    let peak = status_kib("VmHWM:") / 1024.0;
+    let riskid_total = steps.total();
+    println!("\nriskid ({scores_read} scores read, {cohorts} cohorts proposed):");
+    for (what, s) in &steps.0 {
+        println!("  {what:<48} {s:>7.2} s");
+    }
+    println!("  {:<48} {riskid_total:>7.2} s  ({:.0} rows/s end to end)", "whole pipeline", rows as f64 / riskid_total);
+    println!("  peak memory of the server process (with its in-process clients): {peak:.0} MiB");
+
+    let Some(py) = python() else {
+        println!("\nreference: not run (Python setup failed; see above) — no ratio reported");
+        return;
+    };
+    let t = Instant::now();
+    let out = Command::new(&py)
+        .args(["tools/reference/pipeline.py", "--world", world_dir.to_str().unwrap(), "--timing"])
+        .output()
+        .expect("run the reference");
+    let reference = t.elapsed().as_secs_f64();
+    assert!(out.status.success(), "reference failed: {}", String::from_utf8_lossy(&out.stderr));
+    println!("\nreference (pandas + scikit-learn, wall clock with interpreter start):");
+    for l in String::from_utf8_lossy(&out.stdout).lines().chain(String::from_utf8_lossy(&out.stderr).lines()) {
+        println!("  {l}");
+    }
+    println!("  {:<48} {reference:>7.2} s", "whole pipeline");
+    println!("\nriskid is {:.2}x the reference's speed (target: at least 3x)", reference / riskid_total);
+}
