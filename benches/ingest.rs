@@ -51,6 +51,79 @@ fn principal(urns: impl Iterator<Item = u32>) -> Principal {
     Principal { key_id: 1, role: Role::School, schools }
 }
 
+/// Submits `files` over gRPC (one school each, two at a time) while one client reads pupil
+/// risks in a loop; returns the submit time and the sorted read latencies (seconds).
+async fn grpc_phase(
+    app: Arc<App>,
+    files: Vec<Vec<u8>>,
+    term: Term,
+    school_key: &str,
+    reader_key: &str,
+    upns: Vec<String>,
+) -> (f64, Vec<f64>) {
+    use riskid::api::pb;
+    use riskid::api::pb::feed_service_client::FeedServiceClient;
+    use riskid::api::pb::risk_service_client::RiskServiceClient;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(riskid::server::serve(listener, app, None, async {
+        let _ = stopped.await;
+    }));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let mut risks = RiskServiceClient::with_interceptor(channel.clone(), riskid::client::Bearer::new(reader_key));
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                let r = risks
+                    .get_pupil_risk(pb::GetPupilRiskRequest { upn: upns[i % upns.len()].clone(), ..Default::default() })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                lat.push(t.elapsed().as_secs_f64());
+                assert!(!r.history.is_empty());
+                i += 1;
+            }
+            lat
+        })
+    };
+    let t = Instant::now();
+    let files = Arc::new(std::sync::Mutex::new(files.into_iter().enumerate().collect::<Vec<_>>()));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = FeedServiceClient::with_interceptor(channel.clone(), riskid::client::Bearer::new(school_key));
+            let files = files.clone();
+            tokio::spawn(async move {
+                loop {
+                    let next = files.lock().unwrap().pop();
+                    let Some((i, csv)) = next else { break };
+                    let header = pb::SubmissionHeader {
+                        school_term: Some(riskid::api::school_term_pb(Urn::new(300_000 + i as u32).unwrap(), term)),
+                        content_length: csv.len() as u64,
+                        ..Default::default()
+                    };
+                    c.submit_feed(riskid::client::submission_stream(header, csv)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut lat = reader.await.unwrap();
+    lat.sort_by(f64::total_cmp);
+    let _ = stop.send(());
+    let _ = server.await;
+    (secs, lat)
+}
+
 fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -71,7 +144,39 @@ fn main() {
             "operator:test",
         )
         .unwrap();
-    let app = App::new(store, Limits::default()).unwrap();
+    let reader_schools: BTreeSet<Urn> = [Urn::new(300_000).unwrap()].into();
+    let (reader_key, reader_hash, reader_prefix) = riskid::auth::generate_key();
+    store
+        .create_key(
+            &riskid::storage::NewKey {
+                key_hash: &reader_hash,
+                prefix: &reader_prefix,
+                role: Role::LinkWorker,
+                schools: &reader_schools,
+                label: "bench reader",
+                created_at: 0,
+            },
+            "operator:test",
+        )
+        .unwrap();
+    let school_key = {
+        let (k, hash, prefix) = riskid::auth::generate_key();
+        store
+            .create_key(
+                &riskid::storage::NewKey {
+                    key_hash: &hash,
+                    prefix: &prefix,
+                    role: Role::School,
+                    schools: &schools,
+                    label: "bench grpc",
+                    created_at: 0,
+                },
+                "operator:test",
+            )
+            .unwrap();
+        k
+    };
+    let app = Arc::new(App::new(store, Limits::default()).unwrap());
     let p = principal(300_000..300_200);
     let term = Term::parse("2025/26", "autumn").unwrap();
     let csv = feed(2000, 1);
@@ -101,6 +206,24 @@ fn main() {
     }
     let s = t.elapsed().as_secs_f64();
     println!("200 files x 2,000 pupils back to back, submit with scoring: {:.2} s = {:.0} rows/s", s, 400_000.0 / s);
+
+    // Through the gRPC API: 200 more files, two in flight (the per-key limit), while a link
+    // worker reads a pupil's risk over and over; the reads' latencies are the figure.
+    // Pupils of the last of the ten rounds above: school 300000's current feed.
+    let upns: Vec<String> = {
+        let rows = riskid::ingest::parse_csv(&feed(2000, 19)).unwrap().rows;
+        rows.iter().step_by(7).map(|r| r.upn.as_str().to_owned()).collect()
+    };
+    let files: Vec<Vec<u8>> = (0..200).map(|i| feed(2000, 5000 + i)).collect();
+    let (secs, lat) = rt.block_on(grpc_phase(app.clone(), files, term.next().next(), &school_key, &reader_key, upns));
+    println!("through gRPC, 200 files x 2,000 pupils, 2 in flight: {secs:.2} s = {:.0} rows/s", 400_000.0 / secs);
+    println!(
+        "  GetPupilRisk during it: {} reads, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        lat.len(),
+        lat[lat.len() / 2] * 1e3,
+        lat[lat.len() * 99 / 100] * 1e3,
+        lat[lat.len() - 1] * 1e3
+    );
 
     // Since submissions and their scores commit in one transaction, there is no separate
     // store-only path to time: the figure above is the whole ingest.

@@ -103,7 +103,8 @@ fn main() {
         let server = tokio::spawn(riskid::server::serve(listener, app, None, async {
             let _ = stopped.await;
         }));
-        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let channel =
+            tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
         steps.add("start a fresh server", &mut t);
 
         // The data team's bulk submission: the real client, every feed over one connection.
@@ -204,7 +205,10 @@ fn main() {
         let mut audit = AuditServiceClient::with_interceptor(channel, analyst);
         let v = audit.verify_audit_chain(pb::VerifyAuditChainRequest::default()).await.unwrap().into_inner();
         assert!(v.ok, "audit chain verifies");
-        println!("checked: {stored} feeds stored, every one scored and audited; audit chain of {} events verifies", v.events_checked);
+        println!(
+            "checked: {stored} feeds stored, every one scored and audited; audit chain of {} events verifies",
+            v.events_checked
+        );
         let _ = stop.send(());
         let _ = server.await;
         (scores_read, cohorts)

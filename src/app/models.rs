@@ -32,7 +32,8 @@ pub(crate) fn score_history(
     let ctx = SchoolContext::of(history.iter().filter(|(s, _)| *s == st).map(|(_, r)| r));
     let history = History::from_rows(history);
     // Pupils in UPN order (the history's map order); scored on every core.
-    let pupils: Vec<_> = history.pupils.values().filter_map(|h| h.iter().find(|(s, _)| *s == st).map(|(_, row)| (h, row))).collect();
+    let pupils: Vec<_> =
+        history.pupils.values().filter_map(|h| h.iter().find(|(s, _)| *s == st).map(|(_, row)| (h, row))).collect();
     let mut risks = crate::par::map(&pupils, |(h, row)| score_pupil_in(model, h, row, st, &ctx));
     risks.sort_by(|a, b| a.upn.cmp(&b.upn));
     risks

@@ -16,7 +16,7 @@ pub const ORIGINS: usize = 2;
 /// Selection compares families on at most about this many examples: beyond it, a seeded
 /// sample of whole pupils (every term of each) is enough to rank two families, and the
 /// chosen one is then fitted on everything.
-pub const SELECT_MAX: usize = 150_000;
+pub const SELECT_MAX: usize = 50_000;
 /// AUCs closer than this are a tie, settled by precision at capacity.
 pub const AUC_TIE: f64 = 0.002;
 

@@ -58,10 +58,12 @@ pub struct TreeParams {
 impl Default for TreeParams {
     fn default() -> Self {
         Self {
-            learning_rate: 0.1,
+            // Twice the usual rate and half the rounds: within 0.001 AUC of 0.1 × 300 on the
+            // generated boroughs (`cargo bench --bench compare`), in half the time.
+            learning_rate: 0.2,
             max_depth: 4,
-            max_trees: 300,
-            early_stopping_rounds: 20,
+            max_trees: 150,
+            early_stopping_rounds: 10,
             min_leaf_weight: 5.0,
             l2: 1.0,
             bins: 64,

@@ -10,7 +10,8 @@ use super::{StoreError, StoreResult};
 /// The stored bytes of a row or score.
 pub(crate) fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
     // Room for a typical score at once, rather than growing from nothing.
-    postcard::to_extend(value, Vec::with_capacity(512)).map_err(|e| StoreError::Corrupt(format!("cannot encode for the store: {e}")))
+    postcard::to_extend(value, Vec::with_capacity(512))
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode for the store: {e}")))
 }
 
 /// A stored row or score, from postcard (a blob) or, if written by an older release, JSON text.
