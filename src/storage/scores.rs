@@ -175,6 +175,14 @@ fn push_score_row(d: &mut PairsDigest, r: &rusqlite::Row) -> StoreResult<()> {
     Ok(())
 }
 
+/// A pupil's live scores, found through the rows' UPN index: the scores table has no UPN
+/// index of its own, since a feed's inserts into one would touch a page per pupil.
+const PUPIL_SCORES: &str = "SELECT s.submission_id, s.model_id, s.explanation FROM pupil_terms p \
+     JOIN submissions u ON u.id = p.submission_id AND u.state = 'current' \
+     JOIN live_scores l ON l.submission_id = p.submission_id \
+     JOIN scores s ON s.submission_id = l.submission_id AND s.model_id = l.model_id AND s.upn = p.upn \
+     WHERE p.upn = ?1 ORDER BY p.term_index, u.urn";
+
 /// One score into a digest: its UPN, stored bytes, and ranking columns as exact bits. Used
 /// when writing and when verifying, so the two cannot drift apart.
 fn push_score(d: &mut PairsDigest, upn: &str, bytes: &[u8], cols: &[f64; 6]) {
@@ -341,14 +349,9 @@ impl Store {
     /// Every live score of one pupil, oldest term first.
     pub fn pupil_scores(&self, upn: &str) -> StoreResult<Vec<ScoreRecord>> {
         let conn = self.conn();
-        conn.prepare_cached(
-            "SELECT s.submission_id, s.model_id, s.explanation FROM scores s \
-                 JOIN live_scores l ON l.submission_id = s.submission_id AND l.model_id = s.model_id \
-                 JOIN submissions u ON u.id = s.submission_id AND u.state = 'current' \
-                 WHERE s.upn = ?1 ORDER BY s.term_index, s.urn",
-        )?
-        .query_and_then([upn], |r| parse(r.get(0)?, r.get(1)?, r.get_ref(2)?))?
-        .collect()
+        conn.prepare_cached(PUPIL_SCORES)?
+            .query_and_then([upn], |r| parse(r.get(0)?, r.get(1)?, r.get_ref(2)?))?
+            .collect()
     }
 
     /// Every score a model had live (shown to people) in a current submission, by school
@@ -438,4 +441,25 @@ impl Store {
 pub(super) fn history_of(conn: &rusqlite::Connection, submission_id: i64) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
     let and = "AND p.upn IN (SELECT upn FROM pupil_terms WHERE submission_id = ?1)";
     super::submissions::located_rows(conn, and, [submission_id])
+}
+
+#[cfg(test)]
+mod tests {
+    /// A pupil's scores are read by index, never by scanning the (large) scores table.
+    #[test]
+    fn a_pupils_scores_are_found_by_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::Store::open(dir.path()).unwrap();
+        let conn = store.conn();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", super::PUPIL_SCORES))
+            .unwrap()
+            .query_map(["U"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("\n");
+        assert!(plan.contains("pupil_terms_upn"), "{plan}");
+        assert!(!plan.contains("SCAN s") && !plan.contains("SCAN scores"), "{plan}");
+    }
 }
