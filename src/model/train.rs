@@ -104,6 +104,9 @@ impl Linear {
     }
 }
 
+/// Fits on at most this many rows hold their standardised matrix; larger ones stream it.
+const HELD_ROWS: usize = 200_000;
+
 /// Fits P(label) on the examples whose label for `outcome` is defined.
 pub fn fit_outcome(
     rows: &[&Example],
@@ -120,8 +123,7 @@ pub fn fit_outcome(
     }
     let y: Vec<bool> = labelled.iter().map(|r| r.1).collect();
     let p = params.get();
-    // Standardised rows are made a block at a time, each pass: no n × d matrix is held.
-    let fill = |start: usize, out: &mut Array2<f64>| {
+    let standardise_into = |start: usize, out: &mut Array2<f64>| {
         for (i, mut row) in out.rows_mut().into_iter().enumerate() {
             let z = scaling.standardise(&labelled[start + i].0.features);
             for (v, zj) in row.iter_mut().zip(z) {
@@ -129,7 +131,15 @@ pub fn fit_outcome(
             }
         }
     };
-    let (intercept, w) = newton_logistic_blocks(n, N_FEATURES, &fill, &y, p.alpha, p.max_iterations)?;
+    let (intercept, w) = if n <= HELD_ROWS {
+        // Standardised once and held (at most ~90 MiB): every pass then only copies.
+        let mut x = Array2::<f64>::zeros((n, N_FEATURES));
+        standardise_into(0, &mut x);
+        newton_logistic(&x, &y, p.alpha, p.max_iterations)?
+    } else {
+        // Standardised a block at a time, each pass: no n × d matrix is held.
+        newton_logistic_blocks(n, N_FEATURES, &standardise_into, &y, p.alpha, p.max_iterations)?
+    };
     Ok(Linear { intercept, coefficients: w.to_vec() })
 }
 
@@ -141,18 +151,24 @@ pub fn newton_logistic(
     max_iterations: u64,
 ) -> Result<(f64, Array1<f64>), ModelError> {
     let (n, d) = x.dim();
-    let fill = |start: usize, out: &mut Array2<f64>| {
-        let rows = out.nrows();
-        out.assign(&x.slice(ndarray::s![start..start + rows, ..]));
-    };
-    newton_logistic_blocks(n, d, &fill, y, alpha, max_iterations)
+    newton_with(n, d, Rows::Held(x), y, alpha, max_iterations, HESSIAN_ROWS)
 }
 
 /// Rows per block: a block is one matrix product in the Hessian.
 const BLOCK: usize = 8_192;
+/// The Hessian is taken over about this many rows (every k-th); the gradient over all.
+const HESSIAN_ROWS: usize = 16_384;
 
 /// Called for each block of rows: its first row, the rows, and X w + b for them.
-type BlockFn<'a> = dyn FnMut(usize, &Array2<f64>, &Array1<f64>) + 'a;
+type BlockFn<'a> = dyn FnMut(usize, ndarray::ArrayView2<f64>, &Array1<f64>) + 'a;
+
+/// Where the rows of the design matrix come from.
+enum Rows<'a> {
+    /// Held whole: blocks are views of it.
+    Held(&'a Array2<f64>),
+    /// Made a block at a time: `fill(start, block)` writes rows `start..start + block.nrows()`.
+    Filled(&'a dyn Fn(usize, &mut Array2<f64>)),
+}
 
 /// L2-penalised logistic regression by Newton's method: minimises the summed log loss plus
 /// `alpha`/2 · ‖w‖² (the intercept unpenalised) — the objective of linfa's and
@@ -167,6 +183,19 @@ pub fn newton_logistic_blocks(
     alpha: f64,
     max_iterations: u64,
 ) -> Result<(f64, Array1<f64>), ModelError> {
+    newton_with(n, d, Rows::Filled(fill), y, alpha, max_iterations, HESSIAN_ROWS)
+}
+
+/// [`newton_logistic_blocks`], with the Hessian over about `hessian_rows` rows.
+fn newton_with(
+    n: usize,
+    d: usize,
+    rows: Rows,
+    y: &[bool],
+    alpha: f64,
+    max_iterations: u64,
+    hessian_rows: usize,
+) -> Result<(f64, Array1<f64>), ModelError> {
     let t: Vec<f64> = y.iter().map(|&l| f64::from(u8::from(l))).collect();
     // Start from the base rate: intercept = its logit, coefficients 0.
     let rate = (t.iter().sum::<f64>() / n as f64).clamp(1e-6, 1.0 - 1e-6);
@@ -176,10 +205,19 @@ pub fn newton_logistic_blocks(
     let mut pass = |w: &Array1<f64>, b: f64, each: &mut BlockFn| {
         for start in (0..n).step_by(BLOCK) {
             let end = (start + BLOCK).min(n);
-            let mut xb = Array2::<f64>::zeros((end - start, d));
-            fill(start, &mut xb);
-            let eta = xb.dot(w) + b;
-            each(start, &xb, &eta);
+            match rows {
+                Rows::Held(x) => {
+                    let xb = x.slice(ndarray::s![start..end, ..]);
+                    let eta = xb.dot(w) + b;
+                    each(start, xb, &eta);
+                }
+                Rows::Filled(fill) => {
+                    let mut xb = Array2::<f64>::zeros((end - start, d));
+                    fill(start, &mut xb);
+                    let eta = xb.dot(w) + b;
+                    each(start, xb.view(), &eta);
+                }
+            }
         }
     };
     let objective = |pass: &mut dyn FnMut(&Array1<f64>, f64, &mut BlockFn), w: &Array1<f64>, b: f64| -> f64 {
@@ -190,6 +228,13 @@ pub fn newton_logistic_blocks(
         loss + 0.5 * alpha * w.dot(w)
     };
     let mut current = objective(&mut pass, &w, b);
+    // The gradient is exact, over every row; the Hessian, which only shapes the step, comes
+    // from every `stride`-th row (scaled up to all n). The solution is where the gradient is
+    // zero, so it is the same; each step costs a fraction of an exact Newton step, and the
+    // damped search below keeps every step downhill.
+    let stride = n.div_ceil(hessian_rows.max(1)).max(1);
+    let sampled = n.div_ceil(stride);
+    let scale_up = n as f64 / sampled as f64;
     for _ in 0..max_iterations.max(1) {
         // Gradient and Hessian over (w, b): the bordered system [[XᵀHX + αI, XᵀH1], [1ᵀHX, Σh]].
         let mut gw = alpha * &w;
@@ -204,11 +249,22 @@ pub fn newton_logistic_blocks(
             let h = p.mapv(|q| (q * (1.0 - q)).max(1e-12));
             gw += &xb.t().dot(&r);
             gb += r.sum();
-            xh += &xb.t().dot(&h);
-            hsum += h.sum();
-            let xs = xb * &h.mapv(f64::sqrt).insert_axis(ndarray::Axis(1));
+            let (xs, hs) = if stride == 1 {
+                (xb.to_owned(), h)
+            } else {
+                // The rows whose index is a multiple of the stride.
+                let first = (stride - start % stride) % stride;
+                let idx: Vec<usize> = (first..xb.nrows()).step_by(stride).collect();
+                (xb.select(ndarray::Axis(0), &idx), h.select(ndarray::Axis(0), &idx))
+            };
+            xh += &xs.t().dot(&hs);
+            hsum += hs.sum();
+            let xs = xs * &hs.mapv(f64::sqrt).insert_axis(ndarray::Axis(1));
             ndarray::linalg::general_mat_mul(1.0, &xs.t(), &xs, 1.0, &mut xtx);
         });
+        xtx *= scale_up;
+        xh *= scale_up;
+        hsum *= scale_up;
         let mut hess = Array2::<f64>::zeros((d + 1, d + 1));
         hess.slice_mut(ndarray::s![..d, ..d]).assign(&xtx);
         for j in 0..d {
@@ -323,6 +379,39 @@ mod tests {
         assert!((sign * fitted.intercept() - b).abs() < 1e-4, "{} vs {b}", sign * fitted.intercept());
         for (a, c) in fitted.params().iter().zip(&w) {
             assert!((sign * a - c).abs() < 1e-4, "{} vs {c}", sign * a);
+        }
+    }
+
+    /// A Hessian from a subsample of rows changes the path, not the solution: on 40,000 rows
+    /// with correlated features, the same coefficients as exact Newton.
+    #[test]
+    fn a_subsampled_hessian_reaches_the_exact_solution() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let (n, d) = (40_000, 5);
+        let mut x = Array2::<f64>::zeros((n, d));
+        let mut y = Vec::with_capacity(n);
+        for i in 0..n {
+            let common: f64 = rng.random_range(-1.0..1.0);
+            let mut z = -2.0;
+            for j in 0..d {
+                let v = common + 0.5 * rng.random_range(-1.0..1.0);
+                x[[i, j]] = v;
+                z += [1.0, -0.7, 0.4, 0.0, 0.9][j] * v;
+            }
+            y.push(rng.random::<f64>() < sigmoid(z));
+        }
+        let fill = |start: usize, out: &mut Array2<f64>| {
+            let rows = out.nrows();
+            out.assign(&x.slice(ndarray::s![start..start + rows, ..]));
+        };
+        let exact = newton_with(n, d, Rows::Held(&x), &y, 1.0, 200, usize::MAX).unwrap();
+        let sampled = newton_with(n, d, Rows::Held(&x), &y, 1.0, 200, 4_000).unwrap();
+        // Streamed blocks give the same as a held matrix, to the bit.
+        assert_eq!(newton_with(n, d, Rows::Filled(&fill), &y, 1.0, 200, 4_000).unwrap(), sampled);
+        assert!((exact.0 - sampled.0).abs() < 1e-6, "{} vs {}", exact.0, sampled.0);
+        for (a, b) in exact.1.iter().zip(&sampled.1) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }
     }
 }
