@@ -122,16 +122,41 @@ pub struct Comparison {
     pub value: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Evidence {
     pub measure: Measure,
     pub value: f64,
-    // Always written (postcard, the store's format, has no optional fields); JSON without
-    // them, from older releases, still reads.
     #[serde(default)]
     pub earlier: Option<f64>,
     #[serde(default)]
     pub compared_with: Option<Comparison>,
+}
+
+/// In JSON (what cohorts keep as shown, and hash into the audit chain) an absent value is
+/// left out, exactly as earlier releases wrote it, so re-serialising what was shown gives the
+/// same bytes. In the store's compact format (postcard, not self-describing) every field is
+/// written: it has no way to leave one out.
+impl Serialize for Evidence {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let all = !s.is_human_readable();
+        let earlier = all || self.earlier.is_some();
+        let compared = all || self.compared_with.is_some();
+        let mut st = s.serialize_struct("Evidence", 2 + usize::from(earlier) + usize::from(compared))?;
+        st.serialize_field("measure", &self.measure)?;
+        st.serialize_field("value", &self.value)?;
+        if earlier {
+            st.serialize_field("earlier", &self.earlier)?;
+        } else {
+            st.skip_field("earlier")?;
+        }
+        if compared {
+            st.serialize_field("compared_with", &self.compared_with)?;
+        } else {
+            st.skip_field("compared_with")?;
+        }
+        st.end()
+    }
 }
 
 impl Evidence {

@@ -54,5 +54,11 @@ mod tests {
         assert_eq!(encode(&e).unwrap(), blob, "deterministic");
         assert!(decode::<Evidence>(ValueRef::Blob(&blob[..3]), "a score").unwrap_err().to_string().contains("a score"));
         assert!(decode::<Evidence>(ValueRef::Integer(3), "a score").is_err());
+        // JSON leaves absent values out, as earlier releases wrote it: what cohorts kept as
+        // shown re-serialises to the bytes the audit chain hashed.
+        let bare = Evidence::new(Measure::SdqHyperactivity, 7.0);
+        assert_eq!(serde_json::to_string(&bare).unwrap(), r#"{"measure":"sdq_hyperactivity","value":7.0}"#);
+        let blob = encode(&bare).unwrap();
+        assert_eq!(decode::<Evidence>(ValueRef::Blob(&blob), "e").unwrap(), bare);
     }
 }

@@ -132,8 +132,13 @@ impl Store {
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         migrations::apply(&mut conn)?;
-        // Checkpoints run on their own thread, never inside a writer's commit.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // Checkpoints run on their own thread, not inside a writer's commit. The writer's own
+        // checkpoint stays as a backstop at 64 MiB of WAL: the WAL restarts from its beginning
+        // only when a write begins with every frame copied, which a burst of commits (each
+        // ahead of the thread) would otherwise never allow; most frames are copied by then,
+        // so the backstop is cheap. The file is cut back to 64 MiB when it restarts.
+        conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
+        conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
         let checkpoints = Checkpointer::start(&path)?;
         let readers = (0..READERS)
             .map(|_| {
