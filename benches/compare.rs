@@ -18,6 +18,8 @@ use riskid::model::rolling::rolling_origin;
 use riskid::model::{History, TrainParams};
 use riskid::synth::{WorldConfig, generate_with_oracle, write_world};
 
+mod common;
+
 const CAPACITY: usize = 36;
 const BOOTSTRAP: usize = 200;
 const REF_METHODS: [&str; 2] = ["logistic", "hist_gradient_boosting"];
@@ -34,15 +36,6 @@ struct TestSet {
     oracle: Vec<[f64; 3]>,
     /// Per reference method.
     reference: Vec<Vec<[f64; 3]>>,
-}
-
-fn python() -> Option<String> {
-    let out = Command::new("sh").arg("tools/reference/setup.sh").output().ok()?;
-    if !out.status.success() {
-        eprintln!("reference setup failed: {}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    String::from_utf8_lossy(&out.stdout).lines().last().map(str::to_owned)
 }
 
 /// Reads the reference's predictions: (term label, urn, upn) → per method, per outcome.
@@ -102,7 +95,7 @@ fn main() {
         })
         .collect();
     let n_terms: usize = std::env::var("RISKID_COMPARE_TERMS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
-    let py = python();
+    let py = common::python();
     let dir = tempfile::tempdir().unwrap();
     let mut sets = Vec::new();
     for (b, &(seed, schools)) in boroughs.iter().enumerate() {

@@ -10,6 +10,8 @@ use riskid::auth::{Principal, Role};
 use riskid::domain::{Term, Urn, check_letter};
 use riskid::storage::Store;
 
+mod common;
+
 /// A 2,000-pupil feed with every column filled, varied like real data.
 fn feed(n: usize, seed: u64) -> Vec<u8> {
     // Each school's pupils have their own UPNs, as in life.
@@ -128,54 +130,11 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path()).unwrap());
-    // The key row the submissions reference.
-    let (_, hash, prefix) = riskid::auth::generate_key();
+    // The key row the in-process submissions reference; a school key and a reader's for gRPC.
     let schools: BTreeSet<Urn> = (0..200).map(|i| Urn::new(300_000 + i).unwrap()).collect();
-    store
-        .create_key(
-            &riskid::storage::NewKey {
-                key_hash: &hash,
-                prefix: &prefix,
-                role: Role::School,
-                schools: &schools,
-                label: "bench",
-                created_at: 0,
-            },
-            "operator:test",
-        )
-        .unwrap();
-    let reader_schools: BTreeSet<Urn> = [Urn::new(300_000).unwrap()].into();
-    let (reader_key, reader_hash, reader_prefix) = riskid::auth::generate_key();
-    store
-        .create_key(
-            &riskid::storage::NewKey {
-                key_hash: &reader_hash,
-                prefix: &reader_prefix,
-                role: Role::LinkWorker,
-                schools: &reader_schools,
-                label: "bench reader",
-                created_at: 0,
-            },
-            "operator:test",
-        )
-        .unwrap();
-    let school_key = {
-        let (k, hash, prefix) = riskid::auth::generate_key();
-        store
-            .create_key(
-                &riskid::storage::NewKey {
-                    key_hash: &hash,
-                    prefix: &prefix,
-                    role: Role::School,
-                    schools: &schools,
-                    label: "bench grpc",
-                    created_at: 0,
-                },
-                "operator:test",
-            )
-            .unwrap();
-        k
-    };
+    common::key(&store, Role::School, &schools, "bench");
+    let reader_key = common::key(&store, Role::LinkWorker, &[Urn::new(300_000).unwrap()].into(), "bench reader");
+    let school_key = common::key(&store, Role::School, &schools, "bench grpc");
     let app = Arc::new(App::new(store, Limits::default()).unwrap());
     let p = principal(300_000..300_200);
     let term = Term::parse("2025/26", "autumn").unwrap();

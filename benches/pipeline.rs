@@ -26,8 +26,10 @@ use riskid::api::pb::risk_service_client::RiskServiceClient;
 use riskid::auth::Role;
 use riskid::client::Bearer;
 use riskid::domain::Urn;
-use riskid::storage::{NewKey, Store};
+use riskid::storage::Store;
 use riskid::synth::{WorldConfig, generate, write_world};
+
+mod common;
 
 fn status_kib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -37,26 +39,6 @@ fn status_kib(field: &str) -> f64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
-}
-
-fn key(store: &Store, role: Role, schools: &BTreeSet<Urn>) -> String {
-    let (k, hash, prefix) = riskid::auth::generate_key();
-    store
-        .create_key(
-            &NewKey { key_hash: &hash, prefix: &prefix, role, schools, label: "pipeline bench", created_at: 0 },
-            "operator:bench",
-        )
-        .expect("key");
-    k
-}
-
-fn python() -> Option<String> {
-    let out = Command::new("sh").arg("tools/reference/setup.sh").output().ok()?;
-    if !out.status.success() {
-        eprintln!("reference setup failed: {}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    String::from_utf8_lossy(&out.stdout).lines().last().map(str::to_owned)
 }
 
 struct Steps(Vec<(String, f64)>);
@@ -92,9 +74,9 @@ fn main() {
         let mut t = Instant::now();
         let data = tmp.path().join("data");
         let store = Arc::new(Store::open(&data).unwrap());
-        let school_key = key(&store, Role::School, &urns);
-        let analyst = Bearer::new(&key(&store, Role::Analyst, &BTreeSet::new()));
-        let link_worker = Bearer::new(&key(&store, Role::LinkWorker, &urns));
+        let school_key = common::key(&store, Role::School, &urns, "pipeline bench");
+        let analyst = Bearer::new(&common::key(&store, Role::Analyst, &BTreeSet::new(), "pipeline bench"));
+        let link_worker = Bearer::new(&common::key(&store, Role::LinkWorker, &urns, "pipeline bench"));
         let settings = riskid::server::Settings::for_data_dir(data.clone());
         let app = Arc::new(riskid::app::App::new(store, settings.limits()).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -222,7 +204,7 @@ fn main() {
     println!("  {:<48} {riskid_total:>7.2} s  ({:.0} rows/s end to end)", "whole pipeline", rows as f64 / riskid_total);
     println!("  peak memory of the server process (with its in-process clients): {peak:.0} MiB");
 
-    let Some(py) = python() else {
+    let Some(py) = common::python() else {
         println!("\nreference: not run (Python setup failed; see above) — no ratio reported");
         return;
     };
