@@ -132,7 +132,7 @@ pub fn fit_outcome(
         }
     };
     let (intercept, w) = if n <= HELD_ROWS {
-        // Standardised once and held (at most ~90 MiB): every pass then only copies.
+        // Standardised once and held (at most ~90 MiB): each pass reads views of it.
         let mut x = Array2::<f64>::zeros((n, N_FEATURES));
         standardise_into(0, &mut x);
         newton_logistic(&x, &y, p.alpha, p.max_iterations)?
