@@ -80,20 +80,54 @@ impl PairsDigest {
     }
 }
 
+/// Scores as stored: each one's bytes, and the digest of them all.
+pub(crate) struct EncodedScores {
+    bytes: Vec<Vec<u8>>,
+    digest: String,
+}
+
+/// Encodes scores for the store (on every core) and computes their digest, exactly as
+/// `verify` recomputes it from what is stored: UPN order (SQLite's default collation compares
+/// bytes, as Rust's does).
+pub(crate) fn encode_scores(risks: &[PupilRisk]) -> StoreResult<EncodedScores> {
+    let bytes = crate::par::map(risks, super::codec::encode).into_iter().collect::<StoreResult<Vec<_>>>()?;
+    let mut order: Vec<usize> = (0..risks.len()).collect();
+    order.sort_unstable_by(|&a, &b| risks[a].upn.cmp(&risks[b].upn));
+    let mut d = PairsDigest::new();
+    for i in order {
+        push_score(&mut d, risks[i].upn.as_str(), &bytes[i], &ranking_columns(&risks[i]));
+    }
+    Ok(EncodedScores { bytes, digest: d.finish() })
+}
+
+/// The columns ranking reads, as the digest covers them.
+fn ranking_columns(r: &PupilRisk) -> [f64; 6] {
+    let p = r.probabilities();
+    [r.any_adverse, f64::from(r.ncyear), f64::from(u8::from(r.statutory)), p[0], p[1], p[2]]
+}
+
 /// Replaces one submission's scores under one model, makes them live and takes the pair off
 /// the queue, inside the caller's transaction. Returns the digest of what was written.
 pub(crate) fn write_scores(tx: &Tx, submission_id: i64, model_id: &str, risks: &[PupilRisk]) -> StoreResult<String> {
+    insert_scores(tx, submission_id, model_id, risks, &encode_scores(risks)?)
+}
+
+/// `write_scores` with the scores already encoded.
+pub(crate) fn insert_scores(
+    tx: &Tx,
+    submission_id: i64,
+    model_id: &str,
+    risks: &[PupilRisk],
+    encoded: &EncodedScores,
+) -> StoreResult<String> {
     tx.execute("DELETE FROM scores WHERE submission_id = ?1 AND model_id = ?2", params![submission_id, model_id])?;
-    let mut stored = Vec::with_capacity(risks.len());
     {
         let mut ins = tx.prepare_cached(
             "INSERT INTO scores (urn, term_index, upn, model_id, submission_id, priority, explanation, \
              ncyear, statutory, p_absence, p_suspension, p_referral) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
-        let encoded = crate::par::map(risks, super::codec::encode);
-        for (r, bytes) in risks.iter().zip(encoded) {
-            let bytes = bytes?;
+        for (r, bytes) in risks.iter().zip(&encoded.bytes) {
             let st = r.school_term;
             let p = r.probabilities();
             ins.execute(params![
@@ -110,8 +144,6 @@ pub(crate) fn write_scores(tx: &Tx, submission_id: i64, model_id: &str, risks: &
                 p[1],
                 p[2]
             ])?;
-            let cols = [r.any_adverse, f64::from(r.ncyear), f64::from(u8::from(r.statutory)), p[0], p[1], p[2]];
-            stored.push((r.upn.as_str(), bytes, cols));
         }
     }
     tx.execute(
@@ -119,14 +151,7 @@ pub(crate) fn write_scores(tx: &Tx, submission_id: i64, model_id: &str, risks: &
         params![submission_id, model_id],
     )?;
     tx.execute("DELETE FROM score_queue WHERE submission_id = ?1 AND model_id = ?2", params![submission_id, model_id])?;
-    // The digest of exactly what was stored, in the order verify reads it back (UPN order;
-    // SQLite's default collation compares bytes, as Rust's does).
-    stored.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let mut d = PairsDigest::new();
-    for (upn, bytes, cols) in &stored {
-        push_score(&mut d, upn, bytes, cols);
-    }
-    Ok(d.finish())
+    Ok(encoded.digest.clone())
 }
 
 /// The digest of one submission's scores under one model, as stored.

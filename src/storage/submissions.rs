@@ -114,17 +114,18 @@ fn get(tx: &rusqlite::Connection, id: i64) -> StoreResult<Option<SubmissionRecor
     Ok(tx.query_row(&format!("SELECT {COLUMNS} FROM submissions WHERE id = ?1"), [id], read_record).optional()?)
 }
 
-/// The model active inside a submission's transaction; its artifact is read only if the
-/// caller does not already hold it.
+/// The model that scores a submission: read from the store when it differs from the one
+/// the caller already holds.
 pub struct ActiveModel<'a> {
     pub model_id: &'a str,
-    tx: &'a super::Tx<'a>,
+    conn: &'a rusqlite::Connection,
 }
 
 impl ActiveModel<'_> {
     pub fn artifact(&self) -> StoreResult<crate::model::ModelArtifact> {
         let json: String =
-            self.tx.query_row("SELECT artifact_json FROM models WHERE model_id = ?1", [self.model_id], |r| r.get(0))?;
+            self.conn
+                .query_row("SELECT artifact_json FROM models WHERE model_id = ?1", [self.model_id], |r| r.get(0))?;
         crate::model::ModelArtifact::from_json(&json).map_err(StoreError::Corrupt)
     }
 }
@@ -137,17 +138,53 @@ pub struct Written {
     pub scores_digest: String,
 }
 
+/// Scores computed before the write lock, from a read snapshot of the store.
+struct Prescored {
+    /// The newest submission id the snapshot saw.
+    last_id: i64,
+    model_id: String,
+    risks: Vec<PupilRisk>,
+    encoded: super::scores::EncodedScores,
+}
+
 impl Store {
     /// Stores an accepted feed and its scores atomically: the rows, the supersede, the
-    /// scores by the active model (`score` computes them from the pupils' history, inside the
-    /// transaction), the audit event and the request's result, or nothing at all.
+    /// scores by the active model (`score` computes them from the pupils' history at every
+    /// school and term), the audit event and the request's result, or nothing at all.
+    ///
+    /// Scoring is done before taking the write lock, on a read snapshot, so feeds in flight
+    /// score on every core while another commits. Inside the transaction the snapshot is
+    /// checked: if a submission committed since then touched any of these pupils (its rows,
+    /// or the rows it superseded), or another model became active, the scores are computed
+    /// again there. Either way they are exactly what scoring the committed history gives.
     pub fn accept_submission<E: From<StoreError>>(
         &self,
         s: &NewSubmission,
         rk: Option<&RequestKey>,
-        score: impl FnOnce(ActiveModel, Vec<(SchoolTerm, PupilTerm)>) -> Result<Vec<PupilRisk>, E>,
+        score: impl Fn(ActiveModel, Vec<(SchoolTerm, PupilTerm)>) -> Result<Vec<PupilRisk>, E>,
         event: impl FnOnce(&SubmissionRecord, &Written) -> NewEvent,
     ) -> Result<SaveOutcome, E> {
+        // Outside the lock: the rows' bytes and digest, and the scores on a snapshot.
+        let encoded_rows =
+            crate::par::map(s.rows, super::codec::encode).into_iter().collect::<StoreResult<Vec<_>>>()?;
+        let rows_digest = rows_digest(s.rows, &encoded_rows);
+        let prescored = {
+            let conn = self.conn();
+            let snap = conn.unchecked_transaction().map_err(StoreError::from)?;
+            let last_id: i64 = snap
+                .query_row("SELECT COALESCE(MAX(id), 0) FROM submissions", [], |r| r.get(0))
+                .map_err(StoreError::from)?;
+            let model_id: String = snap
+                .query_row("SELECT model_id FROM models WHERE active = 1", [], |r| r.get(0))
+                .map_err(StoreError::from)?;
+            let mut history = earlier_history(&snap, s.school_term, s.rows)?;
+            history.extend(s.rows.iter().map(|r| (s.school_term, r.clone())));
+            let risks = score(ActiveModel { model_id: &model_id, conn: &snap }, history)?;
+            drop(snap);
+            drop(conn);
+            let encoded = super::scores::encode_scores(&risks)?;
+            Prescored { last_id, model_id, risks, encoded }
+        };
         self.write(|tx| {
             let unchanged = |id: i64| -> StoreResult<SaveOutcome> {
                 Ok(SaveOutcome::Unchanged(get(tx, id)?.ok_or_else(|| StoreError::Corrupt("lost row".into()))?))
@@ -200,14 +237,19 @@ impl Store {
                 tx.execute("UPDATE submissions SET superseded_by = ?1 WHERE id = ?2", params![id, old])
                     .map_err(StoreError::from)?;
             }
-            let rows_digest = insert_rows(tx, id, urn, term_index, s.rows)?;
-            let history = super::scores::history_of(tx, id)?;
+            insert_rows(tx, id, urn, term_index, s.rows, &encoded_rows)?;
             // The model active now, read in this transaction: an activation cannot slip between.
             let model_id: String = tx
                 .query_row("SELECT model_id FROM models WHERE active = 1", [], |r| r.get(0))
                 .map_err(StoreError::from)?;
-            let risks = score(ActiveModel { model_id: &model_id, tx }, history)?;
-            let scores_digest = super::scores::write_scores(tx, id, &model_id, &risks)?;
+            let still = model_id == prescored.model_id && !touched_since(tx, prescored.last_id, id, s.rows)?;
+            let scores_digest = if still {
+                super::scores::insert_scores(tx, id, &model_id, &prescored.risks, &prescored.encoded)?
+            } else {
+                let history = super::scores::history_of(tx, id)?;
+                let risks = score(ActiveModel { model_id: &model_id, conn: tx }, history)?;
+                super::scores::write_scores(tx, id, &model_id, &risks)?
+            };
             let rec = get(tx, id)?.ok_or_else(|| StoreError::Corrupt("lost row".into()))?;
             super::audit::append(tx, event(&rec, &Written { rows_digest, model_id, scores_digest }))?;
             tx.remember(rk, &RequestResult::Submission { id, unchanged: false })?;
@@ -372,21 +414,250 @@ pub(super) fn located_rows(
     .collect()
 }
 
-/// Inserts a submission's rows; returns their digest.
-fn insert_rows(tx: &Transaction, id: i64, urn: u32, term_index: u32, rows: &[PupilTerm]) -> StoreResult<String> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO pupil_terms (submission_id, upn, urn, term_index, row_data) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    let mut stored = Vec::with_capacity(rows.len());
-    for row in rows {
-        let bytes = super::codec::encode(row)?;
-        stmt.execute(params![id, row.upn.as_str(), urn, term_index, bytes])?;
-        stored.push((row.upn.as_str(), bytes));
-    }
+/// The digest of a submission's rows from their stored bytes (UPN order, as verify reads).
+fn rows_digest(rows: &[PupilTerm], encoded: &[Vec<u8>]) -> String {
+    let mut stored: Vec<(&str, &[u8])> =
+        rows.iter().map(|r| r.upn.as_str()).zip(encoded.iter().map(Vec::as_slice)).collect();
     stored.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut d = super::scores::PairsDigest::new();
     for (upn, bytes) in &stored {
         d.push(upn, &[bytes]);
     }
-    Ok(d.finish())
+    d.finish()
+}
+
+/// Inserts a submission's rows, already encoded.
+fn insert_rows(
+    tx: &Transaction,
+    id: i64,
+    urn: u32,
+    term_index: u32,
+    rows: &[PupilTerm],
+    encoded: &[Vec<u8>],
+) -> StoreResult<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO pupil_terms (submission_id, upn, urn, term_index, row_data) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (row, bytes) in rows.iter().zip(encoded) {
+        stmt.execute(params![id, row.upn.as_str(), urn, term_index, bytes])?;
+    }
+    Ok(())
+}
+
+/// The current rows of these pupils at every school and term except `st` (whose current
+/// submission a new feed replaces): what scoring a feed for `st` reads besides the feed.
+fn earlier_history(
+    conn: &rusqlite::Connection,
+    st: SchoolTerm,
+    rows: &[PupilTerm],
+) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.urn, s.term_index, p.row_data FROM pupil_terms p JOIN submissions s ON s.id = p.submission_id \
+         WHERE p.upn = ?1 AND s.state = 'current'",
+    )?;
+    let mut out = Vec::new();
+    for row in rows {
+        let mut found = stmt.query([row.upn.as_str()])?;
+        while let Some(r) = found.next()? {
+            let at = SchoolTerm {
+                urn: Urn::new(r.get(0)?).map_err(StoreError::Corrupt)?,
+                term: Term::from_index(r.get(1)?),
+            };
+            if at != st {
+                out.push((at, super::codec::decode(r.get_ref(2)?, "a stored pupil row")?));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a submission committed after `since` (other than `own`) holds any of these
+/// pupils, or superseded one that did: then a snapshot taken at `since` is out of date for
+/// them.
+fn touched_since(tx: &Transaction, since: i64, own: i64, rows: &[PupilTerm]) -> StoreResult<bool> {
+    let newer: Vec<(i64, Option<i64>)> = tx
+        .prepare_cached("SELECT id, supersedes FROM submissions WHERE id > ?1 AND id <> ?2")?
+        .query_map(params![since, own], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    if newer.is_empty() {
+        return Ok(false);
+    }
+    let ours: std::collections::HashSet<&str> = rows.iter().map(|r| r.upn.as_str()).collect();
+    let mut upns = tx.prepare_cached("SELECT upn FROM pupil_terms WHERE submission_id = ?1")?;
+    for id in newer.iter().flat_map(|(id, old)| std::iter::once(*id).chain(*old)) {
+        let mut found = upns.query([id])?;
+        while let Some(r) = found.next()? {
+            if ours.contains(r.get_ref(0)?.as_str().map_err(|e| StoreError::Corrupt(e.to_string()))?) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::audit::{Action, NewEvent};
+    use crate::domain::{Outcome, Term, Urn};
+    use crate::scoring::{Band, OutcomeRisk};
+
+    fn event(action: Action) -> NewEvent {
+        NewEvent {
+            at: 0,
+            actor_key_id: 0,
+            actor_role: "system".into(),
+            action,
+            school_urn: None,
+            subject: "test".into(),
+            details: serde_json::json!({}),
+        }
+    }
+
+    /// A score that records, in its flags, how many terms of the pupil's history it saw.
+    fn fake_scores(model_id: &str, st: SchoolTerm, history: &[(SchoolTerm, PupilTerm)]) -> Vec<PupilRisk> {
+        let mut out: Vec<PupilRisk> = history
+            .iter()
+            .filter(|(s, _)| *s == st)
+            .map(|(_, r)| {
+                let seen = history.iter().filter(|(_, h)| h.upn == r.upn).count();
+                PupilRisk {
+                    upn: r.upn.as_str().to_owned(),
+                    school_term: st,
+                    ncyear: 7,
+                    statutory: false,
+                    model_id: model_id.to_owned(),
+                    any_adverse: 0.5,
+                    outcomes: Outcome::ALL
+                        .iter()
+                        .map(|&outcome| OutcomeRisk { outcome, probability: 0.2, band: Band::Low, reasons: vec![] })
+                        .collect(),
+                    flags: vec![format!("{seen} terms seen")],
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.upn.cmp(&b.upn));
+        out
+    }
+
+    fn submission<'a>(st: SchoolTerm, sha: &'a str, rows: &'a [PupilTerm]) -> NewSubmission<'a> {
+        NewSubmission {
+            school_term: st,
+            source: FeedSource::Csv,
+            content_sha256: sha,
+            rows,
+            warnings: &[],
+            warning_count: 0,
+            received_at: 0,
+            key_id: 1,
+        }
+    }
+
+    /// Scores computed on a snapshot that a concurrent commit made stale (it added a term of
+    /// the same pupils) are not stored: they are computed again inside the transaction, from
+    /// the committed history, and what is stored is that.
+    #[test]
+    fn scores_from_a_stale_snapshot_are_computed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let schools: BTreeSet<Urn> = [Urn::new(100001).unwrap(), Urn::new(100002).unwrap()].into();
+        let nk = super::super::NewKey {
+            key_hash: "h",
+            prefix: "p",
+            role: crate::auth::Role::School,
+            schools: &schools,
+            label: "test",
+            created_at: 0,
+        };
+        store.create_key(&nk, "test").unwrap();
+        let model = crate::model::ModelArtifact::from_json(crate::app::BUNDLED_MODEL).unwrap();
+        store
+            .install_active_model(&model.model_id, crate::app::BUNDLED_MODEL, 0, event(Action::ModelActivate))
+            .unwrap();
+        let rows = crate::ingest::parse_csv(include_bytes!("../../tests/fixtures/valid-feed.csv")).unwrap().rows;
+        let autumn = Term::parse("2025/26", "autumn").unwrap();
+        let ours = SchoolTerm { urn: Urn::new(100001).unwrap(), term: autumn.next() };
+        // The same pupils' earlier term, at another school, committed while ours is scored.
+        let theirs = SchoolTerm { urn: Urn::new(100002).unwrap(), term: autumn };
+
+        let calls = RefCell::new(Vec::new());
+        let outcome = store
+            .accept_submission::<StoreError>(
+                &submission(ours, "ours", &rows),
+                None,
+                |active, history| {
+                    let first = calls.borrow().is_empty();
+                    calls.borrow_mut().push(history.len());
+                    if first {
+                        // A concurrent feed commits between the snapshot and our write lock.
+                        store.accept_submission::<StoreError>(
+                            &submission(theirs, "theirs", &rows),
+                            None,
+                            |a, h| Ok(fake_scores(a.model_id, theirs, &h)),
+                            |_, _| event(Action::FeedAccept),
+                        )?;
+                    }
+                    Ok(fake_scores(active.model_id, ours, &history))
+                },
+                |_, _| event(Action::FeedAccept),
+            )
+            .unwrap();
+        let SaveOutcome::Accepted(rec) = outcome else { panic!("accepted") };
+        // Scored twice: on the snapshot (this term only), then again with the earlier term.
+        assert_eq!(*calls.borrow(), vec![rows.len(), 2 * rows.len()]);
+        let stored = store.history_of_submission(rec.id).unwrap();
+        assert_eq!(stored.len(), 2 * rows.len());
+        let conn = store.conn();
+        let flags: Vec<String> = conn
+            .prepare("SELECT explanation FROM scores WHERE submission_id = ?1")
+            .unwrap()
+            .query_map([rec.id], |r| {
+                let risk: PupilRisk = super::super::codec::decode(r.get_ref(0)?, "score").unwrap();
+                Ok(risk.flags.join(","))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(flags.len(), rows.len());
+        assert!(flags.iter().all(|f| f == "2 terms seen"), "{flags:?}");
+    }
+
+    /// Without a concurrent commit, the snapshot's scores are stored as they are.
+    #[test]
+    fn scores_from_a_fresh_snapshot_are_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let schools: BTreeSet<Urn> = [Urn::new(100001).unwrap()].into();
+        let nk = super::super::NewKey {
+            key_hash: "h",
+            prefix: "p",
+            role: crate::auth::Role::School,
+            schools: &schools,
+            label: "test",
+            created_at: 0,
+        };
+        store.create_key(&nk, "test").unwrap();
+        let model = crate::model::ModelArtifact::from_json(crate::app::BUNDLED_MODEL).unwrap();
+        store
+            .install_active_model(&model.model_id, crate::app::BUNDLED_MODEL, 0, event(Action::ModelActivate))
+            .unwrap();
+        let rows = crate::ingest::parse_csv(include_bytes!("../../tests/fixtures/valid-feed.csv")).unwrap().rows;
+        let st = SchoolTerm { urn: Urn::new(100001).unwrap(), term: Term::parse("2025/26", "autumn").unwrap() };
+        let calls = RefCell::new(0);
+        store
+            .accept_submission::<StoreError>(
+                &submission(st, "a", &rows),
+                None,
+                |a, h| {
+                    *calls.borrow_mut() += 1;
+                    Ok(fake_scores(a.model_id, st, &h))
+                },
+                |_, _| event(Action::FeedAccept),
+            )
+            .unwrap();
+        assert_eq!(*calls.borrow(), 1);
+    }
 }
