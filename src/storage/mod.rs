@@ -70,6 +70,11 @@ pub struct Store {
 
 const READERS: usize = 4;
 
+/// The database file is read through a memory map of up to this size. A reader's page cache
+/// is emptied whenever another connection has committed, so without the map every read after
+/// a commit would copy its pages in again with a system call each.
+const MMAP_BYTES: i64 = 1 << 32;
+
 pub const DB_FILE: &str = "riskid.db";
 /// The authenticated head of the audit chain, beside the database.
 pub const HEAD_FILE: &str = "audit.head";
@@ -130,6 +135,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // 64 MiB of page cache keeps the pupil-row indexes in memory during bulk ingest.
         conn.pragma_update(None, "cache_size", -65536)?;
+        conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         migrations::apply(&mut conn)?;
         // Checkpoints run on their own thread, not inside a writer's commit. The writer's own
@@ -144,6 +150,7 @@ impl Store {
             .map(|_| {
                 let r = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
                 r.pragma_update(None, "cache_size", -16384)?;
+                r.pragma_update(None, "mmap_size", MMAP_BYTES)?;
                 r.busy_timeout(std::time::Duration::from_secs(10))?;
                 Ok(Mutex::new(r))
             })
