@@ -73,8 +73,9 @@ pub fn fit_outcome_model(
     trees: &TreeParams,
     progress: &mut dyn FnMut(&str),
 ) -> Result<(Selection, Calibrated), ModelError> {
-    let selection = select::select(rows, k, params, trees, progress);
-    let model = fit_chosen(&selection, rows, k, params, trees)?;
+    let mut warm = train::WarmStart::default();
+    let selection = select::select(rows, k, params, trees, &mut warm, progress);
+    let model = fit_chosen(&selection, rows, k, params, trees, &mut warm)?;
     Ok((selection, model))
 }
 
@@ -85,9 +86,12 @@ fn fit_chosen(
     k: usize,
     params: &ValidParams,
     trees: &TreeParams,
+    warm: &mut train::WarmStart,
 ) -> Result<Calibrated, ModelError> {
-    match scorer::fit_family(selection.chosen, rows, k, params, trees) {
-        Err(_) if selection.chosen == Family::Trees => scorer::fit_family(Family::Logistic, rows, k, params, trees),
+    match scorer::fit_family_from(selection.chosen, rows, k, params, trees, warm) {
+        Err(_) if selection.chosen == Family::Trees => {
+            scorer::fit_family_from(Family::Logistic, rows, k, params, trees, warm)
+        }
         r => r,
     }
 }
@@ -136,14 +140,16 @@ pub fn train_and_evaluate(
             outcome.label()
         ));
         let mut tagged = |m: &str| say(&format!("{}: {}", outcome.label(), m.trim_start()));
-        let selection = select::select(&train, k, &params, &trees, &mut tagged);
+        // Each logistic fit of this outcome starts where the one before ended.
+        let mut warm = train::WarmStart::default();
+        let selection = select::select(&train, k, &params, &trees, &mut warm, &mut tagged);
         say(&format!(
             "{}: {} chosen; fitting it on {} examples before {test_term}",
             outcome.label(),
             selection.chosen.label(),
             train.len()
         ));
-        let evaluation_model = fit_chosen(&selection, &train, k, &params, &trees)?;
+        let evaluation_model = fit_chosen(&selection, &train, k, &params, &trees, &mut warm)?;
         let probs: Vec<f64> = test.iter().map(|e| evaluation_model.probability(&e.features)).collect();
         let evaluation = evaluate::evaluate_outcome(k, &test, &probs, p.capacity, test_term);
         say(&format!(
@@ -154,7 +160,7 @@ pub fn train_and_evaluate(
             evaluation.dfe_absence_rule.auc.unwrap_or(f64::NAN),
             all.len()
         ));
-        let model = fit_chosen(&selection, &all, k, &params, &trees)?;
+        let model = fit_chosen(&selection, &all, k, &params, &trees, &mut warm)?;
         let scores: Vec<f64> = all.iter().map(|e| model.probability(&e.features)).collect();
         let bands = Bands { medium: quantile(scores.clone(), 0.7), high: quantile(scores, 0.9) };
         Ok(OutcomeModel { outcome, model, evaluation_model, selection, bands, evaluation })

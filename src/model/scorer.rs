@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::ModelError;
 use super::dataset::Example;
 use super::features::N_FEATURES;
-use super::train::{self, Linear, Scaling, ValidParams, sigmoid};
+use super::train::{self, Linear, Scaling, ValidParams, WarmStart, sigmoid};
 use super::trees::{Forest, TreeParams};
 use crate::domain::Term;
 
@@ -213,13 +213,26 @@ pub fn fit_family(
     params: &ValidParams,
     trees: &TreeParams,
 ) -> Result<Calibrated, ModelError> {
+    fit_family_from(family, rows, k, params, trees, &mut WarmStart::default())
+}
+
+/// [`fit_family`], a logistic fit starting from the outcome's last one (`warm`, which it
+/// then updates): fits of one outcome on nested sets of terms have nearby solutions.
+pub fn fit_family_from(
+    family: Family,
+    rows: &[&Example],
+    k: usize,
+    params: &ValidParams,
+    trees: &TreeParams,
+    warm: &mut WarmStart,
+) -> Result<Calibrated, ModelError> {
     let Some(last) = rows.iter().map(|e| e.term).max() else {
         return Err(ModelError::NotEnoughData("no examples".into()));
     };
     match family {
         Family::Logistic => {
             let scaling = Scaling::fit(rows);
-            let linear = train::fit_outcome(rows, k, &scaling, params)?;
+            let linear = train::fit_outcome(rows, k, &scaling, params, warm)?;
             Ok(Calibrated {
                 scorer: Scorer::Logistic { scaling, linear },
                 calibration: Platt::IDENTITY,

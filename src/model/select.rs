@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::dataset::Example;
 use super::metrics::{precision_recall, roc_auc, top_k_per_group};
-use super::scorer::{Calibrated, Family, fit_family};
-use super::train::ValidParams;
+use super::scorer::{Calibrated, Family, fit_family_from};
+use super::train::{ValidParams, WarmStart};
 use super::trees::TreeParams;
 use crate::domain::Term;
 
@@ -61,12 +61,14 @@ pub fn origins(rows: &[&Example]) -> Vec<Term> {
     super::rolling::latest_terms(rows.iter().copied(), ORIGINS, 2)
 }
 
-/// Chooses the family for outcome `k` from `rows` (never looking past them).
+/// Chooses the family for outcome `k` from `rows` (never looking past them). Logistic fits
+/// start from `warm` and leave their last solution in it.
 pub fn select(
     rows: &[&Example],
     k: usize,
     params: &ValidParams,
     trees: &TreeParams,
+    warm: &mut WarmStart,
     progress: &mut dyn FnMut(&str),
 ) -> Selection {
     let origins = origins(rows);
@@ -89,7 +91,7 @@ pub fn select(
         for &o in &origins {
             let before: Vec<&Example> = rows.iter().copied().filter(|e| e.term < o).collect();
             let at: Vec<&Example> = rows.iter().copied().filter(|e| e.term == o).collect();
-            match fit_family(family, &before, k, params, trees) {
+            match fit_family_from(family, &before, k, params, trees, warm) {
                 Ok(m) => {
                     let (auc, prec) = auc_and_precision(&m, &at, k, capacity);
                     by_origin.push((o, auc, prec));

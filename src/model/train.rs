@@ -104,8 +104,27 @@ impl Linear {
     }
 }
 
-/// Fits on at most this many rows hold their standardised matrix; larger ones stream it.
-const HELD_ROWS: usize = 200_000;
+/// The last logistic solution fitted for an outcome, on the raw (unstandardised) features:
+/// where the next fit of that outcome on similar rows starts. The objective is strictly
+/// convex, so a start changes how many Newton steps a fit takes, never its solution.
+#[derive(Debug, Clone, Default)]
+pub struct WarmStart(Option<(f64, Vec<f64>)>);
+
+impl WarmStart {
+    /// The start in `scaling`'s standardised terms (the same function of the raw features).
+    fn under(&self, scaling: &Scaling) -> Option<(f64, Vec<f64>)> {
+        let (b, w) = self.0.as_ref()?;
+        let ws = w.iter().zip(&scaling.sds).map(|(w, s)| w * s).collect();
+        let bs = b + w.iter().zip(&scaling.means).map(|(w, m)| w * m).sum::<f64>();
+        Some((bs, ws))
+    }
+
+    fn remember(&mut self, scaling: &Scaling, fit: &Linear) {
+        let w: Vec<f64> = fit.coefficients.iter().zip(&scaling.sds).map(|(c, s)| c / s).collect();
+        let b = fit.intercept - w.iter().zip(&scaling.means).map(|(w, m)| w * m).sum::<f64>();
+        self.0 = Some((b, w));
+    }
+}
 
 /// Fits P(label) on the examples whose label for `outcome` is defined.
 pub fn fit_outcome(
@@ -113,6 +132,7 @@ pub fn fit_outcome(
     outcome: usize,
     scaling: &Scaling,
     params: &ValidParams,
+    warm: &mut WarmStart,
 ) -> Result<Linear, ModelError> {
     let labelled: Vec<(&Example, bool)> = rows.iter().filter_map(|e| e.labels[outcome].map(|l| (*e, l))).collect();
     let n = labelled.len();
@@ -123,24 +143,17 @@ pub fn fit_outcome(
     }
     let y: Vec<bool> = labelled.iter().map(|r| r.1).collect();
     let p = params.get();
-    let standardise_into = |start: usize, out: &mut Array2<f64>| {
-        for (i, mut row) in out.rows_mut().into_iter().enumerate() {
-            let z = scaling.standardise(&labelled[start + i].0.features);
-            for (v, zj) in row.iter_mut().zip(z) {
-                *v = zj;
-            }
-        }
-    };
-    let (intercept, w) = if n <= HELD_ROWS {
-        // Standardised once and held (at most ~90 MiB): each pass reads views of it.
-        let mut x = Array2::<f64>::zeros((n, N_FEATURES));
-        standardise_into(0, &mut x);
-        newton_logistic(&x, &y, p.alpha, p.max_iterations)?
-    } else {
-        // Standardised a block at a time, each pass: no n × d matrix is held.
-        newton_logistic_blocks(n, N_FEATURES, &standardise_into, &y, p.alpha, p.max_iterations)?
-    };
-    Ok(Linear { intercept, coefficients: w.to_vec() })
+    // The solver reads the examples' own features and applies the standardisation through
+    // its weights: no standardised n × d matrix is made (allocating one per fit cost more in
+    // page faults than the fit's arithmetic).
+    let x: Vec<&[f64]> = labelled.iter().map(|(e, _)| &e.features[..]).collect();
+    let rows = Rows::Raw { x: &x, means: &scaling.means, sds: &scaling.sds };
+    let start = warm.under(scaling);
+    let start = start.as_ref().map(|(b, w)| (*b, &w[..]));
+    let (intercept, w) = newton_with(n, N_FEATURES, rows, &y, p.alpha, p.max_iterations, HESSIAN_ROWS, start)?;
+    let fit = Linear { intercept, coefficients: w.to_vec() };
+    warm.remember(scaling, &fit);
+    Ok(fit)
 }
 
 /// [`newton_logistic_blocks`] on a matrix held in memory.
@@ -151,23 +164,159 @@ pub fn newton_logistic(
     max_iterations: u64,
 ) -> Result<(f64, Array1<f64>), ModelError> {
     let (n, d) = x.dim();
-    newton_with(n, d, Rows::Held(x), y, alpha, max_iterations, HESSIAN_ROWS)
+    let x = x.as_standard_layout();
+    newton_with(n, d, Rows::Held(x.as_slice().expect("standard layout")), y, alpha, max_iterations, HESSIAN_ROWS, None)
 }
 
-/// Rows per block: a block is one matrix product in the Hessian.
+/// Rows per block of a streamed matrix.
 const BLOCK: usize = 8_192;
 /// The Hessian is taken over about this many rows (every k-th); the gradient over all.
 const HESSIAN_ROWS: usize = 16_384;
-
-/// Called for each block of rows: its first row, the rows, and X w + b for them.
-type BlockFn<'a> = dyn FnMut(usize, ndarray::ArrayView2<f64>, &Array1<f64>) + 'a;
+/// Sampled rows gathered for one product of the Hessian.
+const HESSIAN_CHUNK: usize = 512;
 
 /// Where the rows of the design matrix come from.
 enum Rows<'a> {
-    /// Held whole: blocks are views of it.
-    Held(&'a Array2<f64>),
-    /// Made a block at a time: `fill(start, block)` writes rows `start..start + block.nrows()`.
+    /// Standardised and held whole, row-major.
+    Held(&'a [f64]),
+    /// Standardised a block at a time: `fill(start, block)` writes rows `start..start + block.nrows()`.
     Filled(&'a dyn Fn(usize, &mut Array2<f64>)),
+    /// Raw rows, standardised as `(x - means) / sds` through the weights.
+    Raw { x: &'a [&'a [f64]], means: &'a [f64], sds: &'a [f64] },
+}
+
+impl Rows<'_> {
+    /// Calls `each(i, row)` for every row, in order.
+    fn for_rows(&self, n: usize, d: usize, each: &mut dyn FnMut(usize, &[f64])) {
+        match self {
+            Rows::Held(x) => x.chunks_exact(d).take(n).enumerate().for_each(|(i, r)| each(i, r)),
+            Rows::Raw { x, .. } => x.iter().take(n).enumerate().for_each(|(i, r)| each(i, r)),
+            Rows::Filled(fill) => {
+                let mut xb = Array2::<f64>::zeros((BLOCK.min(n), d));
+                for start in (0..n).step_by(BLOCK) {
+                    let end = (start + BLOCK).min(n);
+                    if end - start != xb.nrows() {
+                        xb = Array2::<f64>::zeros((end - start, d));
+                    }
+                    fill(start, &mut xb);
+                    let block = xb.as_slice().expect("a new array is in standard layout");
+                    block.chunks_exact(d).enumerate().for_each(|(i, r)| each(start + i, r));
+                }
+            }
+        }
+    }
+
+    /// The standardisation applied to raw rows: (means, 1 / sds), or none.
+    fn scaling(&self) -> Option<(&[f64], Vec<f64>)> {
+        match self {
+            Rows::Raw { means, sds, .. } => Some((means, sds.iter().map(|s| 1.0 / s).collect())),
+            _ => None,
+        }
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    // Four accumulators, so the compiler can keep several multiply-adds in flight.
+    let mut acc = [0.0; 4];
+    let (ca, ra) = a.as_chunks::<4>();
+    let (cb, rb) = b.as_chunks::<4>();
+    for (x, y) in ca.iter().zip(cb) {
+        for k in 0..4 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let tail: f64 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// What one pass over the rows gives at a point (w, b).
+struct Pass {
+    /// Summed log loss (without the penalty).
+    loss: f64,
+    /// Σ r·x over the rows as given (raw or standardised) and Σ r, with r = p - t.
+    gx: Vec<f64>,
+    gb: f64,
+    /// The sampled Hessian's parts, when asked for: ZᵀHZ, ZᵀH1 and Σh (not yet scaled up).
+    hessian: Option<(Array2<f64>, Vec<f64>, f64)>,
+}
+
+/// One pass at (w, b) over every row: the linear predictor (kept in `eta`), the loss, the
+/// gradient's sums and, when `hessian_stride` is given, the Hessian from every such row.
+/// On raw rows the standardisation is folded into the weights:
+/// z · w + b = x · (w / sds) + (b - means · (w / sds)).
+#[allow(clippy::too_many_arguments)]
+fn pass(
+    rows: &Rows,
+    n: usize,
+    d: usize,
+    t: &[f64],
+    w: &[f64],
+    b: f64,
+    eta: &mut [f64],
+    hessian_stride: Option<usize>,
+) -> Pass {
+    let scaling = rows.scaling();
+    let (v, c) = match &scaling {
+        Some((means, inv)) => {
+            let v: Vec<f64> = w.iter().zip(inv).map(|(w, i)| w * i).collect();
+            let c = b - dot(means, &v);
+            (v, c)
+        }
+        None => (w.to_vec(), b),
+    };
+    let mut loss = 0.0;
+    let mut gx = vec![0.0; d];
+    let mut gb = 0.0;
+    // Sampled rows, each standardised and times √h, gathered for the Hessian's product.
+    let mut hb = hessian_stride.map(|_| Array2::<f64>::zeros((HESSIAN_CHUNK, d)));
+    let mut xtx = Array2::<f64>::zeros((if hb.is_some() { d } else { 0 }, d));
+    let (mut xh, mut hsum, mut taken) = (vec![0.0; d], 0.0, 0);
+    let mut z = vec![0.0; d];
+    rows.for_rows(n, d, &mut |row, x| {
+        let e = dot(x, &v) + c;
+        eta[row] = e;
+        loss += softplus(e) - t[row] * e;
+        let p = sigmoid(e);
+        let r = p - t[row];
+        for (g, xv) in gx.iter_mut().zip(x) {
+            *g += r * xv;
+        }
+        gb += r;
+        if let (Some(stride), Some(hb)) = (hessian_stride, hb.as_mut())
+            && row % stride == 0
+        {
+            let h = (p * (1.0 - p)).max(1e-12);
+            let sh = h.sqrt();
+            let zx: &[f64] = match &scaling {
+                Some((means, inv)) => {
+                    for (((zj, xj), m), i) in z.iter_mut().zip(x).zip(*means).zip(inv) {
+                        *zj = (xj - m) * i;
+                    }
+                    &z
+                }
+                None => x,
+            };
+            let out = &mut hb.as_slice_mut().expect("a new array is in standard layout")[taken * d..(taken + 1) * d];
+            for ((o, zv), a) in out.iter_mut().zip(zx).zip(xh.iter_mut()) {
+                *o = sh * zv;
+                *a += h * zv;
+            }
+            hsum += h;
+            taken += 1;
+            if taken == HESSIAN_CHUNK {
+                ndarray::linalg::general_mat_mul(1.0, &hb.t(), &*hb, 1.0, &mut xtx);
+                taken = 0;
+            }
+        }
+    });
+    let hessian = hb.map(|hb| {
+        if taken > 0 {
+            let part = hb.slice(ndarray::s![..taken, ..]);
+            ndarray::linalg::general_mat_mul(1.0, &part.t(), &part, 1.0, &mut xtx);
+        }
+        (xtx, xh, hsum)
+    });
+    Pass { loss, gx, gb, hessian }
 }
 
 /// L2-penalised logistic regression by Newton's method: minimises the summed log loss plus
@@ -183,10 +332,13 @@ pub fn newton_logistic_blocks(
     alpha: f64,
     max_iterations: u64,
 ) -> Result<(f64, Array1<f64>), ModelError> {
-    newton_with(n, d, Rows::Filled(fill), y, alpha, max_iterations, HESSIAN_ROWS)
+    newton_with(n, d, Rows::Filled(fill), y, alpha, max_iterations, HESSIAN_ROWS, None)
 }
 
-/// [`newton_logistic_blocks`], with the Hessian over about `hessian_rows` rows.
+/// [`newton_logistic_blocks`], with the Hessian over about `hessian_rows` rows, started from
+/// `start` (intercept, coefficients) when given, else from the base rate. The objective is
+/// strictly convex, so the start changes only how many steps it takes, not where it ends.
+#[allow(clippy::too_many_arguments)]
 fn newton_with(
     n: usize,
     d: usize,
@@ -195,39 +347,32 @@ fn newton_with(
     alpha: f64,
     max_iterations: u64,
     hessian_rows: usize,
+    start: Option<(f64, &[f64])>,
 ) -> Result<(f64, Array1<f64>), ModelError> {
     let t: Vec<f64> = y.iter().map(|&l| f64::from(u8::from(l))).collect();
-    // Start from the base rate: intercept = its logit, coefficients 0.
-    let rate = (t.iter().sum::<f64>() / n as f64).clamp(1e-6, 1.0 - 1e-6);
-    let mut b = (rate / (1.0 - rate)).ln();
-    let mut w = Array1::<f64>::zeros(d);
-    // Calls `each(start, rows, eta)` for every block, with eta = X w + b for its rows.
-    let mut pass = |w: &Array1<f64>, b: f64, each: &mut BlockFn| {
-        for start in (0..n).step_by(BLOCK) {
-            let end = (start + BLOCK).min(n);
-            match rows {
-                Rows::Held(x) => {
-                    let xb = x.slice(ndarray::s![start..end, ..]);
-                    let eta = xb.dot(w) + b;
-                    each(start, xb, &eta);
-                }
-                Rows::Filled(fill) => {
-                    let mut xb = Array2::<f64>::zeros((end - start, d));
-                    fill(start, &mut xb);
-                    let eta = xb.dot(w) + b;
-                    each(start, xb.view(), &eta);
-                }
-            }
+    let (mut b, mut w) = match start {
+        Some((b, w)) if w.len() == d && b.is_finite() && w.iter().all(|v| v.is_finite()) => (b, w.to_vec()),
+        _ => {
+            // The base rate: intercept = its logit, coefficients 0.
+            let rate = (t.iter().sum::<f64>() / n as f64).clamp(1e-6, 1.0 - 1e-6);
+            ((rate / (1.0 - rate)).ln(), vec![0.0; d])
         }
     };
-    let objective = |pass: &mut dyn FnMut(&Array1<f64>, f64, &mut BlockFn), w: &Array1<f64>, b: f64| -> f64 {
-        let mut loss = 0.0;
-        pass(w, b, &mut |start, _, eta| {
-            loss += eta.iter().zip(&t[start..]).map(|(&e, &ti)| softplus(e) - ti * e).sum::<f64>();
-        });
-        loss + 0.5 * alpha * w.dot(w)
+    let penalty = |w: &[f64]| 0.5 * alpha * dot(w, w);
+    let inv_sds = rows.scaling().map(|(_, inv)| inv);
+    // The gradient in standardised terms: Σ r·z = (Σ r·x - means Σ r) / sds.
+    let gradient = |at: &Pass, w: &[f64]| -> Array1<f64> {
+        let mut g = Array1::<f64>::zeros(d + 1);
+        for j in 0..d {
+            g[j] = alpha * w[j]
+                + match (&rows, &inv_sds) {
+                    (Rows::Raw { means, .. }, Some(inv)) => (at.gx[j] - means[j] * at.gb) * inv[j],
+                    _ => at.gx[j],
+                };
+        }
+        g[d] = at.gb;
+        g
     };
-    let mut current = objective(&mut pass, &w, b);
     // The gradient is exact, over every row; the Hessian, which only shapes the step, comes
     // from every `stride`-th row (scaled up to all n). The solution is where the gradient is
     // zero, so it is the same; each step costs a fraction of an exact Newton step, and the
@@ -235,70 +380,67 @@ fn newton_with(
     let stride = n.div_ceil(hessian_rows.max(1)).max(1);
     let sampled = n.div_ceil(stride);
     let scale_up = n as f64 / sampled as f64;
-    for _ in 0..max_iterations.max(1) {
-        // Gradient and Hessian over (w, b): the bordered system [[XᵀHX + αI, XᵀH1], [1ᵀHX, Σh]].
-        let mut gw = alpha * &w;
-        let mut gb = 0.0;
-        let mut xtx = Array2::<f64>::zeros((d, d));
-        let mut xh = Array1::<f64>::zeros(d);
-        let mut hsum = 0.0;
-        pass(&w, b, &mut |start, xb, eta| {
-            let p = eta.mapv(sigmoid);
-            let tb = ndarray::ArrayView1::from(&t[start..start + p.len()]);
-            let r = &p - &tb;
-            let h = p.mapv(|q| (q * (1.0 - q)).max(1e-12));
-            gw += &xb.t().dot(&r);
-            gb += r.sum();
-            let (xs, hs) = if stride == 1 {
-                (xb.to_owned(), h)
-            } else {
-                // The rows whose index is a multiple of the stride.
-                let first = (stride - start % stride) % stride;
-                let idx: Vec<usize> = (first..xb.nrows()).step_by(stride).collect();
-                (xb.select(ndarray::Axis(0), &idx), h.select(ndarray::Axis(0), &idx))
-            };
-            xh += &xs.t().dot(&hs);
-            hsum += hs.sum();
-            let xs = xs * &hs.mapv(f64::sqrt).insert_axis(ndarray::Axis(1));
-            ndarray::linalg::general_mat_mul(1.0, &xs.t(), &xs, 1.0, &mut xtx);
-        });
-        xtx *= scale_up;
-        xh *= scale_up;
-        hsum *= scale_up;
+    let factor_of = |(xtx, xh, hsum): (Array2<f64>, Vec<f64>, f64)| -> Result<Cholesky, ModelError> {
+        // The bordered system [[ZᵀHZ + αI, ZᵀH1], [1ᵀHZ, Σh]] over (w, b).
         let mut hess = Array2::<f64>::zeros((d + 1, d + 1));
-        hess.slice_mut(ndarray::s![..d, ..d]).assign(&xtx);
+        hess.slice_mut(ndarray::s![..d, ..d]).assign(&(xtx * scale_up));
         for j in 0..d {
             hess[[j, j]] += alpha;
-            hess[[j, d]] = xh[j];
-            hess[[d, j]] = xh[j];
+            hess[[j, d]] = scale_up * xh[j];
+            hess[[d, j]] = scale_up * xh[j];
         }
-        hess[[d, d]] = hsum;
-        let mut g = Array1::<f64>::zeros(d + 1);
-        g.slice_mut(ndarray::s![..d]).assign(&gw);
-        g[d] = gb;
-        let step =
-            cholesky_solve(&hess, &g).ok_or_else(|| ModelError::Fit("the Hessian is not positive definite".into()))?;
+        hess[[d, d]] = scale_up * hsum;
+        cholesky_factor(&hess).ok_or_else(|| ModelError::Fit("the Hessian is not positive definite".into()))
+    };
+    // Each step: one pass at the new point gives its objective and, once it is taken, the
+    // gradient (and Hessian) for the next step, so a step whose size is kept reads the rows
+    // once. The factored Hessian is kept while it keeps the steps shrinking fast (a step at
+    // most half the one before, taken whole): near the solution the Hessian barely changes,
+    // and recomputing it (a d × d product over the sampled rows) is most of a step's cost.
+    let mut eta = vec![0.0; n];
+    let mut next_eta = vec![0.0; n];
+    let mut at = pass(&rows, n, d, &t, &w, b, &mut eta, Some(stride));
+    let mut current = at.loss + penalty(&w);
+    let mut factor = factor_of(at.hessian.take().expect("asked for"))?;
+    let mut last_step = f64::INFINITY;
+    for _ in 0..max_iterations.max(1) {
+        let step = factor.solve(&gradient(&at, &w));
+        let whole = step.iter().fold(0.0f64, |m, s| m.max(s.abs()));
+        // Whether the next step needs a fresh Hessian, if this one is taken whole.
+        let refresh = whole > 0.5 * last_step;
         // Damped: halve the step until the objective does not rise.
         let mut scale = 1.0;
         loop {
-            let nw = &w - &(scale * &step.slice(ndarray::s![..d]));
+            let nw: Vec<f64> = w.iter().zip(&step).map(|(v, s)| v - scale * s).collect();
             let nb = b - scale * step[d];
-            let next = objective(&mut pass, &nw, nb);
-            if next <= current || scale < 1e-6 {
+            let mut next = pass(&rows, n, d, &t, &nw, nb, &mut next_eta, (scale == 1.0 && refresh).then_some(stride));
+            let objective = next.loss + penalty(&nw);
+            if objective <= current || scale < 1e-6 {
                 w = nw;
                 b = nb;
-                let improved = current - next;
-                current = next;
+                std::mem::swap(&mut eta, &mut next_eta);
+                let improved = current - objective;
+                current = objective;
                 // Converged when no coefficient (of a standardised feature) moves by 1e-7.
-                if improved.abs() <= 1e-12 * (1.0 + current.abs()) || step.iter().all(|s| (scale * s).abs() < 1e-7) {
-                    return Ok((b, w));
+                let largest = scale * whole;
+                if improved.abs() <= 1e-12 * (1.0 + current.abs()) || largest < 1e-7 {
+                    return Ok((b, Array1::from(w)));
                 }
+                if scale < 1.0 {
+                    // A damped step: the gradient and a fresh Hessian at the new point.
+                    next = pass(&rows, n, d, &t, &w, b, &mut next_eta, Some(stride));
+                }
+                if let Some(h) = next.hessian.take() {
+                    factor = factor_of(h)?;
+                }
+                at = next;
+                last_step = largest;
                 break;
             }
             scale *= 0.5;
         }
     }
-    Ok((b, w))
+    Ok((b, Array1::from(w)))
 }
 
 fn softplus(z: f64) -> f64 {
@@ -306,7 +448,10 @@ fn softplus(z: f64) -> f64 {
 }
 
 /// Solves `a x = g` for a symmetric positive-definite `a` (Cholesky).
-fn cholesky_solve(a: &Array2<f64>, g: &Array1<f64>) -> Option<Array1<f64>> {
+/// The lower-triangular L with L Lᵀ = A, for a symmetric positive-definite A.
+struct Cholesky(Array2<f64>);
+
+fn cholesky_factor(a: &Array2<f64>) -> Option<Cholesky> {
     let n = a.nrows();
     let mut l = Array2::<f64>::zeros((n, n));
     for i in 0..n {
@@ -325,23 +470,32 @@ fn cholesky_solve(a: &Array2<f64>, g: &Array1<f64>) -> Option<Array1<f64>> {
             }
         }
     }
-    let mut z = Array1::<f64>::zeros(n);
-    for i in 0..n {
-        let mut s = g[i];
-        for k in 0..i {
-            s -= l[[i, k]] * z[k];
+    Some(Cholesky(l))
+}
+
+impl Cholesky {
+    /// Solves A x = g.
+    fn solve(&self, g: &Array1<f64>) -> Array1<f64> {
+        let l = &self.0;
+        let n = l.nrows();
+        let mut z = Array1::<f64>::zeros(n);
+        for i in 0..n {
+            let mut s = g[i];
+            for k in 0..i {
+                s -= l[[i, k]] * z[k];
+            }
+            z[i] = s / l[[i, i]];
         }
-        z[i] = s / l[[i, i]];
-    }
-    let mut x = Array1::<f64>::zeros(n);
-    for i in (0..n).rev() {
-        let mut s = z[i];
-        for k in i + 1..n {
-            s -= l[[k, i]] * x[k];
+        let mut x = Array1::<f64>::zeros(n);
+        for i in (0..n).rev() {
+            let mut s = z[i];
+            for k in i + 1..n {
+                s -= l[[k, i]] * x[k];
+            }
+            x[i] = s / l[[i, i]];
         }
-        x[i] = s / l[[i, i]];
+        x
     }
-    Some(x)
 }
 
 #[cfg(test)]
@@ -405,12 +559,89 @@ mod tests {
             let rows = out.nrows();
             out.assign(&x.slice(ndarray::s![start..start + rows, ..]));
         };
-        let exact = newton_with(n, d, Rows::Held(&x), &y, 1.0, 200, usize::MAX).unwrap();
-        let sampled = newton_with(n, d, Rows::Held(&x), &y, 1.0, 200, 4_000).unwrap();
+        let held = Rows::Held(x.as_slice().unwrap());
+        let exact = newton_with(n, d, held, &y, 1.0, 200, usize::MAX, None).unwrap();
+        let sampled = newton_with(n, d, Rows::Held(x.as_slice().unwrap()), &y, 1.0, 200, 4_000, None).unwrap();
         // Streamed blocks give the same as a held matrix, to the bit.
-        assert_eq!(newton_with(n, d, Rows::Filled(&fill), &y, 1.0, 200, 4_000).unwrap(), sampled);
+        assert_eq!(newton_with(n, d, Rows::Filled(&fill), &y, 1.0, 200, 4_000, None).unwrap(), sampled);
         assert!((exact.0 - sampled.0).abs() < 1e-6, "{} vs {}", exact.0, sampled.0);
         for (a, b) in exact.1.iter().zip(&sampled.1) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
+
+    /// Correlated rows on raw scales (means far from 0, spreads far from 1) and outcomes.
+    fn raw_rows(n: usize, seed: u64) -> (Vec<[f64; 5]>, Vec<bool>) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let (mut x, mut y) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for _ in 0..n {
+            let common: f64 = rng.random_range(-1.0..1.0);
+            let row: [f64; 5] = std::array::from_fn(|j| {
+                let v = common + 0.5 * rng.random_range(-1.0..1.0);
+                [50.0, 0.1, -3.0, 7.0, 1000.0][j] + v * [10.0, 0.02, 1.0, 3.0, 200.0][j]
+            });
+            let z = -2.0 + (row[0] - 50.0) / 10.0 - 0.7 * (row[1] - 0.1) / 0.02 + 0.4 * (row[4] - 1000.0) / 200.0;
+            x.push(row);
+            y.push(rng.random::<f64>() < sigmoid(z));
+        }
+        (x, y)
+    }
+
+    fn scaling_of(x: &[[f64; 5]]) -> (Vec<f64>, Vec<f64>) {
+        let n = x.len() as f64;
+        let means: Vec<f64> = (0..5).map(|j| x.iter().map(|r| r[j]).sum::<f64>() / n).collect();
+        let sds = (0..5).map(|j| (x.iter().map(|r| (r[j] - means[j]).powi(2)).sum::<f64>() / n).sqrt()).collect();
+        (means, sds)
+    }
+
+    /// Raw rows with the standardisation folded into the weights reach the solution a
+    /// standardised matrix does.
+    #[test]
+    fn raw_rows_reach_the_standardised_solution() {
+        let (x, y) = raw_rows(30_000, 3);
+        let (means, sds) = scaling_of(&x);
+        let z: Vec<f64> =
+            x.iter().flat_map(|r| (0..5).map(|j| (r[j] - means[j]) / sds[j]).collect::<Vec<_>>()).collect();
+        let held = newton_with(x.len(), 5, Rows::Held(&z), &y, 1.0, 200, 4_000, None).unwrap();
+        let refs: Vec<&[f64]> = x.iter().map(|r| &r[..]).collect();
+        let raw = Rows::Raw { x: &refs, means: &means, sds: &sds };
+        let folded = newton_with(x.len(), 5, raw, &y, 1.0, 200, 4_000, None).unwrap();
+        assert!((held.0 - folded.0).abs() < 1e-6, "{} vs {}", held.0, folded.0);
+        for (a, b) in held.1.iter().zip(&folded.1) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
+
+    /// A warm start, carried from a fit under one scaling to a fit under another, is the
+    /// same function of the raw features; started from it, a fit ends where a cold one does,
+    /// in fewer steps.
+    #[test]
+    fn a_warm_start_changes_the_path_not_the_solution() {
+        let (x, y) = raw_rows(30_000, 4);
+        let (m1, s1) = scaling_of(&x[..20_000]);
+        let (m2, s2) = scaling_of(&x);
+        let (first, second) = (Scaling { means: m1, sds: s1 }, Scaling { means: m2, sds: s2 });
+        let fit = Linear { intercept: -1.5, coefficients: vec![0.9, -0.6, 0.05, 0.0, 0.35] };
+        let mut warm = WarmStart::default();
+        warm.remember(&first, &fit);
+        let (b2, w2) = warm.under(&second).unwrap();
+        for row in x.iter().take(100) {
+            let mut r = [0.0; N_FEATURES];
+            r[..5].copy_from_slice(row);
+            let logit =
+                |s: &Scaling, b: f64, w: &[f64]| b + (0..5).map(|j| w[j] * (r[j] - s.means[j]) / s.sds[j]).sum::<f64>();
+            let (a, c) = (logit(&first, fit.intercept, &fit.coefficients), logit(&second, b2, &w2));
+            assert!((a - c).abs() < 1e-9 * (1.0 + a.abs()), "{a} vs {c}");
+        }
+        let refs: Vec<&[f64]> = x.iter().map(|r| &r[..]).collect();
+        let rows = || Rows::Raw { x: &refs, means: &second.means, sds: &second.sds };
+        let cold = newton_with(x.len(), 5, rows(), &y, 1.0, 200, 4_000, None).unwrap();
+        // Start from a nearby solution (the cold one, perturbed).
+        let near: Vec<f64> = cold.1.iter().map(|v| v * 1.05 + 0.01).collect();
+        let warmed = newton_with(x.len(), 5, rows(), &y, 1.0, 200, 4_000, Some((cold.0 + 0.02, &near))).unwrap();
+        assert!((cold.0 - warmed.0).abs() < 1e-6, "{} vs {}", cold.0, warmed.0);
+        for (a, b) in cold.1.iter().zip(&warmed.1) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }
     }
