@@ -246,7 +246,7 @@ fn text_of<'a>(words: &mut Words<'a>, x: &'a crate::scoring::Reason) -> String {
         return t.clone();
     }
     let t = x.text();
-    words.push((x.domain.as_str(), x.evidence.as_slice(), t.clone()));
+    words.push((&*x.domain, x.evidence.as_slice(), t.clone()));
     t
 }
 
@@ -282,7 +282,7 @@ pub fn risk_view_to_pb(r: &crate::scoring::PupilRisk, full: bool) -> pb::PupilRi
                                 measure: measure_to_pb(e.measure) as i32,
                                 value: e.value,
                                 earlier: e.earlier,
-                                compared_with: e.compared_with.as_ref().map(|c| c.with.clone()).unwrap_or_default(),
+                                compared_with: e.compared_with.as_ref().map(|c| c.with.to_string()).unwrap_or_default(),
                                 compared_value: e.compared_with.as_ref().map(|c| c.value),
                             })
                             .collect(),

@@ -118,7 +118,7 @@ impl Measure {
 /// What a value compares with, such as the school's median this term.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {
-    pub with: String,
+    pub with: std::borrow::Cow<'static, str>,
     pub value: f64,
 }
 
@@ -169,7 +169,7 @@ impl Evidence {
         self
     }
 
-    pub fn compared_with(mut self, with: &str, v: Option<f64>) -> Self {
+    pub fn compared_with(mut self, with: &'static str, v: Option<f64>) -> Self {
         self.compared_with = v.map(|value| Comparison { with: with.into(), value });
         self
     }

@@ -33,7 +33,9 @@ impl Band {
 /// the log-odds of the outcome (positive raises the risk).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reason {
-    pub domain: String,
+    /// The domain's stable name (as serialised); borrowed when scored, so showing a reason
+    /// costs no allocation.
+    pub domain: std::borrow::Cow<'static, str>,
     pub evidence: Vec<Evidence>,
     pub contribution: f64,
 }

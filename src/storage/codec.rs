@@ -3,7 +3,9 @@
 //! stable). Rows and scores written before schema 5 are JSON text; both are read.
 
 use rusqlite::types::ValueRef;
-use serde::{Serialize, de::DeserializeOwned};
+use serde::Serialize;
+#[cfg(test)]
+use serde::de::DeserializeOwned;
 
 use super::{StoreError, StoreResult};
 
@@ -12,16 +14,6 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
     // Room for a typical score at once, rather than growing from nothing.
     postcard::to_extend(value, Vec::with_capacity(512))
         .map_err(|e| StoreError::Corrupt(format!("cannot encode for the store: {e}")))
-}
-
-/// A stored row or score, from postcard (a blob) or, if written by an older release, JSON text.
-pub(crate) fn decode<T: DeserializeOwned>(value: ValueRef<'_>, what: &str) -> StoreResult<T> {
-    let corrupt = |e: String| StoreError::Corrupt(format!("{what}: {e}"));
-    match value {
-        ValueRef::Blob(b) => postcard::from_bytes(b).map_err(|e| corrupt(e.to_string())),
-        ValueRef::Text(t) => serde_json::from_slice(t).map_err(|e| corrupt(e.to_string())),
-        other => Err(corrupt(format!("stored as {:?}", other.data_type()))),
-    }
 }
 
 /// The stored bytes as they are (blob or text), for digests.
@@ -36,6 +28,16 @@ pub(crate) fn bytes<'a>(value: ValueRef<'a>, what: &str) -> StoreResult<&'a [u8]
 mod tests {
     use super::*;
     use crate::scoring::{Evidence, Measure};
+
+    /// A stored value, from postcard (a blob) or JSON (text, as releases before schema 5 wrote).
+    fn decode<T: DeserializeOwned>(value: ValueRef<'_>, what: &str) -> StoreResult<T> {
+        use super::super::packed::{Format, decode};
+        match value {
+            ValueRef::Blob(b) => decode(Format::Postcard, b, what),
+            ValueRef::Text(t) => decode(Format::Json, t, what),
+            other => Err(StoreError::Corrupt(format!("{what}: stored as {:?}", other.data_type()))),
+        }
+    }
 
     #[test]
     fn rows_and_evidence_round_trip_through_both_formats() {

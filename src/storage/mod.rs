@@ -8,6 +8,7 @@ pub mod cohorts;
 mod keys;
 mod migrations;
 mod models;
+mod packed;
 mod requests;
 mod scores;
 mod submissions;

@@ -4,6 +4,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
+use super::packed::{Format, Kind, Packed, pack};
 use super::{Store, StoreError, StoreResult, Tx};
 use crate::domain::{PupilTerm, SchoolTerm, Term, Urn};
 use crate::scoring::PupilRisk;
@@ -46,11 +47,6 @@ pub enum LiveScores {
         model_id: String,
         scores: Vec<ScoreRecord>,
     },
-}
-
-fn parse(submission_id: i64, model_id: String, stored: rusqlite::types::ValueRef<'_>) -> StoreResult<ScoreRecord> {
-    let risk = super::codec::decode(stored, "a stored score")?;
-    Ok(ScoreRecord { submission_id, model_id, risk })
 }
 
 /// SHA-256 over (UPN, bytes) pairs fed in UPN order, each length-prefixed: the digest of
@@ -120,32 +116,14 @@ pub(crate) fn insert_scores(
     risks: &[PupilRisk],
     encoded: &EncodedScores,
 ) -> StoreResult<String> {
-    tx.execute("DELETE FROM scores WHERE submission_id = ?1 AND model_id = ?2", params![submission_id, model_id])?;
-    {
-        let mut ins = tx.prepare_cached(
-            "INSERT INTO scores (urn, term_index, upn, model_id, submission_id, priority, explanation, \
-             ncyear, statutory, p_absence, p_suspension, p_referral) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        )?;
-        for (r, bytes) in risks.iter().zip(&encoded.bytes) {
-            let st = r.school_term;
-            let p = r.probabilities();
-            ins.execute(params![
-                st.urn.get(),
-                st.term.index(),
-                r.upn,
-                model_id,
-                submission_id,
-                r.any_adverse,
-                bytes,
-                r.ncyear,
-                r.statutory,
-                p[0],
-                p[1],
-                p[2]
-            ])?;
-        }
-    }
+    tx.execute("DELETE FROM score_sets WHERE submission_id = ?1 AND model_id = ?2", params![submission_id, model_id])?;
+    let pupils =
+        risks.iter().zip(&encoded.bytes).map(|(r, b)| (r.upn.as_str(), Format::Postcard, &b[..], ranking_columns(r)));
+    let (entries, data) = pack(Kind::Scores, pupils)?;
+    tx.prepare_cached(
+        "INSERT INTO score_sets (submission_id, model_id, pupils, entries, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![submission_id, model_id, risks.len() as i64, entries, data])?;
     tx.execute(
         "INSERT OR REPLACE INTO live_scores (submission_id, model_id) VALUES (?1, ?2)",
         params![submission_id, model_id],
@@ -154,15 +132,30 @@ pub(crate) fn insert_scores(
     Ok(encoded.digest.clone())
 }
 
+/// One submission's scores under one model: the packed record's rowid and contents.
+fn score_set(conn: &rusqlite::Connection, submission_id: i64, model_id: &str) -> StoreResult<Option<Packed>> {
+    let found: Option<(Vec<u8>, Vec<u8>)> = conn
+        .prepare_cached("SELECT entries, data FROM score_sets WHERE submission_id = ?1 AND model_id = ?2")?
+        .query_row(params![submission_id, model_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    found.map(|(e, d)| Packed::new(Kind::Scores, e, d)).transpose()
+}
+
+/// The rowid of one submission's scores under one model.
+fn score_set_id(conn: &rusqlite::Connection, submission_id: i64, model_id: &str) -> StoreResult<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM score_sets WHERE submission_id = ?1 AND model_id = ?2")?
+        .query_row(params![submission_id, model_id], |r| r.get(0))
+        .optional()?)
+}
+
 /// The digest of one submission's scores under one model, as stored.
 fn digest_of(conn: &rusqlite::Connection, submission_id: i64, model_id: &str) -> StoreResult<String> {
     let mut d = PairsDigest::new();
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {DIGEST_COLUMNS} FROM scores WHERE submission_id = ?1 AND model_id = ?2 ORDER BY upn"
-    ))?;
-    let mut rows = stmt.query(params![submission_id, model_id])?;
-    while let Some(r) = rows.next()? {
-        push_score_row(&mut d, r)?;
+    if let Some(set) = score_set(conn, submission_id, model_id)? {
+        for e in set.iter() {
+            push_score(&mut d, e.upn, e.bytes, &e.columns);
+        }
     }
     Ok(d.finish())
 }
@@ -187,27 +180,17 @@ pub(crate) fn queue_latest(tx: &Tx, model_id: &str) -> StoreResult<(Vec<i64>, us
     Ok((queued.into_iter().map(|q| q.0).collect(), rows))
 }
 
+/// A pupil's live scores, found through the UPN index: for each current submission that
+/// holds the pupil, the packed scores of the model live for it.
+const PUPIL_SCORES: &str = "SELECT u.id, l.model_id, ss.id FROM pupil_index p \
+     JOIN submissions u ON u.id = p.submission_id AND u.state = 'current' \
+     JOIN live_scores l ON l.submission_id = p.submission_id \
+     JOIN score_sets ss ON ss.submission_id = l.submission_id AND ss.model_id = l.model_id \
+     WHERE p.upn = ?1 ORDER BY p.term_index, u.urn";
+
 /// What a score digest covers, in UPN order: the explanation as shown, and the columns
 /// ranking reads (priority, year group, statutory status, probabilities), so none can be
 /// changed unseen.
-const DIGEST_COLUMNS: &str = "upn, explanation, priority, ncyear, statutory, p_absence, p_suspension, p_referral";
-
-fn push_score_row(d: &mut PairsDigest, r: &rusqlite::Row) -> StoreResult<()> {
-    let upn: String = r.get(0)?;
-    let bytes = super::codec::bytes(r.get_ref(1)?, "a stored score")?;
-    let cols = [r.get(2)?, r.get::<_, i64>(3)? as f64, r.get::<_, i64>(4)? as f64, r.get(5)?, r.get(6)?, r.get(7)?];
-    push_score(d, &upn, bytes, &cols);
-    Ok(())
-}
-
-/// A pupil's live scores, found through the rows' UPN index: the scores table has no UPN
-/// index of its own, since a feed's inserts into one would touch a page per pupil.
-const PUPIL_SCORES: &str = "SELECT s.submission_id, s.model_id, s.explanation FROM pupil_terms p \
-     JOIN submissions u ON u.id = p.submission_id AND u.state = 'current' \
-     JOIN live_scores l ON l.submission_id = p.submission_id \
-     JOIN scores s ON s.submission_id = l.submission_id AND s.model_id = l.model_id AND s.upn = p.upn \
-     WHERE p.upn = ?1 ORDER BY p.term_index, u.urn";
-
 /// One score into a digest: its UPN, stored bytes, and ranking columns as exact bits. Used
 /// when writing and when verifying, so the two cannot drift apart.
 fn push_score(d: &mut PairsDigest, upn: &str, bytes: &[u8], cols: &[f64; 6]) {
@@ -309,13 +292,15 @@ impl Store {
             Ok(live) => live,
             Err(why) => return Ok(why),
         };
-        let scores = conn
-            .prepare_cached(
-                "SELECT explanation FROM scores WHERE submission_id = ?1 AND model_id = ?2 ORDER BY priority DESC, upn",
-            )?
-            .query_and_then(params![submission_id, model_id], |r| {
-                parse(submission_id, model_id.clone(), r.get_ref(0)?)
-            })?
+        let Some(set) = score_set(&conn, submission_id, &model_id)? else {
+            return Ok(LiveScores::Ready { submission_id, model_id, scores: Vec::new() });
+        };
+        // Highest priority first, then UPN.
+        let mut order: Vec<usize> = (0..set.len()).collect();
+        order.sort_by(|&a, &b| set.get(b).columns[0].total_cmp(&set.get(a).columns[0]).then(a.cmp(&b)));
+        let scores = order
+            .into_iter()
+            .map(|i| Ok(ScoreRecord { submission_id, model_id: model_id.clone(), risk: set.get(i).decode(SCORE)? }))
             .collect::<StoreResult<_>>()?;
         Ok(LiveScores::Ready { submission_id, model_id, scores })
     }
@@ -329,24 +314,17 @@ impl Store {
             Ok(live) => live,
             Err(why) => return Ok(Err(why)),
         };
-        let ranked = conn
-            .prepare_cached(
-                "SELECT upn, ncyear, statutory, p_absence, p_suspension, p_referral FROM scores \
-                 WHERE submission_id = ?1 AND model_id = ?2 ORDER BY upn",
-            )?
-            .query_map(params![submission_id, model_id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, u8>(1)?,
-                    r.get::<_, bool>(2)?,
-                    [r.get(3)?, r.get(4)?, r.get(5)?],
-                ))
-            })?
-            .map(|row| {
-                let (upn, ncyear, statutory, probabilities) = row?;
+        let entries: Vec<u8> = conn
+            .prepare_cached("SELECT entries FROM score_sets WHERE submission_id = ?1 AND model_id = ?2")?
+            .query_row(params![submission_id, model_id], |r| r.get(0))
+            .optional()?
+            .unwrap_or_default();
+        let ranked = super::packed::entries_only(Kind::Scores, &entries)?
+            .into_iter()
+            .map(|(upn, c)| {
                 let upn =
                     crate::domain::Upn::parse(&upn).map_err(|_| StoreError::Corrupt("a stored score's UPN".into()))?;
-                Ok(Ranked { upn, ncyear, statutory, probabilities })
+                Ok(Ranked { upn, ncyear: c[1] as u8, statutory: c[2] != 0.0, probabilities: [c[3], c[4], c[5]] })
             })
             .collect::<StoreResult<_>>()?;
         Ok(Ok((submission_id, model_id, ranked)))
@@ -360,13 +338,12 @@ impl Store {
         upns: &[crate::domain::Upn],
     ) -> StoreResult<Vec<PupilRisk>> {
         let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT explanation FROM scores WHERE submission_id = ?1 AND model_id = ?2 AND upn = ?3")?;
+        let set = score_set_id(&conn, submission_id, model_id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
         upns.iter()
             .map(|u| {
-                let mut rows = stmt.query(params![submission_id, model_id, u.as_str()])?;
-                let r = rows.next()?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-                Ok(parse(submission_id, model_id.into(), r.get_ref(0)?)?.risk)
+                let (format, bytes, _) = super::packed::lookup(&conn, "score_sets", set, Kind::Scores, u.as_str())?
+                    .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+                super::packed::decode(format, &bytes, SCORE)
             })
             .collect()
     }
@@ -374,9 +351,17 @@ impl Store {
     /// Every live score of one pupil, oldest term first.
     pub fn pupil_scores(&self, upn: &str) -> StoreResult<Vec<ScoreRecord>> {
         let conn = self.conn();
-        conn.prepare_cached(PUPIL_SCORES)?
-            .query_and_then([upn], |r| parse(r.get(0)?, r.get(1)?, r.get_ref(2)?))?
-            .collect()
+        let sets: Vec<(i64, String, i64)> = conn
+            .prepare_cached(PUPIL_SCORES)?
+            .query_map([upn], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(sets.len());
+        for (submission_id, model_id, set) in sets {
+            if let Some((format, bytes, _)) = super::packed::lookup(&conn, "score_sets", set, Kind::Scores, upn)? {
+                out.push(ScoreRecord { submission_id, model_id, risk: super::packed::decode(format, &bytes, SCORE)? });
+            }
+        }
+        Ok(out)
     }
 
     /// Every score a model had live (shown to people) in a current submission, by school
@@ -384,26 +369,26 @@ impl Store {
     pub fn live_scores_of_model(&self, model_id: &str) -> StoreResult<Vec<(SchoolTerm, TermScores)>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT s.urn, s.term_index, s.upn, s.p_absence, s.p_suspension, s.p_referral FROM scores s \
-             JOIN live_scores l ON l.submission_id = s.submission_id AND l.model_id = s.model_id \
-             JOIN submissions u ON u.id = s.submission_id AND u.state = 'current' \
-             WHERE s.model_id = ?1 ORDER BY s.urn, s.term_index, s.upn",
+            "SELECT u.urn, u.term_index, ss.entries FROM score_sets ss \
+             JOIN live_scores l ON l.submission_id = ss.submission_id AND l.model_id = ss.model_id \
+             JOIN submissions u ON u.id = ss.submission_id AND u.state = 'current' \
+             WHERE ss.model_id = ?1 ORDER BY u.urn, u.term_index",
         )?;
-        let rows = stmt.query_map([model_id], |r| {
-            Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?, [r.get(3)?, r.get(4)?, r.get(5)?]))
-        })?;
+        let mut rows = stmt.query([model_id])?;
         let mut out: Vec<(SchoolTerm, TermScores)> = Vec::new();
-        for row in rows {
-            let (urn, term, upn, p) = row?;
+        while let Some(r) = rows.next()? {
             let corrupt = |what: &str| StoreError::Corrupt(format!("a stored score's {what}"));
             let st = SchoolTerm {
-                urn: crate::domain::Urn::new(urn).map_err(|_| corrupt("URN"))?,
-                term: crate::domain::Term::from_index(term),
+                urn: crate::domain::Urn::new(r.get(0)?).map_err(|_| corrupt("URN"))?,
+                term: crate::domain::Term::from_index(r.get(1)?),
             };
-            let upn = crate::domain::Upn::parse(&upn).map_err(|_| corrupt("UPN"))?;
+            let mut scores = Vec::new();
+            for (upn, c) in super::packed::entries_only(Kind::Scores, super::codec::bytes(r.get_ref(2)?, SCORE)?)? {
+                scores.push((crate::domain::Upn::parse(&upn).map_err(|_| corrupt("UPN"))?, [c[3], c[4], c[5]]));
+            }
             match out.last_mut() {
-                Some((last, v)) if *last == st => v.push((upn, p)),
-                _ => out.push((st, vec![(upn, p)])),
+                Some((last, v)) if *last == st => v.extend(scores),
+                _ => out.push((st, scores)),
             }
         }
         Ok(out)
@@ -431,7 +416,8 @@ impl Store {
 
     /// How many scores are stored in all (any model, any submission).
     pub fn score_count(&self) -> StoreResult<usize> {
-        Ok(self.conn().query_row("SELECT COUNT(*) FROM scores", [], |r| r.get::<_, i64>(0))? as usize)
+        Ok(self.conn().query_row("SELECT COALESCE(SUM(pupils), 0) FROM score_sets", [], |r| r.get::<_, i64>(0))?
+            as usize)
     }
 
     /// The current rows, at any school and term, of every pupil in a submission: what
@@ -456,17 +442,16 @@ impl Store {
     pub fn score_digests(&self) -> StoreResult<Vec<(i64, String, String)>> {
         let conn = self.conn();
         let pairs: Vec<(i64, String)> = conn
-            .prepare("SELECT DISTINCT submission_id, model_id FROM scores ORDER BY submission_id, model_id")?
+            .prepare("SELECT submission_id, model_id FROM score_sets ORDER BY submission_id, model_id")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
         pairs.into_iter().map(|(id, m)| Ok((id, m.clone(), digest_of(&conn, id, &m)?))).collect()
     }
 }
 
-pub(super) fn history_of(conn: &rusqlite::Connection, submission_id: i64) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
-    let and = "AND p.upn IN (SELECT upn FROM pupil_terms WHERE submission_id = ?1)";
-    super::submissions::located_rows(conn, and, [submission_id])
-}
+pub(super) use super::submissions::history_of;
+
+const SCORE: &str = "a stored score";
 
 #[cfg(test)]
 mod tests {
@@ -484,7 +469,7 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         let plan = plan.join("\n");
-        assert!(plan.contains("pupil_terms_upn"), "{plan}");
-        assert!(!plan.contains("SCAN s") && !plan.contains("SCAN scores"), "{plan}");
+        assert!(plan.contains("SEARCH p USING PRIMARY KEY (upn=?)"), "{plan}");
+        assert!(!plan.contains("SCAN"), "{plan}");
     }
 }

@@ -1,5 +1,6 @@
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
+use super::packed::{Format, Kind, Packed, pack};
 use super::{RequestKey, RequestResult, Store, StoreError, StoreResult};
 use crate::audit::NewEvent;
 use crate::domain::{PupilTerm, SchoolTerm, Term, Upn, Urn};
@@ -237,7 +238,7 @@ impl Store {
                 tx.execute("UPDATE submissions SET superseded_by = ?1 WHERE id = ?2", params![id, old])
                     .map_err(StoreError::from)?;
             }
-            insert_rows(tx, id, urn, term_index, s.rows, &encoded_rows)?;
+            insert_rows(tx, id, term_index, s.rows, &encoded_rows)?;
             // The model active now, read in this transaction: an activation cannot slip between.
             let model_id: String = tx
                 .query_row("SELECT model_id FROM models WHERE active = 1", [], |r| r.get(0))
@@ -295,27 +296,16 @@ impl Store {
     /// For every submission: the digest of its stored rows, for verify.
     pub fn row_digests(&self) -> StoreResult<Vec<(i64, String)>> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT submission_id, upn, row_data FROM pupil_terms ORDER BY submission_id, upn")?;
+        let mut stmt = conn.prepare("SELECT submission_id, entries, data FROM feed_rows ORDER BY submission_id")?;
         let mut rows = stmt.query([])?;
         let mut out = Vec::new();
-        let mut current: Option<(i64, super::scores::PairsDigest)> = None;
         while let Some(r) = rows.next()? {
-            let id: i64 = r.get(0)?;
-            if current.as_ref().is_none_or(|(c, _)| *c != id) {
-                if let Some((c, d)) = current.take() {
-                    out.push((c, d.finish()));
-                }
-                current = Some((id, super::scores::PairsDigest::new()));
+            let packed = Packed::new(Kind::Rows, r.get(1)?, r.get(2)?)?;
+            let mut d = super::scores::PairsDigest::new();
+            for e in packed.iter() {
+                d.push(e.upn, &[e.bytes]);
             }
-            let upn: String = r.get(1)?;
-            let bytes = super::codec::bytes(r.get_ref(2)?, "a stored pupil row")?;
-            if let Some((_, d)) = current.as_mut() {
-                d.push(&upn, &[bytes]);
-            }
-        }
-        if let Some((c, d)) = current {
-            out.push((c, d.finish()));
+            out.push((r.get(0)?, d.finish()));
         }
         Ok(out)
     }
@@ -345,73 +335,134 @@ impl Store {
 
     /// A submission's stored rows (current or superseded), in UPN order: `limit` from `offset`.
     pub fn submission_rows(&self, id: i64, offset: usize, limit: usize) -> StoreResult<Vec<PupilTerm>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT row_data FROM pupil_terms WHERE submission_id = ?1 ORDER BY upn LIMIT ?2 OFFSET ?3",
-        )?;
-        stmt.query_and_then(params![id, limit as i64, offset.min(i64::MAX as usize) as i64], |r| {
-            super::codec::decode(r.get_ref(0)?, "a stored pupil row")
-        })?
-        .collect()
+        let Some(packed) = packed_rows(&self.conn(), id)? else { return Ok(Vec::new()) };
+        let end = offset.saturating_add(limit).min(packed.len());
+        (offset.min(end)..end).map(|i| packed.get(i).decode(ROW)).collect()
     }
 
     /// Rows of the current submission for a school and term.
     pub fn current_rows(&self, st: SchoolTerm) -> StoreResult<Vec<PupilTerm>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT p.row_data FROM pupil_terms p JOIN submissions s ON s.id = p.submission_id \
-             WHERE s.state = 'current' AND s.urn = ?1 AND s.term_index = ?2 ORDER BY p.upn",
-        )?;
-        stmt.query_and_then(params![st.urn.get(), st.term.index()], |r| {
-            super::codec::decode(r.get_ref(0)?, "a stored pupil row")
-        })?
-        .collect()
+        let Some(id) = current_id(&conn, st)? else { return Ok(Vec::new()) };
+        let Some(packed) = packed_rows(&conn, id)? else { return Ok(Vec::new()) };
+        packed.iter().map(|e| e.decode(ROW)).collect()
     }
 
-    /// One pupil's row in the current submission for a school and term (by the UPN index,
-    /// without reading the school's other rows).
+    /// One pupil's row in the current submission for a school and term (found by binary
+    /// search in the submission's packed rows, without reading the school's other rows).
     pub fn current_row(&self, st: SchoolTerm, upn: &Upn) -> StoreResult<Option<PupilTerm>> {
         let conn = self.conn();
-        conn.prepare_cached(
-            "SELECT p.row_data FROM pupil_terms p JOIN submissions s ON s.id = p.submission_id \
-             WHERE p.upn = ?3 AND p.term_index = ?2 AND s.state = 'current' AND s.urn = ?1",
-        )?
-        .query_and_then(params![st.urn.get(), st.term.index(), upn.as_str()], |r| {
-            super::codec::decode(r.get_ref(0)?, "a stored pupil row")
-        })?
-        .next()
-        .transpose()
+        let Some(id) = current_id(&conn, st)? else { return Ok(None) };
+        super::packed::lookup(&conn, "feed_rows", id, Kind::Rows, upn.as_str())?
+            .map(|(format, bytes, _)| super::packed::decode(format, &bytes, ROW))
+            .transpose()
     }
 
     /// One pupil's current rows at every school and term (the UPN follows the child), in
     /// school then term order.
     pub fn pupil_history(&self, upn: &Upn) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
-        located_rows(&self.conn(), "AND p.upn = ?1", [upn.as_str()])
+        pupils_current_rows(&self.conn(), [upn.as_str()])
     }
 
-    /// Every current row in the store, as (school, term, row), ordered by school then term.
+    /// Every current row in the store, as (school, term, row), ordered by school, term and UPN.
     pub fn all_current_rows(&self) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
-        located_rows(&self.conn(), "", [])
+        let conn = self.conn();
+        let subs: Vec<(i64, u32, u32)> = conn
+            .prepare("SELECT id, urn, term_index FROM submissions WHERE state = 'current' ORDER BY urn, term_index")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::new();
+        for (id, urn, term) in subs {
+            let st = SchoolTerm { urn: Urn::new(urn).map_err(StoreError::Corrupt)?, term: Term::from_index(term) };
+            if let Some(packed) = packed_rows(&conn, id)? {
+                out.reserve(packed.len());
+                for e in packed.iter() {
+                    out.push((st, e.decode(ROW)?));
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
-/// Current rows as (school, term, row), ordered by school, term and UPN, optionally narrowed
-/// by an extra `AND …` condition on `p` (pupil_terms) or `s` (submissions).
-pub(super) fn located_rows(
+const ROW: &str = "a stored pupil row";
+
+/// The current submission's id for a school and term.
+fn current_id(conn: &rusqlite::Connection, st: SchoolTerm) -> StoreResult<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM submissions WHERE urn = ?1 AND term_index = ?2 AND state = 'current'")?
+        .query_row(params![st.urn.get(), st.term.index()], |r| r.get(0))
+        .optional()?)
+}
+
+/// A submission's packed rows, if it has any.
+pub(super) fn packed_rows(conn: &rusqlite::Connection, id: i64) -> StoreResult<Option<Packed>> {
+    let found: Option<(Vec<u8>, Vec<u8>)> = conn
+        .prepare_cached("SELECT entries, data FROM feed_rows WHERE submission_id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    found.map(|(e, d)| Packed::new(Kind::Rows, e, d)).transpose()
+}
+
+/// The UPNs of a submission's rows, from its entries alone.
+fn upns_of(conn: &rusqlite::Connection, id: i64) -> StoreResult<Vec<String>> {
+    let entries: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT entries FROM feed_rows WHERE submission_id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    entries.map_or(Ok(Vec::new()), |e| super::packed::upns(Kind::Rows, &e))
+}
+
+/// Every current row (any school, any term) of each of these pupils, as (school, term, row),
+/// ordered by school, term and UPN. Each pupil's submissions come from the UPN index; a
+/// submission that holds many of them is read once, whole, and one that holds a few is
+/// searched pupil by pupil.
+pub(super) fn pupils_current_rows<'a>(
     conn: &rusqlite::Connection,
-    and: &str,
-    params: impl rusqlite::Params,
+    upns: impl IntoIterator<Item = &'a str>,
 ) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT s.urn, s.term_index, p.row_data FROM pupil_terms p JOIN submissions s ON s.id = p.submission_id \
-         WHERE s.state = 'current' {and} ORDER BY s.urn, s.term_index, p.upn"
-    ))?;
-    stmt.query_and_then(params, |r| {
-        let urn = Urn::new(r.get(0)?).map_err(StoreError::Corrupt)?;
-        let row = super::codec::decode(r.get_ref(2)?, "a stored pupil row")?;
-        Ok((SchoolTerm { urn, term: Term::from_index(r.get(1)?) }, row))
-    })?
-    .collect()
+    use std::collections::BTreeMap;
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.id, s.urn, s.term_index FROM pupil_index p JOIN submissions s ON s.id = p.submission_id \
+         WHERE p.upn = ?1 AND s.state = 'current'",
+    )?;
+    // By submission: where it is, and which of the pupils it holds.
+    let mut wanted: BTreeMap<i64, (SchoolTerm, Vec<&str>)> = BTreeMap::new();
+    for upn in upns {
+        let mut found = stmt.query([upn])?;
+        while let Some(r) = found.next()? {
+            let st = SchoolTerm {
+                urn: Urn::new(r.get(1)?).map_err(StoreError::Corrupt)?,
+                term: Term::from_index(r.get(2)?),
+            };
+            wanted.entry(r.get(0)?).or_insert_with(|| (st, Vec::new())).1.push(upn);
+        }
+    }
+    let mut out = Vec::new();
+    for (id, (st, pupils)) in wanted {
+        if pupils.len() <= 8 {
+            for upn in pupils {
+                if let Some((format, bytes, _)) = super::packed::lookup(conn, "feed_rows", id, Kind::Rows, upn)? {
+                    out.push((st, super::packed::decode::<PupilTerm>(format, &bytes, ROW)?));
+                }
+            }
+        } else if let Some(packed) = packed_rows(conn, id)? {
+            for upn in pupils {
+                if let Some(i) = packed.find(upn) {
+                    out.push((st, packed.get(i).decode(ROW)?));
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| (a.0.urn, a.0.term, a.1.upn.as_str()).cmp(&(b.0.urn, b.0.term, b.1.upn.as_str())));
+    Ok(out)
+}
+
+/// The current rows, at any school and term, of every pupil in a submission: what features
+/// need to describe those pupils' history.
+pub(super) fn history_of(conn: &rusqlite::Connection, submission_id: i64) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
+    let upns = upns_of(conn, submission_id)?;
+    pupils_current_rows(conn, upns.iter().map(String::as_str))
 }
 
 /// The digest of a submission's rows from their stored bytes (UPN order, as verify reads).
@@ -426,20 +477,19 @@ fn rows_digest(rows: &[PupilTerm], encoded: &[Vec<u8>]) -> String {
     d.finish()
 }
 
-/// Inserts a submission's rows, already encoded.
-fn insert_rows(
-    tx: &Transaction,
-    id: i64,
-    urn: u32,
-    term_index: u32,
-    rows: &[PupilTerm],
-    encoded: &[Vec<u8>],
-) -> StoreResult<()> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO pupil_terms (submission_id, upn, urn, term_index, row_data) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for (row, bytes) in rows.iter().zip(encoded) {
-        stmt.execute(params![id, row.upn.as_str(), urn, term_index, bytes])?;
+/// Inserts a submission's rows, already encoded: one packed record, and each pupil in the
+/// UPN index.
+fn insert_rows(tx: &Transaction, id: i64, term_index: u32, rows: &[PupilTerm], encoded: &[Vec<u8>]) -> StoreResult<()> {
+    let pupils = rows
+        .iter()
+        .zip(encoded)
+        .map(|(r, b)| (r.upn.as_str(), Format::Postcard, &b[..], [0.0; super::packed::COLUMNS]));
+    let (entries, data) = pack(Kind::Rows, pupils)?;
+    tx.prepare_cached("INSERT INTO feed_rows (submission_id, pupils, entries, data) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![id, rows.len() as i64, entries, data])?;
+    let mut ix = tx.prepare_cached("INSERT INTO pupil_index (upn, term_index, submission_id) VALUES (?1, ?2, ?3)")?;
+    for row in rows {
+        ix.execute(params![row.upn.as_str(), term_index, id])?;
     }
     Ok(())
 }
@@ -451,23 +501,8 @@ fn earlier_history(
     st: SchoolTerm,
     rows: &[PupilTerm],
 ) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT s.urn, s.term_index, p.row_data FROM pupil_terms p JOIN submissions s ON s.id = p.submission_id \
-         WHERE p.upn = ?1 AND s.state = 'current'",
-    )?;
-    let mut out = Vec::new();
-    for row in rows {
-        let mut found = stmt.query([row.upn.as_str()])?;
-        while let Some(r) = found.next()? {
-            let at = SchoolTerm {
-                urn: Urn::new(r.get(0)?).map_err(StoreError::Corrupt)?,
-                term: Term::from_index(r.get(1)?),
-            };
-            if at != st {
-                out.push((at, super::codec::decode(r.get_ref(2)?, "a stored pupil row")?));
-            }
-        }
-    }
+    let mut out = pupils_current_rows(conn, rows.iter().map(|r| r.upn.as_str()))?;
+    out.retain(|(at, _)| *at != st);
     Ok(out)
 }
 
@@ -483,13 +518,9 @@ fn touched_since(tx: &Transaction, since: i64, own: i64, rows: &[PupilTerm]) -> 
         return Ok(false);
     }
     let ours: std::collections::HashSet<&str> = rows.iter().map(|r| r.upn.as_str()).collect();
-    let mut upns = tx.prepare_cached("SELECT upn FROM pupil_terms WHERE submission_id = ?1")?;
     for id in newer.iter().flat_map(|(id, old)| std::iter::once(*id).chain(*old)) {
-        let mut found = upns.query([id])?;
-        while let Some(r) = found.next()? {
-            if ours.contains(r.get_ref(0)?.as_str().map_err(|e| StoreError::Corrupt(e.to_string()))?) {
-                return Ok(true);
-            }
+        if upns_of(tx, id)?.iter().any(|u| ours.contains(u.as_str())) {
+            return Ok(true);
         }
     }
     Ok(false)
@@ -504,6 +535,7 @@ mod tests {
     use crate::audit::{Action, NewEvent};
     use crate::domain::{Outcome, Term, Urn};
     use crate::scoring::{Band, OutcomeRisk};
+    use crate::storage::LiveScores;
 
     fn event(action: Action) -> NewEvent {
         NewEvent {
@@ -610,17 +642,8 @@ mod tests {
         assert_eq!(*calls.borrow(), vec![rows.len(), 2 * rows.len()]);
         let stored = store.history_of_submission(rec.id).unwrap();
         assert_eq!(stored.len(), 2 * rows.len());
-        let conn = store.conn();
-        let flags: Vec<String> = conn
-            .prepare("SELECT explanation FROM scores WHERE submission_id = ?1")
-            .unwrap()
-            .query_map([rec.id], |r| {
-                let risk: PupilRisk = super::super::codec::decode(r.get_ref(0)?, "score").unwrap();
-                Ok(risk.flags.join(","))
-            })
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let LiveScores::Ready { scores, .. } = store.live_scores(ours).unwrap() else { panic!("scored") };
+        let flags: Vec<String> = scores.iter().map(|s| s.risk.flags.join(",")).collect();
         assert_eq!(flags.len(), rows.len());
         assert!(flags.iter().all(|f| f == "2 terms seen"), "{flags:?}");
     }

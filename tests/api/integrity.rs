@@ -118,9 +118,9 @@ async fn every_tampering_case_is_found_and_named() {
         ("delete the last 26 events", format!("DELETE FROM audit_events WHERE seq > {}", n - 26), "removed from the end"),
         ("flip a decision", "UPDATE cohort_members SET decision = 'remove', reason_code = 'data_wrong' WHERE (cohort_id, upn) = (SELECT cohort_id, upn FROM cohort_members WHERE decision = 'confirm' LIMIT 1)".into(), "decision differs"),
         ("mark a cohort finalised", "UPDATE cohorts SET state = 'finalised' WHERE state = 'in_review'".into(), "finalised but the chain says in_review"),
-        ("forge a score", "UPDATE scores SET explanation = CAST(X'00' || substr(explanation, 2) AS BLOB) WHERE rowid = (SELECT MIN(rowid) FROM scores)".into(), "scores under model"),
+        ("forge a score", "UPDATE score_sets SET data = CAST(X'00' || substr(data, 2) AS BLOB) WHERE id = (SELECT MIN(id) FROM score_sets)".into(), "scores under model"),
         ("change a key's role", "UPDATE api_keys SET role = 'analyst' WHERE id = (SELECT MIN(key_id) FROM api_key_schools); DELETE FROM api_key_schools WHERE key_id = (SELECT MIN(key_id) FROM api_key_schools)".into(), "role or schools differ"),
-        ("edit pupil rows", "UPDATE pupil_terms SET row_data = CAST(X'01' || substr(row_data, 2) AS BLOB) WHERE rowid = (SELECT MIN(rowid) FROM pupil_terms)".into(), "pupil rows differ"),
+        ("edit pupil rows", "UPDATE feed_rows SET data = CAST(X'01' || substr(data, 2) AS BLOB) WHERE submission_id = (SELECT MIN(submission_id) FROM feed_rows)".into(), "pupil rows differ"),
         ("edit the active model's coefficients", "UPDATE models SET artifact_json = replace(artifact_json, '\"intercept\":', '\"intercept\":1') WHERE active = 1".into(), "artifact differs"),
         // Found in review: state the first version of verify did not compare.
         ("replace a key's secret", format!("UPDATE api_keys SET key_hash = '{}' WHERE id = 1", "0".repeat(64)), "secret differs"),
@@ -128,9 +128,10 @@ async fn every_tampering_case_is_found_and_named() {
         ("unlink the live scores", "DELETE FROM live_scores WHERE submission_id = 1".into(), "not the last ones"),
         ("extend a programme", "UPDATE cohorts SET programme_end = programme_end + 30 WHERE state = 'finalised'".into(), "programme end"),
         ("credit a decision to someone else", "UPDATE cohort_members SET decided_by = 999 WHERE (cohort_id, upn) = (SELECT cohort_id, upn FROM cohort_members WHERE decision = 'confirm' LIMIT 1)".into(), "who decided"),
-        ("raise a ranking column", "UPDATE scores SET p_absence = 0.99 WHERE rowid = (SELECT MIN(rowid) FROM scores)".into(), "scores under model"),
-        ("reorder by priority", "UPDATE scores SET priority = 0.999 WHERE rowid = (SELECT MIN(rowid) FROM scores)".into(), "scores under model"),
-        ("delete a submission", "DELETE FROM live_scores WHERE submission_id = 2; DELETE FROM scores WHERE submission_id = 2; DELETE FROM pupil_terms WHERE submission_id = 2; UPDATE submissions SET superseded_by = NULL WHERE superseded_by = 2; DELETE FROM submissions WHERE id = 2".into(), "submissions; the chain records"),
+        // The first pupil's p_absence (0.99) and priority (0.999), as the f64 bits its entry keeps.
+        ("raise a ranking column", "UPDATE score_sets SET entries = CAST(substr(entries, 1, 46) || X'AE47E17A14AEEF3F' || substr(entries, 55) AS BLOB) WHERE id = (SELECT MIN(id) FROM score_sets)".into(), "scores under model"),
+        ("reorder by priority", "UPDATE score_sets SET entries = CAST(substr(entries, 1, 22) || X'2B8716D9CEF7EF3F' || substr(entries, 31) AS BLOB) WHERE id = (SELECT MIN(id) FROM score_sets)".into(), "scores under model"),
+        ("delete a submission", "DELETE FROM live_scores WHERE submission_id = 2; DELETE FROM score_sets WHERE submission_id = 2; DELETE FROM feed_rows WHERE submission_id = 2; DELETE FROM pupil_index WHERE submission_id = 2; UPDATE submissions SET superseded_by = NULL WHERE superseded_by = 2; DELETE FROM submissions WHERE id = 2".into(), "submissions; the chain records"),
         ("corrupt an event", "UPDATE audit_events SET event_json = 'not json' WHERE seq = 7".into(), "BROKEN at event 7: the event cannot be read"),
     ];
     for (what, statements, says) in cases {
