@@ -12,7 +12,7 @@ use crate::domain::{PupilTerm, SchoolTerm};
 use crate::model::features::History;
 use crate::model::{ModelArtifact, TrainParams, TrainRequest, train_and_evaluate};
 use crate::scoring::{PupilRisk, SchoolContext, score_pupil, score_pupil_in};
-use crate::storage::{ModelRecord, RequestResult, Store, now_unix};
+use crate::storage::{EncodedScore, EncodedScores, ModelRecord, RequestResult, Store, now_unix};
 
 /// The model shipped in the binary: trained on synthetic data by `riskid model build-default`.
 pub const BUNDLED_MODEL: &str = include_str!("../../models/default.json");
@@ -37,6 +37,21 @@ pub(crate) fn score_history(
     let mut risks = crate::par::map(&pupils, |(h, row)| score_pupil_in(model, h, row, st, &ctx));
     risks.sort_by(|a, b| a.upn.cmp(&b.upn));
     risks
+}
+
+/// [`score_history`], each pupil's score encoded for the store as soon as it is made (on the
+/// thread that made it, which then frees it).
+pub(crate) fn score_history_encoded(
+    model: &ModelArtifact,
+    st: SchoolTerm,
+    history: Vec<(SchoolTerm, PupilTerm)>,
+) -> crate::storage::StoreResult<EncodedScores> {
+    let ctx = SchoolContext::of(history.iter().filter(|(s, _)| *s == st).map(|(_, r)| r));
+    let history = History::from_rows(history);
+    let pupils: Vec<_> =
+        history.pupils.values().filter_map(|h| h.iter().find(|(s, _)| *s == st).map(|(_, row)| (h, row))).collect();
+    let encoded = crate::par::map(&pupils, |(h, row)| EncodedScore::of(&score_pupil_in(model, h, row, st, &ctx)));
+    Ok(EncodedScores::new(encoded.into_iter().collect::<Result<_, _>>()?))
 }
 
 /// The digest of a model's artifact bytes, kept in its audit events.

@@ -25,7 +25,7 @@ pub use cohorts::{CohortFilter, MemberCounts, ReplaceRefused};
 pub use keys::{KeyRecord, NewKey};
 pub use models::ModelRecord;
 pub use requests::{RequestKey, RequestResult};
-pub use scores::{LiveScores, Ranked, ScoreRecord};
+pub use scores::{EncodedScore, EncodedScores, LiveScores, Ranked, ScoreRecord};
 pub use submissions::{
     ActiveModel, FeedSource, NewSubmission, SaveOutcome, SubmissionFilter, SubmissionRecord, SubmissionState, Written,
 };

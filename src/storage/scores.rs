@@ -76,24 +76,52 @@ impl PairsDigest {
     }
 }
 
-/// Scores as stored: each one's bytes, and the digest of them all.
-pub(crate) struct EncodedScores {
-    bytes: Vec<Vec<u8>>,
+/// One pupil's score as stored: its UPN, the columns ranking reads, and its bytes.
+pub struct EncodedScore {
+    upn: String,
+    columns: [f64; 6],
+    bytes: Vec<u8>,
+}
+
+impl EncodedScore {
+    /// Encodes one score. Scoring encodes each pupil's score on the thread that built it, so
+    /// the score's many small parts are freed where they were allocated.
+    pub fn of(r: &PupilRisk) -> StoreResult<Self> {
+        Ok(Self { upn: r.upn.clone(), columns: ranking_columns(r), bytes: super::codec::encode(r)? })
+    }
+}
+
+/// Scores as stored, in UPN order, and the digest of them all.
+pub struct EncodedScores {
+    pupils: Vec<EncodedScore>,
     digest: String,
 }
 
-/// Encodes scores for the store (on every core) and computes their digest, exactly as
-/// `verify` recomputes it from what is stored: UPN order (SQLite's default collation compares
-/// bytes, as Rust's does).
-pub(crate) fn encode_scores(risks: &[PupilRisk]) -> StoreResult<EncodedScores> {
-    let bytes = crate::par::map(risks, super::codec::encode).into_iter().collect::<StoreResult<Vec<_>>>()?;
-    let mut order: Vec<usize> = (0..risks.len()).collect();
-    order.sort_unstable_by(|&a, &b| risks[a].upn.cmp(&risks[b].upn));
-    let mut d = PairsDigest::new();
-    for i in order {
-        push_score(&mut d, risks[i].upn.as_str(), &bytes[i], &ranking_columns(&risks[i]));
+impl EncodedScores {
+    /// The scores in UPN order (SQLite's default collation compares bytes, as Rust's does)
+    /// and their digest, exactly as `verify` recomputes it from what is stored.
+    pub fn new(mut pupils: Vec<EncodedScore>) -> Self {
+        pupils.sort_unstable_by(|a, b| a.upn.cmp(&b.upn));
+        let mut d = PairsDigest::new();
+        for p in &pupils {
+            push_score(&mut d, &p.upn, &p.bytes, &p.columns);
+        }
+        Self { pupils, digest: d.finish() }
     }
-    Ok(EncodedScores { bytes, digest: d.finish() })
+
+    pub fn len(&self) -> usize {
+        self.pupils.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pupils.is_empty()
+    }
+}
+
+/// Encodes scores for the store, on every core.
+pub(crate) fn encode_scores(risks: &[PupilRisk]) -> StoreResult<EncodedScores> {
+    let pupils = crate::par::map(risks, EncodedScore::of).into_iter().collect::<StoreResult<Vec<_>>>()?;
+    Ok(EncodedScores::new(pupils))
 }
 
 /// The columns ranking reads, as the digest covers them.
@@ -105,7 +133,7 @@ fn ranking_columns(r: &PupilRisk) -> [f64; 6] {
 /// Replaces one submission's scores under one model, makes them live and takes the pair off
 /// the queue, inside the caller's transaction. Returns the digest of what was written.
 pub(crate) fn write_scores(tx: &Tx, submission_id: i64, model_id: &str, risks: &[PupilRisk]) -> StoreResult<String> {
-    insert_scores(tx, submission_id, model_id, risks, &encode_scores(risks)?)
+    insert_scores(tx, submission_id, model_id, &encode_scores(risks)?)
 }
 
 /// `write_scores` with the scores already encoded.
@@ -113,17 +141,15 @@ pub(crate) fn insert_scores(
     tx: &Tx,
     submission_id: i64,
     model_id: &str,
-    risks: &[PupilRisk],
     encoded: &EncodedScores,
 ) -> StoreResult<String> {
     tx.execute("DELETE FROM score_sets WHERE submission_id = ?1 AND model_id = ?2", params![submission_id, model_id])?;
-    let pupils =
-        risks.iter().zip(&encoded.bytes).map(|(r, b)| (r.upn.as_str(), Format::Postcard, &b[..], ranking_columns(r)));
+    let pupils = encoded.pupils.iter().map(|p| (p.upn.as_str(), Format::Postcard, &p.bytes[..], p.columns));
     let (entries, data) = pack(Kind::Scores, pupils)?;
     tx.prepare_cached(
         "INSERT INTO score_sets (submission_id, model_id, pupils, entries, data) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![submission_id, model_id, risks.len() as i64, entries, data])?;
+    .execute(params![submission_id, model_id, encoded.len() as i64, entries, data])?;
     tx.execute(
         "INSERT OR REPLACE INTO live_scores (submission_id, model_id) VALUES (?1, ?2)",
         params![submission_id, model_id],

@@ -1,6 +1,7 @@
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use super::packed::{Format, Kind, Packed, pack};
+use super::scores::EncodedScores;
 use super::{RequestKey, RequestResult, Store, StoreError, StoreResult};
 use crate::audit::NewEvent;
 use crate::domain::{PupilTerm, SchoolTerm, Term, Upn, Urn};
@@ -144,8 +145,7 @@ struct Prescored {
     /// The newest submission id the snapshot saw.
     last_id: i64,
     model_id: String,
-    risks: Vec<PupilRisk>,
-    encoded: super::scores::EncodedScores,
+    encoded: EncodedScores,
 }
 
 impl Store {
@@ -162,7 +162,7 @@ impl Store {
         &self,
         s: &NewSubmission,
         rk: Option<&RequestKey>,
-        score: impl Fn(ActiveModel, Vec<(SchoolTerm, PupilTerm)>) -> Result<Vec<PupilRisk>, E>,
+        score: impl Fn(ActiveModel, Vec<(SchoolTerm, PupilTerm)>) -> Result<EncodedScores, E>,
         event: impl FnOnce(&SubmissionRecord, &Written) -> NewEvent,
     ) -> Result<SaveOutcome, E> {
         // Outside the lock: the rows' bytes and digest, and the scores on a snapshot.
@@ -180,11 +180,10 @@ impl Store {
                 .map_err(StoreError::from)?;
             let mut history = earlier_history(&snap, s.school_term, s.rows)?;
             history.extend(s.rows.iter().map(|r| (s.school_term, r.clone())));
-            let risks = score(ActiveModel { model_id: &model_id, conn: &snap }, history)?;
+            let encoded = score(ActiveModel { model_id: &model_id, conn: &snap }, history)?;
             drop(snap);
             drop(conn);
-            let encoded = super::scores::encode_scores(&risks)?;
-            Prescored { last_id, model_id, risks, encoded }
+            Prescored { last_id, model_id, encoded }
         };
         self.write(|tx| {
             let unchanged = |id: i64| -> StoreResult<SaveOutcome> {
@@ -245,11 +244,11 @@ impl Store {
                 .map_err(StoreError::from)?;
             let still = model_id == prescored.model_id && !touched_since(tx, prescored.last_id, id, s.rows)?;
             let scores_digest = if still {
-                super::scores::insert_scores(tx, id, &model_id, &prescored.risks, &prescored.encoded)?
+                super::scores::insert_scores(tx, id, &model_id, &prescored.encoded)?
             } else {
                 let history = super::scores::history_of(tx, id)?;
-                let risks = score(ActiveModel { model_id: &model_id, conn: tx }, history)?;
-                super::scores::write_scores(tx, id, &model_id, &risks)?
+                let encoded = score(ActiveModel { model_id: &model_id, conn: tx }, history)?;
+                super::scores::insert_scores(tx, id, &model_id, &encoded)?
             };
             let rec = get(tx, id)?.ok_or_else(|| StoreError::Corrupt("lost row".into()))?;
             super::audit::append(tx, event(&rec, &Written { rows_digest, model_id, scores_digest }))?;
@@ -487,9 +486,21 @@ fn insert_rows(tx: &Transaction, id: i64, term_index: u32, rows: &[PupilTerm], e
     let (entries, data) = pack(Kind::Rows, pupils)?;
     tx.prepare_cached("INSERT INTO feed_rows (submission_id, pupils, entries, data) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![id, rows.len() as i64, entries, data])?;
-    let mut ix = tx.prepare_cached("INSERT INTO pupil_index (upn, term_index, submission_id) VALUES (?1, ?2, ?3)")?;
-    for row in rows {
-        ix.execute(params![row.upn.as_str(), term_index, id])?;
+    // In UPN order (the index's order), many to a statement.
+    let mut upns: Vec<&str> = rows.iter().map(|r| r.upn.as_str()).collect();
+    upns.sort_unstable();
+    const PER_INSERT: usize = 64;
+    let statement = |n: usize| {
+        let values = vec!["(?, ?, ?)"; n].join(", ");
+        format!("INSERT INTO pupil_index (upn, term_index, submission_id) VALUES {values}")
+    };
+    for chunk in upns.chunks(PER_INSERT) {
+        let mut ix = tx.prepare_cached(&statement(chunk.len()))?;
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(3 * chunk.len());
+        for upn in chunk {
+            values.extend([upn as &dyn rusqlite::ToSql, &term_index, &id]);
+        }
+        ix.execute(values.as_slice())?;
     }
     Ok(())
 }
@@ -628,11 +639,11 @@ mod tests {
                         store.accept_submission::<StoreError>(
                             &submission(theirs, "theirs", &rows),
                             None,
-                            |a, h| Ok(fake_scores(a.model_id, theirs, &h)),
+                            |a, h| super::super::scores::encode_scores(&fake_scores(a.model_id, theirs, &h)),
                             |_, _| event(Action::FeedAccept),
                         )?;
                     }
-                    Ok(fake_scores(active.model_id, ours, &history))
+                    super::super::scores::encode_scores(&fake_scores(active.model_id, ours, &history))
                 },
                 |_, _| event(Action::FeedAccept),
             )
@@ -676,7 +687,7 @@ mod tests {
                 None,
                 |a, h| {
                     *calls.borrow_mut() += 1;
-                    Ok(fake_scores(a.model_id, st, &h))
+                    super::super::scores::encode_scores(&fake_scores(a.model_id, st, &h))
                 },
                 |_, _| event(Action::FeedAccept),
             )
