@@ -139,6 +139,7 @@ impl Store {
         conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         migrations::apply(&mut conn)?;
+        rusqlite::vtab::array::load_module(&conn)?;
         // Checkpoints run on their own thread, not inside a writer's commit. The writer's own
         // checkpoint stays as a backstop at 64 MiB of WAL: the WAL restarts from its beginning
         // only when a write begins with every frame copied, which a burst of commits (each
@@ -152,6 +153,7 @@ impl Store {
                 let r = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
                 r.pragma_update(None, "cache_size", -16384)?;
                 r.pragma_update(None, "mmap_size", MMAP_BYTES)?;
+                rusqlite::vtab::array::load_module(&r)?;
                 r.busy_timeout(std::time::Duration::from_secs(10))?;
                 Ok(Mutex::new(r))
             })

@@ -498,4 +498,23 @@ mod tests {
         assert!(plan.contains("SEARCH p USING PRIMARY KEY (upn=?)"), "{plan}");
         assert!(!plan.contains("SCAN"), "{plan}");
     }
+
+    /// A feed's pupils are looked up in the UPN index by one statement, a seek each.
+    #[test]
+    fn a_feeds_pupils_are_found_by_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::Store::open(dir.path()).unwrap();
+        let conn = store.conn();
+        let list = std::rc::Rc::new(vec![rusqlite::types::Value::Text("U".into())]);
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", super::super::submissions::PUPILS_CURRENT))
+            .unwrap()
+            .query_map([list], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("\n");
+        assert!(plan.contains("SEARCH p USING PRIMARY KEY (upn=?)"), "{plan}");
+        assert!(!plan.contains("SCAN p"), "{plan}");
+    }
 }

@@ -412,6 +412,10 @@ fn upns_of(conn: &rusqlite::Connection, id: i64) -> StoreResult<Vec<String>> {
     entries.map_or(Ok(Vec::new()), |e| super::packed::upns(Kind::Rows, &e))
 }
 
+/// Which current submissions hold each of a list of pupils.
+pub(super) const PUPILS_CURRENT: &str = "SELECT p.upn, s.id, s.urn, s.term_index FROM pupil_index p \
+     JOIN submissions s ON s.id = p.submission_id WHERE p.upn IN rarray(?1) AND s.state = 'current'";
+
 /// Every current row (any school, any term) of each of these pupils, as (school, term, row),
 /// ordered by school, term and UPN. Each pupil's submissions come from the UPN index; a
 /// submission that holds many of them is read once, whole, and one that holds a few is
@@ -421,32 +425,28 @@ pub(super) fn pupils_current_rows<'a>(
     upns: impl IntoIterator<Item = &'a str>,
 ) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
     use std::collections::BTreeMap;
-    let mut stmt = conn.prepare_cached(
-        "SELECT s.id, s.urn, s.term_index FROM pupil_index p JOIN submissions s ON s.id = p.submission_id \
-         WHERE p.upn = ?1 AND s.state = 'current'",
-    )?;
+    let upns: Vec<&str> = upns.into_iter().collect();
+    // One statement for all of them (SQLite's `rarray`): a seek per pupil, no round trip.
+    let list = std::rc::Rc::new(upns.iter().map(|u| rusqlite::types::Value::Text((*u).to_owned())).collect::<Vec<_>>());
+    let mut stmt = conn.prepare_cached(PUPILS_CURRENT)?;
     // By submission: where it is, and which of the pupils it holds.
-    let mut wanted: BTreeMap<i64, (SchoolTerm, Vec<&str>)> = BTreeMap::new();
-    for upn in upns {
-        let mut found = stmt.query([upn])?;
-        while let Some(r) = found.next()? {
-            let st = SchoolTerm {
-                urn: Urn::new(r.get(1)?).map_err(StoreError::Corrupt)?,
-                term: Term::from_index(r.get(2)?),
-            };
-            wanted.entry(r.get(0)?).or_insert_with(|| (st, Vec::new())).1.push(upn);
-        }
+    let mut wanted: BTreeMap<i64, (SchoolTerm, Vec<String>)> = BTreeMap::new();
+    let mut found = stmt.query([list])?;
+    while let Some(r) = found.next()? {
+        let st =
+            SchoolTerm { urn: Urn::new(r.get(2)?).map_err(StoreError::Corrupt)?, term: Term::from_index(r.get(3)?) };
+        wanted.entry(r.get(1)?).or_insert_with(|| (st, Vec::new())).1.push(r.get(0)?);
     }
     let mut out = Vec::new();
     for (id, (st, pupils)) in wanted {
         if pupils.len() <= 8 {
-            for upn in pupils {
+            for upn in &pupils {
                 if let Some((format, bytes, _)) = super::packed::lookup(conn, "feed_rows", id, Kind::Rows, upn)? {
                     out.push((st, super::packed::decode::<PupilTerm>(format, &bytes, ROW)?));
                 }
             }
         } else if let Some(packed) = packed_rows(conn, id)? {
-            for upn in pupils {
+            for upn in &pupils {
                 if let Some(i) = packed.find(upn) {
                     out.push((st, packed.get(i).decode(ROW)?));
                 }
