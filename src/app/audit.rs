@@ -442,6 +442,9 @@ fn state_explained(s: &Store, events: &[AuditEvent]) -> AppResult<Result<(), Str
             return Ok(Err(format!("submission {id}'s pupil rows differ from those recorded when it was accepted")));
         }
     }
+    if let Some(problem) = s.pupil_index_problem()? {
+        return Ok(Err(problem));
+    }
     let stored_scores = s.score_digests()?;
     if stored_scores.len() != scores.len() {
         return Ok(Err(format!(

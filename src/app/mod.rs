@@ -458,7 +458,7 @@ impl App {
                         Arc::new(active.artifact()?)
                     };
                     let _timer = metrics.scoring_seconds.with_label_values(&["feed"]).start_timer();
-                    Ok::<_, AppError>(models::score_history_encoded(&scoring, school_term, history)?)
+                    Ok::<_, AppError>(models::score_history(&scoring, school_term, history)?)
                 },
                 |rec, w| NewEvent {
                     at: rec.received_at,

@@ -23,25 +23,10 @@ pub fn rfc3339(unix: i64) -> String {
 }
 
 /// Scores the pupils of school term `st` (the rows `history` holds for that term) with
-/// `model`, from each pupil's whole history (any school, any term).
+/// `model`, from each pupil's whole history (any school, any term), on every core; each
+/// pupil's score is encoded for the store as soon as it is made, on the thread that made it
+/// (which then frees its many small parts where they were allocated).
 pub(crate) fn score_history(
-    model: &ModelArtifact,
-    st: SchoolTerm,
-    history: Vec<(SchoolTerm, PupilTerm)>,
-) -> Vec<PupilRisk> {
-    let ctx = SchoolContext::of(history.iter().filter(|(s, _)| *s == st).map(|(_, r)| r));
-    let history = History::from_rows(history);
-    // Pupils in UPN order (the history's map order); scored on every core.
-    let pupils: Vec<_> =
-        history.pupils.values().filter_map(|h| h.iter().find(|(s, _)| *s == st).map(|(_, row)| (h, row))).collect();
-    let mut risks = crate::par::map(&pupils, |(h, row)| score_pupil_in(model, h, row, st, &ctx));
-    risks.sort_by(|a, b| a.upn.cmp(&b.upn));
-    risks
-}
-
-/// [`score_history`], each pupil's score encoded for the store as soon as it is made (on the
-/// thread that made it, which then frees it).
-pub(crate) fn score_history_encoded(
     model: &ModelArtifact,
     st: SchoolTerm,
     history: Vec<(SchoolTerm, PupilTerm)>,
@@ -133,7 +118,7 @@ impl App {
             pupils += store.write_queued_scores(
                 submission_id,
                 &model_id,
-                |history| Ok::<_, AppError>(score_history(&model, st, history)),
+                |history| Ok::<_, AppError>(score_history(&model, st, history)?),
                 |digest| {
                     let mut e = system_event(
                         Action::ScoresWrite,

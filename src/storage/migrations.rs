@@ -31,31 +31,37 @@ fn pack_rows_and_scores(tx: &Transaction) -> StoreResult<()> {
         }
     }
     type Pupil = (String, Format, Vec<u8>, [f64; COLUMNS]);
-    // Rows, a submission at a time.
-    let mut groups: Vec<(i64, i64, Vec<Pupil>)> = Vec::new();
+    // Rows, a submission at a time: (submission, its school, term and whether it is current,
+    // its pupils). Only current submissions' pupils go in the UPN index.
+    let mut groups: Vec<(i64, i64, i64, bool, Vec<Pupil>)> = Vec::new();
     {
-        let mut stmt =
-            tx.prepare("SELECT submission_id, term_index, upn, row_data FROM pupil_terms ORDER BY submission_id, upn")?;
+        let mut stmt = tx.prepare(
+            "SELECT p.submission_id, s.urn, s.term_index, s.state = 'current', p.upn, p.row_data FROM pupil_terms p \
+             JOIN submissions s ON s.id = p.submission_id ORDER BY p.submission_id, p.upn",
+        )?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            let (id, term): (i64, i64) = (r.get(0)?, r.get(1)?);
-            let (f, bytes) = format(r.get_ref(3)?)?;
+            let id: i64 = r.get(0)?;
+            let (f, bytes) = format(r.get_ref(5)?)?;
             if groups.last().is_none_or(|g| g.0 != id) {
-                groups.push((id, term, Vec::new()));
+                groups.push((id, r.get(1)?, r.get(2)?, r.get(3)?, Vec::new()));
             }
-            groups.last_mut().expect("pushed above").2.push((r.get(2)?, f, bytes, [0.0; COLUMNS]));
+            groups.last_mut().expect("pushed above").4.push((r.get(4)?, f, bytes, [0.0; COLUMNS]));
         }
     }
-    for (id, term, pupils) in &groups {
+    for (id, urn, term, current, pupils) in &groups {
         let (entries, data) = pack(Kind::Rows, pupils.iter().map(|p| (p.0.as_str(), p.1, &p.2[..], p.3)))?;
         tx.execute(
             "INSERT INTO feed_rows (submission_id, pupils, entries, data) VALUES (?1, ?2, ?3, ?4)",
             params![id, pupils.len() as i64, entries, data],
         )?;
-        let mut ix =
-            tx.prepare_cached("INSERT INTO pupil_index (upn, term_index, submission_id) VALUES (?1, ?2, ?3)")?;
-        for p in pupils {
-            ix.execute(params![p.0, term, id])?;
+        if *current {
+            let mut ix = tx.prepare_cached(
+                "INSERT INTO pupil_index (upn, term_index, submission_id, urn) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for p in pupils {
+                ix.execute(params![p.0, term, id, urn])?;
+            }
         }
     }
     // Scores, a (submission, model) at a time.
@@ -148,6 +154,9 @@ mod tests {
                  warnings_json, received_at, key_id) VALUES (1, 100001, 6075, 'current', 'csv', 'x', 1, 0, '[]', 0, 1);
              INSERT INTO pupil_terms (submission_id, upn, urn, term_index, row_json) VALUES (1, 'B123456789012', 100001, 6075, '{\"b\":1}');
              INSERT INTO pupil_terms (submission_id, upn, urn, term_index, row_json) VALUES (1, 'A123456789012', 100001, 6075, '{}');
+             INSERT INTO submissions (id, urn, term_index, state, source, content_sha256, row_count, warning_count,
+                 warnings_json, received_at, key_id) VALUES (2, 100001, 6074, 'superseded', 'csv', 'y', 1, 0, '[]', 0, 1);
+             INSERT INTO pupil_terms (submission_id, upn, urn, term_index, row_json) VALUES (2, 'A123456789012', 100001, 6074, '{}');
              INSERT INTO models (model_id, artifact_json, created_at) VALUES ('m', '{}', 0);
              INSERT INTO scores (urn, term_index, upn, model_id, submission_id, priority, explanation_json, ncyear, statutory,
                  p_absence, p_suspension, p_referral) VALUES (100001, 6075, 'A123456789012', 'm', 1, 0.5, '{\"s\":1}', 7, 1, 0.1, 0.2, 0.3);",
@@ -163,10 +172,16 @@ mod tests {
                 r.get(0)
             })
             .unwrap();
-        assert_eq!(n, 2);
+        assert_eq!(n, 2, "the current submission's two pupils, not the superseded one's");
+        let urns: i64 =
+            conn.query_row("SELECT count(*) FROM pupil_index WHERE urn = 100001", [], |r| r.get(0)).unwrap();
+        assert_eq!(urns, 2);
         // Rows written as JSON before schema 5 are kept byte for byte, packed in UPN order.
-        let (e, d): (Vec<u8>, Vec<u8>) =
-            conn.query_row("SELECT entries, data FROM feed_rows", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        let (e, d): (Vec<u8>, Vec<u8>) = conn
+            .query_row("SELECT entries, data FROM feed_rows WHERE submission_id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
         let rows = super::super::packed::Packed::new(Kind::Rows, e, d).unwrap();
         let kept: Vec<_> = rows.iter().map(|e| (e.upn, e.format, e.bytes)).collect();
         assert_eq!(

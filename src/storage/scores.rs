@@ -119,6 +119,7 @@ impl EncodedScores {
 }
 
 /// Encodes scores for the store, on every core.
+#[cfg(test)]
 pub(crate) fn encode_scores(risks: &[PupilRisk]) -> StoreResult<EncodedScores> {
     let pupils = crate::par::map(risks, EncodedScore::of).into_iter().collect::<StoreResult<Vec<_>>>()?;
     Ok(EncodedScores::new(pupils))
@@ -132,11 +133,6 @@ fn ranking_columns(r: &PupilRisk) -> [f64; 6] {
 
 /// Replaces one submission's scores under one model, makes them live and takes the pair off
 /// the queue, inside the caller's transaction. Returns the digest of what was written.
-pub(crate) fn write_scores(tx: &Tx, submission_id: i64, model_id: &str, risks: &[PupilRisk]) -> StoreResult<String> {
-    insert_scores(tx, submission_id, model_id, &encode_scores(risks)?)
-}
-
-/// `write_scores` with the scores already encoded.
 pub(crate) fn insert_scores(
     tx: &Tx,
     submission_id: i64,
@@ -206,13 +202,12 @@ pub(crate) fn queue_latest(tx: &Tx, model_id: &str) -> StoreResult<(Vec<i64>, us
     Ok((queued.into_iter().map(|q| q.0).collect(), rows))
 }
 
-/// A pupil's live scores, found through the UPN index: for each current submission that
-/// holds the pupil, the packed scores of the model live for it.
-const PUPIL_SCORES: &str = "SELECT u.id, l.model_id, ss.id FROM pupil_index p \
-     JOIN submissions u ON u.id = p.submission_id AND u.state = 'current' \
+/// A pupil's live scores, found through the UPN index (current submissions only): for each
+/// submission that holds the pupil, the packed scores of the model live for it.
+const PUPIL_SCORES: &str = "SELECT p.submission_id, l.model_id, ss.id FROM pupil_index p \
      JOIN live_scores l ON l.submission_id = p.submission_id \
      JOIN score_sets ss ON ss.submission_id = l.submission_id AND ss.model_id = l.model_id \
-     WHERE p.upn = ?1 ORDER BY p.term_index, u.urn";
+     WHERE p.upn = ?1 ORDER BY p.term_index, p.urn";
 
 /// What a score digest covers, in UPN order: the explanation as shown, and the columns
 /// ranking reads (priority, year group, statutory status, probabilities), so none can be

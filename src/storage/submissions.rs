@@ -6,7 +6,6 @@ use super::{RequestKey, RequestResult, Store, StoreError, StoreResult};
 use crate::audit::NewEvent;
 use crate::domain::{PupilTerm, SchoolTerm, Term, Upn, Urn};
 use crate::ingest::Violation;
-use crate::scoring::PupilRisk;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubmissionState {
@@ -212,6 +211,8 @@ impl Store {
                     return Ok(unchanged(*id)?);
                 }
                 tx.execute("UPDATE submissions SET state = 'superseded' WHERE id = ?1", [id]).map_err(StoreError::from)?;
+                // The UPN index lists current submissions only.
+                tx.execute("DELETE FROM pupil_index WHERE submission_id = ?1", [id]).map_err(StoreError::from)?;
             }
             let warnings = serde_json::to_string(s.warnings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             tx.execute(
@@ -237,7 +238,7 @@ impl Store {
                 tx.execute("UPDATE submissions SET superseded_by = ?1 WHERE id = ?2", params![id, old])
                     .map_err(StoreError::from)?;
             }
-            insert_rows(tx, id, term_index, s.rows, &encoded_rows)?;
+            insert_rows(tx, id, urn, term_index, s.rows, &encoded_rows)?;
             // The model active now, read in this transaction: an activation cannot slip between.
             let model_id: String = tx
                 .query_row("SELECT model_id FROM models WHERE active = 1", [], |r| r.get(0))
@@ -262,7 +263,7 @@ impl Store {
         &self,
         submission_id: i64,
         model_id: &str,
-        score: impl FnOnce(Vec<(SchoolTerm, PupilTerm)>) -> Result<Vec<PupilRisk>, E>,
+        score: impl FnOnce(Vec<(SchoolTerm, PupilTerm)>) -> Result<EncodedScores, E>,
         event: impl FnOnce(&str) -> NewEvent,
     ) -> Result<usize, E> {
         self.write(|tx| {
@@ -277,10 +278,10 @@ impl Store {
                 return Ok(0);
             }
             let history = super::scores::history_of(tx, submission_id)?;
-            let risks = score(history)?;
-            let digest = super::scores::write_scores(tx, submission_id, model_id, &risks)?;
+            let encoded = score(history)?;
+            let digest = super::scores::insert_scores(tx, submission_id, model_id, &encoded)?;
             super::audit::append(tx, event(&digest))?;
-            Ok(risks.len())
+            Ok(encoded.len())
         })
     }
 
@@ -307,6 +308,33 @@ impl Store {
             out.push((r.get(0)?, d.finish()));
         }
         Ok(out)
+    }
+
+    /// What differs, if anything, between the UPN index and the current submissions' rows
+    /// (the index must list exactly their pupils, each with its submission, school and term),
+    /// for verify: history and a pupil's scores are found through it.
+    pub fn pupil_index_problem(&self) -> StoreResult<Option<String>> {
+        use std::collections::BTreeSet;
+        let conn = self.conn();
+        let current: Vec<(i64, u32, u32)> = conn
+            .prepare("SELECT id, urn, term_index FROM submissions WHERE state = 'current'")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut expected: BTreeSet<(String, u32, i64, u32)> = BTreeSet::new();
+        for (id, urn, term) in current {
+            expected.extend(upns_of(&conn, id)?.into_iter().map(|u| (u, term, id, urn)));
+        }
+        let found: BTreeSet<(String, u32, i64, u32)> = conn
+            .prepare("SELECT upn, term_index, submission_id, urn FROM pupil_index")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        let (missing, extra) = (expected.difference(&found).count(), found.difference(&expected).count());
+        Ok((missing + extra > 0).then(|| {
+            format!(
+                "the UPN index differs from the current submissions' rows: {missing} pupil(s) missing from it, \
+                 {extra} listed that the rows do not explain"
+            )
+        }))
     }
 
     pub fn get_submission(&self, id: i64) -> StoreResult<Option<SubmissionRecord>> {
@@ -412,9 +440,10 @@ fn upns_of(conn: &rusqlite::Connection, id: i64) -> StoreResult<Vec<String>> {
     entries.map_or(Ok(Vec::new()), |e| super::packed::upns(Kind::Rows, &e))
 }
 
-/// Which current submissions hold each of a list of pupils.
-pub(super) const PUPILS_CURRENT: &str = "SELECT p.upn, s.id, s.urn, s.term_index FROM pupil_index p \
-     JOIN submissions s ON s.id = p.submission_id WHERE p.upn IN rarray(?1) AND s.state = 'current'";
+/// Which current submissions hold each of a list of pupils (the UPN index lists current
+/// submissions only, with their school and term).
+pub(super) const PUPILS_CURRENT: &str =
+    "SELECT p.upn, p.submission_id, p.urn, p.term_index FROM pupil_index p WHERE p.upn IN rarray(?1)";
 
 /// Every current row (any school, any term) of each of these pupils, as (school, term, row),
 /// ordered by school, term and UPN. Each pupil's submissions come from the UPN index; a
@@ -478,7 +507,14 @@ fn rows_digest(rows: &[PupilTerm], encoded: &[Vec<u8>]) -> String {
 
 /// Inserts a submission's rows, already encoded: one packed record, and each pupil in the
 /// UPN index.
-fn insert_rows(tx: &Transaction, id: i64, term_index: u32, rows: &[PupilTerm], encoded: &[Vec<u8>]) -> StoreResult<()> {
+fn insert_rows(
+    tx: &Transaction,
+    id: i64,
+    urn: u32,
+    term_index: u32,
+    rows: &[PupilTerm],
+    encoded: &[Vec<u8>],
+) -> StoreResult<()> {
     let pupils = rows
         .iter()
         .zip(encoded)
@@ -491,14 +527,14 @@ fn insert_rows(tx: &Transaction, id: i64, term_index: u32, rows: &[PupilTerm], e
     upns.sort_unstable();
     const PER_INSERT: usize = 64;
     let statement = |n: usize| {
-        let values = vec!["(?, ?, ?)"; n].join(", ");
-        format!("INSERT INTO pupil_index (upn, term_index, submission_id) VALUES {values}")
+        let values = vec!["(?, ?, ?, ?)"; n].join(", ");
+        format!("INSERT INTO pupil_index (upn, term_index, submission_id, urn) VALUES {values}")
     };
     for chunk in upns.chunks(PER_INSERT) {
         let mut ix = tx.prepare_cached(&statement(chunk.len()))?;
-        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(3 * chunk.len());
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(4 * chunk.len());
         for upn in chunk {
-            values.extend([upn as &dyn rusqlite::ToSql, &term_index, &id]);
+            values.extend([upn as &dyn rusqlite::ToSql, &term_index, &id, &urn]);
         }
         ix.execute(values.as_slice())?;
     }
@@ -545,7 +581,7 @@ mod tests {
     use super::*;
     use crate::audit::{Action, NewEvent};
     use crate::domain::{Outcome, Term, Urn};
-    use crate::scoring::{Band, OutcomeRisk};
+    use crate::scoring::{Band, OutcomeRisk, PupilRisk};
     use crate::storage::LiveScores;
 
     fn event(action: Action) -> NewEvent {
