@@ -18,10 +18,5 @@ pub mod review;
 pub mod scoring;
 pub mod server;
 pub mod storage;
-
-/// mimalloc for every binary that links riskid (the server, the CLI, the benchmarks and
-/// tests that run the server in process): many small allocations on several threads.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub mod synth;
 pub mod web;

@@ -31,64 +31,78 @@ fn pack_rows_and_scores(tx: &Transaction) -> StoreResult<()> {
         }
     }
     type Pupil = (String, Format, Vec<u8>, [f64; COLUMNS]);
-    // Rows, a submission at a time: (submission, its school, term and whether it is current,
-    // its pupils). Only current submissions' pupils go in the UPN index.
-    let mut groups: Vec<(i64, i64, i64, bool, Vec<Pupil>)> = Vec::new();
+    // Rows, a submission at a time (each packed and written as soon as it is read whole, so
+    // the migration holds one submission in memory, not the database): (submission, its
+    // school, term and whether it is current, its pupils). Only current submissions' pupils
+    // go in the UPN index.
+    type Rows = (i64, i64, i64, bool, Vec<Pupil>);
+    let write_rows = |(id, urn, term, current, pupils): Rows| -> StoreResult<()> {
+        let (entries, data) = pack(Kind::Rows, pupils.iter().map(|p| (p.0.as_str(), p.1, &p.2[..], p.3)))?;
+        tx.prepare_cached("INSERT INTO feed_rows (submission_id, pupils, entries, data) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![id, pupils.len() as i64, entries, data])?;
+        if current {
+            let mut ix = tx.prepare_cached(
+                "INSERT INTO pupil_index (upn, term_index, submission_id, urn) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for p in &pupils {
+                ix.execute(params![p.0, term, id, urn])?;
+            }
+        }
+        Ok(())
+    };
     {
         let mut stmt = tx.prepare(
             "SELECT p.submission_id, s.urn, s.term_index, s.state = 'current', p.upn, p.row_data FROM pupil_terms p \
              JOIN submissions s ON s.id = p.submission_id ORDER BY p.submission_id, p.upn",
         )?;
         let mut rows = stmt.query([])?;
+        let mut group: Option<Rows> = None;
         while let Some(r) = rows.next()? {
             let id: i64 = r.get(0)?;
             let (f, bytes) = format(r.get_ref(5)?)?;
-            if groups.last().is_none_or(|g| g.0 != id) {
-                groups.push((id, r.get(1)?, r.get(2)?, r.get(3)?, Vec::new()));
+            if group.as_ref().is_none_or(|g| g.0 != id)
+                && let Some(done) = group.replace((id, r.get(1)?, r.get(2)?, r.get(3)?, Vec::new()))
+            {
+                write_rows(done)?;
             }
-            groups.last_mut().expect("pushed above").4.push((r.get(4)?, f, bytes, [0.0; COLUMNS]));
+            group.as_mut().expect("set above").4.push((r.get(4)?, f, bytes, [0.0; COLUMNS]));
+        }
+        if let Some(done) = group {
+            write_rows(done)?;
         }
     }
-    for (id, urn, term, current, pupils) in &groups {
-        let (entries, data) = pack(Kind::Rows, pupils.iter().map(|p| (p.0.as_str(), p.1, &p.2[..], p.3)))?;
-        tx.execute(
-            "INSERT INTO feed_rows (submission_id, pupils, entries, data) VALUES (?1, ?2, ?3, ?4)",
-            params![id, pupils.len() as i64, entries, data],
-        )?;
-        if *current {
-            let mut ix = tx.prepare_cached(
-                "INSERT INTO pupil_index (upn, term_index, submission_id, urn) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for p in pupils {
-                ix.execute(params![p.0, term, id, urn])?;
-            }
-        }
-    }
-    // Scores, a (submission, model) at a time.
-    let mut groups: Vec<((i64, String), Vec<Pupil>)> = Vec::new();
+    // Scores, a (submission, model) at a time, likewise.
+    type Scores = ((i64, String), Vec<Pupil>);
+    let write_scores = |((id, model), pupils): Scores| -> StoreResult<()> {
+        let (entries, data) = pack(Kind::Scores, pupils.iter().map(|p| (p.0.as_str(), p.1, &p.2[..], p.3)))?;
+        tx.prepare_cached(
+            "INSERT INTO score_sets (submission_id, model_id, pupils, entries, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![id, model, pupils.len() as i64, entries, data])?;
+        Ok(())
+    };
     {
         let mut stmt = tx.prepare(
             "SELECT submission_id, model_id, upn, explanation, priority, ncyear, statutory, p_absence, p_suspension, \
              p_referral FROM scores ORDER BY submission_id, model_id, upn",
         )?;
         let mut rows = stmt.query([])?;
+        let mut group: Option<Scores> = None;
         while let Some(r) = rows.next()? {
             let key: (i64, String) = (r.get(0)?, r.get(1)?);
             let (f, bytes) = format(r.get_ref(3)?)?;
             let cols =
                 [r.get(4)?, r.get::<_, i64>(5)? as f64, r.get::<_, i64>(6)? as f64, r.get(7)?, r.get(8)?, r.get(9)?];
-            if groups.last().is_none_or(|g| g.0 != key) {
-                groups.push((key.clone(), Vec::new()));
+            if group.as_ref().is_none_or(|g| g.0 != key)
+                && let Some(done) = group.replace((key, Vec::new()))
+            {
+                write_scores(done)?;
             }
-            groups.last_mut().expect("pushed above").1.push((r.get(2)?, f, bytes, cols));
+            group.as_mut().expect("set above").1.push((r.get(2)?, f, bytes, cols));
         }
-    }
-    for ((id, model), pupils) in &groups {
-        let (entries, data) = pack(Kind::Scores, pupils.iter().map(|p| (p.0.as_str(), p.1, &p.2[..], p.3)))?;
-        tx.execute(
-            "INSERT INTO score_sets (submission_id, model_id, pupils, entries, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, model, pupils.len() as i64, entries, data],
-        )?;
+        if let Some(done) = group {
+            write_scores(done)?;
+        }
     }
     tx.execute_batch("DROP TABLE pupil_terms; DROP TABLE scores;")?;
     Ok(())

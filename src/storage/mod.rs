@@ -58,6 +58,9 @@ pub struct Store {
     conn: Mutex<Connection>,
     /// Readers on WAL snapshots: reads never wait behind a write transaction.
     readers: Vec<Mutex<Connection>>,
+    /// Snapshots that feeds are scored on before their write (one per feed ingested at once,
+    /// by default), kept apart from `readers` so ingest never holds a connection reads need.
+    snapshots: Vec<Mutex<Connection>>,
     next_reader: std::sync::atomic::AtomicUsize,
     /// Wakes the checkpointer after a commit (see [`Checkpointer`]); dropping the store stops it.
     checkpoints: Checkpointer,
@@ -70,6 +73,9 @@ pub struct Store {
 }
 
 const READERS: usize = 4;
+/// Connections for ingest's snapshots (the default number of feeds ingested at once; a
+/// further feed waits for one).
+const SNAPSHOTS: usize = 4;
 
 /// The database file is read through a memory map of up to this size. A reader's page cache
 /// is emptied whenever another connection has committed, so without the map every read after
@@ -148,19 +154,20 @@ impl Store {
         conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
         conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
         let checkpoints = Checkpointer::start(&path)?;
-        let readers = (0..READERS)
-            .map(|_| {
-                let r = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-                r.pragma_update(None, "cache_size", -16384)?;
-                r.pragma_update(None, "mmap_size", MMAP_BYTES)?;
-                rusqlite::vtab::array::load_module(&r)?;
-                r.busy_timeout(std::time::Duration::from_secs(10))?;
-                Ok(Mutex::new(r))
-            })
-            .collect::<StoreResult<_>>()?;
+        let reader = || -> StoreResult<Mutex<Connection>> {
+            let r = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            r.pragma_update(None, "cache_size", -16384)?;
+            r.pragma_update(None, "mmap_size", MMAP_BYTES)?;
+            rusqlite::vtab::array::load_module(&r)?;
+            r.busy_timeout(std::time::Duration::from_secs(10))?;
+            Ok(Mutex::new(r))
+        };
+        let readers = (0..READERS).map(|_| reader()).collect::<StoreResult<_>>()?;
+        let snapshots = (0..SNAPSHOTS).map(|_| reader()).collect::<StoreResult<_>>()?;
         let store = Self {
             conn: Mutex::new(conn),
             readers,
+            snapshots,
             next_reader: Default::default(),
             checkpoints,
             path,
@@ -207,13 +214,22 @@ impl Store {
     /// holding a lock cannot leave a half-applied transaction (SQLite rolls it back), so a
     /// poisoned lock is still safe to use.
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        for r in &self.readers {
+        self.pooled(&self.readers)
+    }
+
+    /// A connection for a feed's snapshot, from ingest's own pool.
+    fn snapshot_conn(&self) -> MutexGuard<'_, Connection> {
+        self.pooled(&self.snapshots)
+    }
+
+    fn pooled<'a>(&self, pool: &'a [Mutex<Connection>]) -> MutexGuard<'a, Connection> {
+        for r in pool {
             if let Ok(g) = r.try_lock() {
                 return g;
             }
         }
-        let i = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.readers.len();
-        self.readers[i].lock().unwrap_or_else(|p| p.into_inner())
+        let i = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % pool.len();
+        pool[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -308,7 +308,9 @@ impl Store {
 
     /// The live scores of a school term, highest priority first, or why there are none.
     pub fn live_scores(&self, st: SchoolTerm) -> StoreResult<LiveScores> {
-        let conn = self.conn();
+        // One snapshot for every statement of the read.
+        let guard = self.conn();
+        let conn = guard.unchecked_transaction()?;
         let (submission_id, model_id) = match Self::live_of(&conn, st)? {
             Ok(live) => live,
             Err(why) => return Ok(why),
@@ -330,7 +332,9 @@ impl Store {
     /// statutory status), read without the reasons; the full scores of the children picked
     /// come from [`Store::scores_of`].
     pub fn live_ranking(&self, st: SchoolTerm) -> StoreResult<Result<LiveRanking, LiveScores>> {
-        let conn = self.conn();
+        // One snapshot for every statement of the read.
+        let guard = self.conn();
+        let conn = guard.unchecked_transaction()?;
         let (submission_id, model_id) = match Self::live_of(&conn, st)? {
             Ok(live) => live,
             Err(why) => return Ok(Err(why)),
@@ -358,7 +362,9 @@ impl Store {
         model_id: &str,
         upns: &[crate::domain::Upn],
     ) -> StoreResult<Vec<PupilRisk>> {
-        let conn = self.conn();
+        // One snapshot for every statement of the read.
+        let guard = self.conn();
+        let conn = guard.unchecked_transaction()?;
         let set = score_set_id(&conn, submission_id, model_id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
         upns.iter()
             .map(|u| {
@@ -371,7 +377,9 @@ impl Store {
 
     /// Every live score of one pupil, oldest term first.
     pub fn pupil_scores(&self, upn: &str) -> StoreResult<Vec<ScoreRecord>> {
-        let conn = self.conn();
+        // One snapshot for every statement of the read.
+        let guard = self.conn();
+        let conn = guard.unchecked_transaction()?;
         let sets: Vec<(i64, String, i64)> = conn
             .prepare_cached(PUPIL_SCORES)?
             .query_map([upn], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
@@ -388,7 +396,9 @@ impl Store {
     /// Every score a model had live (shown to people) in a current submission, by school
     /// term: each child's probabilities.
     pub fn live_scores_of_model(&self, model_id: &str) -> StoreResult<Vec<(SchoolTerm, TermScores)>> {
-        let conn = self.conn();
+        // One snapshot for every statement of the read.
+        let guard = self.conn();
+        let conn = guard.unchecked_transaction()?;
         let mut stmt = conn.prepare_cached(
             "SELECT u.urn, u.term_index, ss.entries FROM score_sets ss \
              JOIN live_scores l ON l.submission_id = ss.submission_id AND l.model_id = ss.model_id \
@@ -417,7 +427,9 @@ impl Store {
 
     /// Which model's scores are live for each submission, for verify.
     pub fn live_models(&self) -> StoreResult<Vec<(i64, String)>> {
-        let conn = self.conn();
+        // One snapshot for every statement of the read.
+        let guard = self.conn();
+        let conn = guard.unchecked_transaction()?;
         let rows = conn
             .prepare("SELECT submission_id, model_id FROM live_scores ORDER BY submission_id")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -444,7 +456,9 @@ impl Store {
     /// The current rows, at any school and term, of every pupil in a submission: what
     /// features need to describe those pupils' history.
     pub fn history_of_submission(&self, submission_id: i64) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
-        history_of(&self.conn(), submission_id)
+        let guard = self.conn();
+        let snapshot = guard.unchecked_transaction()?;
+        history_of(&snapshot, submission_id)
     }
 
     /// The current submission for a school and term, if any.
@@ -461,7 +475,9 @@ impl Store {
 
     /// For every (submission, model) with scores: the digest of those scores, for verify.
     pub fn score_digests(&self) -> StoreResult<Vec<(i64, String, String)>> {
-        let conn = self.conn();
+        // One snapshot for every statement of the read.
+        let guard = self.conn();
+        let conn = guard.unchecked_transaction()?;
         let pairs: Vec<(i64, String)> = conn
             .prepare("SELECT submission_id, model_id FROM score_sets ORDER BY submission_id, model_id")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?

@@ -157,6 +157,7 @@ impl Store {
     /// checked: if a submission committed since then touched any of these pupils (its rows,
     /// or the rows it superseded), or another model became active, the scores are computed
     /// again there. Either way they are exactly what scoring the committed history gives.
+    /// A repeated request or unchanged content is not scored at all.
     pub fn accept_submission<E: From<StoreError>>(
         &self,
         s: &NewSubmission,
@@ -169,20 +170,44 @@ impl Store {
             crate::par::map(s.rows, super::codec::encode).into_iter().collect::<StoreResult<Vec<_>>>()?;
         let rows_digest = rows_digest(s.rows, &encoded_rows);
         let prescored = {
-            let conn = self.conn();
+            // Snapshots for ingest have connections of their own, so a feed being scored never
+            // holds one that API reads wait for.
+            let conn = self.snapshot_conn();
             let snap = conn.unchecked_transaction().map_err(StoreError::from)?;
-            let last_id: i64 = snap
-                .query_row("SELECT COALESCE(MAX(id), 0) FROM submissions", [], |r| r.get(0))
-                .map_err(StoreError::from)?;
-            let model_id: String = snap
-                .query_row("SELECT model_id FROM models WHERE active = 1", [], |r| r.get(0))
-                .map_err(StoreError::from)?;
-            let mut history = earlier_history(&snap, s.school_term, s.rows)?;
-            history.extend(s.rows.iter().map(|r| (s.school_term, r.clone())));
-            let encoded = score(ActiveModel { model_id: &model_id, conn: &snap }, history)?;
-            drop(snap);
-            drop(conn);
-            Prescored { last_id, model_id, encoded }
+            // A repeated request, or content identical to the current submission's, is answered
+            // inside the transaction without scores: none are computed for it.
+            let answered = (|| -> rusqlite::Result<bool> {
+                let repeat = match rk {
+                    Some(rk) => snap
+                        .prepare_cached(
+                            "SELECT 1 FROM request_results WHERE key_id = ?1 AND method = ?2 AND request_id = ?3",
+                        )?
+                        .exists(params![rk.key_id, rk.method, rk.request_id])?,
+                    None => false,
+                };
+                Ok(repeat
+                    || snap
+                        .prepare_cached(
+                            "SELECT 1 FROM submissions WHERE urn = ?1 AND term_index = ?2 AND state = 'current' \
+                             AND content_sha256 = ?3",
+                        )?
+                        .exists(params![s.school_term.urn.get(), s.school_term.term.index(), s.content_sha256])?)
+            })()
+            .map_err(StoreError::from)?;
+            if answered {
+                None
+            } else {
+                let last_id: i64 = snap
+                    .query_row("SELECT COALESCE(MAX(id), 0) FROM submissions", [], |r| r.get(0))
+                    .map_err(StoreError::from)?;
+                let model_id: String = snap
+                    .query_row("SELECT model_id FROM models WHERE active = 1", [], |r| r.get(0))
+                    .map_err(StoreError::from)?;
+                let mut history = earlier_history(&snap, s.school_term, s.rows)?;
+                history.extend(s.rows.iter().map(|r| (s.school_term, r.clone())));
+                let encoded = score(ActiveModel { model_id: &model_id, conn: &snap }, history)?;
+                Some(Prescored { last_id, model_id, encoded })
+            }
         };
         self.write(|tx| {
             let unchanged = |id: i64| -> StoreResult<SaveOutcome> {
@@ -243,9 +268,12 @@ impl Store {
             let model_id: String = tx
                 .query_row("SELECT model_id FROM models WHERE active = 1", [], |r| r.get(0))
                 .map_err(StoreError::from)?;
-            let still = model_id == prescored.model_id && !touched_since(tx, prescored.last_id, id, s.rows)?;
-            let scores_digest = if still {
-                super::scores::insert_scores(tx, id, &model_id, &prescored.encoded)?
+            let fresh = match &prescored {
+                Some(p) if p.model_id == model_id && !touched_since(tx, p.last_id, id, s.rows)? => Some(&p.encoded),
+                _ => None,
+            };
+            let scores_digest = if let Some(encoded) = fresh {
+                super::scores::insert_scores(tx, id, &model_id, encoded)?
             } else {
                 let history = super::scores::history_of(tx, id)?;
                 let encoded = score(ActiveModel { model_id: &model_id, conn: tx }, history)?;
@@ -287,7 +315,9 @@ impl Store {
 
     /// Every submission, current and superseded, for verify.
     pub fn all_submissions(&self) -> StoreResult<Vec<SubmissionRecord>> {
-        let conn = self.conn();
+        // One snapshot for every statement of the read.
+        let guard = self.conn();
+        let conn = guard.unchecked_transaction()?;
         let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM submissions ORDER BY id"))?;
         let rows = stmt.query_map([], read_record)?.collect::<Result<_, _>>()?;
         Ok(rows)
@@ -295,7 +325,9 @@ impl Store {
 
     /// For every submission: the digest of its stored rows, for verify.
     pub fn row_digests(&self) -> StoreResult<Vec<(i64, String)>> {
-        let conn = self.conn();
+        // One snapshot for every statement of the read.
+        let guard = self.conn();
+        let conn = guard.unchecked_transaction()?;
         let mut stmt = conn.prepare("SELECT submission_id, entries, data FROM feed_rows ORDER BY submission_id")?;
         let mut rows = stmt.query([])?;
         let mut out = Vec::new();
@@ -315,7 +347,9 @@ impl Store {
     /// for verify: history and a pupil's scores are found through it.
     pub fn pupil_index_problem(&self) -> StoreResult<Option<String>> {
         use std::collections::BTreeSet;
-        let conn = self.conn();
+        // One snapshot for every statement of the read.
+        let guard = self.conn();
+        let conn = guard.unchecked_transaction()?;
         let current: Vec<(i64, u32, u32)> = conn
             .prepare("SELECT id, urn, term_index FROM submissions WHERE state = 'current'")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
@@ -343,7 +377,9 @@ impl Store {
 
     /// Submissions newest first, filtered, at most `limit`.
     pub fn list_submissions(&self, f: &SubmissionFilter) -> StoreResult<Vec<SubmissionRecord>> {
-        let conn = self.conn();
+        // One snapshot for every statement of the read.
+        let guard = self.conn();
+        let conn = guard.unchecked_transaction()?;
         let mut sql = format!("SELECT {COLUMNS} FROM submissions WHERE id < ?1");
         if !f.include_superseded {
             sql.push_str(" AND state = 'current'");
@@ -369,7 +405,9 @@ impl Store {
 
     /// Rows of the current submission for a school and term.
     pub fn current_rows(&self, st: SchoolTerm) -> StoreResult<Vec<PupilTerm>> {
-        let conn = self.conn();
+        // One snapshot for every statement of the read.
+        let guard = self.conn();
+        let conn = guard.unchecked_transaction()?;
         let Some(id) = current_id(&conn, st)? else { return Ok(Vec::new()) };
         let Some(packed) = packed_rows(&conn, id)? else { return Ok(Vec::new()) };
         packed.iter().map(|e| e.decode(ROW)).collect()
@@ -378,7 +416,9 @@ impl Store {
     /// One pupil's row in the current submission for a school and term (found by binary
     /// search in the submission's packed rows, without reading the school's other rows).
     pub fn current_row(&self, st: SchoolTerm, upn: &Upn) -> StoreResult<Option<PupilTerm>> {
-        let conn = self.conn();
+        // One snapshot for every statement of the read.
+        let guard = self.conn();
+        let conn = guard.unchecked_transaction()?;
         let Some(id) = current_id(&conn, st)? else { return Ok(None) };
         super::packed::lookup(&conn, "feed_rows", id, Kind::Rows, upn.as_str())?
             .map(|(format, bytes, _)| super::packed::decode(format, &bytes, ROW))
@@ -388,12 +428,17 @@ impl Store {
     /// One pupil's current rows at every school and term (the UPN follows the child), in
     /// school then term order.
     pub fn pupil_history(&self, upn: &Upn) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
-        pupils_current_rows(&self.conn(), [upn.as_str()])
+        // One snapshot for the index and the rows it points to.
+        let guard = self.conn();
+        let snapshot = guard.unchecked_transaction()?;
+        pupils_current_rows(&snapshot, [upn.as_str()])
     }
 
     /// Every current row in the store, as (school, term, row), ordered by school, term and UPN.
     pub fn all_current_rows(&self) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
-        let conn = self.conn();
+        // One snapshot for every statement of the read.
+        let guard = self.conn();
+        let conn = guard.unchecked_transaction()?;
         let subs: Vec<(i64, u32, u32)> = conn
             .prepare("SELECT id, urn, term_index FROM submissions WHERE state = 'current' ORDER BY urn, term_index")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
@@ -729,5 +774,19 @@ mod tests {
             )
             .unwrap();
         assert_eq!(*calls.borrow(), 1);
+        // The same content again is answered as unchanged, and nothing is scored for it.
+        let again = store
+            .accept_submission::<StoreError>(
+                &submission(st, "a", &rows),
+                None,
+                |a, h| {
+                    *calls.borrow_mut() += 1;
+                    super::super::scores::encode_scores(&fake_scores(a.model_id, st, &h))
+                },
+                |_, _| event(Action::FeedAccept),
+            )
+            .unwrap();
+        assert!(matches!(again, SaveOutcome::Unchanged(_)));
+        assert_eq!(*calls.borrow(), 1, "unchanged content is not scored");
     }
 }

@@ -121,6 +121,8 @@ async fn every_tampering_case_is_found_and_named() {
         ("forge a score", "UPDATE score_sets SET data = CAST(X'00' || substr(data, 2) AS BLOB) WHERE id = (SELECT MIN(id) FROM score_sets)".into(), "scores under model"),
         ("change a key's role", "UPDATE api_keys SET role = 'analyst' WHERE id = (SELECT MIN(key_id) FROM api_key_schools); DELETE FROM api_key_schools WHERE key_id = (SELECT MIN(key_id) FROM api_key_schools)".into(), "role or schools differ"),
         ("edit pupil rows", "UPDATE feed_rows SET data = CAST(X'01' || substr(data, 2) AS BLOB) WHERE submission_id = (SELECT MIN(submission_id) FROM feed_rows)".into(), "pupil rows differ"),
+        ("cut a submission's packed rows short", "UPDATE feed_rows SET data = substr(data, 1, 3) WHERE submission_id = (SELECT MIN(submission_id) FROM feed_rows)".into(), "stored pupil rows cannot be read"),
+        ("reorder a set of scores", "UPDATE score_sets SET entries = CAST(substr(entries, 71, 70) || substr(entries, 1, 70) || substr(entries, 141) AS BLOB) WHERE id = (SELECT MIN(id) FROM score_sets)".into(), "stored scores cannot be read"),
         ("hide a pupil's history", "DELETE FROM pupil_index WHERE upn = (SELECT MIN(upn) FROM pupil_index)".into(), "UPN index differs"),
         ("move a pupil to another school in the index", "UPDATE pupil_index SET urn = 100099 WHERE upn = (SELECT MIN(upn) FROM pupil_index)".into(), "UPN index differs"),
         ("edit the active model's coefficients", "UPDATE models SET artifact_json = replace(artifact_json, '\"intercept\":', '\"intercept\":1') WHERE active = 1".into(), "artifact differs"),
