@@ -3,7 +3,9 @@
 
 /// `f` over `items` on up to one thread per core, in order. Small inputs stay on this thread.
 pub fn map<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + Sync) -> Vec<U> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    // Read once: asking the system each time reads cgroup files.
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let threads = *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8));
     if threads < 2 || items.len() < 256 {
         return items.iter().map(f).collect();
     }

@@ -91,30 +91,35 @@ impl EncodedScore {
     }
 }
 
-/// Scores as stored, in UPN order, and the digest of them all.
+/// Scores as stored: packed in UPN order (ready to insert, so the write transaction only
+/// binds them), and the digest of them all.
 pub struct EncodedScores {
-    pupils: Vec<EncodedScore>,
+    pupils: usize,
+    entries: Vec<u8>,
+    data: Vec<u8>,
     digest: String,
 }
 
 impl EncodedScores {
     /// The scores in UPN order (SQLite's default collation compares bytes, as Rust's does)
     /// and their digest, exactly as `verify` recomputes it from what is stored.
-    pub fn new(mut pupils: Vec<EncodedScore>) -> Self {
+    pub fn new(mut pupils: Vec<EncodedScore>) -> StoreResult<Self> {
         pupils.sort_unstable_by(|a, b| a.upn.cmp(&b.upn));
         let mut d = PairsDigest::new();
         for p in &pupils {
             push_score(&mut d, &p.upn, &p.bytes, &p.columns);
         }
-        Self { pupils, digest: d.finish() }
+        let (entries, data) =
+            pack(Kind::Scores, pupils.iter().map(|p| (p.upn.as_str(), Format::Postcard, &p.bytes[..], p.columns)))?;
+        Ok(Self { pupils: pupils.len(), entries, data, digest: d.finish() })
     }
 
     pub fn len(&self) -> usize {
-        self.pupils.len()
+        self.pupils
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pupils.is_empty()
+        self.pupils == 0
     }
 }
 
@@ -122,7 +127,7 @@ impl EncodedScores {
 #[cfg(test)]
 pub(crate) fn encode_scores(risks: &[PupilRisk]) -> StoreResult<EncodedScores> {
     let pupils = crate::par::map(risks, EncodedScore::of).into_iter().collect::<StoreResult<Vec<_>>>()?;
-    Ok(EncodedScores::new(pupils))
+    EncodedScores::new(pupils)
 }
 
 /// The columns ranking reads, as the digest covers them.
@@ -140,12 +145,10 @@ pub(crate) fn insert_scores(
     encoded: &EncodedScores,
 ) -> StoreResult<String> {
     tx.execute("DELETE FROM score_sets WHERE submission_id = ?1 AND model_id = ?2", params![submission_id, model_id])?;
-    let pupils = encoded.pupils.iter().map(|p| (p.upn.as_str(), Format::Postcard, &p.bytes[..], p.columns));
-    let (entries, data) = pack(Kind::Scores, pupils)?;
     tx.prepare_cached(
         "INSERT INTO score_sets (submission_id, model_id, pupils, entries, data) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![submission_id, model_id, encoded.len() as i64, entries, data])?;
+    .execute(params![submission_id, model_id, encoded.len() as i64, encoded.entries, encoded.data])?;
     tx.execute(
         "INSERT OR REPLACE INTO live_scores (submission_id, model_id) VALUES (?1, ?2)",
         params![submission_id, model_id],

@@ -169,6 +169,8 @@ impl Store {
         let encoded_rows =
             crate::par::map(s.rows, super::codec::encode).into_iter().collect::<StoreResult<Vec<_>>>()?;
         let rows_digest = rows_digest(s.rows, &encoded_rows);
+        let packed_rows = PackedRows::new(s.rows, &encoded_rows)?;
+        drop(encoded_rows);
         let prescored = {
             // Snapshots for ingest have connections of their own, so a feed being scored never
             // holds one that API reads wait for.
@@ -263,7 +265,7 @@ impl Store {
                 tx.execute("UPDATE submissions SET superseded_by = ?1 WHERE id = ?2", params![id, old])
                     .map_err(StoreError::from)?;
             }
-            insert_rows(tx, id, urn, term_index, s.rows, &encoded_rows)?;
+            insert_rows(tx, id, urn, term_index, &packed_rows)?;
             // The model active now, read in this transaction: an activation cannot slip between.
             let model_id: String = tx
                 .query_row("SELECT model_id FROM models WHERE active = 1", [], |r| r.get(0))
@@ -550,32 +552,39 @@ fn rows_digest(rows: &[PupilTerm], encoded: &[Vec<u8>]) -> String {
     d.finish()
 }
 
-/// Inserts a submission's rows, already encoded: one packed record, and each pupil in the
-/// UPN index.
-fn insert_rows(
-    tx: &Transaction,
-    id: i64,
-    urn: u32,
-    term_index: u32,
-    rows: &[PupilTerm],
-    encoded: &[Vec<u8>],
-) -> StoreResult<()> {
-    let pupils = rows
-        .iter()
-        .zip(encoded)
-        .map(|(r, b)| (r.upn.as_str(), Format::Postcard, &b[..], [0.0; super::packed::COLUMNS]));
-    let (entries, data) = pack(Kind::Rows, pupils)?;
+/// A feed's rows packed for the store, and its UPNs in order (for the UPN index): made
+/// before the write transaction, which only inserts them.
+struct PackedRows {
+    pupils: usize,
+    entries: Vec<u8>,
+    data: Vec<u8>,
+    upns: Vec<String>,
+}
+
+impl PackedRows {
+    fn new(rows: &[PupilTerm], encoded: &[Vec<u8>]) -> StoreResult<Self> {
+        let pupils = rows
+            .iter()
+            .zip(encoded)
+            .map(|(r, b)| (r.upn.as_str(), Format::Postcard, &b[..], [0.0; super::packed::COLUMNS]));
+        let (entries, data) = pack(Kind::Rows, pupils)?;
+        let mut upns: Vec<String> = rows.iter().map(|r| r.upn.as_str().to_owned()).collect();
+        upns.sort_unstable();
+        Ok(Self { pupils: rows.len(), entries, data, upns })
+    }
+}
+
+/// Inserts a submission's packed rows, and each pupil in the UPN index.
+fn insert_rows(tx: &Transaction, id: i64, urn: u32, term_index: u32, rows: &PackedRows) -> StoreResult<()> {
     tx.prepare_cached("INSERT INTO feed_rows (submission_id, pupils, entries, data) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![id, rows.len() as i64, entries, data])?;
+        .execute(params![id, rows.pupils as i64, rows.entries, rows.data])?;
     // In UPN order (the index's order), many to a statement.
-    let mut upns: Vec<&str> = rows.iter().map(|r| r.upn.as_str()).collect();
-    upns.sort_unstable();
     const PER_INSERT: usize = 64;
     let statement = |n: usize| {
         let values = vec!["(?, ?, ?, ?)"; n].join(", ");
         format!("INSERT INTO pupil_index (upn, term_index, submission_id, urn) VALUES {values}")
     };
-    for chunk in upns.chunks(PER_INSERT) {
+    for chunk in rows.upns.chunks(PER_INSERT) {
         let mut ix = tx.prepare_cached(&statement(chunk.len()))?;
         let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(4 * chunk.len());
         for upn in chunk {
