@@ -171,3 +171,24 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Heads are written after the write lock is released, so two commits can reach the head
+    /// file in either order; the file must end with the later one.
+    #[test]
+    fn a_head_file_never_goes_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let head = |seq: u64| crate::audit::Checkpoint::new(store.audit_key(), seq, &format!("{seq:064x}"));
+        store.publish_head(&head(7));
+        store.publish_head(&head(5));
+        assert_eq!(store.head_file().unwrap().map(|h| h.seq), Some(7), "an earlier head does not replace a later one");
+        store.publish_head(&head(8));
+        let h = store.head_file().unwrap().unwrap();
+        assert_eq!(h.seq, 8);
+        assert!(h.authentic(store.audit_key()));
+    }
+}

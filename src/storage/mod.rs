@@ -70,6 +70,10 @@ pub struct Store {
     /// The chain's head as this process last wrote or checked it: an append refuses to
     /// build on a chain that was cut or rewritten behind its back.
     known_head: Mutex<Option<(u64, String)>>,
+    /// The sequence number in the head file as this process last wrote it. Heads are written
+    /// after the write lock is released, under this lock instead, and never backwards: of two
+    /// commits finishing together, the later head wins whichever writes first.
+    head_written: Mutex<u64>,
 }
 
 const READERS: usize = 4;
@@ -140,8 +144,11 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        // 64 MiB of page cache keeps the pupil-row indexes in memory during bulk ingest.
-        conn.pragma_update(None, "cache_size", -65536)?;
+        // 8 MiB of page cache: reads of committed pages come from the memory map, and a larger
+        // cache costs every commit, which scans the whole page-cache hash table to drop pages
+        // past the end of the file (4.5% of ingest CPU at 64 MiB, 0.2% at 8 MiB, all of it
+        // inside the write lock).
+        conn.pragma_update(None, "cache_size", -8192)?;
         conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         migrations::apply(&mut conn)?;
@@ -174,6 +181,7 @@ impl Store {
             audit_key,
             head_path: data_dir.join(HEAD_FILE),
             known_head: Mutex::new(None),
+            head_written: Mutex::new(0),
         };
         Ok(store)
     }
@@ -181,21 +189,38 @@ impl Store {
     /// Runs `f` in one write transaction and commits; nothing of it persists if `f` fails.
     pub(crate) fn write<T, E: From<StoreError>>(&self, f: impl FnOnce(&Tx) -> Result<T, E>) -> Result<T, E> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = Tx {
-            tx: conn.transaction().map_err(StoreError::from)?,
-            key: &self.audit_key,
-            head: RefCell::new(None),
-            known_head: &self.known_head,
+        let (out, head) = {
+            let tx = Tx {
+                tx: conn.transaction().map_err(StoreError::from)?,
+                key: &self.audit_key,
+                head: RefCell::new(None),
+                known_head: &self.known_head,
+            };
+            let out = f(&tx)?;
+            let head = tx.head.take();
+            tx.tx.commit().map_err(StoreError::from)?;
+            (out, head)
         };
-        let out = f(&tx)?;
-        let head = tx.head.take();
-        tx.tx.commit().map_err(StoreError::from)?;
         self.checkpoints.wake();
-        if let Some(h) = head {
+        if let Some(h) = &head {
             *self.known_head.lock().unwrap_or_else(|p| p.into_inner()) = Some((h.seq, h.hash.clone()));
-            self.write_head(&h);
+        }
+        // The next writer may start now: the head file is written outside the write lock (a
+        // file write and a rename, about 0.6 ms a feed that every other write used to wait for).
+        drop(conn);
+        if let Some(h) = head {
+            self.publish_head(&h);
         }
         Ok(out)
+    }
+
+    /// Writes `h` to the head file unless a later head is already there.
+    pub(super) fn publish_head(&self, h: &Checkpoint) {
+        let mut written = self.head_written.lock().unwrap_or_else(|p| p.into_inner());
+        if h.seq > *written {
+            self.write_head(h);
+            *written = h.seq;
+        }
     }
 
     pub fn audit_key(&self) -> &AuditKey {
