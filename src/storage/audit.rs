@@ -152,8 +152,10 @@ impl Store {
         Ok(head.map(|(seq, hash)| Checkpoint::new(&self.audit_key, seq as u64, &hash)))
     }
 
-    /// The head file's checkpoint, if there is one.
+    /// The head file's checkpoint, if there is one. Read under the lock its writes take, so
+    /// this process never sees a write half done.
     pub fn head_file(&self) -> Result<Option<Checkpoint>, String> {
+        let _writes = self.head_written.lock().unwrap_or_else(|p| p.into_inner());
         match std::fs::read_to_string(&self.head_path) {
             Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| format!("the head file cannot be read: {e}")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -161,16 +163,36 @@ impl Store {
         }
     }
 
-    /// Replaces the head file (write then rename, so a crash leaves the old or the new one).
+    /// Overwrites the head file in place: the checkpoint's JSON padded with spaces to a fixed
+    /// [`HEAD_BYTES`], in one write at the start of the file (one sector, so a crash leaves
+    /// the old head or the new one). Replacing the file instead (write a copy, then rename)
+    /// frees the old file's block on every commit, which on a file system mounted with
+    /// `discard` waits for the device: 5 ms a feed on this machine, more than storing it.
     pub(super) fn write_head(&self, head: &Checkpoint) {
-        let tmp = self.head_path.with_extension("head.tmp");
-        let json = serde_json::to_string(head).expect("checkpoint serialises");
-        if let Err(e) = std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &self.head_path)) {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = serde_json::to_vec(head).expect("checkpoint serialises");
+        if bytes.len() < HEAD_BYTES {
+            bytes.resize(HEAD_BYTES - 1, b' ');
+            bytes.push(b'\n');
+        }
+        let written =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&self.head_path).and_then(|f| {
+                f.write_all_at(&bytes, 0)?;
+                // Longer only if written by something else (an older release, or by hand).
+                if f.metadata()?.len() != bytes.len() as u64 {
+                    f.set_len(bytes.len() as u64)?;
+                }
+                Ok(())
+            });
+        if let Err(e) = written {
             // The chain is committed; a stale head only lags, and verify allows a lag.
             tracing::error!(error = %e, "could not update the audit head file");
         }
     }
 }
+
+/// The head file's size: a checkpoint's JSON is about 180 bytes; one sector holds it.
+const HEAD_BYTES: usize = 256;
 
 #[cfg(test)]
 mod tests {
@@ -190,5 +212,21 @@ mod tests {
         let h = store.head_file().unwrap().unwrap();
         assert_eq!(h.seq, 8);
         assert!(h.authentic(store.audit_key()));
+        assert_eq!(std::fs::metadata(store.head_path()).unwrap().len(), HEAD_BYTES as u64, "overwritten in place");
+    }
+
+    /// A head file written by something else (longer, as by hand, or shorter) is replaced
+    /// whole by the next head: nothing of the old text is left to spoil it.
+    #[test]
+    fn a_head_overwrites_any_earlier_text_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let head = |seq: u64| crate::audit::Checkpoint::new(store.audit_key(), seq, &format!("{seq:064x}"));
+        for earlier in [format!("{}{}", serde_json::to_string(&head(1)).unwrap(), " ".repeat(600)), "{}".into()] {
+            std::fs::write(store.head_path(), format!("{earlier}\n{{\"tail\": true}}")).unwrap();
+            *store.head_written.lock().unwrap() = 0;
+            store.publish_head(&head(2));
+            assert_eq!(store.head_file().unwrap(), Some(head(2)));
+        }
     }
 }
