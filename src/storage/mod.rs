@@ -157,9 +157,12 @@ impl Store {
         // checkpoint stays as a backstop at 64 MiB of WAL: the WAL restarts from its beginning
         // only when a write begins with every frame copied, which a burst of commits (each
         // ahead of the thread) would otherwise never allow; most frames are copied by then,
-        // so the backstop is cheap. The file is cut back to 64 MiB when it restarts.
+        // so the backstop is cheap. The WAL file is reused from its start, not cut back: it is
+        // cut only if something (a long-held read) let it grow past 256 MiB. Cutting it at
+        // every restart freed blocks inside a commit, which on a file system mounted with
+        // `discard` waits for the device (about 4% of ingest throughput here).
         conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
-        conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
+        conn.pragma_update(None, "journal_size_limit", 256 << 20)?;
         let checkpoints = Checkpointer::start(&path)?;
         let reader = || -> StoreResult<Mutex<Connection>> {
             let r = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
