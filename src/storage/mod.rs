@@ -83,7 +83,11 @@ const SNAPSHOTS: usize = 4;
 
 /// The database file is read through a memory map of up to this size. A reader's page cache
 /// is emptied whenever another connection has committed, so without the map every read after
-/// a commit would copy its pages in again with a system call each.
+/// a commit would copy its pages in again with a system call each. Ingest's snapshots do
+/// without it: SQLite unmaps the whole file when a connection finds another's commit, and an
+/// unmap takes the process's memory-map lock for writing, so every page fault of every thread
+/// waits for it. A snapshot starts right after another feed's commit every time; reading its
+/// history by system call made bulk submit about 6% faster (five interleaved pipeline runs).
 const MMAP_BYTES: i64 = 1 << 32;
 
 pub const DB_FILE: &str = "riskid.db";
@@ -164,16 +168,16 @@ impl Store {
         conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
         conn.pragma_update(None, "journal_size_limit", 256 << 20)?;
         let checkpoints = Checkpointer::start(&path)?;
-        let reader = || -> StoreResult<Mutex<Connection>> {
+        let reader = |mmap_bytes: i64| -> StoreResult<Mutex<Connection>> {
             let r = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
             r.pragma_update(None, "cache_size", -16384)?;
-            r.pragma_update(None, "mmap_size", MMAP_BYTES)?;
+            r.pragma_update(None, "mmap_size", mmap_bytes)?;
             rusqlite::vtab::array::load_module(&r)?;
             r.busy_timeout(std::time::Duration::from_secs(10))?;
             Ok(Mutex::new(r))
         };
-        let readers = (0..READERS).map(|_| reader()).collect::<StoreResult<_>>()?;
-        let snapshots = (0..SNAPSHOTS).map(|_| reader()).collect::<StoreResult<_>>()?;
+        let readers = (0..READERS).map(|_| reader(MMAP_BYTES)).collect::<StoreResult<_>>()?;
+        let snapshots = (0..SNAPSHOTS).map(|_| reader(0)).collect::<StoreResult<_>>()?;
         let store = Self {
             conn: Mutex::new(conn),
             readers,
