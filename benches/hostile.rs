@@ -112,14 +112,15 @@ impl Probe {
             });
         });
         // Connected before the case starts, so the first probe is not a connection set-up.
-        let _ = ready_rx.recv();
+        ready_rx.recv().expect("the probe connects to the server");
         Self { stop, health_us, risk_us, rss_kib, thread }
     }
 
     async fn finish(self) -> (f64, f64, u64) {
         self.stop.store(true, Ordering::Relaxed);
         let thread = self.thread;
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await.expect("joined");
+        joined.expect("the probe ran to the end");
         (
             self.health_us.load(Ordering::Relaxed) as f64 / 1e3,
             self.risk_us.load(Ordering::Relaxed) as f64 / 1e3,

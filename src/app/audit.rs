@@ -92,8 +92,10 @@ impl App {
 /// Everything `verify` checks, on a store opened directly (offline) or by the server.
 pub fn verify_store(s: &Store, checkpoint: Option<&Checkpoint>) -> AppResult<Verification> {
     // The head file before the chain: a head is written only after its commit, so one read
-    // first is on the chain read after it, even while a server commits in between (read the
-    // other way round, a commit between the two reads looked like events cut from the end).
+    // first is on the chain read after it (read the other way round, a commit between the two
+    // reads looked like events cut from the end). The state below is still read after the
+    // chain, in snapshots of its own: run online while feeds arrive, a feed committed between
+    // them can be reported as unexplained; offline verify is exact.
     let head_first = s.head_file();
     let stored = s.all_stored_events()?;
     let n = stored.len() as u64;

@@ -152,22 +152,38 @@ impl Store {
         Ok(head.map(|(seq, hash)| Checkpoint::new(&self.audit_key, seq as u64, &hash)))
     }
 
-    /// The head file's checkpoint, if there is one. Read under the lock its writes take, so
-    /// this process never sees a write half done.
+    /// The head file's checkpoint, if there is one. Read under the lock this store's writes
+    /// take, and read again until two reads agree, so a write in progress in another process
+    /// (the file is overwritten in place) is not mistaken for tampering.
     pub fn head_file(&self) -> Result<Option<Checkpoint>, String> {
         let _writes = self.head_written.lock().unwrap_or_else(|p| p.into_inner());
-        match std::fs::read_to_string(&self.head_path) {
-            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| format!("the head file cannot be read: {e}")),
+        let read = || match std::fs::read(&self.head_path) {
+            Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("the head file cannot be read: {e}")),
+        };
+        let mut text = read()?;
+        for _ in 0..4 {
+            let again = read()?;
+            if again == text {
+                break;
+            }
+            text = again;
+        }
+        match text {
+            None => Ok(None),
+            Some(b) => serde_json::from_slice(&b).map(Some).map_err(|e| format!("the head file cannot be read: {e}")),
         }
     }
 
-    /// Overwrites the head file in place: the checkpoint's JSON padded with spaces to a fixed
-    /// [`HEAD_BYTES`], in one write at the start of the file (one sector, so a crash leaves
-    /// the old head or the new one). Replacing the file instead (write a copy, then rename)
-    /// frees the old file's block on every commit, which on a file system mounted with
-    /// `discard` waits for the device: 5 ms a feed on this machine, more than storing it.
+    /// Writes the head file. Normally it is overwritten in place: the checkpoint's JSON padded
+    /// with spaces to a fixed [`HEAD_BYTES`], in one write at the start of the file (one
+    /// sector, so a crash leaves the old head or the new one). Replacing the file (write a
+    /// copy, then rename) frees the old file's block on every commit, which on a file system
+    /// mounted with `discard` waits for the device: 5 ms a feed on this machine, more than
+    /// storing the feed. It is replaced that way only when it is missing or not
+    /// [`HEAD_BYTES`] long (the first head, or one written by an older release or by hand), so
+    /// a crash can never leave a part-written file.
     pub(super) fn write_head(&self, head: &Checkpoint) {
         use std::os::unix::fs::FileExt;
         let mut bytes = serde_json::to_vec(head).expect("checkpoint serialises");
@@ -175,15 +191,25 @@ impl Store {
             bytes.resize(HEAD_BYTES - 1, b' ');
             bytes.push(b'\n');
         }
-        let written =
-            std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&self.head_path).and_then(|f| {
-                f.write_all_at(&bytes, 0)?;
-                // Longer only if written by something else (an older release, or by hand).
-                if f.metadata()?.len() != bytes.len() as u64 {
-                    f.set_len(bytes.len() as u64)?;
-                }
-                Ok(())
-            });
+        let in_place = || -> std::io::Result<bool> {
+            let f = match std::fs::OpenOptions::new().write(true).open(&self.head_path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            if f.metadata()?.len() != bytes.len() as u64 {
+                return Ok(false);
+            }
+            f.write_all_at(&bytes, 0)?;
+            Ok(true)
+        };
+        let written = in_place().and_then(|done| {
+            if done {
+                return Ok(());
+            }
+            let tmp = self.head_path.with_extension("head.tmp");
+            std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &self.head_path))
+        });
         if let Err(e) = written {
             // The chain is committed; a stale head only lags, and verify allows a lag.
             tracing::error!(error = %e, "could not update the audit head file");
@@ -216,7 +242,8 @@ mod tests {
     }
 
     /// A head file written by something else (longer, as by hand, or shorter) is replaced
-    /// whole by the next head: nothing of the old text is left to spoil it.
+    /// whole by the next head (by a copy and a rename: never part-written), and after that
+    /// the file is overwritten in place, always the same length.
     #[test]
     fn a_head_overwrites_any_earlier_text_whole() {
         let dir = tempfile::tempdir().unwrap();
@@ -227,6 +254,12 @@ mod tests {
             *store.head_written.lock().unwrap() = 0;
             store.publish_head(&head(2));
             assert_eq!(store.head_file().unwrap(), Some(head(2)));
+            let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(store.head_path()).unwrap());
+            store.publish_head(&head(3));
+            assert_eq!(store.head_file().unwrap(), Some(head(3)));
+            let now = std::fs::metadata(store.head_path()).unwrap();
+            assert_eq!(std::os::unix::fs::MetadataExt::ino(&now), inode, "the same file, overwritten in place");
+            assert_eq!(now.len(), HEAD_BYTES as u64);
         }
     }
 }

@@ -213,7 +213,7 @@ impl Store {
             *self.known_head.lock().unwrap_or_else(|p| p.into_inner()) = Some((h.seq, h.hash.clone()));
         }
         // The next writer may start now: the head file is written outside the write lock (a
-        // file write and a rename, about 0.6 ms a feed that every other write used to wait for).
+        // file write that every other write used to wait for).
         drop(conn);
         if let Some(h) = head {
             self.publish_head(&h);
