@@ -91,11 +91,15 @@ impl App {
 
 /// Everything `verify` checks, on a store opened directly (offline) or by the server.
 pub fn verify_store(s: &Store, checkpoint: Option<&Checkpoint>) -> AppResult<Verification> {
-    // The head file before the chain: a head is written only after its commit, so one read
-    // first is on the chain read after it (read the other way round, a commit between the two
-    // reads looked like events cut from the end). The state below is still read after the
-    // chain, in snapshots of its own: run online while feeds arrive, a feed committed between
-    // them can be reported as unexplained; offline verify is exact.
+    // The chain and the state it explains are read in many statements; with writes held back
+    // they are one moment, so a feed committed while verify runs online is not reported as
+    // state the chain does not explain.
+    s.with_writes_paused(|| verify_paused(s, checkpoint))
+}
+
+fn verify_paused(s: &Store, checkpoint: Option<&Checkpoint>) -> AppResult<Verification> {
+    // The head file before the chain: a head is written just after its commit, outside the
+    // write lock, so it may lag the chain but never lead it when read first.
     let head_first = s.head_file();
     let stored = s.all_stored_events()?;
     let n = stored.len() as u64;

@@ -221,6 +221,14 @@ impl Store {
         Ok(out)
     }
 
+    /// Runs `f` with writes held back: no commit lands while it runs, so what it reads, on any
+    /// connection and in any number of statements, is one moment of the store. For checks
+    /// that read the whole store (audit verify); a feed arriving meanwhile waits for it.
+    pub fn with_writes_paused<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _writes = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f()
+    }
+
     /// Writes `h` to the head file unless a later head is already there.
     pub(super) fn publish_head(&self, h: &Checkpoint) {
         let mut written = self.head_written.lock().unwrap_or_else(|p| p.into_inner());

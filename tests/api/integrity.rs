@@ -418,3 +418,36 @@ async fn earlier_terms_keep_the_scores_that_were_live_until_rescored_on_request(
         .unwrap();
     assert_eq!(v.problem, None);
 }
+
+/// An administrator verifying while schools submit: the chain and the state it explains are
+/// read as of one moment, so feeds committed while verify runs are never reported as state
+/// the chain does not explain.
+#[tokio::test]
+async fn verify_while_feeds_arrive_finds_nothing() {
+    let app = spawn_app().await;
+    let admin = app.key(Role::Admin, &[]);
+    let school = app.key(Role::School, &[100001]);
+    let mut feeds = app.feed(&school).await;
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    let writer = tokio::spawn(async move {
+        let mut t = riskid::domain::Term::parse("2023/24", "autumn").unwrap();
+        for salt in 0..12 {
+            submit(&mut feeds, header(100001, t), &valid_csv(300, salt)).await.unwrap();
+            t = t.next();
+        }
+        let _ = done_tx.send(());
+    });
+    let mut audit = AuditServiceClient::with_interceptor(app.channel().await, Bearer::new(&admin));
+    let mut runs = 0;
+    loop {
+        let finished = done_rx.try_recv().is_ok();
+        let v = audit.verify_audit_chain(pb::VerifyAuditChainRequest::default()).await.unwrap().into_inner();
+        assert!(v.ok, "verify while feeds arrive, run {runs}: {v:?}");
+        runs += 1;
+        if finished {
+            break;
+        }
+    }
+    writer.await.unwrap();
+    assert!(runs >= 2, "verify ran while feeds arrived and after");
+}
