@@ -495,20 +495,24 @@ const SCORE: &str = "a stored score";
 
 #[cfg(test)]
 mod tests {
+    /// SQLite's plan for `sql` with its one parameter, a line per step.
+    fn plan_of(conn: &rusqlite::Connection, sql: &str, param: impl rusqlite::ToSql) -> String {
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map([param], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        plan.join("\n")
+    }
+
     /// A pupil's scores are read by index, never by scanning the (large) scores table.
     #[test]
     fn a_pupils_scores_are_found_by_index() {
         let dir = tempfile::tempdir().unwrap();
         let store = super::Store::open(dir.path()).unwrap();
-        let conn = store.conn();
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {}", super::PUPIL_SCORES))
-            .unwrap()
-            .query_map(["U"], |r| r.get::<_, String>(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let plan = plan.join("\n");
+        let plan = plan_of(&store.conn(), super::PUPIL_SCORES, "U");
         assert!(plan.contains("SEARCH p USING PRIMARY KEY (upn=?)"), "{plan}");
         assert!(!plan.contains("SCAN"), "{plan}");
     }
@@ -518,16 +522,8 @@ mod tests {
     fn a_feeds_pupils_are_found_by_index() {
         let dir = tempfile::tempdir().unwrap();
         let store = super::Store::open(dir.path()).unwrap();
-        let conn = store.conn();
         let list = std::rc::Rc::new(vec![rusqlite::types::Value::Text("U".into())]);
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {}", super::super::submissions::PUPILS_CURRENT))
-            .unwrap()
-            .query_map([list], |r| r.get::<_, String>(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let plan = plan.join("\n");
+        let plan = plan_of(&store.conn(), super::super::submissions::PUPILS_CURRENT, list);
         assert!(plan.contains("SEARCH p USING PRIMARY KEY (upn=?)"), "{plan}");
         assert!(!plan.contains("SCAN p"), "{plan}");
     }

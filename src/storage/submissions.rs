@@ -689,14 +689,10 @@ mod tests {
         }
     }
 
-    /// Scores computed on a snapshot that a concurrent commit made stale (it added a term of
-    /// the same pupils) are not stored: they are computed again inside the transaction, from
-    /// the committed history, and what is stored is that.
-    #[test]
-    fn scores_from_a_stale_snapshot_are_computed_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let schools: BTreeSet<Urn> = [Urn::new(100001).unwrap(), Urn::new(100002).unwrap()].into();
+    /// A store with a school key for `schools` and the bundled model active.
+    fn store_with_model(dir: &std::path::Path, schools: &[u32]) -> Store {
+        let store = Store::open(dir).unwrap();
+        let schools: BTreeSet<Urn> = schools.iter().map(|&u| Urn::new(u).unwrap()).collect();
         let nk = super::super::NewKey {
             key_hash: "h",
             prefix: "p",
@@ -710,6 +706,16 @@ mod tests {
         store
             .install_active_model(&model.model_id, crate::app::BUNDLED_MODEL, 0, event(Action::ModelActivate))
             .unwrap();
+        store
+    }
+
+    /// Scores computed on a snapshot that a concurrent commit made stale (it added a term of
+    /// the same pupils) are not stored: they are computed again inside the transaction, from
+    /// the committed history, and what is stored is that.
+    #[test]
+    fn scores_from_a_stale_snapshot_are_computed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_model(dir.path(), &[100001, 100002]);
         let rows = crate::ingest::parse_csv(include_bytes!("../../tests/fixtures/valid-feed.csv")).unwrap().rows;
         let autumn = Term::parse("2025/26", "autumn").unwrap();
         let ours = SchoolTerm { urn: Urn::new(100001).unwrap(), term: autumn.next() };
@@ -753,48 +759,27 @@ mod tests {
     #[test]
     fn scores_from_a_fresh_snapshot_are_stored_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let schools: BTreeSet<Urn> = [Urn::new(100001).unwrap()].into();
-        let nk = super::super::NewKey {
-            key_hash: "h",
-            prefix: "p",
-            role: crate::auth::Role::School,
-            schools: &schools,
-            label: "test",
-            created_at: 0,
-        };
-        store.create_key(&nk, "test").unwrap();
-        let model = crate::model::ModelArtifact::from_json(crate::app::BUNDLED_MODEL).unwrap();
-        store
-            .install_active_model(&model.model_id, crate::app::BUNDLED_MODEL, 0, event(Action::ModelActivate))
-            .unwrap();
+        let store = store_with_model(dir.path(), &[100001]);
         let rows = crate::ingest::parse_csv(include_bytes!("../../tests/fixtures/valid-feed.csv")).unwrap().rows;
         let st = SchoolTerm { urn: Urn::new(100001).unwrap(), term: Term::parse("2025/26", "autumn").unwrap() };
         let calls = RefCell::new(0);
-        store
-            .accept_submission::<StoreError>(
-                &submission(st, "a", &rows),
-                None,
-                |a, h| {
-                    *calls.borrow_mut() += 1;
-                    super::super::scores::encode_scores(&fake_scores(a.model_id, st, &h))
-                },
-                |_, _| event(Action::FeedAccept),
-            )
-            .unwrap();
+        let submit = || {
+            store
+                .accept_submission::<StoreError>(
+                    &submission(st, "a", &rows),
+                    None,
+                    |a, h| {
+                        *calls.borrow_mut() += 1;
+                        super::super::scores::encode_scores(&fake_scores(a.model_id, st, &h))
+                    },
+                    |_, _| event(Action::FeedAccept),
+                )
+                .unwrap()
+        };
+        submit();
         assert_eq!(*calls.borrow(), 1);
         // The same content again is answered as unchanged, and nothing is scored for it.
-        let again = store
-            .accept_submission::<StoreError>(
-                &submission(st, "a", &rows),
-                None,
-                |a, h| {
-                    *calls.borrow_mut() += 1;
-                    super::super::scores::encode_scores(&fake_scores(a.model_id, st, &h))
-                },
-                |_, _| event(Action::FeedAccept),
-            )
-            .unwrap();
+        let again = submit();
         assert!(matches!(again, SaveOutcome::Unchanged(_)));
         assert_eq!(*calls.borrow(), 1, "unchanged content is not scored");
     }
