@@ -229,6 +229,14 @@ impl Store {
         f()
     }
 
+    /// Runs `f` on a pooled reader inside one read transaction, so every statement of it sees
+    /// the same snapshot (a commit between two of them cannot mix two states).
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        let guard = self.conn();
+        let tx = guard.unchecked_transaction()?;
+        f(&tx)
+    }
+
     /// Writes `h` to the head file unless a later head is already there.
     pub(super) fn publish_head(&self, h: &Checkpoint) {
         let mut written = self.head_written.lock().unwrap_or_else(|p| p.into_inner());

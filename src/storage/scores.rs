@@ -311,51 +311,49 @@ impl Store {
 
     /// The live scores of a school term, highest priority first, or why there are none.
     pub fn live_scores(&self, st: SchoolTerm) -> StoreResult<LiveScores> {
-        // One snapshot for every statement of the read.
-        let guard = self.conn();
-        let conn = guard.unchecked_transaction()?;
-        let (submission_id, model_id) = match Self::live_of(&conn, st)? {
-            Ok(live) => live,
-            Err(why) => return Ok(why),
-        };
-        let Some(set) = score_set(&conn, submission_id, &model_id)? else {
-            return Ok(LiveScores::Ready { submission_id, model_id, scores: Vec::new() });
-        };
-        // Highest priority first, then UPN.
-        let mut order: Vec<usize> = (0..set.len()).collect();
-        order.sort_by(|&a, &b| set.get(b).columns[0].total_cmp(&set.get(a).columns[0]).then(a.cmp(&b)));
-        let scores = order
-            .into_iter()
-            .map(|i| Ok(ScoreRecord { submission_id, model_id: model_id.clone(), risk: set.get(i).decode(SCORE)? }))
-            .collect::<StoreResult<_>>()?;
-        Ok(LiveScores::Ready { submission_id, model_id, scores })
+        self.read(|conn| {
+            let (submission_id, model_id) = match Self::live_of(conn, st)? {
+                Ok(live) => live,
+                Err(why) => return Ok(why),
+            };
+            let Some(set) = score_set(conn, submission_id, &model_id)? else {
+                return Ok(LiveScores::Ready { submission_id, model_id, scores: Vec::new() });
+            };
+            // Highest priority first, then UPN.
+            let mut order: Vec<usize> = (0..set.len()).collect();
+            order.sort_by(|&a, &b| set.get(b).columns[0].total_cmp(&set.get(a).columns[0]).then(a.cmp(&b)));
+            let scores = order
+                .into_iter()
+                .map(|i| Ok(ScoreRecord { submission_id, model_id: model_id.clone(), risk: set.get(i).decode(SCORE)? }))
+                .collect::<StoreResult<_>>()?;
+            Ok(LiveScores::Ready { submission_id, model_id, scores })
+        })
     }
 
     /// What ranking needs from a school term's live scores (probabilities, year group,
     /// statutory status), read without the reasons; the full scores of the children picked
     /// come from [`Store::scores_of`].
     pub fn live_ranking(&self, st: SchoolTerm) -> StoreResult<Result<LiveRanking, LiveScores>> {
-        // One snapshot for every statement of the read.
-        let guard = self.conn();
-        let conn = guard.unchecked_transaction()?;
-        let (submission_id, model_id) = match Self::live_of(&conn, st)? {
-            Ok(live) => live,
-            Err(why) => return Ok(Err(why)),
-        };
-        let entries: Vec<u8> = conn
-            .prepare_cached("SELECT entries FROM score_sets WHERE submission_id = ?1 AND model_id = ?2")?
-            .query_row(params![submission_id, model_id], |r| r.get(0))
-            .optional()?
-            .unwrap_or_default();
-        let ranked = super::packed::entries_only(Kind::Scores, &entries)?
-            .into_iter()
-            .map(|(upn, c)| {
-                let upn =
-                    crate::domain::Upn::parse(&upn).map_err(|_| StoreError::Corrupt("a stored score's UPN".into()))?;
-                Ok(Ranked { upn, ncyear: c[1] as u8, statutory: c[2] != 0.0, probabilities: [c[3], c[4], c[5]] })
-            })
-            .collect::<StoreResult<_>>()?;
-        Ok(Ok((submission_id, model_id, ranked)))
+        self.read(|conn| {
+            let (submission_id, model_id) = match Self::live_of(conn, st)? {
+                Ok(live) => live,
+                Err(why) => return Ok(Err(why)),
+            };
+            let entries: Vec<u8> = conn
+                .prepare_cached("SELECT entries FROM score_sets WHERE submission_id = ?1 AND model_id = ?2")?
+                .query_row(params![submission_id, model_id], |r| r.get(0))
+                .optional()?
+                .unwrap_or_default();
+            let ranked = super::packed::entries_only(Kind::Scores, &entries)?
+                .into_iter()
+                .map(|(upn, c)| {
+                    let upn = crate::domain::Upn::parse(&upn)
+                        .map_err(|_| StoreError::Corrupt("a stored score's UPN".into()))?;
+                    Ok(Ranked { upn, ncyear: c[1] as u8, statutory: c[2] != 0.0, probabilities: [c[3], c[4], c[5]] })
+                })
+                .collect::<StoreResult<_>>()?;
+            Ok(Ok((submission_id, model_id, ranked)))
+        })
     }
 
     /// The full stored scores of some pupils of a submission under a model.
@@ -365,79 +363,79 @@ impl Store {
         model_id: &str,
         upns: &[crate::domain::Upn],
     ) -> StoreResult<Vec<PupilRisk>> {
-        // One snapshot for every statement of the read.
-        let guard = self.conn();
-        let conn = guard.unchecked_transaction()?;
-        let set = score_set_id(&conn, submission_id, model_id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-        upns.iter()
-            .map(|u| {
-                let (format, bytes, _) = super::packed::lookup(&conn, "score_sets", set, Kind::Scores, u.as_str())?
-                    .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-                super::packed::decode(format, &bytes, SCORE)
-            })
-            .collect()
+        self.read(|conn| {
+            let set = score_set_id(conn, submission_id, model_id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+            upns.iter()
+                .map(|u| {
+                    let (format, bytes, _) = super::packed::lookup(conn, "score_sets", set, Kind::Scores, u.as_str())?
+                        .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+                    super::packed::decode(format, &bytes, SCORE)
+                })
+                .collect()
+        })
     }
 
     /// Every live score of one pupil, oldest term first.
     pub fn pupil_scores(&self, upn: &str) -> StoreResult<Vec<ScoreRecord>> {
-        // One snapshot for every statement of the read.
-        let guard = self.conn();
-        let conn = guard.unchecked_transaction()?;
-        let sets: Vec<(i64, String, i64)> = conn
-            .prepare_cached(PUPIL_SCORES)?
-            .query_map([upn], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<Result<_, _>>()?;
-        let mut out = Vec::with_capacity(sets.len());
-        for (submission_id, model_id, set) in sets {
-            if let Some((format, bytes, _)) = super::packed::lookup(&conn, "score_sets", set, Kind::Scores, upn)? {
-                out.push(ScoreRecord { submission_id, model_id, risk: super::packed::decode(format, &bytes, SCORE)? });
+        self.read(|conn| {
+            let sets: Vec<(i64, String, i64)> = conn
+                .prepare_cached(PUPIL_SCORES)?
+                .query_map([upn], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut out = Vec::with_capacity(sets.len());
+            for (submission_id, model_id, set) in sets {
+                if let Some((format, bytes, _)) = super::packed::lookup(conn, "score_sets", set, Kind::Scores, upn)? {
+                    out.push(ScoreRecord {
+                        submission_id,
+                        model_id,
+                        risk: super::packed::decode(format, &bytes, SCORE)?,
+                    });
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Every score a model had live (shown to people) in a current submission, by school
     /// term: each child's probabilities.
     pub fn live_scores_of_model(&self, model_id: &str) -> StoreResult<Vec<(SchoolTerm, TermScores)>> {
-        // One snapshot for every statement of the read.
-        let guard = self.conn();
-        let conn = guard.unchecked_transaction()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT u.urn, u.term_index, ss.entries FROM score_sets ss \
-             JOIN live_scores l ON l.submission_id = ss.submission_id AND l.model_id = ss.model_id \
-             JOIN submissions u ON u.id = ss.submission_id AND u.state = 'current' \
-             WHERE ss.model_id = ?1 ORDER BY u.urn, u.term_index",
-        )?;
-        let mut rows = stmt.query([model_id])?;
-        let mut out: Vec<(SchoolTerm, TermScores)> = Vec::new();
-        while let Some(r) = rows.next()? {
-            let corrupt = |what: &str| StoreError::Corrupt(format!("a stored score's {what}"));
-            let st = SchoolTerm {
-                urn: crate::domain::Urn::new(r.get(0)?).map_err(|_| corrupt("URN"))?,
-                term: crate::domain::Term::from_index(r.get(1)?),
-            };
-            let mut scores = Vec::new();
-            for (upn, c) in super::packed::entries_only(Kind::Scores, super::codec::bytes(r.get_ref(2)?, SCORE)?)? {
-                scores.push((crate::domain::Upn::parse(&upn).map_err(|_| corrupt("UPN"))?, [c[3], c[4], c[5]]));
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT u.urn, u.term_index, ss.entries FROM score_sets ss \
+                 JOIN live_scores l ON l.submission_id = ss.submission_id AND l.model_id = ss.model_id \
+                 JOIN submissions u ON u.id = ss.submission_id AND u.state = 'current' \
+                 WHERE ss.model_id = ?1 ORDER BY u.urn, u.term_index",
+            )?;
+            let mut rows = stmt.query([model_id])?;
+            let mut out: Vec<(SchoolTerm, TermScores)> = Vec::new();
+            while let Some(r) = rows.next()? {
+                let corrupt = |what: &str| StoreError::Corrupt(format!("a stored score's {what}"));
+                let st = SchoolTerm {
+                    urn: crate::domain::Urn::new(r.get(0)?).map_err(|_| corrupt("URN"))?,
+                    term: crate::domain::Term::from_index(r.get(1)?),
+                };
+                let mut scores = Vec::new();
+                for (upn, c) in super::packed::entries_only(Kind::Scores, super::codec::bytes(r.get_ref(2)?, SCORE)?)? {
+                    scores.push((crate::domain::Upn::parse(&upn).map_err(|_| corrupt("UPN"))?, [c[3], c[4], c[5]]));
+                }
+                match out.last_mut() {
+                    Some((last, v)) if *last == st => v.extend(scores),
+                    _ => out.push((st, scores)),
+                }
             }
-            match out.last_mut() {
-                Some((last, v)) if *last == st => v.extend(scores),
-                _ => out.push((st, scores)),
-            }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Which model's scores are live for each submission, for verify.
     pub fn live_models(&self) -> StoreResult<Vec<(i64, String)>> {
-        // One snapshot for every statement of the read.
-        let guard = self.conn();
-        let conn = guard.unchecked_transaction()?;
-        let rows = conn
-            .prepare("SELECT submission_id, model_id FROM live_scores ORDER BY submission_id")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        self.read(|conn| {
+            let rows = conn
+                .prepare("SELECT submission_id, model_id FROM live_scores ORDER BY submission_id")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
     }
 
     /// Whether the chain records any model activation (so "no active model" is tampering,
@@ -478,14 +476,13 @@ impl Store {
 
     /// For every (submission, model) with scores: the digest of those scores, for verify.
     pub fn score_digests(&self) -> StoreResult<Vec<(i64, String, String)>> {
-        // One snapshot for every statement of the read.
-        let guard = self.conn();
-        let conn = guard.unchecked_transaction()?;
-        let pairs: Vec<(i64, String)> = conn
-            .prepare("SELECT submission_id, model_id FROM score_sets ORDER BY submission_id, model_id")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        pairs.into_iter().map(|(id, m)| Ok((id, m.clone(), digest_of(&conn, id, &m)?))).collect()
+        self.read(|conn| {
+            let pairs: Vec<(i64, String)> = conn
+                .prepare("SELECT submission_id, model_id FROM score_sets ORDER BY submission_id, model_id")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            pairs.into_iter().map(|(id, m)| Ok((id, m.clone(), digest_of(conn, id, &m)?))).collect()
+        })
     }
 }
 

@@ -317,31 +317,29 @@ impl Store {
 
     /// Every submission, current and superseded, for verify.
     pub fn all_submissions(&self) -> StoreResult<Vec<SubmissionRecord>> {
-        // One snapshot for every statement of the read.
-        let guard = self.conn();
-        let conn = guard.unchecked_transaction()?;
-        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM submissions ORDER BY id"))?;
-        let rows = stmt.query_map([], read_record)?.collect::<Result<_, _>>()?;
-        Ok(rows)
+        self.read(|conn| {
+            let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM submissions ORDER BY id"))?;
+            let rows = stmt.query_map([], read_record)?.collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
     }
 
     /// For every submission: the digest of its stored rows, for verify.
     pub fn row_digests(&self) -> StoreResult<Vec<(i64, String)>> {
-        // One snapshot for every statement of the read.
-        let guard = self.conn();
-        let conn = guard.unchecked_transaction()?;
-        let mut stmt = conn.prepare("SELECT submission_id, entries, data FROM feed_rows ORDER BY submission_id")?;
-        let mut rows = stmt.query([])?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            let packed = Packed::new(Kind::Rows, r.get(1)?, r.get(2)?)?;
-            let mut d = super::scores::PairsDigest::new();
-            for e in packed.iter() {
-                d.push(e.upn, &[e.bytes]);
+        self.read(|conn| {
+            let mut stmt = conn.prepare("SELECT submission_id, entries, data FROM feed_rows ORDER BY submission_id")?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let packed = Packed::new(Kind::Rows, r.get(1)?, r.get(2)?)?;
+                let mut d = super::scores::PairsDigest::new();
+                for e in packed.iter() {
+                    d.push(e.upn, &[e.bytes]);
+                }
+                out.push((r.get(0)?, d.finish()));
             }
-            out.push((r.get(0)?, d.finish()));
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// What differs, if anything, between the UPN index and the current submissions' rows
@@ -349,28 +347,27 @@ impl Store {
     /// for verify: history and a pupil's scores are found through it.
     pub fn pupil_index_problem(&self) -> StoreResult<Option<String>> {
         use std::collections::BTreeSet;
-        // One snapshot for every statement of the read.
-        let guard = self.conn();
-        let conn = guard.unchecked_transaction()?;
-        let current: Vec<(i64, u32, u32)> = conn
-            .prepare("SELECT id, urn, term_index FROM submissions WHERE state = 'current'")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<Result<_, _>>()?;
-        let mut expected: BTreeSet<(String, u32, i64, u32)> = BTreeSet::new();
-        for (id, urn, term) in current {
-            expected.extend(upns_of(&conn, id)?.into_iter().map(|u| (u, term, id, urn)));
-        }
-        let found: BTreeSet<(String, u32, i64, u32)> = conn
-            .prepare("SELECT upn, term_index, submission_id, urn FROM pupil_index")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-            .collect::<Result<_, _>>()?;
-        let (missing, extra) = (expected.difference(&found).count(), found.difference(&expected).count());
-        Ok((missing + extra > 0).then(|| {
-            format!(
-                "the UPN index differs from the current submissions' rows: {missing} pupil(s) missing from it, \
-                 {extra} listed that the rows do not explain"
-            )
-        }))
+        self.read(|conn| {
+            let current: Vec<(i64, u32, u32)> = conn
+                .prepare("SELECT id, urn, term_index FROM submissions WHERE state = 'current'")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut expected: BTreeSet<(String, u32, i64, u32)> = BTreeSet::new();
+            for (id, urn, term) in current {
+                expected.extend(upns_of(conn, id)?.into_iter().map(|u| (u, term, id, urn)));
+            }
+            let found: BTreeSet<(String, u32, i64, u32)> = conn
+                .prepare("SELECT upn, term_index, submission_id, urn FROM pupil_index")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<_, _>>()?;
+            let (missing, extra) = (expected.difference(&found).count(), found.difference(&expected).count());
+            Ok((missing + extra > 0).then(|| {
+                format!(
+                    "the UPN index differs from the current submissions' rows: {missing} pupil(s) missing from it, \
+                     {extra} listed that the rows do not explain"
+                )
+            }))
+        })
     }
 
     pub fn get_submission(&self, id: i64) -> StoreResult<Option<SubmissionRecord>> {
@@ -379,23 +376,22 @@ impl Store {
 
     /// Submissions newest first, filtered, at most `limit`.
     pub fn list_submissions(&self, f: &SubmissionFilter) -> StoreResult<Vec<SubmissionRecord>> {
-        // One snapshot for every statement of the read.
-        let guard = self.conn();
-        let conn = guard.unchecked_transaction()?;
-        let mut sql = format!("SELECT {COLUMNS} FROM submissions WHERE id < ?1");
-        if !f.include_superseded {
-            sql.push_str(" AND state = 'current'");
-        }
-        if let Some(schools) = &f.schools {
-            let list: Vec<String> = schools.iter().map(|u| u.get().to_string()).collect();
-            sql.push_str(&format!(" AND urn IN ({})", list.join(",")));
-        }
-        sql.push_str(" ORDER BY id DESC LIMIT ?2");
-        let rows = conn
-            .prepare(&sql)?
-            .query_map(params![f.before_id.unwrap_or(i64::MAX), f.limit as i64], read_record)?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        self.read(|conn| {
+            let mut sql = format!("SELECT {COLUMNS} FROM submissions WHERE id < ?1");
+            if !f.include_superseded {
+                sql.push_str(" AND state = 'current'");
+            }
+            if let Some(schools) = &f.schools {
+                let list: Vec<String> = schools.iter().map(|u| u.get().to_string()).collect();
+                sql.push_str(&format!(" AND urn IN ({})", list.join(",")));
+            }
+            sql.push_str(" ORDER BY id DESC LIMIT ?2");
+            let rows = conn
+                .prepare(&sql)?
+                .query_map(params![f.before_id.unwrap_or(i64::MAX), f.limit as i64], read_record)?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
     }
 
     /// A submission's stored rows (current or superseded), in UPN order: `limit` from `offset`.
@@ -407,24 +403,22 @@ impl Store {
 
     /// Rows of the current submission for a school and term.
     pub fn current_rows(&self, st: SchoolTerm) -> StoreResult<Vec<PupilTerm>> {
-        // One snapshot for every statement of the read.
-        let guard = self.conn();
-        let conn = guard.unchecked_transaction()?;
-        let Some(id) = current_id(&conn, st)? else { return Ok(Vec::new()) };
-        let Some(packed) = packed_rows(&conn, id)? else { return Ok(Vec::new()) };
-        packed.iter().map(|e| e.decode(ROW)).collect()
+        self.read(|conn| {
+            let Some(id) = current_id(conn, st)? else { return Ok(Vec::new()) };
+            let Some(packed) = packed_rows(conn, id)? else { return Ok(Vec::new()) };
+            packed.iter().map(|e| e.decode(ROW)).collect()
+        })
     }
 
     /// One pupil's row in the current submission for a school and term (found by binary
     /// search in the submission's packed rows, without reading the school's other rows).
     pub fn current_row(&self, st: SchoolTerm, upn: &Upn) -> StoreResult<Option<PupilTerm>> {
-        // One snapshot for every statement of the read.
-        let guard = self.conn();
-        let conn = guard.unchecked_transaction()?;
-        let Some(id) = current_id(&conn, st)? else { return Ok(None) };
-        super::packed::lookup(&conn, "feed_rows", id, Kind::Rows, upn.as_str())?
-            .map(|(format, bytes, _)| super::packed::decode(format, &bytes, ROW))
-            .transpose()
+        self.read(|conn| {
+            let Some(id) = current_id(conn, st)? else { return Ok(None) };
+            super::packed::lookup(conn, "feed_rows", id, Kind::Rows, upn.as_str())?
+                .map(|(format, bytes, _)| super::packed::decode(format, &bytes, ROW))
+                .transpose()
+        })
     }
 
     /// One pupil's current rows at every school and term (the UPN follows the child), in
@@ -438,24 +432,25 @@ impl Store {
 
     /// Every current row in the store, as (school, term, row), ordered by school, term and UPN.
     pub fn all_current_rows(&self) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
-        // One snapshot for every statement of the read.
-        let guard = self.conn();
-        let conn = guard.unchecked_transaction()?;
-        let subs: Vec<(i64, u32, u32)> = conn
-            .prepare("SELECT id, urn, term_index FROM submissions WHERE state = 'current' ORDER BY urn, term_index")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<Result<_, _>>()?;
-        let mut out = Vec::new();
-        for (id, urn, term) in subs {
-            let st = SchoolTerm { urn: Urn::new(urn).map_err(StoreError::Corrupt)?, term: Term::from_index(term) };
-            if let Some(packed) = packed_rows(&conn, id)? {
-                out.reserve(packed.len());
-                for e in packed.iter() {
-                    out.push((st, e.decode(ROW)?));
+        self.read(|conn| {
+            let subs: Vec<(i64, u32, u32)> = conn
+                .prepare(
+                    "SELECT id, urn, term_index FROM submissions WHERE state = 'current' ORDER BY urn, term_index",
+                )?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut out = Vec::new();
+            for (id, urn, term) in subs {
+                let st = SchoolTerm { urn: Urn::new(urn).map_err(StoreError::Corrupt)?, term: Term::from_index(term) };
+                if let Some(packed) = packed_rows(conn, id)? {
+                    out.reserve(packed.len());
+                    for e in packed.iter() {
+                        out.push((st, e.decode(ROW)?));
+                    }
                 }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 }
 
