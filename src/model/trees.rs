@@ -156,7 +156,8 @@ impl Forest {
             .set_allow_missing_splits(false)
             .set_evaluation_metric(Some(Metric::LogLoss))
             .set_early_stopping_rounds(Some(p.early_stopping_rounds))
-            .set_parallel(false);
+            .set_parallel(false)
+            .set_tiled_histograms(true);
         booster.fit(&m, &yv, &w, Some(vec![(vm, &vyv, &vw)])).map_err(|e| ModelError::Fit(e.to_string()))?;
         let keep = booster.best_iteration.map_or(booster.trees.len(), |b| (b + 1).min(booster.trees.len()));
         let trees = booster.trees[..keep].iter().map(convert).collect::<Result<_, _>>()?;
