@@ -55,6 +55,11 @@ impl Steps {
 
 fn main() {
     let schools: usize = std::env::var("RISKID_BENCH_SCHOOLS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
+    // RISKID_BENCH_VERBOSE=1 prints training's progress with the time into the step;
+    // RISKID_BENCH_NO_REFERENCE=1 runs riskid's side alone (when comparing two builds of it);
+    // RISKID_BENCH_JOBS=N sends N feeds at once (default 2, the server's default per-key
+    // limit, which the bench then raises to N).
+    let verbose = std::env::var_os("RISKID_BENCH_VERBOSE").is_some();
     let seed: u64 = std::env::var("RISKID_BENCH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(23);
     let tmp = tempfile::tempdir().unwrap();
     let world_dir = tmp.path().join("world");
@@ -77,7 +82,9 @@ fn main() {
         let school_key = common::key(&store, Role::School, &urns, "pipeline bench");
         let analyst = Bearer::new(&common::key(&store, Role::Analyst, &BTreeSet::new(), "pipeline bench"));
         let link_worker = Bearer::new(&common::key(&store, Role::LinkWorker, &urns, "pipeline bench"));
-        let settings = riskid::server::Settings::for_data_dir(data.clone());
+        let mut settings = riskid::server::Settings::for_data_dir(data.clone());
+        let jobs: usize = std::env::var("RISKID_BENCH_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+        settings.max_ingests_per_key = settings.max_ingests_per_key.max(jobs);
         let app = Arc::new(riskid::app::App::new(store, settings.limits()).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -93,7 +100,7 @@ fn main() {
         let manifest = world_dir.join("manifest.json");
         let mut submit = Command::new(env!("CARGO_BIN_EXE_riskid"));
         submit
-            .args(["submit", "--manifest", manifest.to_str().unwrap(), "--jobs", "2", "--output", "json"])
+            .args(["submit", "--manifest", manifest.to_str().unwrap(), "--jobs", &jobs.to_string(), "--output", "json"])
             .args(["--server", &format!("http://{addr}")])
             .env("RISKID_KEY", &school_key);
         let out = tokio::task::spawn_blocking(move || submit.output()).await.unwrap().unwrap();
@@ -108,8 +115,12 @@ fn main() {
             .into_inner();
         let mut trained = None;
         while let Some(m) = futures::StreamExt::next(&mut stream).await {
-            if let Some(pb::train_model_progress::Event::Model(m)) = m.unwrap().event {
-                trained = Some(m);
+            match m.unwrap().event {
+                Some(pb::train_model_progress::Event::Model(m)) => trained = Some(m),
+                Some(pb::train_model_progress::Event::Message(line)) if verbose => {
+                    eprintln!("  {:>6.3} s  {line}", t.elapsed().as_secs_f64())
+                }
+                _ => {}
             }
         }
         let trained = trained.expect("a trained model");
@@ -204,6 +215,10 @@ fn main() {
     println!("  {:<48} {riskid_total:>7.2} s  ({:.0} rows/s end to end)", "whole pipeline", rows as f64 / riskid_total);
     println!("  peak memory of the server process (with its in-process clients): {peak:.0} MiB");
 
+    if std::env::var_os("RISKID_BENCH_NO_REFERENCE").is_some() {
+        println!("\nreference: not run (RISKID_BENCH_NO_REFERENCE is set)");
+        return;
+    }
     let Some(py) = common::python() else {
         println!("\nreference: not run (Python setup failed; see above) — no ratio reported");
         return;
