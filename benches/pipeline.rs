@@ -41,6 +41,16 @@ fn status_kib(field: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// CPU seconds this process and its waited-for children have used (utime + stime).
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let f: Vec<f64> = after.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
+    // Fields 14-17 of stat (utime, stime, cutime, cstime), in clock ticks of 1/100 s.
+    let at = |i: usize| f.get(i - 3).copied().unwrap_or(0.0) / 100.0;
+    (at(14) + at(15), at(16) + at(17))
+}
+
 struct Steps(Vec<(String, f64)>);
 
 impl Steps {
@@ -89,7 +99,7 @@ fn main() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(riskid::server::serve(listener, app, None, async {
+        let server = tokio::spawn(riskid::server::serve(listener, app.clone(), None, async {
             let _ = stopped.await;
         }));
         let channel =
@@ -103,9 +113,24 @@ fn main() {
             .args(["submit", "--manifest", manifest.to_str().unwrap(), "--jobs", &jobs.to_string(), "--output", "json"])
             .args(["--server", &format!("http://{addr}")])
             .env("RISKID_KEY", &school_key);
+        let cpu_before = cpu_seconds();
         let out = tokio::task::spawn_blocking(move || submit.output()).await.unwrap().unwrap();
+        let cpu_after = cpu_seconds();
         assert!(out.status.success(), "bulk submit failed: {}", String::from_utf8_lossy(&out.stderr));
         steps.add("bulk submit (validate, store, score, audit)", &mut t);
+        if verbose {
+            let secs = steps.0.last().map_or(1.0, |s| s.1);
+            eprintln!(
+                "  CPU: server {:.2} s ({:.2} cores), the submit client {:.2} s",
+                cpu_after.0 - cpu_before.0,
+                (cpu_after.0 - cpu_before.0) / secs,
+                cpu_after.1 - cpu_before.1
+            );
+            // How much of the wall clock the server spent answering SubmitFeed.
+            for l in app.metrics().render().lines().filter(|l| l.contains("SubmitFeed") && !l.contains("_bucket")) {
+                eprintln!("  {l}");
+            }
+        }
 
         let mut models = ModelServiceClient::with_interceptor(channel.clone(), analyst.clone());
         let mut stream = models
