@@ -225,7 +225,7 @@ impl RiskService for RiskApi {
         let full = full_view(view);
         Ok(Response::new(pb::ListSchoolRisksResponse {
             model_id,
-            risks: page.iter().map(|r| risk_view_to_pb(r, full)).collect(),
+            risks: crate::par::map(page, |r| risk_view_to_pb(r, full)),
             next_page_token,
             total_size: risks.len() as u32,
         }))

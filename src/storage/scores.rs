@@ -322,9 +322,10 @@ impl Store {
             // Highest priority first, then UPN.
             let mut order: Vec<usize> = (0..set.len()).collect();
             order.sort_by(|&a, &b| set.get(b).columns[0].total_cmp(&set.get(a).columns[0]).then(a.cmp(&b)));
-            let scores = order
+            // Decoded on every core: a school's scores are a few hundred to a few thousand.
+            let scores = crate::par::map(&order, |&i| set.get(i).decode(SCORE))
                 .into_iter()
-                .map(|i| Ok(ScoreRecord { submission_id, model_id: model_id.clone(), risk: set.get(i).decode(SCORE)? }))
+                .map(|risk| Ok(ScoreRecord { submission_id, model_id: model_id.clone(), risk: risk? }))
                 .collect::<StoreResult<_>>()?;
             Ok(LiveScores::Ready { submission_id, model_id, scores })
         })

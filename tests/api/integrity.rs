@@ -69,7 +69,11 @@ async fn populated() -> (TestApp, String) {
 /// A copy of the data directory (database checkpointed first), to tamper with.
 fn copy_of(app: &TestApp) -> tempfile::TempDir {
     let db = rusqlite::Connection::open(app.store.path()).unwrap();
-    db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+    // The server's own checkpointer may be running one (a checkpoint at a time): wait for
+    // it rather than copy a database file that lacks what is still in the WAL.
+    db.busy_timeout(std::time::Duration::from_secs(30)).unwrap();
+    let busy: i64 = db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0)).unwrap();
+    assert_eq!(busy, 0, "the whole WAL is in the database file before it is copied");
     let dir = tempfile::tempdir().unwrap();
     for f in ["riskid.db", "audit.key", "audit.head"] {
         std::fs::copy(app._dir.path().join(f), dir.path().join(f)).unwrap();
