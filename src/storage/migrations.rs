@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_ctf_source.sql"),
     include_str!("../../migrations/0005_compact_rows_and_scores.sql"),
     include_str!("../../migrations/0006_packed_rows_and_scores.sql"),
+    include_str!("../../migrations/0007_pupil_index_by_upn_only.sql"),
 ];
 
 /// Work a migration's SQL cannot do, run in the same transaction after it: (version, step).

@@ -525,4 +525,26 @@ mod tests {
         assert!(plan.contains("SEARCH p USING PRIMARY KEY (upn=?)"), "{plan}");
         assert!(!plan.contains("SCAN p"), "{plan}");
     }
+
+    /// A superseded submission's pupils leave the UPN index by its primary key, a seek each
+    /// (the index has no other index to find a submission's entries by).
+    #[test]
+    fn a_superseded_submissions_pupils_are_unindexed_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::Store::open(dir.path()).unwrap();
+        let list = std::rc::Rc::new(vec![rusqlite::types::Value::Text("U".into())]);
+        let conn = store.conn();
+        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", super::super::submissions::UNINDEX)).unwrap();
+        let plan: Vec<String> = explain
+            .query_map(rusqlite::params![list, 0, 0], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("SEARCH pupil_index USING PRIMARY KEY (upn=? AND term_index=? AND submission_id=?)"),
+            "{plan}"
+        );
+        assert!(!plan.contains("SCAN pupil_index"), "{plan}");
+    }
 }

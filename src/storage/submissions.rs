@@ -238,8 +238,9 @@ impl Store {
                     return Ok(unchanged(*id)?);
                 }
                 tx.execute("UPDATE submissions SET state = 'superseded' WHERE id = ?1", [id]).map_err(StoreError::from)?;
-                // The UPN index lists current submissions only.
-                tx.execute("DELETE FROM pupil_index WHERE submission_id = ?1", [id]).map_err(StoreError::from)?;
+                // The UPN index lists current submissions only: the superseded one's entries
+                // go, found by their keys.
+                unindex(tx, *id, term_index)?;
             }
             let warnings = serde_json::to_string(s.warnings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             tx.execute(
@@ -528,6 +529,18 @@ pub(super) fn pupils_current_rows<'a>(
     Ok(out)
 }
 
+pub(super) const UNINDEX: &str =
+    "DELETE FROM pupil_index WHERE upn IN rarray(?1) AND term_index = ?2 AND submission_id = ?3";
+
+/// Removes a submission's pupils from the UPN index (by the index's key: its pupils'
+/// UPNs, read from its packed rows, its term and its id).
+fn unindex(tx: &Transaction, id: i64, term_index: u32) -> StoreResult<()> {
+    let upns = upns_of(tx, id)?;
+    let list = std::rc::Rc::new(upns.into_iter().map(rusqlite::types::Value::Text).collect::<Vec<_>>());
+    tx.prepare_cached(UNINDEX)?.execute(params![list, term_index, id])?;
+    Ok(())
+}
+
 /// The current rows, at any school and term, of every pupil in a submission: what features
 /// need to describe those pupils' history.
 pub(super) fn history_of(conn: &rusqlite::Connection, submission_id: i64) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
@@ -777,5 +790,47 @@ mod tests {
         let again = submit();
         assert!(matches!(again, SaveOutcome::Unchanged(_)));
         assert_eq!(*calls.borrow(), 1, "unchanged content is not scored");
+    }
+
+    /// A correction takes the superseded submission's pupils out of the UPN index (found by
+    /// the index's own key) and puts the new one's in: the index lists exactly the current
+    /// submissions' pupils, as verify checks.
+    #[test]
+    fn a_correction_replaces_its_pupils_in_the_upn_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_model(dir.path(), &[100001]);
+        let rows = crate::ingest::parse_csv(include_bytes!("../../tests/fixtures/valid-feed.csv")).unwrap().rows;
+        let autumn = Term::parse("2025/26", "autumn").unwrap();
+        let at = |term: Term| SchoolTerm { urn: Urn::new(100001).unwrap(), term };
+        let submit = |st: SchoolTerm, sha: &str, rows: &[PupilTerm]| match store
+            .accept_submission::<StoreError>(
+                &submission(st, sha, rows),
+                None,
+                |a, h| super::super::scores::encode_scores(&fake_scores(a.model_id, st, &h)),
+                |_, _| event(Action::FeedAccept),
+            )
+            .unwrap()
+        {
+            SaveOutcome::Accepted(r) => r.id,
+            other => panic!("not accepted: {other:?}"),
+        };
+        let first = submit(at(autumn), "a1", &rows);
+        submit(at(autumn.next()), "s1", &rows);
+        // The correction drops a pupil: only the rest stay in the index for autumn.
+        let second = submit(at(autumn), "a2", &rows[1..]);
+        let entries = |id: i64| -> i64 {
+            store
+                .conn()
+                .query_row("SELECT count(*) FROM pupil_index WHERE submission_id = ?1", [id], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(entries(first), 0, "the superseded submission's pupils are gone from the index");
+        assert_eq!(entries(second), rows.len() as i64 - 1);
+        let total: i64 = store.conn().query_row("SELECT count(*) FROM pupil_index", [], |r| r.get(0)).unwrap();
+        assert_eq!(total, 2 * rows.len() as i64 - 1, "spring's pupils are untouched");
+        assert_eq!(store.pupil_index_problem().unwrap(), None);
+        let dropped = &rows[0].upn;
+        let history = store.pupil_history(dropped).unwrap();
+        assert_eq!(history.iter().map(|(st, _)| st.term).collect::<Vec<_>>(), vec![autumn.next()]);
     }
 }
