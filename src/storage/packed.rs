@@ -212,6 +212,23 @@ pub type Found = (Format, Vec<u8>, [f64; COLUMNS]);
 /// One pupil of the packed record in row `rowid` of `table`, found without reading the
 /// others: a binary search over the entries and one read of the pupil's bytes (SQLite's
 /// incremental blob reads). `None` if the pupil is not in it.
+/// Writes `data` into the `data` column of the row `rowid` of `table`, which was inserted
+/// with `rusqlite::blob::ZeroBlob(data.len())` there: straight into the database's pages.
+/// Bound as a parameter instead, SQLite copies a blob twice (the bound value, then the
+/// record) into fresh allocations; for a feed's scores, megabytes whose pages the kernel
+/// zero-fills on first touch, inside the write lock.
+pub fn write_data(conn: &rusqlite::Connection, table: &'static str, rowid: i64, data: &[u8]) -> StoreResult<()> {
+    let mut blob = conn.blob_open(rusqlite::MAIN_DB, table, "data", rowid, false)?;
+    blob.write_at(data, 0)?;
+    Ok(())
+}
+
+/// The `ZeroBlob` a packed record's data is inserted as, before [`write_data`] fills it.
+pub fn zeroed(data: &[u8]) -> StoreResult<rusqlite::blob::ZeroBlob> {
+    let n = i32::try_from(data.len()).map_err(|_| StoreError::Corrupt("a packed record over 2 GiB".into()))?;
+    Ok(rusqlite::blob::ZeroBlob(n))
+}
+
 pub fn lookup(
     conn: &rusqlite::Connection,
     table: &'static str,

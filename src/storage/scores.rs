@@ -148,7 +148,14 @@ pub(crate) fn insert_scores(
     tx.prepare_cached(
         "INSERT INTO score_sets (submission_id, model_id, pupils, entries, data) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![submission_id, model_id, encoded.len() as i64, encoded.entries, encoded.data])?;
+    .execute(params![
+        submission_id,
+        model_id,
+        encoded.len() as i64,
+        encoded.entries,
+        super::packed::zeroed(&encoded.data)?
+    ])?;
+    super::packed::write_data(tx, "score_sets", tx.last_insert_rowid(), &encoded.data)?;
     tx.execute(
         "INSERT OR REPLACE INTO live_scores (submission_id, model_id) VALUES (?1, ?2)",
         params![submission_id, model_id],

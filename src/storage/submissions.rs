@@ -585,7 +585,9 @@ impl PackedRows {
 /// Inserts a submission's packed rows, and each pupil in the UPN index.
 fn insert_rows(tx: &Transaction, id: i64, urn: u32, term_index: u32, rows: &PackedRows) -> StoreResult<()> {
     tx.prepare_cached("INSERT INTO feed_rows (submission_id, pupils, entries, data) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![id, rows.pupils as i64, rows.entries, rows.data])?;
+        .execute(params![id, rows.pupils as i64, rows.entries, super::packed::zeroed(&rows.data)?])?;
+    // The submission id is the row's rowid (an INTEGER PRIMARY KEY).
+    super::packed::write_data(tx, "feed_rows", id, &rows.data)?;
     // In UPN order (the index's order), many to a statement.
     const PER_INSERT: usize = 64;
     let statement = |n: usize| {
