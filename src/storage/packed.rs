@@ -342,4 +342,19 @@ mod tests {
         assert!(pack(Kind::Rows, [(A, Format::Postcard, &b""[..], [0.0; COLUMNS]); 2]).is_err(), "a pupil twice");
         assert!(pack(Kind::Rows, [("A1", Format::Postcard, &b""[..], [0.0; COLUMNS])]).is_err(), "a short UPN");
     }
+
+    /// Data written in place reads back byte for byte, an empty record included.
+    #[test]
+    fn data_written_in_place_reads_back_whole() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, data BLOB NOT NULL)").unwrap();
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        for (id, data) in [(1i64, &big[..]), (2, &[][..])] {
+            conn.execute("INSERT INTO t (id, data) VALUES (?1, ?2)", rusqlite::params![id, zeroed(data).unwrap()])
+                .unwrap();
+            write_data(&conn, "t", id, data).unwrap();
+            let back: Vec<u8> = conn.query_row("SELECT data FROM t WHERE id = ?1", [id], |r| r.get(0)).unwrap();
+            assert_eq!(back, data);
+        }
+    }
 }
