@@ -221,13 +221,19 @@ impl RiskService for RiskApi {
         // Bound to the model too: after an activation the order changes, and an old token
         // would mix two models' pages.
         let q = Query::new("ListSchoolRisks", who.key_id, &(urn, term, band, outcome, &model_id));
-        let (page, next_page_token) = page_of(&risks, &q, &page_token, limit)?;
         let full = full_view(view);
-        Ok(Response::new(pb::ListSchoolRisksResponse {
-            model_id,
-            risks: crate::par::map(page, |r| risk_view_to_pb(r, full)),
-            next_page_token,
-            total_size: risks.len() as u32,
-        }))
+        let total_size = risks.len() as u32;
+        // A page is up to 500 children's scores to convert (and a whole school's to free):
+        // CPU work, so on the blocking pool, on every core, rather than on a runtime worker.
+        let span = tracing::Span::current();
+        let (risks, next_page_token) = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                let (page, next) = page_of(&risks, &q, &page_token, limit)?;
+                Ok::<_, Status>((crate::par::map(page, |r| risk_view_to_pb(r, full)), next))
+            })
+        })
+        .await
+        .map_err(|_| Status::internal("converting the scores failed"))??;
+        Ok(Response::new(pb::ListSchoolRisksResponse { model_id, risks, next_page_token, total_size }))
     }
 }

@@ -209,9 +209,6 @@ pub fn entries_only(kind: Kind, entries: &[u8]) -> StoreResult<Vec<(String, [f64
 /// A pupil found by [`lookup`]: how its bytes are encoded, the bytes, and its columns.
 pub type Found = (Format, Vec<u8>, [f64; COLUMNS]);
 
-/// One pupil of the packed record in row `rowid` of `table`, found without reading the
-/// others: a binary search over the entries and one read of the pupil's bytes (SQLite's
-/// incremental blob reads). `None` if the pupil is not in it.
 /// Writes `data` into the `data` column of the row `rowid` of `table`, which was inserted
 /// with `rusqlite::blob::ZeroBlob(data.len())` there: straight into the database's pages.
 /// Bound as a parameter instead, SQLite copies a blob twice (the bound value, then the
@@ -229,6 +226,9 @@ pub fn zeroed(data: &[u8]) -> StoreResult<rusqlite::blob::ZeroBlob> {
     Ok(rusqlite::blob::ZeroBlob(n))
 }
 
+/// One pupil of the packed record in row `rowid` of `table`, found without reading the
+/// others: a binary search over the entries and one read of the pupil's bytes (SQLite's
+/// incremental blob reads). `None` if the pupil is not in it.
 pub fn lookup(
     conn: &rusqlite::Connection,
     table: &'static str,
