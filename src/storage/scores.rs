@@ -465,9 +465,7 @@ impl Store {
     /// The current rows, at any school and term, of every pupil in a submission: what
     /// features need to describe those pupils' history.
     pub fn history_of_submission(&self, submission_id: i64) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
-        let guard = self.conn();
-        let snapshot = guard.unchecked_transaction()?;
-        history_of(&snapshot, submission_id)
+        self.read(|conn| history_of(conn, submission_id))
     }
 
     /// The current submission for a school and term, if any.
@@ -500,12 +498,12 @@ const SCORE: &str = "a stored score";
 
 #[cfg(test)]
 mod tests {
-    /// SQLite's plan for `sql` with its one parameter, a line per step.
-    fn plan_of(conn: &rusqlite::Connection, sql: &str, param: impl rusqlite::ToSql) -> String {
+    /// SQLite's plan for `sql` with `params`, a line per step.
+    fn plan_of(conn: &rusqlite::Connection, sql: &str, params: impl rusqlite::Params) -> String {
         let plan: Vec<String> = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .unwrap()
-            .query_map([param], |r| r.get::<_, String>(3))
+            .query_map(params, |r| r.get::<_, String>(3))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
@@ -517,7 +515,7 @@ mod tests {
     fn a_pupils_scores_are_found_by_index() {
         let dir = tempfile::tempdir().unwrap();
         let store = super::Store::open(dir.path()).unwrap();
-        let plan = plan_of(&store.conn(), super::PUPIL_SCORES, "U");
+        let plan = plan_of(&store.conn(), super::PUPIL_SCORES, ["U"]);
         assert!(plan.contains("SEARCH p USING PRIMARY KEY (upn=?)"), "{plan}");
         assert!(!plan.contains("SCAN"), "{plan}");
     }
@@ -528,7 +526,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = super::Store::open(dir.path()).unwrap();
         let list = std::rc::Rc::new(vec![rusqlite::types::Value::Text("U".into())]);
-        let plan = plan_of(&store.conn(), super::super::submissions::PUPILS_CURRENT, list);
+        let plan = plan_of(&store.conn(), super::super::submissions::PUPILS_CURRENT, [list]);
         assert!(plan.contains("SEARCH p USING PRIMARY KEY (upn=?)"), "{plan}");
         assert!(!plan.contains("SCAN p"), "{plan}");
     }
@@ -540,14 +538,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = super::Store::open(dir.path()).unwrap();
         let list = std::rc::Rc::new(vec![rusqlite::types::Value::Text("U".into())]);
-        let conn = store.conn();
-        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", super::super::submissions::UNINDEX)).unwrap();
-        let plan: Vec<String> = explain
-            .query_map(rusqlite::params![list, 0, 0], |r| r.get::<_, String>(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let plan = plan.join("\n");
+        let plan = plan_of(&store.conn(), super::super::submissions::UNINDEX, rusqlite::params![list, 0, 0]);
         assert!(
             plan.contains("SEARCH pupil_index USING PRIMARY KEY (upn=? AND term_index=? AND submission_id=?)"),
             "{plan}"

@@ -426,9 +426,7 @@ impl Store {
     /// school then term order.
     pub fn pupil_history(&self, upn: &Upn) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
         // One snapshot for the index and the rows it points to.
-        let guard = self.conn();
-        let snapshot = guard.unchecked_transaction()?;
-        pupils_current_rows(&snapshot, [upn.as_str()])
+        self.read(|conn| pupils_current_rows(conn, [upn.as_str()]))
     }
 
     /// Every current row in the store, as (school, term, row), ordered by school, term and UPN.
