@@ -62,18 +62,20 @@ pub struct Scaling {
 impl Scaling {
     pub fn fit(rows: &[&Example]) -> Self {
         let n = rows.len().max(1) as f64;
-        let mut means = vec![0.0; N_FEATURES];
+        let mut sums = [0.0; N_FEATURES];
         for r in rows {
-            for (m, v) in means.iter_mut().zip(&r.features) {
-                *m += v / n;
+            for (m, v) in sums.iter_mut().zip(&r.features) {
+                *m += v;
             }
         }
-        let mut vars = vec![0.0; N_FEATURES];
+        let means: Vec<f64> = sums.iter().map(|s| s / n).collect();
+        let mut squares = [0.0; N_FEATURES];
         for r in rows {
-            for ((s, v), m) in vars.iter_mut().zip(&r.features).zip(&means) {
-                *s += (v - m).powi(2) / n;
+            for ((s, v), m) in squares.iter_mut().zip(&r.features).zip(&means) {
+                *s += (v - m) * (v - m);
             }
         }
+        let vars = squares.map(|s| s / n);
         // A constant feature gets sd 1: it then contributes nothing, rather than dividing by 0.
         let sds = vars.into_iter().map(|v| if v > 1e-12 { v.sqrt() } else { 1.0 }).collect();
         Self { means, sds }
@@ -143,10 +145,10 @@ pub fn fit_outcome(
     }
     let y: Vec<bool> = labelled.iter().map(|r| r.1).collect();
     let p = params.get();
-    // The solver reads the examples' own features and applies the standardisation through
-    // its weights: no standardised n × d matrix is made (allocating one per fit cost more in
-    // page faults than the fit's arithmetic).
-    let x: Vec<&[f64]> = labelled.iter().map(|(e, _)| &e.features[..]).collect();
+    // The solver reads a compact single-precision copy of the raw features (a pass over the
+    // rows is bound by memory: half the bytes, contiguous, halves its time) and applies the
+    // standardisation through its weights, in double precision.
+    let x: Vec<f32> = labelled.iter().flat_map(|(e, _)| e.features.map(|v| v as f32)).collect();
     let rows = Rows::Raw { x: &x, means: &scaling.means, sds: &scaling.sds };
     let start = warm.under(scaling);
     let start = start.as_ref().map(|(b, w)| (*b, &w[..]));
@@ -181,8 +183,9 @@ enum Rows<'a> {
     Held(&'a [f64]),
     /// Standardised a block at a time: `fill(start, block)` writes rows `start..start + block.nrows()`.
     Filled(&'a dyn Fn(usize, &mut Array2<f64>)),
-    /// Raw rows, standardised as `(x - means) / sds` through the weights.
-    Raw { x: &'a [&'a [f64]], means: &'a [f64], sds: &'a [f64] },
+    /// Raw rows in single precision, row-major, standardised as `(x - means) / sds`
+    /// through the weights.
+    Raw { x: &'a [f32], means: &'a [f64], sds: &'a [f64] },
 }
 
 impl Rows<'_> {
@@ -190,7 +193,15 @@ impl Rows<'_> {
     fn for_rows(&self, n: usize, d: usize, each: &mut dyn FnMut(usize, &[f64])) {
         match self {
             Rows::Held(x) => x.chunks_exact(d).take(n).enumerate().for_each(|(i, r)| each(i, r)),
-            Rows::Raw { x, .. } => x.iter().take(n).enumerate().for_each(|(i, r)| each(i, r)),
+            Rows::Raw { x, .. } => {
+                let mut row = vec![0.0; d];
+                for (i, r) in x.chunks_exact(d).take(n).enumerate() {
+                    for (to, v) in row.iter_mut().zip(r) {
+                        *to = f64::from(*v);
+                    }
+                    each(i, &row);
+                }
+            }
             Rows::Filled(fill) => {
                 let mut xb = Array2::<f64>::zeros((BLOCK.min(n), d));
                 for start in (0..n).step_by(BLOCK) {
@@ -236,8 +247,9 @@ struct Pass {
     /// Σ r·x over the rows as given (raw or standardised) and Σ r, with r = p - t.
     gx: Vec<f64>,
     gb: f64,
-    /// The sampled Hessian's parts, when asked for: ZᵀHZ, ZᵀH1 and Σh (not yet scaled up).
-    hessian: Option<(Array2<f64>, Vec<f64>, f64)>,
+    /// The sampled Hessian's parts, when asked for: ZᵀHZ, ZᵀH1 and Σh (not yet scaled up),
+    /// and how many rows they are over.
+    hessian: Option<(Array2<f64>, Vec<f64>, f64, usize)>,
 }
 
 /// One pass at (w, b) over every row: the linear predictor (kept in `eta`), the loss, the
@@ -270,13 +282,15 @@ fn pass(
     // Sampled rows, each standardised and times √h, gathered for the Hessian's product.
     let mut hb = hessian_stride.map(|_| Array2::<f64>::zeros((HESSIAN_CHUNK, d)));
     let mut xtx = Array2::<f64>::zeros((if hb.is_some() { d } else { 0 }, d));
-    let (mut xh, mut hsum, mut taken) = (vec![0.0; d], 0.0, 0);
+    let (mut xh, mut hsum, mut taken, mut sampled) = (vec![0.0; d], 0.0, 0, 0);
     let mut z = vec![0.0; d];
     rows.for_rows(n, d, &mut |row, x| {
         let e = dot(x, &v) + c;
         eta[row] = e;
-        loss += softplus(e) - t[row] * e;
-        let p = sigmoid(e);
+        // One exponential for both the loss and the probability.
+        let a = (-e.abs()).exp();
+        loss += e.max(0.0) + a.ln_1p() - t[row] * e;
+        let p = if e >= 0.0 { 1.0 / (1.0 + a) } else { a / (1.0 + a) };
         let r = p - t[row];
         for (g, xv) in gx.iter_mut().zip(x) {
             *g += r * xv;
@@ -303,6 +317,7 @@ fn pass(
             }
             hsum += h;
             taken += 1;
+            sampled += 1;
             if taken == HESSIAN_CHUNK {
                 ndarray::linalg::general_mat_mul(1.0, &hb.t(), &*hb, 1.0, &mut xtx);
                 taken = 0;
@@ -314,7 +329,7 @@ fn pass(
             let part = hb.slice(ndarray::s![..taken, ..]);
             ndarray::linalg::general_mat_mul(1.0, &part.t(), &part, 1.0, &mut xtx);
         }
-        (xtx, xh, hsum)
+        (xtx, xh, hsum, sampled)
     });
     Pass { loss, gx, gb, hessian }
 }
@@ -378,9 +393,8 @@ fn newton_with(
     // zero, so it is the same; each step costs a fraction of an exact Newton step, and the
     // damped search below keeps every step downhill.
     let stride = n.div_ceil(hessian_rows.max(1)).max(1);
-    let sampled = n.div_ceil(stride);
-    let scale_up = n as f64 / sampled as f64;
-    let factor_of = |(xtx, xh, hsum): (Array2<f64>, Vec<f64>, f64)| -> Result<Cholesky, ModelError> {
+    let factor_of = |(xtx, xh, hsum, sampled): (Array2<f64>, Vec<f64>, f64, usize)| -> Result<Cholesky, ModelError> {
+        let scale_up = n as f64 / sampled.max(1) as f64;
         // The bordered system [[ZᵀHZ + αI, ZᵀH1], [1ᵀHZ, Σh]] over (w, b).
         let mut hess = Array2::<f64>::zeros((d + 1, d + 1));
         hess.slice_mut(ndarray::s![..d, ..d]).assign(&(xtx * scale_up));
@@ -400,6 +414,8 @@ fn newton_with(
     let mut eta = vec![0.0; n];
     let mut next_eta = vec![0.0; n];
     let mut at = pass(&rows, n, d, &t, &w, b, &mut eta, Some(stride));
+    // Passes over the rows (each one reads all n), for the debug log.
+    let mut passes = 1;
     let mut current = at.loss + penalty(&w);
     let mut factor = factor_of(at.hessian.take().expect("asked for"))?;
     let mut last_step = f64::INFINITY;
@@ -414,7 +430,9 @@ fn newton_with(
             let nw: Vec<f64> = w.iter().zip(&step).map(|(v, s)| v - scale * s).collect();
             let nb = b - scale * step[d];
             let mut next = pass(&rows, n, d, &t, &nw, nb, &mut next_eta, (scale == 1.0 && refresh).then_some(stride));
+            passes += 1;
             let objective = next.loss + penalty(&nw);
+            tracing::trace!(passes, scale, whole, refresh, improved = current - objective, "newton step");
             if objective <= current || scale < 1e-6 {
                 w = nw;
                 b = nb;
@@ -424,11 +442,13 @@ fn newton_with(
                 // Converged when no coefficient (of a standardised feature) moves by 1e-7.
                 let largest = scale * whole;
                 if improved.abs() <= 1e-12 * (1.0 + current.abs()) || largest < 1e-7 {
+                    tracing::debug!(rows = n, passes, warm = start.is_some(), "logistic fit converged");
                     return Ok((b, Array1::from(w)));
                 }
                 if scale < 1.0 {
                     // A damped step: the gradient and a fresh Hessian at the new point.
                     next = pass(&rows, n, d, &t, &w, b, &mut next_eta, Some(stride));
+                    passes += 1;
                 }
                 if let Some(h) = next.hessian.take() {
                     factor = factor_of(h)?;
@@ -441,10 +461,6 @@ fn newton_with(
         }
     }
     Ok((b, Array1::from(w)))
-}
-
-fn softplus(z: f64) -> f64 {
-    if z > 0.0 { z + (-z).exp().ln_1p() } else { z.exp().ln_1p() }
 }
 
 /// Solves `a x = g` for a symmetric positive-definite `a` (Cholesky).
@@ -579,13 +595,22 @@ mod tests {
             let common: f64 = rng.random_range(-1.0..1.0);
             let row: [f64; 5] = std::array::from_fn(|j| {
                 let v = common + 0.5 * rng.random_range(-1.0..1.0);
-                [50.0, 0.1, -3.0, 7.0, 1000.0][j] + v * [10.0, 0.02, 1.0, 3.0, 200.0][j]
+                // Values a single-precision copy holds exactly, so every form of the rows
+                // below is the same data.
+                f64::from(([50.0, 0.1, -3.0, 7.0, 1000.0][j] + v * [10.0, 0.02, 1.0, 3.0, 200.0][j]) as f32)
             });
             let z = -2.0 + (row[0] - 50.0) / 10.0 - 0.7 * (row[1] - 0.1) / 0.02 + 0.4 * (row[4] - 1000.0) / 200.0;
             x.push(row);
             y.push(rng.random::<f64>() < sigmoid(z));
         }
         (x, y)
+    }
+
+    /// The rows as the solver's raw form holds them: single precision, row-major.
+    fn single(x: &[[f64; 5]]) -> Vec<f32> {
+        let x32: Vec<f32> = x.iter().flat_map(|r| r.map(|v| v as f32)).collect();
+        assert!(x32.iter().zip(x.iter().flatten()).all(|(a, b)| f64::from(*a) == *b), "exactly representable");
+        x32
     }
 
     fn scaling_of(x: &[[f64; 5]]) -> (Vec<f64>, Vec<f64>) {
@@ -604,8 +629,7 @@ mod tests {
         let z: Vec<f64> =
             x.iter().flat_map(|r| (0..5).map(|j| (r[j] - means[j]) / sds[j]).collect::<Vec<_>>()).collect();
         let held = newton_with(x.len(), 5, Rows::Held(&z), &y, 1.0, 200, 4_000, None).unwrap();
-        let refs: Vec<&[f64]> = x.iter().map(|r| &r[..]).collect();
-        let raw = Rows::Raw { x: &refs, means: &means, sds: &sds };
+        let raw = Rows::Raw { x: &single(&x), means: &means, sds: &sds };
         let folded = newton_with(x.len(), 5, raw, &y, 1.0, 200, 4_000, None).unwrap();
         assert!((held.0 - folded.0).abs() < 1e-6, "{} vs {}", held.0, folded.0);
         for (a, b) in held.1.iter().zip(&folded.1) {
@@ -634,8 +658,8 @@ mod tests {
             let (a, c) = (logit(&first, fit.intercept, &fit.coefficients), logit(&second, b2, &w2));
             assert!((a - c).abs() < 1e-9 * (1.0 + a.abs()), "{a} vs {c}");
         }
-        let refs: Vec<&[f64]> = x.iter().map(|r| &r[..]).collect();
-        let rows = || Rows::Raw { x: &refs, means: &second.means, sds: &second.sds };
+        let x32 = single(&x);
+        let rows = || Rows::Raw { x: &x32, means: &second.means, sds: &second.sds };
         let cold = newton_with(x.len(), 5, rows(), &y, 1.0, 200, 4_000, None).unwrap();
         // Start from a nearby solution (the cold one, perturbed).
         let near: Vec<f64> = cold.1.iter().map(|v| v * 1.05 + 0.01).collect();

@@ -162,6 +162,7 @@ impl Forest {
         let keep = booster.best_iteration.map_or(booster.trees.len(), |b| (b + 1).min(booster.trees.len()));
         let trees = booster.trees[..keep].iter().map(convert).collect::<Result<_, _>>()?;
         let forest = Forest { base: booster.base_score, trees };
+        tracing::debug!(rows = x.len(), grown = booster.trees.len(), kept = keep, "trees fitted");
         // Ours must score exactly as the crate does (checked on up to 1,000 training rows).
         booster.prediction_iteration = Some(keep);
         let check = x.len().min(1000);
