@@ -130,6 +130,10 @@ fn main() {
             for l in app.metrics().render().lines().filter(|l| l.contains("SubmitFeed") && !l.contains("_bucket")) {
                 eprintln!("  {l}");
             }
+            let bytes: u64 = std::fs::read_dir(&data)
+                .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+                .unwrap_or(0);
+            eprintln!("  data directory after bulk submit: {:.1} MiB", bytes as f64 / (1 << 20) as f64);
         }
 
         let mut models = ModelServiceClient::with_interceptor(channel.clone(), analyst.clone());
@@ -199,6 +203,12 @@ fn main() {
         }
         steps.add("propose every school's cohort", &mut t);
 
+        if verbose {
+            // The server's time in each method over the whole pipeline.
+            for l in app.metrics().render().lines().filter(|l| l.starts_with("riskid_rpc_duration_seconds_sum")) {
+                eprintln!("  {l}");
+            }
+        }
         // Not timed: every feed stored and scored, and the audit chain whole.
         let mut feeds_api = FeedServiceClient::with_interceptor(channel.clone(), analyst.clone());
         let mut stored = 0;

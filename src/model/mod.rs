@@ -165,7 +165,9 @@ pub fn train_and_evaluate(
         let bands = Bands { medium: quantile(scores.clone(), 0.7), high: quantile(scores, 0.9) };
         Ok(OutcomeModel { outcome, model, evaluation_model, selection, bands, evaluation })
     };
-    let outcomes: Vec<OutcomeModel> = std::thread::scope(|scope| {
+    let (outcomes, data_fingerprint) = std::thread::scope(|scope| {
+        // The data's fingerprint is taken beside the outcomes' training, not after it.
+        let fingerprinted = scope.spawn(|| fingerprint(&examples));
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let handles: Vec<_> = (0..3)
             .map(|k| {
@@ -178,12 +180,13 @@ pub fn train_and_evaluate(
         for m in rx {
             (req.progress)(&m);
         }
-        handles
+        let outcomes = handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| Err(ModelError::Fit("an outcome's training panicked".into()))))
-            .collect::<Result<Vec<_>, _>>()
+            .collect::<Result<Vec<OutcomeModel>, _>>();
+        let fingerprint = fingerprinted.join().map_err(|_| ModelError::Fit("fingerprinting the data panicked".into()));
+        Ok::<_, ModelError>((outcomes?, fingerprint?))
     })?;
-    let data_fingerprint = fingerprint(&examples);
     let model_id = req.model_id.unwrap_or_else(|| {
         let mut h = Sha256::new();
         h.update(data_fingerprint.as_bytes());

@@ -438,15 +438,20 @@ impl Store {
                 )?
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<_, _>>()?;
-            let mut out = Vec::new();
+            let mut packs = Vec::with_capacity(subs.len());
             for (id, urn, term) in subs {
                 let st = SchoolTerm { urn: Urn::new(urn).map_err(StoreError::Corrupt)?, term: Term::from_index(term) };
                 if let Some(packed) = packed_rows(conn, id)? {
-                    out.reserve(packed.len());
-                    for e in packed.iter() {
-                        out.push((st, e.decode(ROW)?));
-                    }
+                    packs.push((st, packed));
                 }
+            }
+            // Read in order, decoded on every core (in the same order).
+            let decoded = crate::par::map(&packs, |(st, packed)| {
+                packed.iter().map(|e| Ok((*st, e.decode(ROW)?))).collect::<StoreResult<Vec<_>>>()
+            });
+            let mut out = Vec::with_capacity(packs.iter().map(|(_, p)| p.len()).sum());
+            for rows in decoded {
+                out.extend(rows?);
             }
             Ok(out)
         })
