@@ -41,6 +41,16 @@ fn status_kib(field: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Bytes this process has written through system calls (`wchar` in /proc/self/io).
+fn bytes_written() -> f64 {
+    std::fs::read_to_string("/proc/self/io")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("wchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// CPU seconds this process and its waited-for children have used (utime + stime).
 fn cpu_seconds() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -114,8 +124,10 @@ fn main() {
             .args(["--server", &format!("http://{addr}")])
             .env("RISKID_KEY", &school_key);
         let cpu_before = cpu_seconds();
+        let written_before = bytes_written();
         let out = tokio::task::spawn_blocking(move || submit.output()).await.unwrap().unwrap();
         let cpu_after = cpu_seconds();
+        let written = bytes_written() - written_before;
         assert!(out.status.success(), "bulk submit failed: {}", String::from_utf8_lossy(&out.stderr));
         steps.add("bulk submit (validate, store, score, audit)", &mut t);
         if verbose {
@@ -133,7 +145,11 @@ fn main() {
             let bytes: u64 = std::fs::read_dir(&data)
                 .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
                 .unwrap_or(0);
-            eprintln!("  data directory after bulk submit: {:.1} MiB", bytes as f64 / (1 << 20) as f64);
+            eprintln!(
+                "  data directory after bulk submit: {:.1} MiB; the server wrote {:.1} MiB (WAL and checkpoints)",
+                bytes as f64 / (1 << 20) as f64,
+                written / (1 << 20) as f64
+            );
         }
 
         let mut models = ModelServiceClient::with_interceptor(channel.clone(), analyst.clone());
