@@ -102,35 +102,74 @@ impl App {
 
     /// Scores every queued submission, each in its own transaction with its audit event:
     /// what an activation queued, and after a crash whatever it left. Returns pupils scored.
+    /// A few at a time are scored at once on read snapshots, outside the write lock, then
+    /// written in the order queued (each checked against what committed since its snapshot).
     pub(crate) fn drain_score_queue(store: &Store) -> AppResult<usize> {
         // One drain at a time, so two activations cannot write the same pair in either order.
         static DRAIN: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _one = DRAIN.lock().unwrap_or_else(|p| p.into_inner());
+        let at_once = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4);
         let mut pupils = 0;
         let mut models: std::collections::HashMap<String, Arc<ModelArtifact>> = Default::default();
-        while let Some((submission_id, st, model_id)) = store.next_queued()? {
-            if !models.contains_key(&model_id) {
-                let rec =
-                    store.get_model(&model_id)?.ok_or_else(|| AppError::Internal("a queued model vanished".into()))?;
-                models.insert(model_id.clone(), rec.artifact.map_err(AppError::Internal)?);
+        loop {
+            let batch = store.queued(at_once)?;
+            if batch.is_empty() {
+                return Ok(pupils);
             }
-            let model = models[&model_id].clone();
-            pupils += store.write_queued_scores(
-                submission_id,
-                &model_id,
-                |history| Ok::<_, AppError>(score_history(&model, st, history)?),
-                |digest| {
-                    let mut e = system_event(
-                        Action::ScoresWrite,
-                        format!("submission {submission_id}"),
-                        json!({ "submission_id": submission_id, "model_id": model_id, "scores_sha256": digest }),
-                    );
-                    e.school_urn = Some(st.urn.to_string());
-                    e
-                },
-            )?;
-            tracing::info!(school = %st.urn, term = %st.term, model = %model_id, "scored a queued submission");
+            for (_, _, model_id) in &batch {
+                if !models.contains_key(model_id) {
+                    let rec = store
+                        .get_model(model_id)?
+                        .ok_or_else(|| AppError::Internal("a queued model vanished".into()))?;
+                    models.insert(model_id.clone(), rec.artifact.map_err(AppError::Internal)?);
+                }
+            }
+            // Scored at once, each on its own snapshot; one that fails here is scored again
+            // inside its transaction, where a lasting error is reported.
+            let prescored: Vec<Option<(i64, EncodedScores)>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = batch
+                    .iter()
+                    .map(|(submission_id, st, model_id)| {
+                        let model = &models[model_id];
+                        scope.spawn(move || -> AppResult<(i64, EncodedScores)> {
+                            let snap = store.queued_history(*submission_id)?;
+                            Ok((snap.last_id, score_history(model, *st, snap.history)?))
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().ok().and_then(Result::ok)).collect()
+            });
+            for ((submission_id, st, model_id), prescored) in batch.into_iter().zip(prescored) {
+                pupils += Self::write_queued(store, &models[&model_id], submission_id, st, &model_id, prescored)?;
+            }
         }
+    }
+
+    /// Writes one queued submission's scores (made on a snapshot, or here) with its event.
+    fn write_queued(
+        store: &Store,
+        model: &ModelArtifact,
+        submission_id: i64,
+        st: SchoolTerm,
+        model_id: &str,
+        prescored: Option<(i64, EncodedScores)>,
+    ) -> AppResult<usize> {
+        let pupils = store.write_queued_scores(
+            submission_id,
+            model_id,
+            prescored,
+            |history| Ok::<_, AppError>(score_history(model, st, history)?),
+            |digest| {
+                let mut e = system_event(
+                    Action::ScoresWrite,
+                    format!("submission {submission_id}"),
+                    json!({ "submission_id": submission_id, "model_id": model_id, "scores_sha256": digest }),
+                );
+                e.school_urn = Some(st.urn.to_string());
+                e
+            },
+        )?;
+        tracing::info!(school = %st.urn, term = %st.term, model = %model_id, "scored a queued submission");
         Ok(pupils)
     }
 

@@ -27,7 +27,8 @@ pub use models::ModelRecord;
 pub use requests::{RequestKey, RequestResult};
 pub use scores::{EncodedScore, EncodedScores, LiveScores, Ranked, ScoreRecord};
 pub use submissions::{
-    ActiveModel, FeedSource, NewSubmission, SaveOutcome, SubmissionFilter, SubmissionRecord, SubmissionState, Written,
+    ActiveModel, FeedSource, NewSubmission, SaveOutcome, SnapshotHistory, SubmissionFilter, SubmissionRecord,
+    SubmissionState, Written,
 };
 
 #[derive(Debug, thiserror::Error)]

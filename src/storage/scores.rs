@@ -267,20 +267,22 @@ impl Store {
     }
 
     /// The next queued (submission, school term, model) to score, oldest first.
-    pub fn next_queued(&self) -> StoreResult<Option<(i64, SchoolTerm, String)>> {
-        let row: Option<(i64, u32, u32, String)> = self
+    /// The first `limit` queued (submission, school term, model), in the order queued.
+    pub fn queued(&self, limit: usize) -> StoreResult<Vec<(i64, SchoolTerm, String)>> {
+        let rows: Vec<(i64, u32, u32, String)> = self
             .conn()
-            .query_row(
+            .prepare(
                 "SELECT q.submission_id, s.urn, s.term_index, q.model_id FROM score_queue q \
-                 JOIN submissions s ON s.id = q.submission_id ORDER BY q.rowid LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        row.map(|(id, urn, ti, model)| {
-            Ok((id, SchoolTerm { urn: Urn::new(urn).map_err(StoreError::Corrupt)?, term: Term::from_index(ti) }, model))
-        })
-        .transpose()
+                 JOIN submissions s ON s.id = q.submission_id ORDER BY q.rowid LIMIT ?1",
+            )?
+            .query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(id, urn, ti, model)| {
+                let st = SchoolTerm { urn: Urn::new(urn).map_err(StoreError::Corrupt)?, term: Term::from_index(ti) };
+                Ok((id, st, model))
+            })
+            .collect()
     }
 
     pub fn queued_count(&self) -> StoreResult<usize> {

@@ -272,7 +272,9 @@ impl Store {
                 .query_row("SELECT model_id FROM models WHERE active = 1", [], |r| r.get(0))
                 .map_err(StoreError::from)?;
             let fresh = match &prescored {
-                Some(p) if p.model_id == model_id && !touched_since(tx, p.last_id, id, s.rows)? => Some(&p.encoded),
+                Some(p) if p.model_id == model_id && !touched_since(tx, p.last_id, id, s.rows.iter().map(|r| r.upn.as_str()))? => {
+                    Some(&p.encoded)
+                }
                 _ => None,
             };
             let scores_digest = if let Some(encoded) = fresh {
@@ -289,11 +291,25 @@ impl Store {
         })
     }
 
+    /// A queued submission's pupils' history as a read snapshot holds it, to score outside
+    /// the write lock, with the snapshot's latest submission id: `write_queued_scores` stores
+    /// scores made from it only if no later submission touched those pupils.
+    pub fn queued_history(&self, submission_id: i64) -> StoreResult<SnapshotHistory> {
+        let conn = self.snapshot_conn();
+        let snap = conn.unchecked_transaction()?;
+        let last_id: i64 = snap.query_row("SELECT COALESCE(MAX(id), 0) FROM submissions", [], |r| r.get(0))?;
+        Ok(SnapshotHistory { last_id, history: super::scores::history_of(&snap, submission_id)? })
+    }
+
     /// Scores a queued submission and records it, in one transaction (activation, recovery).
+    /// Scores made on a snapshot (`prescored`: its latest submission id, and the scores) are
+    /// stored if they are still what the committed history gives; otherwise, or without
+    /// them, `score` computes them inside the transaction.
     pub fn write_queued_scores<E: From<StoreError>>(
         &self,
         submission_id: i64,
         model_id: &str,
+        prescored: Option<(i64, EncodedScores)>,
         score: impl FnOnce(Vec<(SchoolTerm, PupilTerm)>) -> Result<EncodedScores, E>,
         event: impl FnOnce(&str) -> NewEvent,
     ) -> Result<usize, E> {
@@ -308,8 +324,18 @@ impl Store {
             if taken == 0 {
                 return Ok(0);
             }
-            let history = super::scores::history_of(tx, submission_id)?;
-            let encoded = score(history)?;
+            let fresh = match prescored {
+                Some((last_id, encoded)) => {
+                    let upns = upns_of(tx, submission_id)?;
+                    let stale = touched_since(tx, last_id, submission_id, upns.iter().map(String::as_str))?;
+                    (!stale).then_some(encoded)
+                }
+                None => None,
+            };
+            let encoded = match fresh {
+                Some(encoded) => encoded,
+                None => score(super::scores::history_of(tx, submission_id)?)?,
+            };
             let digest = super::scores::insert_scores(tx, submission_id, model_id, &encoded)?;
             super::audit::append(tx, event(&digest))?;
             Ok(encoded.len())
@@ -486,6 +512,13 @@ fn upns_of(conn: &rusqlite::Connection, id: i64) -> StoreResult<Vec<String>> {
     entries.map_or(Ok(Vec::new()), |e| super::packed::upns(Kind::Rows, &e))
 }
 
+/// A queued submission's pupils' history read on a snapshot, and the latest submission id
+/// that snapshot holds.
+pub struct SnapshotHistory {
+    pub last_id: i64,
+    pub history: Vec<(SchoolTerm, PupilTerm)>,
+}
+
 /// Which current submissions hold each of a list of pupils (the UPN index lists current
 /// submissions only, with their school and term).
 pub(super) const PUPILS_CURRENT: &str =
@@ -623,7 +656,7 @@ fn earlier_history(
 /// Whether a submission committed after `since` (other than `own`) holds any of these
 /// pupils, or superseded one that did: then a snapshot taken at `since` is out of date for
 /// them.
-fn touched_since(tx: &Transaction, since: i64, own: i64, rows: &[PupilTerm]) -> StoreResult<bool> {
+fn touched_since<'a>(tx: &Transaction, since: i64, own: i64, upns: impl Iterator<Item = &'a str>) -> StoreResult<bool> {
     let newer: Vec<(i64, Option<i64>)> = tx
         .prepare_cached("SELECT id, supersedes FROM submissions WHERE id > ?1 AND id <> ?2")?
         .query_map(params![since, own], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -631,7 +664,7 @@ fn touched_since(tx: &Transaction, since: i64, own: i64, rows: &[PupilTerm]) -> 
     if newer.is_empty() {
         return Ok(false);
     }
-    let ours: std::collections::HashSet<&str> = rows.iter().map(|r| r.upn.as_str()).collect();
+    let ours: std::collections::HashSet<&str> = upns.collect();
     for id in newer.iter().flat_map(|(id, old)| std::iter::once(*id).chain(*old)) {
         if upns_of(tx, id)?.iter().any(|u| ours.contains(u.as_str())) {
             return Ok(true);
@@ -766,6 +799,85 @@ mod tests {
         let flags: Vec<String> = scores.iter().map(|s| s.risk.flags.join(",")).collect();
         assert_eq!(flags.len(), rows.len());
         assert!(flags.iter().all(|f| f == "2 terms seen"), "{flags:?}");
+    }
+
+    /// A queued submission's scores made on a snapshot are stored as they are while nothing
+    /// committed since touched its pupils, and computed again inside the transaction (from the
+    /// committed history) once something did.
+    #[test]
+    fn queued_scores_from_a_snapshot_are_checked_before_they_are_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_model(dir.path(), &[100001, 100002]);
+        let rows = crate::ingest::parse_csv(include_bytes!("../../tests/fixtures/valid-feed.csv")).unwrap().rows;
+        let autumn = Term::parse("2025/26", "autumn").unwrap();
+        let ours = SchoolTerm { urn: Urn::new(100001).unwrap(), term: autumn.next() };
+        let theirs = SchoolTerm { urn: Urn::new(100002).unwrap(), term: autumn };
+        let model_id = store.active_model().unwrap().unwrap().model_id;
+        let accept = |st: SchoolTerm, sha: &str| match store
+            .accept_submission::<StoreError>(
+                &submission(st, sha, &rows),
+                None,
+                |a, h| super::super::scores::encode_scores(&fake_scores(a.model_id, st, &h)),
+                |_, _| event(Action::FeedAccept),
+            )
+            .unwrap()
+        {
+            SaveOutcome::Accepted(r) => r.id,
+            other => panic!("not accepted: {other:?}"),
+        };
+        let id = accept(ours, "ours");
+        let queue = || {
+            store
+                .write::<_, StoreError>(|tx| {
+                    tx.execute(
+                        "INSERT INTO score_queue (submission_id, model_id) VALUES (?1, ?2)",
+                        params![id, model_id],
+                    )?;
+                    Ok(())
+                })
+                .unwrap()
+        };
+        let write = |prescored: Option<(i64, EncodedScores)>, calls: &RefCell<Vec<usize>>| {
+            store
+                .write_queued_scores::<StoreError>(
+                    id,
+                    &model_id,
+                    prescored,
+                    |h| {
+                        calls.borrow_mut().push(h.len());
+                        super::super::scores::encode_scores(&fake_scores(&model_id, ours, &h))
+                    },
+                    |_| event(Action::ScoresWrite),
+                )
+                .unwrap()
+        };
+        let snapshot = |store: &Store| {
+            let snap = store.queued_history(id).unwrap();
+            let encoded = super::super::scores::encode_scores(&fake_scores(&model_id, ours, &snap.history)).unwrap();
+            (snap.last_id, encoded)
+        };
+
+        // Nothing committed since the snapshot: stored as scored there.
+        queue();
+        let calls = RefCell::new(Vec::new());
+        assert_eq!(write(Some(snapshot(&store)), &calls), rows.len());
+        assert!(calls.borrow().is_empty(), "the snapshot's scores were stored");
+        assert_eq!(store.queued(10).unwrap(), vec![], "taken off the queue");
+
+        // The same pupils' earlier term, at another school, commits after the snapshot.
+        queue();
+        let stale = snapshot(&store);
+        accept(theirs, "theirs");
+        let calls = RefCell::new(Vec::new());
+        assert_eq!(write(Some(stale), &calls), rows.len());
+        assert_eq!(*calls.borrow(), vec![2 * rows.len()], "scored again, with the earlier term");
+        let LiveScores::Ready { scores, .. } = store.live_scores(ours).unwrap() else { panic!("scored") };
+        assert!(scores.iter().all(|s| s.risk.flags.join(",") == "2 terms seen"));
+
+        // Already written by another drain: nothing to do, nothing scored.
+        let calls = RefCell::new(Vec::new());
+        assert_eq!(write(Some(snapshot(&store)), &calls), 0);
+        assert!(calls.borrow().is_empty());
     }
 
     /// Without a concurrent commit, the snapshot's scores are stored as they are.
