@@ -20,6 +20,9 @@ pub struct Example {
     pub upn: Upn,
     pub term: Term,
     pub features: [f64; N_FEATURES],
+    /// The same features in single precision, in a matrix shared by the examples built
+    /// together: what the logistic solver reads.
+    pub single: SingleRow,
     /// Next-term outcome, in `Outcome::ALL` order; `None` where undefined.
     pub labels: [Option<bool>; 3],
     /// This term's status for each outcome: the "last term's status" baseline.
@@ -29,6 +32,28 @@ pub struct Example {
     pub groups: Groups,
     /// Seeded tie-break key, as cohort selection uses.
     pub tie: u64,
+}
+
+/// One example's features in single precision: a row of a matrix shared by all the
+/// examples built together, rows adjacent in memory. A pass of the logistic solver over
+/// examples reads these (a run of adjacent rows streams from memory at half the bytes of
+/// the examples' own doubles, and at under two thirds of the time of even those held
+/// contiguously) rather than each example's features.
+#[derive(Debug, Clone)]
+pub struct SingleRow {
+    matrix: std::sync::Arc<[f32]>,
+    row: u32,
+}
+
+impl SingleRow {
+    pub fn get(&self) -> &[f32] {
+        &self.matrix[self.row as usize * N_FEATURES..][..N_FEATURES]
+    }
+
+    /// A row of its own, for an example made on its own.
+    pub fn of(features: &[f64; N_FEATURES]) -> Self {
+        Self { matrix: features.iter().map(|v| *v as f32).collect(), row: 0 }
+    }
 }
 
 pub fn status_now(row: &PupilTerm) -> [f64; 3] {
@@ -44,6 +69,9 @@ pub fn groups_of(row: &PupilTerm) -> Groups {
 /// next row left the system and are left out (censored).
 pub fn build(history: &History, seed: u64) -> Vec<Example> {
     let mut out = Vec::with_capacity(history.rows());
+    // Every example starts with the same empty row, and gets its row of the shared matrix
+    // once all are built.
+    let unset = SingleRow { matrix: std::sync::Arc::from(Vec::new()), row: 0 };
     for (upn, rows) in &history.pupils {
         for (st, row) in rows {
             let Some(next) = row_at(rows, st.term.next()) else {
@@ -55,6 +83,7 @@ pub fn build(history: &History, seed: u64) -> Vec<Example> {
                 upn: upn.clone(),
                 term: st.term,
                 features: values,
+                single: unset.clone(),
                 labels: Outcome::ALL.map(|o| o.observe(next)),
                 last_status: status_now(row),
                 dfe_rule: if row.persistently_absent() == Some(true) { 1.0 } else { 0.0 },
@@ -62,6 +91,10 @@ pub fn build(history: &History, seed: u64) -> Vec<Example> {
                 tie: tie_break(seed, upn),
             });
         }
+    }
+    let matrix: std::sync::Arc<[f32]> = out.iter().flat_map(|e| e.features.map(|v| v as f32)).collect();
+    for (row, e) in out.iter_mut().enumerate() {
+        e.single = SingleRow { matrix: matrix.clone(), row: row as u32 };
     }
     out
 }

@@ -201,6 +201,7 @@ mod flag_tests {
             upn: crate::domain::Upn::parse("D359200119001").unwrap(),
             term: Term::parse("2025/26", "autumn").unwrap(),
             features: [0.0; N_FEATURES],
+            single: super::super::dataset::SingleRow::of(&[0.0; N_FEATURES]),
             labels: [Some(false); 3],
             last_status: [0.0; 3],
             dfe_rule: 0.0,
