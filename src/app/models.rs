@@ -137,7 +137,21 @@ impl App {
                         })
                     })
                     .collect();
-                handles.into_iter().map(|h| h.join().ok().and_then(Result::ok)).collect()
+                handles
+                    .into_iter()
+                    .zip(&batch)
+                    .map(|(h, (submission_id, _, _))| match h.join() {
+                        Ok(Ok(scored)) => Some(scored),
+                        Ok(Err(e)) => {
+                            tracing::warn!(submission_id, error = %e, "scoring a queued submission on a snapshot failed; scoring it in its transaction");
+                            None
+                        }
+                        Err(_) => {
+                            tracing::warn!(submission_id, "scoring a queued submission on a snapshot panicked; scoring it in its transaction");
+                            None
+                        }
+                    })
+                    .collect()
             });
             for ((submission_id, st, model_id), prescored) in batch.into_iter().zip(prescored) {
                 pupils += Self::write_queued(store, &models[&model_id], submission_id, st, &model_id, prescored)?;

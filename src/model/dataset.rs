@@ -39,10 +39,17 @@ pub struct Example {
 /// examples reads these (a run of adjacent rows streams from memory at half the bytes of
 /// the examples' own doubles, and at under two thirds of the time of even those held
 /// contiguously) rather than each example's features.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SingleRow {
     matrix: std::sync::Arc<[f32]>,
     row: u32,
+}
+
+/// The row's values, not the whole shared matrix.
+impl std::fmt::Debug for SingleRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SingleRow").field("row", &self.row).field("values", &self.get()).finish()
+    }
 }
 
 impl SingleRow {
