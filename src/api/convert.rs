@@ -226,12 +226,40 @@ pub fn full_view(view: i32) -> bool {
     pb::RiskView::try_from(view) != Ok(pb::RiskView::Basic)
 }
 
+/// The protobuf value of a reason's domain, by name. Every child shown costs several of
+/// these, so each name's value is worked out once (from the enum's own names) and looked up.
 pub fn domain_to_pb(d: &str) -> pb::ReasonDomain {
-    pb::ReasonDomain::from_str_name(&format!("REASON_DOMAIN_{}", d.to_ascii_uppercase())).unwrap_or_default()
+    static TABLE: std::sync::OnceLock<Vec<(&'static str, pb::ReasonDomain)>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        use crate::model::features::Domain;
+        [Domain::Attendance, Domain::Behaviour, Domain::Wellbeing, Domain::Attainment, Domain::Context]
+            .map(|d| {
+                let name = d.as_str();
+                let value = pb::ReasonDomain::from_str_name(&format!("REASON_DOMAIN_{}", name.to_ascii_uppercase()));
+                (name, value.unwrap_or_default())
+            })
+            .to_vec()
+    });
+    table.iter().find(|(name, _)| *name == d).map_or_else(
+        || pb::ReasonDomain::from_str_name(&format!("REASON_DOMAIN_{}", d.to_ascii_uppercase())).unwrap_or_default(),
+        |(_, value)| *value,
+    )
 }
 
+/// The protobuf value of a measure, from the enum's own names, worked out once per measure.
 pub fn measure_to_pb(m: crate::scoring::Measure) -> pb::Measure {
-    pb::Measure::from_str_name(&format!("MEASURE_{}", m.as_str().to_ascii_uppercase())).unwrap_or_default()
+    use crate::scoring::Measure;
+    static TABLE: std::sync::OnceLock<Vec<(Measure, pb::Measure)>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        Measure::ALL
+            .iter()
+            .map(|&m| {
+                let name = format!("MEASURE_{}", m.as_str().to_ascii_uppercase());
+                (m, pb::Measure::from_str_name(&name).unwrap_or_default())
+            })
+            .collect()
+    });
+    table.iter().find(|(x, _)| *x == m).map_or(pb::Measure::Unspecified, |(_, value)| *value)
 }
 
 pub fn risk_to_pb(r: &crate::scoring::PupilRisk) -> pb::PupilRisk {
@@ -356,6 +384,12 @@ mod tests {
         for d in ["attendance", "behaviour", "wellbeing", "attainment", "context"] {
             assert_ne!(domain_to_pb(d), pb::ReasonDomain::Unspecified, "{d}");
         }
+        // Each maps to its own value, by name.
+        assert_eq!(measure_to_pb(Measure::SdqConduct), pb::Measure::SdqConduct);
+        assert_eq!(domain_to_pb("wellbeing"), pb::ReasonDomain::Wellbeing);
+        assert_eq!(domain_to_pb("not a domain"), pb::ReasonDomain::Unspecified);
+        let measures: std::collections::BTreeSet<i32> = Measure::ALL.iter().map(|m| measure_to_pb(*m) as i32).collect();
+        assert_eq!(measures.len(), Measure::ALL.len(), "no two measures share a value");
         for a in crate::audit::Action::ALL {
             assert_ne!(action_to_pb(a), pb::AuditAction::Unspecified, "{a:?}");
             assert_eq!(action_from_pb(action_to_pb(a) as i32), Some(a));
