@@ -118,6 +118,7 @@ impl Measure {
 /// What a value compares with, such as the school's median this term.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {
+    #[serde(deserialize_with = "super::known_name")]
     pub with: std::borrow::Cow<'static, str>,
     pub value: f64,
 }
@@ -262,6 +263,27 @@ pub fn words(evidence: &[Evidence]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Names riskid writes come back borrowed (no allocation per reason read), through both
+    /// stored formats, and equal to what was written; any other name is kept as read.
+    #[test]
+    fn known_names_are_borrowed_when_read_back() {
+        use std::borrow::Cow;
+        let e = Evidence::new(Measure::Attendance, 0.8).compared_with("school median this term", Some(0.9));
+        let r = crate::scoring::Reason { domain: "attendance".into(), evidence: vec![e], contribution: 0.5 };
+        let json: crate::scoring::Reason = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        let compact: crate::scoring::Reason = postcard::from_bytes(&postcard::to_allocvec(&r).unwrap()).unwrap();
+        for back in [json, compact] {
+            assert_eq!(back, r);
+            assert!(matches!(back.domain, Cow::Borrowed("attendance")));
+            let with = &back.evidence[0].compared_with.as_ref().unwrap().with;
+            assert!(matches!(with, Cow::Borrowed("school median this term")));
+        }
+        let odd = crate::scoring::Reason { domain: "other".into(), ..r };
+        let back: crate::scoring::Reason = serde_json::from_str(&serde_json::to_string(&odd).unwrap()).unwrap();
+        assert_eq!(back.domain, "other");
+        assert!(matches!(back.domain, Cow::Owned(_)));
+    }
 
     #[test]
     fn words_come_from_the_numbers() {

@@ -33,11 +33,35 @@ impl Band {
 /// the log-odds of the outcome (positive raises the risk).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reason {
-    /// The domain's stable name (as serialised); borrowed when scored, so showing a reason
-    /// costs no allocation.
+    /// The domain's stable name (as serialised); borrowed when scored, and when read back
+    /// (a known name), so showing a reason costs no allocation.
+    #[serde(deserialize_with = "known_name")]
     pub domain: std::borrow::Cow<'static, str>,
     pub evidence: Vec<Evidence>,
     pub contribution: f64,
+}
+
+/// The names riskid writes in reasons (domains) and evidence (what a value compares with).
+const KNOWN_NAMES: [&str; 7] =
+    ["attendance", "behaviour", "wellbeing", "attainment", "context", "school median", "school median this term"];
+
+/// A name as read back: one riskid writes is borrowed from the list above, any other is
+/// kept as read. Reading a school's scores would otherwise allocate every name again.
+pub(crate) fn known_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::borrow::Cow<'static, str>, D::Error> {
+    struct Name;
+    impl serde::de::Visitor<'_> for Name {
+        type Value = std::borrow::Cow<'static, str>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a name")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(KNOWN_NAMES.iter().find(|k| **k == v).map_or_else(|| v.to_owned().into(), |k| (*k).into()))
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(KNOWN_NAMES.iter().find(|k| **k == v).map_or_else(|| v.into(), |k| (*k).into()))
+        }
+    }
+    d.deserialize_str(Name)
 }
 
 impl Reason {
