@@ -70,6 +70,21 @@ impl Browser {
         self.c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
     }
 
+    /// Clicks a button that submits a form, and waits until the page it was on has been
+    /// replaced by the answer (the button is gone from the document): a wait for an element
+    /// alone could find it on the old page. Gives up after 30 s.
+    async fn submit_with(&self, button: fantoccini::elements::Element) {
+        button.click().await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match button.tag_name().await {
+                Err(e) if e.is_stale_element_reference() => break,
+                Err(e) => panic!("waiting for the answer to a form: {e}"),
+                Ok(_) => assert!(std::time::Instant::now() < deadline, "the form's answer never replaced the page"),
+            }
+        }
+    }
+
     async fn type_into(&self, css: &str, text: &str) {
         self.c.find(Locator::Css(css)).await.unwrap().send_keys(text).await.unwrap();
     }
@@ -271,7 +286,7 @@ async fn people_do_their_jobs_in_a_real_browser() {
     loop {
         let buttons = b.c.find_all(Locator::Css("form[action$='/decide'] button")).await.unwrap();
         let Some(first) = buttons.into_iter().next() else { break };
-        first.click().await.unwrap();
+        b.submit_with(first).await;
         b.c.wait().for_element(Locator::Css("#progress")).await.unwrap();
     }
     assert!(b.body().await.contains("6 decided, 0 not decided"));
