@@ -41,7 +41,7 @@ pub struct Example {
 /// contiguously) rather than each example's features.
 #[derive(Clone)]
 pub struct SingleRow {
-    matrix: std::sync::Arc<[f32]>,
+    matrix: std::sync::Arc<Vec<f32>>,
     row: u32,
 }
 
@@ -59,7 +59,7 @@ impl SingleRow {
 
     /// A row of its own, for an example made on its own.
     pub fn of(features: &[f64; N_FEATURES]) -> Self {
-        Self { matrix: features.iter().map(|v| *v as f32).collect(), row: 0 }
+        Self { matrix: std::sync::Arc::new(features.iter().map(|v| *v as f32).collect()), row: 0 }
     }
 }
 
@@ -78,7 +78,7 @@ pub fn build(history: &History, seed: u64) -> Vec<Example> {
     let mut out = Vec::with_capacity(history.rows());
     // Every example starts with the same empty row, and gets its row of the shared matrix
     // once all are built.
-    let unset = SingleRow { matrix: std::sync::Arc::from(Vec::new()), row: 0 };
+    let unset = SingleRow { matrix: std::sync::Arc::new(Vec::new()), row: 0 };
     for (upn, rows) in &history.pupils {
         for (st, row) in rows {
             let Some(next) = row_at(rows, st.term.next()) else {
@@ -99,7 +99,11 @@ pub fn build(history: &History, seed: u64) -> Vec<Example> {
             });
         }
     }
-    let matrix: std::sync::Arc<[f32]> = out.iter().flat_map(|e| e.features.map(|v| v as f32)).collect();
+    // Made in place at its final size and shared as it is (collecting into an `Arc<[f32]>`
+    // would hold a second copy while it is made).
+    let mut values = Vec::with_capacity(out.len() * N_FEATURES);
+    values.extend(out.iter().flat_map(|e| e.features.map(|v| v as f32)));
+    let matrix = std::sync::Arc::new(values);
     for (row, e) in out.iter_mut().enumerate() {
         e.single = SingleRow { matrix: matrix.clone(), row: row as u32 };
     }
