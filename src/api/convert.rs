@@ -230,20 +230,13 @@ pub fn full_view(view: i32) -> bool {
 /// these, so each name's value is worked out once (from the enum's own names) and looked up.
 pub fn domain_to_pb(d: &str) -> pb::ReasonDomain {
     static TABLE: std::sync::OnceLock<Vec<(&'static str, pb::ReasonDomain)>> = std::sync::OnceLock::new();
+    let by_name = |d: &str| {
+        pb::ReasonDomain::from_str_name(&format!("REASON_DOMAIN_{}", d.to_ascii_uppercase())).unwrap_or_default()
+    };
     let table = TABLE.get_or_init(|| {
-        use crate::model::features::Domain;
-        [Domain::Attendance, Domain::Behaviour, Domain::Wellbeing, Domain::Attainment, Domain::Context]
-            .map(|d| {
-                let name = d.as_str();
-                let value = pb::ReasonDomain::from_str_name(&format!("REASON_DOMAIN_{}", name.to_ascii_uppercase()));
-                (name, value.unwrap_or_default())
-            })
-            .to_vec()
+        crate::model::features::Domain::ALL.iter().map(|d| (d.as_str(), by_name(d.as_str()))).collect()
     });
-    table.iter().find(|(name, _)| *name == d).map_or_else(
-        || pb::ReasonDomain::from_str_name(&format!("REASON_DOMAIN_{}", d.to_ascii_uppercase())).unwrap_or_default(),
-        |(_, value)| *value,
-    )
+    table.iter().find(|(name, _)| *name == d).map_or_else(|| by_name(d), |(_, value)| *value)
 }
 
 /// The protobuf value of a measure, from the enum's own names, worked out once per measure.

@@ -19,6 +19,10 @@ pub enum Domain {
 }
 
 impl Domain {
+    /// Every domain, in the order reasons are gathered.
+    pub const ALL: [Domain; 5] =
+        [Domain::Attendance, Domain::Behaviour, Domain::Wellbeing, Domain::Attainment, Domain::Context];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Domain::Attendance => "attendance",

@@ -249,9 +249,8 @@ struct Pass {
     /// Σ r·x over the rows as given (raw or standardised) and Σ r, with r = p - t.
     gx: Vec<f64>,
     gb: f64,
-    /// The sampled Hessian's parts, when asked for: ZᵀHZ, ZᵀH1 and Σh (not yet scaled up),
-    /// and how many rows they are over.
-    hessian: Option<(Array2<f64>, Vec<f64>, f64, usize)>,
+    /// The sampled Hessian's parts, when asked for: ZᵀHZ, ZᵀH1 and Σh (not yet scaled up).
+    hessian: Option<(Array2<f64>, Vec<f64>, f64)>,
 }
 
 /// One pass at (w, b) over every row: the linear predictor (kept in `eta`), the loss, the
@@ -284,7 +283,7 @@ fn pass(
     // Sampled rows, each standardised and times √h, gathered for the Hessian's product.
     let mut hb = hessian_stride.map(|_| Array2::<f64>::zeros((HESSIAN_CHUNK, d)));
     let mut xtx = Array2::<f64>::zeros((if hb.is_some() { d } else { 0 }, d));
-    let (mut xh, mut hsum, mut taken, mut sampled) = (vec![0.0; d], 0.0, 0, 0);
+    let (mut xh, mut hsum, mut taken) = (vec![0.0; d], 0.0, 0);
     let mut z = vec![0.0; d];
     rows.for_rows(n, d, &mut |row, x| {
         let e = dot(x, &v) + c;
@@ -319,7 +318,6 @@ fn pass(
             }
             hsum += h;
             taken += 1;
-            sampled += 1;
             if taken == HESSIAN_CHUNK {
                 ndarray::linalg::general_mat_mul(1.0, &hb.t(), &*hb, 1.0, &mut xtx);
                 taken = 0;
@@ -331,7 +329,7 @@ fn pass(
             let part = hb.slice(ndarray::s![..taken, ..]);
             ndarray::linalg::general_mat_mul(1.0, &part.t(), &part, 1.0, &mut xtx);
         }
-        (xtx, xh, hsum, sampled)
+        (xtx, xh, hsum)
     });
     Pass { loss, gx, gb, hessian }
 }
@@ -395,8 +393,9 @@ fn newton_with(
     // zero, so it is the same; each step costs a fraction of an exact Newton step, and the
     // damped search below keeps every step downhill.
     let stride = n.div_ceil(hessian_rows.max(1)).max(1);
-    let factor_of = |(xtx, xh, hsum, sampled): (Array2<f64>, Vec<f64>, f64, usize)| -> Result<Cholesky, ModelError> {
-        let scale_up = n as f64 / sampled.max(1) as f64;
+    let sampled = n.div_ceil(stride);
+    let scale_up = n as f64 / sampled as f64;
+    let factor_of = |(xtx, xh, hsum): (Array2<f64>, Vec<f64>, f64)| -> Result<Cholesky, ModelError> {
         // The bordered system [[ZᵀHZ + αI, ZᵀH1], [1ᵀHZ, Σh]] over (w, b).
         let mut hess = Array2::<f64>::zeros((d + 1, d + 1));
         hess.slice_mut(ndarray::s![..d, ..d]).assign(&(xtx * scale_up));

@@ -115,6 +115,11 @@ impl Measure {
     }
 }
 
+/// What a pupil's value this term is compared with.
+pub const SCHOOL_MEDIAN: &str = "school median";
+/// What a pupil's value over every term on record is compared with.
+pub const SCHOOL_MEDIAN_THIS_TERM: &str = "school median this term";
+
 /// What a value compares with, such as the school's median this term.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {

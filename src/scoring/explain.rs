@@ -1,6 +1,6 @@
 //! Turning a model's additive contributions into reasons a person can check.
 
-use super::evidence::{Evidence, Measure};
+use super::evidence::{Evidence, Measure, SCHOOL_MEDIAN, SCHOOL_MEDIAN_THIS_TERM};
 use super::{OutcomeRisk, PupilRisk, Reason};
 use crate::domain::{Attainment, Cin, Outcome, PupilTerm, SchoolTerm, Sen};
 use crate::model::features::{Domain, FEATURES, PupilHistory, features, on_record, row_at};
@@ -54,7 +54,7 @@ fn describe(domain: Domain, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm, c
                 Some(r) => out.push(
                     ev(M::Attendance, 1.0 - r)
                         .earlier(prev.and_then(PupilTerm::absence_rate).map(|p| 1.0 - p))
-                        .compared_with("school median", ctx.median_attendance),
+                        .compared_with(SCHOOL_MEDIAN, ctx.median_attendance),
                 ),
                 None => out.push(ev(M::SessionsPossible, f64::from(row.sessions_possible))),
             }
@@ -65,7 +65,7 @@ fn describe(domain: Domain, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm, c
                 let absent: u32 = all.iter().map(|r| r.absent_sessions()).sum();
                 out.push(
                     ev(M::AttendanceAllTerms, 1.0 - f64::from(absent) / f64::from(possible))
-                        .compared_with("school median this term", ctx.median_attendance),
+                        .compared_with(SCHOOL_MEDIAN_THIS_TERM, ctx.median_attendance),
                 );
             }
             if let Some(sp) = row.absence_spells.filter(|&s| s > 1) {
@@ -100,7 +100,7 @@ fn describe(domain: Domain, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm, c
                 Some(n) => out.push(
                     ev(M::BehaviourIncidents, f64::from(n))
                         .earlier(prev.and_then(|p| p.behaviour_incidents).map(f64::from))
-                        .compared_with("school median", ctx.median_incidents),
+                        .compared_with(SCHOOL_MEDIAN, ctx.median_incidents),
                 ),
                 None => out.push(ev(M::BehaviourNotRecorded, 1.0)),
             }
@@ -109,7 +109,7 @@ fn describe(domain: Domain, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm, c
             if recorded.len() > 1 {
                 out.push(
                     ev(M::BehaviourIncidentsAllTerms, recorded.iter().sum::<f64>() / recorded.len() as f64)
-                        .compared_with("school median this term", ctx.median_incidents),
+                        .compared_with(SCHOOL_MEDIAN_THIS_TERM, ctx.median_incidents),
                 );
             }
         }
@@ -255,9 +255,6 @@ fn features_of(m: Measure) -> &'static [usize] {
     &table[i]
 }
 
-const DOMAINS: [Domain; 5] =
-    [Domain::Attendance, Domain::Behaviour, Domain::Wellbeing, Domain::Attainment, Domain::Context];
-
 /// Scores one pupil's row with the model, with reasons and flags, on its own.
 pub fn score_pupil(model: &ModelArtifact, h: &PupilHistory, row: &PupilTerm, st: SchoolTerm) -> PupilRisk {
     score_pupil_in(model, h, row, st, &SchoolContext::default())
@@ -284,8 +281,8 @@ pub fn score_pupil_in(
             // Per domain: the facts whose own features raised this outcome's risk, and how
             // much those features raised it together (each feature counted once).
             let mut candidates: Vec<(usize, f64, Vec<Evidence>)> = Vec::new();
-            for d in 0..DOMAINS.len() {
-                let all = facts[d].get_or_insert_with(|| describe(DOMAINS[d], h, row, st, ctx));
+            for (d, (&domain, facts)) in Domain::ALL.iter().zip(facts.iter_mut()).enumerate() {
+                let all = facts.get_or_insert_with(|| describe(domain, h, row, st, ctx));
                 let mut used = [false; N_FEATURES];
                 let kept: Vec<Evidence> = all
                     .iter()
@@ -309,7 +306,7 @@ pub fn score_pupil_in(
                 .into_iter()
                 .take(TOP_REASONS)
                 .map(|(d, contribution, evidence)| Reason {
-                    domain: DOMAINS[d].as_str().into(),
+                    domain: Domain::ALL[d].as_str().into(),
                     evidence,
                     contribution,
                 })

@@ -41,12 +41,15 @@ pub struct Reason {
     pub contribution: f64,
 }
 
-/// The names riskid writes in reasons (domains) and evidence (what a value compares with).
-const KNOWN_NAMES: [&str; 7] =
-    ["attendance", "behaviour", "wellbeing", "attainment", "context", "school median", "school median this term"];
+/// A name riskid writes in reasons (a domain) or evidence (what a value compares with).
+fn known(v: &str) -> Option<&'static str> {
+    use crate::model::features::Domain;
+    let compared = [evidence::SCHOOL_MEDIAN, evidence::SCHOOL_MEDIAN_THIS_TERM];
+    Domain::ALL.iter().map(|d| d.as_str()).chain(compared).find(|k| *k == v)
+}
 
-/// A name as read back: one riskid writes is borrowed from the list above, any other is
-/// kept as read. Reading a school's scores would otherwise allocate every name again.
+/// A name as read back: one riskid writes is borrowed from its own, any other is kept as
+/// read. Reading a school's scores would otherwise allocate every name again.
 pub(crate) fn known_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::borrow::Cow<'static, str>, D::Error> {
     struct Name;
     impl serde::de::Visitor<'_> for Name {
@@ -55,10 +58,10 @@ pub(crate) fn known_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::
             f.write_str("a name")
         }
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(KNOWN_NAMES.iter().find(|k| **k == v).map_or_else(|| v.to_owned().into(), |k| (*k).into()))
+            Ok(known(v).map_or_else(|| v.to_owned().into(), Into::into))
         }
         fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
-            Ok(KNOWN_NAMES.iter().find(|k| **k == v).map_or_else(|| v.into(), |k| (*k).into()))
+            Ok(known(&v).map_or_else(|| v.into(), Into::into))
         }
     }
     d.deserialize_str(Name)

@@ -266,7 +266,6 @@ impl Store {
         })
     }
 
-    /// The next queued (submission, school term, model) to score, oldest first.
     /// The first `limit` queued (submission, school term, model), in the order queued.
     pub fn queued(&self, limit: usize) -> StoreResult<Vec<(i64, SchoolTerm, String)>> {
         let rows: Vec<(i64, u32, u32, String)> = self

@@ -199,9 +199,7 @@ impl Store {
             if answered {
                 None
             } else {
-                let last_id: i64 = snap
-                    .query_row("SELECT COALESCE(MAX(id), 0) FROM submissions", [], |r| r.get(0))
-                    .map_err(StoreError::from)?;
+                let last_id = last_submission_id(&snap)?;
                 let model_id: String = snap
                     .query_row("SELECT model_id FROM models WHERE active = 1", [], |r| r.get(0))
                     .map_err(StoreError::from)?;
@@ -297,8 +295,10 @@ impl Store {
     pub fn queued_history(&self, submission_id: i64) -> StoreResult<SnapshotHistory> {
         let conn = self.snapshot_conn();
         let snap = conn.unchecked_transaction()?;
-        let last_id: i64 = snap.query_row("SELECT COALESCE(MAX(id), 0) FROM submissions", [], |r| r.get(0))?;
-        Ok(SnapshotHistory { last_id, history: super::scores::history_of(&snap, submission_id)? })
+        Ok(SnapshotHistory {
+            last_id: last_submission_id(&snap)?,
+            history: super::scores::history_of(&snap, submission_id)?,
+        })
     }
 
     /// Scores a queued submission and records it, in one transaction (activation, recovery).
@@ -324,17 +324,13 @@ impl Store {
             if taken == 0 {
                 return Ok(0);
             }
-            let fresh = match prescored {
-                Some((last_id, encoded)) => {
-                    let upns = upns_of(tx, submission_id)?;
-                    let stale = touched_since(tx, last_id, submission_id, upns.iter().map(String::as_str))?;
-                    (!stale).then_some(encoded)
-                }
-                None => None,
+            // Scores from a snapshot are stored unless a later submission touched these pupils.
+            let stale = |last_id| -> StoreResult<bool> {
+                touched_since(tx, last_id, submission_id, upns_of(tx, submission_id)?.iter().map(String::as_str))
             };
-            let encoded = match fresh {
-                Some(encoded) => encoded,
-                None => score(super::scores::history_of(tx, submission_id)?)?,
+            let encoded = match prescored {
+                Some((last_id, encoded)) if !stale(last_id)? => encoded,
+                _ => score(super::scores::history_of(tx, submission_id)?)?,
             };
             let digest = super::scores::insert_scores(tx, submission_id, model_id, &encoded)?;
             super::audit::append(tx, event(&digest))?;
@@ -485,6 +481,12 @@ impl Store {
 }
 
 const ROW: &str = "a stored pupil row";
+
+/// The latest submission id a connection's snapshot holds (0 for none): what scores made
+/// on that snapshot are later checked against (`touched_since`).
+fn last_submission_id(conn: &rusqlite::Connection) -> StoreResult<i64> {
+    Ok(conn.query_row("SELECT COALESCE(MAX(id), 0) FROM submissions", [], |r| r.get(0))?)
+}
 
 /// The current submission's id for a school and term.
 fn current_id(conn: &rusqlite::Connection, st: SchoolTerm) -> StoreResult<Option<i64>> {
@@ -735,6 +737,22 @@ mod tests {
         }
     }
 
+    /// Stores `rows` as the feed for `st` (content `sha`), scored with fake scores; its id.
+    fn accept(store: &Store, st: SchoolTerm, sha: &str, rows: &[PupilTerm]) -> i64 {
+        match store
+            .accept_submission::<StoreError>(
+                &submission(st, sha, rows),
+                None,
+                |a, h| super::super::scores::encode_scores(&fake_scores(a.model_id, st, &h)),
+                |_, _| event(Action::FeedAccept),
+            )
+            .unwrap()
+        {
+            SaveOutcome::Accepted(r) => r.id,
+            other => panic!("not accepted: {other:?}"),
+        }
+    }
+
     /// A store with a school key for `schools` and the bundled model active.
     fn store_with_model(dir: &std::path::Path, schools: &[u32]) -> Store {
         let store = Store::open(dir).unwrap();
@@ -813,19 +831,7 @@ mod tests {
         let ours = SchoolTerm { urn: Urn::new(100001).unwrap(), term: autumn.next() };
         let theirs = SchoolTerm { urn: Urn::new(100002).unwrap(), term: autumn };
         let model_id = store.active_model().unwrap().unwrap().model_id;
-        let accept = |st: SchoolTerm, sha: &str| match store
-            .accept_submission::<StoreError>(
-                &submission(st, sha, &rows),
-                None,
-                |a, h| super::super::scores::encode_scores(&fake_scores(a.model_id, st, &h)),
-                |_, _| event(Action::FeedAccept),
-            )
-            .unwrap()
-        {
-            SaveOutcome::Accepted(r) => r.id,
-            other => panic!("not accepted: {other:?}"),
-        };
-        let id = accept(ours, "ours");
+        let id = accept(&store, ours, "ours", &rows);
         let queue = || {
             store
                 .write::<_, StoreError>(|tx| {
@@ -867,7 +873,7 @@ mod tests {
         // The same pupils' earlier term, at another school, commits after the snapshot.
         queue();
         let stale = snapshot(&store);
-        accept(theirs, "theirs");
+        accept(&store, theirs, "theirs", &rows);
         let calls = RefCell::new(Vec::new());
         assert_eq!(write(Some(stale), &calls), rows.len());
         assert_eq!(*calls.borrow(), vec![2 * rows.len()], "scored again, with the earlier term");
@@ -919,18 +925,7 @@ mod tests {
         let rows = crate::ingest::parse_csv(include_bytes!("../../tests/fixtures/valid-feed.csv")).unwrap().rows;
         let autumn = Term::parse("2025/26", "autumn").unwrap();
         let at = |term: Term| SchoolTerm { urn: Urn::new(100001).unwrap(), term };
-        let submit = |st: SchoolTerm, sha: &str, rows: &[PupilTerm]| match store
-            .accept_submission::<StoreError>(
-                &submission(st, sha, rows),
-                None,
-                |a, h| super::super::scores::encode_scores(&fake_scores(a.model_id, st, &h)),
-                |_, _| event(Action::FeedAccept),
-            )
-            .unwrap()
-        {
-            SaveOutcome::Accepted(r) => r.id,
-            other => panic!("not accepted: {other:?}"),
-        };
+        let submit = |st: SchoolTerm, sha: &str, rows: &[PupilTerm]| accept(&store, st, sha, rows);
         let first = submit(at(autumn), "a1", &rows);
         submit(at(autumn.next()), "s1", &rows);
         // The correction drops a pupil: only the rest stay in the index for autumn.
