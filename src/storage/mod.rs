@@ -5,6 +5,7 @@
 pub mod audit;
 mod codec;
 pub mod cohorts;
+mod history;
 mod keys;
 mod migrations;
 mod models;
@@ -75,6 +76,8 @@ pub struct Store {
     /// after the write lock is released, under this lock instead, and never backwards: of two
     /// commits finishing together, the later head wins whichever writes first.
     head_written: Mutex<u64>,
+    /// Every pupil's current rows, for scoring feeds without reading them from disk.
+    history: history::HistoryCache,
 }
 
 const READERS: usize = 4;
@@ -102,6 +105,9 @@ pub struct Tx<'a> {
     key: &'a AuditKey,
     head: RefCell<Option<Checkpoint>>,
     known_head: &'a Mutex<Option<(u64, String)>>,
+    /// The accepted submission this transaction wrote, applied to the history cache once
+    /// it commits.
+    history: RefCell<Option<history::HistoryDelta>>,
 }
 
 impl<'a> std::ops::Deref for Tx<'a> {
@@ -190,6 +196,7 @@ impl Store {
             head_path: data_dir.join(HEAD_FILE),
             known_head: Mutex::new(None),
             head_written: Mutex::new(0),
+            history: Default::default(),
         };
         Ok(store)
     }
@@ -203,10 +210,16 @@ impl Store {
                 key: &self.audit_key,
                 head: RefCell::new(None),
                 known_head: &self.known_head,
+                history: RefCell::new(None),
             };
             let out = f(&tx)?;
             let head = tx.head.take();
+            let history = tx.history.take();
             tx.tx.commit().map_err(StoreError::from)?;
+            // In commit order: the next writer waits for the lock this still holds.
+            if let Some(d) = history {
+                self.history.apply(d);
+            }
             (out, head)
         };
         self.checkpoints.wake();

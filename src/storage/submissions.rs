@@ -203,7 +203,7 @@ impl Store {
                 let model_id: String = snap
                     .query_row("SELECT model_id FROM models WHERE active = 1", [], |r| r.get(0))
                     .map_err(StoreError::from)?;
-                let mut history = earlier_history(&snap, s.school_term, s.rows)?;
+                let mut history = self.earlier_history(&snap, last_id, s.school_term, s.rows)?;
                 history.extend(s.rows.iter().map(|r| (s.school_term, r.clone())));
                 let encoded = score(ActiveModel { model_id: &model_id, conn: &snap }, history)?;
                 Some(Prescored { last_id, model_id, encoded })
@@ -230,6 +230,7 @@ impl Store {
                 )
                 .optional()
                 .map_err(StoreError::from)?;
+            let mut superseded = Vec::new();
             if let Some((id, sha)) = &current {
                 if sha == s.content_sha256 {
                     tx.remember(rk, &RequestResult::Submission { id: *id, unchanged: true })?;
@@ -238,8 +239,9 @@ impl Store {
                 tx.execute("UPDATE submissions SET state = 'superseded' WHERE id = ?1", [id]).map_err(StoreError::from)?;
                 // The UPN index lists current submissions only: the superseded one's entries
                 // go, found by their keys.
-                unindex(tx, *id, term_index)?;
+                superseded = unindex(tx, *id, term_index)?;
             }
+            let previous = last_submission_id(tx)?;
             let warnings = serde_json::to_string(s.warnings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             tx.execute(
                 "INSERT INTO submissions (urn, term_index, state, source, content_sha256, row_count, warning_count, \
@@ -265,6 +267,13 @@ impl Store {
                     .map_err(StoreError::from)?;
             }
             insert_rows(tx, id, urn, term_index, &packed_rows)?;
+            tx.history.replace(Some(super::history::HistoryDelta {
+                previous,
+                id,
+                school_term: s.school_term,
+                superseded,
+                rows: s.rows.to_vec(),
+            }));
             // The model active now, read in this transaction: an activation cannot slip between.
             let model_id: String = tx
                 .query_row("SELECT model_id FROM models WHERE active = 1", [], |r| r.get(0))
@@ -295,10 +304,13 @@ impl Store {
     pub fn queued_history(&self, submission_id: i64) -> StoreResult<SnapshotHistory> {
         let conn = self.snapshot_conn();
         let snap = conn.unchecked_transaction()?;
-        Ok(SnapshotHistory {
-            last_id: last_submission_id(&snap)?,
-            history: super::scores::history_of(&snap, submission_id)?,
-        })
+        let last_id = last_submission_id(&snap)?;
+        let upns = upns_of(&snap, submission_id)?;
+        let history = match self.history.rows_of(last_id, upns.iter().map(String::as_str), None) {
+            Some(h) => h,
+            None => pupils_current_rows(&snap, upns.iter().map(String::as_str))?,
+        };
+        Ok(SnapshotHistory { last_id, history })
     }
 
     /// Scores a queued submission and records it, in one transaction (activation, recovery).
@@ -453,31 +465,63 @@ impl Store {
 
     /// Every current row in the store, as (school, term, row), ordered by school, term and UPN.
     pub fn all_current_rows(&self) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
-        self.read(|conn| {
-            let subs: Vec<(i64, u32, u32)> = conn
-                .prepare(
-                    "SELECT id, urn, term_index FROM submissions WHERE state = 'current' ORDER BY urn, term_index",
-                )?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<_, _>>()?;
-            let mut packs = Vec::with_capacity(subs.len());
-            for (id, urn, term) in subs {
-                let st = SchoolTerm { urn: Urn::new(urn).map_err(StoreError::Corrupt)?, term: Term::from_index(term) };
-                if let Some(packed) = packed_rows(conn, id)? {
-                    packs.push((st, packed));
-                }
-            }
-            // Read in order, decoded on every core (in the same order).
-            let decoded = crate::par::map(&packs, |(st, packed)| {
-                packed.iter().map(|e| Ok((*st, e.decode(ROW)?))).collect::<StoreResult<Vec<_>>>()
-            });
-            let mut out = Vec::with_capacity(packs.iter().map(|(_, p)| p.len()).sum());
-            for rows in decoded {
-                out.extend(rows?);
-            }
-            Ok(out)
-        })
+        self.read(|conn| all_current_rows_in(conn))
     }
+
+    /// The current rows of these pupils at every school and term except `st` (whose current
+    /// submission a new feed replaces), as the snapshot `conn` (latest submission `last_id`)
+    /// holds them: what scoring a feed for `st` reads besides the feed. From the history
+    /// cache when it holds that snapshot's state, which the first reader to find it empty
+    /// builds.
+    fn earlier_history(
+        &self,
+        conn: &rusqlite::Connection,
+        last_id: i64,
+        st: SchoolTerm,
+        rows: &[PupilTerm],
+    ) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
+        let upns = || rows.iter().map(|r| r.upn.as_str());
+        if let Some(h) = self.history.rows_of(last_id, upns(), Some(st)) {
+            return Ok(h);
+        }
+        if self.history.claim_build() {
+            let all = all_current_rows_in(conn);
+            let failed = all.is_err();
+            self.history.fill(last_id, all.ok());
+            if failed {
+                tracing::warn!("could not read the store's history into memory; reading it from disk");
+            }
+            if let Some(h) = self.history.rows_of(last_id, upns(), Some(st)) {
+                return Ok(h);
+            }
+        }
+        earlier_history(conn, st, rows)
+    }
+}
+
+/// Every current row that `conn` holds, as (school, term, row), ordered by school, term
+/// and UPN.
+fn all_current_rows_in(conn: &rusqlite::Connection) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
+    let subs: Vec<(i64, u32, u32)> = conn
+        .prepare("SELECT id, urn, term_index FROM submissions WHERE state = 'current' ORDER BY urn, term_index")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut packs = Vec::with_capacity(subs.len());
+    for (id, urn, term) in subs {
+        let st = SchoolTerm { urn: Urn::new(urn).map_err(StoreError::Corrupt)?, term: Term::from_index(term) };
+        if let Some(packed) = packed_rows(conn, id)? {
+            packs.push((st, packed));
+        }
+    }
+    // Read in order, decoded on every core (in the same order).
+    let decoded = crate::par::map(&packs, |(st, packed)| {
+        packed.iter().map(|e| Ok((*st, e.decode(ROW)?))).collect::<StoreResult<Vec<_>>>()
+    });
+    let mut out = Vec::with_capacity(packs.iter().map(|(_, p)| p.len()).sum());
+    for rows in decoded {
+        out.extend(rows?);
+    }
+    Ok(out)
 }
 
 const ROW: &str = "a stored pupil row";
@@ -572,11 +616,12 @@ pub(super) const UNINDEX: &str =
 
 /// Removes a submission's pupils from the UPN index (by the index's key: its pupils'
 /// UPNs, read from its packed rows, its term and its id).
-fn unindex(tx: &Transaction, id: i64, term_index: u32) -> StoreResult<()> {
+/// Returns those UPNs.
+fn unindex(tx: &Transaction, id: i64, term_index: u32) -> StoreResult<Vec<String>> {
     let upns = upns_of(tx, id)?;
-    let list = std::rc::Rc::new(upns.into_iter().map(rusqlite::types::Value::Text).collect::<Vec<_>>());
+    let list = std::rc::Rc::new(upns.iter().cloned().map(rusqlite::types::Value::Text).collect::<Vec<_>>());
     tx.prepare_cached(UNINDEX)?.execute(params![list, term_index, id])?;
-    Ok(())
+    Ok(upns)
 }
 
 /// The current rows, at any school and term, of every pupil in a submission: what features
@@ -771,6 +816,49 @@ mod tests {
             .install_active_model(&model.model_id, crate::app::BUNDLED_MODEL, 0, event(Action::ModelActivate))
             .unwrap();
         store
+    }
+
+    /// Through feeds at two schools, a pupil's move and a correction that drops a pupil, the
+    /// history cache that feeds are scored from gives exactly what the store holds.
+    #[test]
+    fn the_history_cache_gives_feeds_what_the_store_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_model(dir.path(), &[100001, 100002]);
+        let rows = crate::ingest::parse_csv(include_bytes!("../../tests/fixtures/valid-feed.csv")).unwrap().rows;
+        let autumn = Term::parse("2025/26", "autumn").unwrap();
+        let (a, b) = (Urn::new(100001).unwrap(), Urn::new(100002).unwrap());
+        let check = |what: &str| {
+            let conn = store.snapshot_conn();
+            let snap = conn.unchecked_transaction().unwrap();
+            let last = last_submission_id(&snap).unwrap();
+            let upns = || rows.iter().map(|r| r.upn.as_str());
+            for except in [None, Some(SchoolTerm { urn: a, term: autumn })] {
+                let cached = store.history.rows_of(last, upns(), except).unwrap_or_else(|| panic!("{what}: not cached"));
+                let mut stored = pupils_current_rows(&snap, upns()).unwrap();
+                stored.retain(|(st, _)| Some(*st) != except);
+                assert_eq!(cached, stored, "{what}");
+            }
+            assert!(store.history.rows_of(last - 1, upns(), None).is_none(), "{what}: an older snapshot reads the store");
+        };
+        accept(&store, SchoolTerm { urn: a, term: autumn }, "1", &rows);
+        check("one feed");
+        accept(&store, SchoolTerm { urn: b, term: autumn.next() }, "2", &rows[1..]);
+        check("pupils moved to another school");
+        let mut corrected = rows[..rows.len() - 1].to_vec();
+        corrected[0].suspensions = 3;
+        accept(&store, SchoolTerm { urn: a, term: autumn }, "3", &corrected);
+        check("a correction");
+        accept(&store, SchoolTerm { urn: a, term: autumn.next().next() }, "4", &rows);
+        check("a later term");
+        // A reopened store builds it again from what is on disk.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        accept(&store, SchoolTerm { urn: b, term: autumn.next().next() }, "5", &rows[..2]);
+        let conn = store.snapshot_conn();
+        let snap = conn.unchecked_transaction().unwrap();
+        let last = last_submission_id(&snap).unwrap();
+        let upns = || rows.iter().map(|r| r.upn.as_str());
+        assert_eq!(store.history.rows_of(last, upns(), None).unwrap(), pupils_current_rows(&snap, upns()).unwrap());
     }
 
     /// Scores computed on a snapshot that a concurrent commit made stale (it added a term of
