@@ -6,17 +6,29 @@
 //! change only when a submission is accepted (a new id). A reader uses it only when that
 //! label equals the latest submission id its own snapshot holds, so what it reads is exactly
 //! what the snapshot would have given; otherwise it reads the store. Each accepted
-//! submission is applied after its commit, still under the write lock, and only onto the
-//! state it was written over; anything else (a write from another process, say) turns the
-//! cache off for good, and the store is read as before.
+//! submission is applied in commit order, and only onto the state it was written over;
+//! anything else (a write from another process, say) turns the cache off for good, and the
+//! store is read as before.
+//!
+//! Each pupil's rows are kept as the store keeps them (encoded bytes, one allocation per
+//! pupil), about 60 bytes a row, and decoded when read.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{RwLock, RwLockWriteGuard};
 
-use crate::domain::{PupilTerm, SchoolTerm};
+use super::StoreResult;
+use super::packed::{Format, Packed};
+use crate::domain::{PupilTerm, SchoolTerm, Term, Urn};
 
-/// Beyond this many rows (about 150 bytes each) the store is read instead.
-pub const MAX_CACHED_ROWS: usize = 1_000_000;
+/// Beyond this many rows the store is read instead.
+pub const MAX_CACHED_ROWS: usize = 2_000_000;
+
+/// A UPN's bytes (every UPN is 13 ASCII characters).
+pub type Key = [u8; 13];
+
+pub fn key(upn: &str) -> Option<Key> {
+    upn.as_bytes().try_into().ok()
+}
 
 /// What one accepted submission changed: its rows replace those of the submission it
 /// superseded (same school and term), if any.
@@ -28,7 +40,14 @@ pub struct HistoryDelta {
     pub school_term: SchoolTerm,
     /// The pupils of the superseded submission, whose rows for `school_term` go.
     pub superseded: Vec<String>,
-    pub rows: Vec<PupilTerm>,
+    /// Each pupil's UPN and row as stored (postcard); `None` if a UPN could not be keyed.
+    pub rows: Option<Vec<(Key, Vec<u8>)>>,
+}
+
+impl HistoryDelta {
+    fn row_count(&self) -> usize {
+        self.rows.as_ref().map_or(0, Vec::len)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -48,7 +67,61 @@ enum State {
 struct Cached {
     version: i64,
     rows: usize,
-    by_upn: HashMap<String, Vec<(SchoolTerm, PupilTerm)>>,
+    /// Per pupil, entries of: urn (u32), term index (u32), format (u8), length (u32), bytes.
+    by_upn: HashMap<Key, Vec<u8>>,
+}
+
+const HEAD: usize = 13;
+
+fn push_entry(blob: &mut Vec<u8>, st: SchoolTerm, format: Format, bytes: &[u8]) {
+    blob.extend_from_slice(&st.urn.get().to_le_bytes());
+    blob.extend_from_slice(&st.term.index().to_le_bytes());
+    blob.push(format as u8);
+    blob.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    blob.extend_from_slice(bytes);
+}
+
+/// A blob's entries: ((urn, term index), format byte, bytes).
+fn entries(blob: &[u8]) -> impl Iterator<Item = ((u32, u32), u8, &[u8])> {
+    let mut rest = blob;
+    std::iter::from_fn(move || {
+        if rest.len() < HEAD {
+            return None;
+        }
+        let word = |at: usize| u32::from_le_bytes(rest[at..at + 4].try_into().expect("four bytes"));
+        let (urn, term, format, len) = (word(0), word(4), rest[8], word(9) as usize);
+        let bytes = rest.get(HEAD..HEAD + len)?;
+        let out = ((urn, term), format, bytes);
+        rest = &rest[HEAD + len..];
+        Some(out)
+    })
+}
+
+fn raw(st: SchoolTerm) -> (u32, u32) {
+    (st.urn.get(), st.term.index())
+}
+
+/// Drops a blob's entries for `st`; how many went.
+fn remove_term(blob: &mut Vec<u8>, st: SchoolTerm) -> usize {
+    let at = raw(st);
+    if !entries(blob).any(|(t, _, _)| t == at) {
+        return 0;
+    }
+    let mut kept = Vec::with_capacity(blob.len());
+    let mut removed = 0;
+    for (t, format, bytes) in entries(blob) {
+        if t == at {
+            removed += 1;
+        } else {
+            kept.extend_from_slice(&t.0.to_le_bytes());
+            kept.extend_from_slice(&t.1.to_le_bytes());
+            kept.push(format);
+            kept.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            kept.extend_from_slice(bytes);
+        }
+    }
+    *blob = kept;
+    removed
 }
 
 #[derive(Debug)]
@@ -63,36 +136,63 @@ impl Default for HistoryCache {
     }
 }
 
+/// The cache locked for applying one committed submission: taken before the write lock is
+/// released, so submissions are applied in commit order, and applied after it is released.
+pub struct Applying<'a> {
+    state: RwLockWriteGuard<'a, State>,
+    limit: usize,
+}
+
 impl HistoryCache {
     /// A cache that holds at most `limit` rows.
     pub fn with_limit(limit: usize) -> Self {
         Self { state: RwLock::default(), limit }
     }
 
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The current rows of `upns` (at every school and term but `except`), ordered by school,
     /// term and UPN as the store gives them, if the cache holds exactly the state with
-    /// latest submission `version`.
+    /// latest submission `version` (and every row decodes; otherwise the store is read and
+    /// reports what it finds).
     pub fn rows_of<'a>(
         &self,
         version: i64,
         upns: impl IntoIterator<Item = &'a str>,
         except: Option<SchoolTerm>,
     ) -> Option<Vec<(SchoolTerm, PupilTerm)>> {
-        let mut upns: Vec<&str> = upns.into_iter().collect();
-        upns.sort_unstable();
-        upns.dedup();
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
-        let State::Ready(c) = &*state else { return None };
-        if c.version != version {
-            return None;
-        }
-        let mut out = Vec::new();
-        for u in upns {
-            if let Some(rows) = c.by_upn.get(u) {
-                out.extend(rows.iter().filter(|(st, _)| Some(*st) != except).cloned());
+        let mut keys: Vec<Key> = upns.into_iter().map(key).collect::<Option<_>>()?;
+        keys.sort_unstable();
+        keys.dedup();
+        let except = except.map(raw);
+        let mut found: Vec<((u32, u32), u8, Vec<u8>)> = Vec::new();
+        {
+            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            let State::Ready(c) = &*state else { return None };
+            if c.version != version {
+                return None;
+            }
+            // Copied out under the lock, decoded after it.
+            for k in &keys {
+                if let Some(blob) = c.by_upn.get(k) {
+                    found.extend(
+                        entries(blob).filter(|(t, _, _)| Some(*t) != except).map(|(t, f, b)| (t, f, b.to_vec())),
+                    );
+                }
             }
         }
-        drop(state);
+        let mut out = Vec::with_capacity(found.len());
+        for ((urn, term), format, bytes) in found {
+            let format = match format {
+                0 => Format::Postcard,
+                1 => Format::Json,
+                _ => return None,
+            };
+            let st = SchoolTerm { urn: Urn::new(urn).ok()?, term: Term::from_index(term) };
+            out.push((st, super::packed::decode::<PupilTerm>(format, &bytes, "a pupil row").ok()?));
+        }
         out.sort_by(|a, b| (a.0.urn, a.0.term, a.1.upn.as_str()).cmp(&(b.0.urn, b.0.term, b.1.upn.as_str())));
         Some(out)
     }
@@ -100,7 +200,7 @@ impl HistoryCache {
     /// Whether a reader should build the cache: true once, for the first caller that finds
     /// it empty, which must then call [`HistoryCache::fill`].
     pub fn claim_build(&self) -> bool {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.write();
         if matches!(*state, State::Empty) {
             *state = State::Building(Vec::new());
             true
@@ -109,31 +209,50 @@ impl HistoryCache {
         }
     }
 
-    /// Installs every current row as of latest submission `version` (after `claim_build`),
-    /// or gives up on the cache when there are too many, or they could not be read (`None`).
-    pub fn fill(&self, version: i64, rows: Option<Vec<(SchoolTerm, PupilTerm)>>) {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+    /// Installs every current submission's packed rows as of latest submission `version`
+    /// (after `claim_build`), or gives up on the cache when they could not be read.
+    pub fn fill(&self, version: i64, packs: StoreResult<Vec<(SchoolTerm, Packed)>>) {
+        let mut state = self.write();
         let State::Building(pending) = std::mem::take(&mut *state) else { return };
-        let Some(rows) = rows else {
+        let Ok(packs) = packs else {
+            tracing::warn!("could not read the store's history into memory; reading it from disk");
             *state = State::Off;
             return;
         };
-        let mut by_upn: HashMap<String, Vec<(SchoolTerm, PupilTerm)>> = HashMap::new();
-        let n = rows.len();
-        for (st, r) in rows {
-            by_upn.entry(r.upn.as_str().to_owned()).or_default().push((st, r));
+        let mut c = Cached { version, rows: 0, by_upn: HashMap::new() };
+        for (st, packed) in &packs {
+            for e in packed.iter() {
+                let Some(k) = key(e.upn) else {
+                    *state = State::Off;
+                    return;
+                };
+                push_entry(c.by_upn.entry(k).or_default(), *st, e.format, e.bytes);
+                c.rows += 1;
+            }
         }
-        let mut c = Cached { version, rows: n, by_upn };
+        drop(packs);
         // Submissions committed before the snapshot was taken are in it already.
         let fits = pending.into_iter().filter(|d| d.id > version).all(|d| c.apply(d));
         tracing::debug!(rows = c.rows, pupils = c.by_upn.len(), "history cache built");
         *state = if fits && !c.too_large(self.limit) { State::Ready(c) } else { State::Off };
     }
 
-    /// Applies one committed submission. Called in commit order, under the write lock.
+    /// Locks the cache to apply a submission just committed; see [`Applying`].
+    pub fn applying(&self) -> Applying<'_> {
+        Applying { state: self.write(), limit: self.limit }
+    }
+
+    /// Applies one committed submission (tests; the store uses [`HistoryCache::applying`]).
+    #[cfg(test)]
     pub fn apply(&self, d: HistoryDelta) {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        match &mut *state {
+        self.applying().apply(d);
+    }
+}
+
+impl Applying<'_> {
+    pub fn apply(mut self, d: HistoryDelta) {
+        let state = &mut *self.state;
+        match state {
             State::Ready(c) => {
                 if !c.apply(d) || c.too_large(self.limit) {
                     *state = State::Off;
@@ -142,7 +261,7 @@ impl HistoryCache {
             State::Building(pending) => {
                 pending.push(d);
                 // A build that never finishes (its reader failed) must not hold every feed.
-                if pending.iter().map(|d| d.rows.len()).sum::<usize>() > self.limit {
+                if pending.iter().map(HistoryDelta::row_count).sum::<usize>() > self.limit {
                     *state = State::Off;
                 }
             }
@@ -152,7 +271,7 @@ impl HistoryCache {
 }
 
 impl Cached {
-    /// Applies `d` if it was written over exactly this state; false (and unchanged) if not.
+    /// Applies `d` if it was written over exactly this state; false if not.
     fn apply(&mut self, d: HistoryDelta) -> bool {
         if self.version != d.previous || d.id <= self.version {
             tracing::warn!(
@@ -160,22 +279,22 @@ impl Cached {
             );
             return false;
         }
+        let Some(rows) = d.rows else { return false };
         for u in &d.superseded {
-            if let Some(rows) = self.by_upn.get_mut(u.as_str()) {
-                let before = rows.len();
-                rows.retain(|(st, _)| *st != d.school_term);
-                self.rows -= before - rows.len();
-                if rows.is_empty() {
-                    self.by_upn.remove(u.as_str());
+            let Some(k) = key(u) else { return false };
+            if let Some(blob) = self.by_upn.get_mut(&k) {
+                self.rows -= remove_term(blob, d.school_term);
+                if blob.is_empty() {
+                    self.by_upn.remove(&k);
                 }
             }
         }
-        for r in d.rows {
-            let rows = self.by_upn.entry(r.upn.as_str().to_owned()).or_default();
-            let before = rows.len();
-            rows.retain(|(st, _)| *st != d.school_term);
-            self.rows = self.rows - (before - rows.len()) + 1;
-            rows.push((d.school_term, r));
+        for (k, bytes) in rows {
+            let blob = self.by_upn.entry(k).or_default();
+            // Never two rows of one school and term for a pupil (a feed lists each pupil once).
+            self.rows -= remove_term(blob, d.school_term);
+            push_entry(blob, d.school_term, Format::Postcard, &bytes);
+            self.rows += 1;
         }
         self.version = d.id;
         true
@@ -213,8 +332,22 @@ mod tests {
             id,
             school_term: at,
             superseded: superseded.iter().map(|r| r.upn.as_str().to_owned()).collect(),
-            rows: rows.to_vec(),
+            rows: Some(
+                rows.iter().map(|r| (key(r.upn.as_str()).unwrap(), super::super::codec::encode(r).unwrap())).collect(),
+            ),
         }
+    }
+
+    /// `rows` packed as the store keeps a submission's rows.
+    fn packs(at: SchoolTerm, rows: &[PupilTerm]) -> StoreResult<Vec<(SchoolTerm, Packed)>> {
+        use super::super::packed::{COLUMNS, Kind, pack};
+        let bytes: Vec<Vec<u8>> = rows.iter().map(|r| super::super::codec::encode(r).unwrap()).collect();
+        let (entries, data) = pack(
+            Kind::Rows,
+            rows.iter().zip(&bytes).map(|(r, b)| (r.upn.as_str(), Format::Postcard, &b[..], [0.0; COLUMNS])),
+        )
+        .unwrap();
+        Ok(vec![(at, Packed::new(Kind::Rows, entries, data).unwrap())])
     }
 
     fn upns(rows: &[PupilTerm]) -> impl Iterator<Item = &str> {
@@ -233,7 +366,7 @@ mod tests {
         cache.apply(delta(0, 1, st(100001, 0), &[], &r));
         cache.apply(delta(1, 2, st(100001, 1), &[], &r[..3]));
         assert!(cache.rows_of(1, upns(&r), None).is_none(), "not installed while building");
-        cache.fill(1, Some(r.iter().map(|x| (st(100001, 0), x.clone())).collect()));
+        cache.fill(1, packs(st(100001, 0), &r));
         assert!(cache.rows_of(1, upns(&r), None).is_none(), "a snapshot older than the cache is not served");
         let got = cache.rows_of(2, upns(&r), None).unwrap();
         assert_eq!(got.len(), r.len() + 3, "submission 1 once, submission 2's three pupils");
@@ -250,7 +383,7 @@ mod tests {
         let r = rows();
         let cache = HistoryCache::default();
         assert!(cache.claim_build());
-        cache.fill(0, Some(Vec::new()));
+        cache.fill(0, Ok(Vec::new()));
         cache.apply(delta(0, 1, st(100001, 0), &[], &r));
         cache.apply(delta(1, 2, st(100002, 1), &[], &r[..2]));
         let mut corrected = r[1..].to_vec();
@@ -269,7 +402,7 @@ mod tests {
         let r = rows();
         let cache = HistoryCache::default();
         assert!(cache.claim_build());
-        cache.fill(4, Some(Vec::new()));
+        cache.fill(4, Ok(Vec::new()));
         cache.apply(delta(5, 6, st(100001, 0), &[], &r));
         assert!(cache.rows_of(6, upns(&r), None).is_none());
         assert!(cache.rows_of(4, upns(&r), None).is_none());
@@ -277,7 +410,7 @@ mod tests {
 
         let failed = HistoryCache::default();
         assert!(failed.claim_build());
-        failed.fill(0, None);
+        failed.fill(0, Err(super::super::StoreError::Corrupt("unreadable".into())));
         assert!(failed.rows_of(0, upns(&r), None).is_none());
         assert!(!failed.claim_build());
     }
@@ -287,7 +420,7 @@ mod tests {
         let r = rows();
         let cache = HistoryCache::with_limit(r.len() + 2);
         assert!(cache.claim_build());
-        cache.fill(0, Some(Vec::new()));
+        cache.fill(0, Ok(Vec::new()));
         cache.apply(delta(0, 1, st(100001, 0), &[], &r));
         assert!(cache.rows_of(1, upns(&r), None).is_some(), "within the limit");
         cache.apply(delta(1, 2, st(100001, 1), &[], &r));
@@ -295,7 +428,7 @@ mod tests {
 
         let built_too_large = HistoryCache::with_limit(1);
         assert!(built_too_large.claim_build());
-        built_too_large.fill(0, Some(r.iter().map(|x| (st(100001, 0), x.clone())).collect()));
+        built_too_large.fill(0, packs(st(100001, 0), &r));
         assert!(built_too_large.rows_of(0, upns(&r), None).is_none());
     }
 }

@@ -204,7 +204,7 @@ impl Store {
     /// Runs `f` in one write transaction and commits; nothing of it persists if `f` fails.
     pub(crate) fn write<T, E: From<StoreError>>(&self, f: impl FnOnce(&Tx) -> Result<T, E>) -> Result<T, E> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let (out, head) = {
+        let (out, head, history) = {
             let tx = Tx {
                 tx: conn.transaction().map_err(StoreError::from)?,
                 key: &self.audit_key,
@@ -216,11 +216,9 @@ impl Store {
             let head = tx.head.take();
             let history = tx.history.take();
             tx.tx.commit().map_err(StoreError::from)?;
-            // In commit order: the next writer waits for the lock this still holds.
-            if let Some(d) = history {
-                self.history.apply(d);
-            }
-            (out, head)
+            // The history cache is locked in commit order (the next writer cannot commit
+            // before this lock is taken) and updated once the write lock is released.
+            (out, head, history.map(|d| (self.history.applying(), d)))
         };
         self.checkpoints.wake();
         if let Some(h) = &head {
@@ -229,6 +227,9 @@ impl Store {
         // The next writer may start now: the head file is written outside the write lock (a
         // file write that every other write used to wait for).
         drop(conn);
+        if let Some((cache, d)) = history {
+            cache.apply(d);
+        }
         if let Some(h) = head {
             self.publish_head(&h);
         }

@@ -170,7 +170,13 @@ impl Store {
             crate::par::map(s.rows, super::codec::encode).into_iter().collect::<StoreResult<Vec<_>>>()?;
         let rows_digest = rows_digest(s.rows, &encoded_rows);
         let packed_rows = PackedRows::new(s.rows, &encoded_rows)?;
-        drop(encoded_rows);
+        // The rows as the history cache keeps them, once committed.
+        let cache_rows: Option<Vec<(super::history::Key, Vec<u8>)>> = s
+            .rows
+            .iter()
+            .zip(encoded_rows)
+            .map(|(r, bytes)| super::history::key(r.upn.as_str()).map(|k| (k, bytes)))
+            .collect();
         let prescored = {
             // Snapshots for ingest have connections of their own, so a feed being scored never
             // holds one that API reads wait for.
@@ -272,7 +278,7 @@ impl Store {
                 id,
                 school_term: s.school_term,
                 superseded,
-                rows: s.rows.to_vec(),
+                rows: cache_rows,
             }));
             // The model active now, read in this transaction: an activation cannot slip between.
             let model_id: String = tx
@@ -485,12 +491,7 @@ impl Store {
             return Ok(h);
         }
         if self.history.claim_build() {
-            let all = all_current_rows_in(conn);
-            let failed = all.is_err();
-            self.history.fill(last_id, all.ok());
-            if failed {
-                tracing::warn!("could not read the store's history into memory; reading it from disk");
-            }
+            self.history.fill(last_id, current_packs_in(conn));
             if let Some(h) = self.history.rows_of(last_id, upns(), Some(st)) {
                 return Ok(h);
             }
@@ -502,6 +503,20 @@ impl Store {
 /// Every current row that `conn` holds, as (school, term, row), ordered by school, term
 /// and UPN.
 fn all_current_rows_in(conn: &rusqlite::Connection) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
+    let packs = current_packs_in(conn)?;
+    // Read in order, decoded on every core (in the same order).
+    let decoded = crate::par::map(&packs, |(st, packed)| {
+        packed.iter().map(|e| Ok((*st, e.decode(ROW)?))).collect::<StoreResult<Vec<_>>>()
+    });
+    let mut out = Vec::with_capacity(packs.iter().map(|(_, p)| p.len()).sum());
+    for rows in decoded {
+        out.extend(rows?);
+    }
+    Ok(out)
+}
+
+/// Every current submission's packed rows that `conn` holds, by school and term.
+fn current_packs_in(conn: &rusqlite::Connection) -> StoreResult<Vec<(SchoolTerm, Packed)>> {
     let subs: Vec<(i64, u32, u32)> = conn
         .prepare("SELECT id, urn, term_index FROM submissions WHERE state = 'current' ORDER BY urn, term_index")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
@@ -513,15 +528,7 @@ fn all_current_rows_in(conn: &rusqlite::Connection) -> StoreResult<Vec<(SchoolTe
             packs.push((st, packed));
         }
     }
-    // Read in order, decoded on every core (in the same order).
-    let decoded = crate::par::map(&packs, |(st, packed)| {
-        packed.iter().map(|e| Ok((*st, e.decode(ROW)?))).collect::<StoreResult<Vec<_>>>()
-    });
-    let mut out = Vec::with_capacity(packs.iter().map(|(_, p)| p.len()).sum());
-    for rows in decoded {
-        out.extend(rows?);
-    }
-    Ok(out)
+    Ok(packs)
 }
 
 const ROW: &str = "a stored pupil row";
@@ -833,12 +840,16 @@ mod tests {
             let last = last_submission_id(&snap).unwrap();
             let upns = || rows.iter().map(|r| r.upn.as_str());
             for except in [None, Some(SchoolTerm { urn: a, term: autumn })] {
-                let cached = store.history.rows_of(last, upns(), except).unwrap_or_else(|| panic!("{what}: not cached"));
+                let cached =
+                    store.history.rows_of(last, upns(), except).unwrap_or_else(|| panic!("{what}: not cached"));
                 let mut stored = pupils_current_rows(&snap, upns()).unwrap();
                 stored.retain(|(st, _)| Some(*st) != except);
                 assert_eq!(cached, stored, "{what}");
             }
-            assert!(store.history.rows_of(last - 1, upns(), None).is_none(), "{what}: an older snapshot reads the store");
+            assert!(
+                store.history.rows_of(last - 1, upns(), None).is_none(),
+                "{what}: an older snapshot reads the store"
+            );
         };
         accept(&store, SchoolTerm { urn: a, term: autumn }, "1", &rows);
         check("one feed");
@@ -859,6 +870,47 @@ mod tests {
         let last = last_submission_id(&snap).unwrap();
         let upns = || rows.iter().map(|r| r.upn.as_str());
         assert_eq!(store.history.rows_of(last, upns(), None).unwrap(), pupils_current_rows(&snap, upns()).unwrap());
+    }
+
+    /// Feeds of the same pupils committed from several threads at once leave the history
+    /// cache equal to the store (each is applied in commit order, after the write lock).
+    #[test]
+    fn the_history_cache_keeps_up_with_concurrent_feeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let urns: Vec<u32> = (0..4).map(|i| 100001 + i).collect();
+        let store = store_with_model(dir.path(), &urns);
+        let rows = crate::ingest::parse_csv(include_bytes!("../../tests/fixtures/valid-feed.csv")).unwrap().rows;
+        let autumn = Term::parse("2024/25", "autumn").unwrap();
+        std::thread::scope(|scope| {
+            for (t, &urn) in urns.iter().enumerate() {
+                let (store, rows) = (&store, &rows);
+                scope.spawn(move || {
+                    let mut term = autumn;
+                    for i in 0..5 {
+                        // Each school its own share of the pupils, and one correction.
+                        let mine = &rows[t..rows.len() - i % 2];
+                        accept(store, SchoolTerm { urn: Urn::new(urn).unwrap(), term }, &format!("{t}-{i}"), mine);
+                        if i == 2 {
+                            let fewer = &mine[1..];
+                            accept(
+                                store,
+                                SchoolTerm { urn: Urn::new(urn).unwrap(), term },
+                                &format!("{t}-{i}b"),
+                                fewer,
+                            );
+                        }
+                        term = term.next();
+                    }
+                });
+            }
+        });
+        let conn = store.snapshot_conn();
+        let snap = conn.unchecked_transaction().unwrap();
+        let last = last_submission_id(&snap).unwrap();
+        let upns = || rows.iter().map(|r| r.upn.as_str());
+        let cached = store.history.rows_of(last, upns(), None).expect("the cache is current");
+        assert_eq!(cached, pupils_current_rows(&snap, upns()).unwrap());
+        assert_eq!(cached.len(), (0..4).map(|t| 5 * (rows.len() - t) - 2 - 1).sum::<usize>());
     }
 
     /// Scores computed on a snapshot that a concurrent commit made stale (it added a term of
