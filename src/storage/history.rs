@@ -13,7 +13,7 @@
 //! Each pupil's rows are kept as the store keeps them (encoded bytes, one allocation per
 //! pupil), about 60 bytes a row, and decoded when read.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{RwLock, RwLockWriteGuard};
 
 use super::StoreResult;
@@ -32,7 +32,6 @@ pub fn key(upn: &str) -> Option<Key> {
 
 /// What one accepted submission changed: its rows replace those of the submission it
 /// superseded (same school and term), if any.
-#[derive(Debug, Clone)]
 pub struct HistoryDelta {
     /// The latest submission id before this one was written.
     pub previous: i64,
@@ -40,40 +39,62 @@ pub struct HistoryDelta {
     pub school_term: SchoolTerm,
     /// The pupils of the superseded submission, whose rows for `school_term` go.
     pub superseded: Vec<String>,
-    /// Each pupil's UPN and row as stored (postcard); `None` if a UPN could not be keyed.
-    pub rows: Option<Vec<(Key, Vec<u8>)>>,
+    /// Its rows, packed as they were stored (in UPN order).
+    pub rows: Packed,
 }
 
 impl HistoryDelta {
     fn row_count(&self) -> usize {
-        self.rows.as_ref().map_or(0, Vec::len)
+        self.rows.len()
     }
 }
 
-#[derive(Debug, Default)]
+/// Counts only: the UPNs it holds never reach a log.
+impl std::fmt::Debug for HistoryDelta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistoryDelta")
+            .field("previous", &self.previous)
+            .field("id", &self.id)
+            .field("school_term", &self.school_term)
+            .field("superseded", &self.superseded.len())
+            .field("rows", &self.rows.len())
+            .finish()
+    }
+}
+
+#[derive(Default)]
 enum State {
     /// Not built yet: the next reader that finds it so builds it.
     #[default]
     Empty,
     /// A reader is reading every row from its snapshot; submissions committed meanwhile
     /// wait here, in commit order, to be applied once it is installed.
-    Building(Vec<HistoryDelta>),
+    Building {
+        pending: Vec<HistoryDelta>,
+        rows: usize,
+    },
     Ready(Cached),
     /// Too large, or it missed a change: the store is read instead.
     Off,
 }
 
-#[derive(Debug)]
 struct Cached {
     version: i64,
     rows: usize,
     /// Per pupil, entries of: urn (u32), term index (u32), format (u8), length (u32), bytes.
-    by_upn: HashMap<Key, Vec<u8>>,
+    /// Ordered (a B-tree, not a hash table): a feed's pupils are looked up and added in UPN
+    /// order, and real UPNs cluster by the school that gave them, so each feed touches few
+    /// nodes; and it grows without rehashing the whole map inside the lock.
+    by_upn: BTreeMap<Key, Vec<u8>>,
 }
 
 const HEAD: usize = 13;
 
 fn push_entry(blob: &mut Vec<u8>, st: SchoolTerm, format: Format, bytes: &[u8]) {
+    if blob.is_empty() {
+        // Most pupils' first row is their only one for a while: no room to spare.
+        blob.reserve_exact(HEAD + bytes.len());
+    }
     blob.extend_from_slice(&st.urn.get().to_le_bytes());
     blob.extend_from_slice(&st.term.index().to_le_bytes());
     blob.push(format as u8);
@@ -124,10 +145,23 @@ fn remove_term(blob: &mut Vec<u8>, st: SchoolTerm) -> usize {
     removed
 }
 
-#[derive(Debug)]
 pub struct HistoryCache {
     state: RwLock<State>,
     limit: usize,
+}
+
+/// Its state and size only: the UPNs it holds never reach a log.
+impl std::fmt::Debug for HistoryCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state.try_read().as_deref() {
+            Ok(State::Empty) => "empty".to_owned(),
+            Ok(State::Building { .. }) => "building".to_owned(),
+            Ok(State::Ready(c)) => format!("{} rows of {} pupils at submission {}", c.rows, c.by_upn.len(), c.version),
+            Ok(State::Off) => "off".to_owned(),
+            Err(_) => "locked".to_owned(),
+        };
+        f.debug_struct("HistoryCache").field("state", &state).field("limit", &self.limit).finish()
+    }
 }
 
 impl Default for HistoryCache {
@@ -149,8 +183,23 @@ impl HistoryCache {
         Self { state: RwLock::default(), limit }
     }
 
+    /// The most rows it holds.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// A panic while the lock was held may have left a submission half applied: the cache is
+    /// then turned off, never served.
     fn write(&self) -> RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
+        match self.state.write() {
+            Ok(g) => g,
+            Err(p) => {
+                let mut g = p.into_inner();
+                *g = State::Off;
+                self.state.clear_poison();
+                g
+            }
+        }
     }
 
     /// The current rows of `upns` (at every school and term but `except`), ordered by school,
@@ -169,7 +218,7 @@ impl HistoryCache {
         let except = except.map(raw);
         let mut found: Vec<((u32, u32), u8, Vec<u8>)> = Vec::new();
         {
-            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            let state = self.state.read().ok()?;
             let State::Ready(c) = &*state else { return None };
             if c.version != version {
                 return None;
@@ -202,7 +251,7 @@ impl HistoryCache {
     pub fn claim_build(&self) -> bool {
         let mut state = self.write();
         if matches!(*state, State::Empty) {
-            *state = State::Building(Vec::new());
+            *state = State::Building { pending: Vec::new(), rows: 0 };
             true
         } else {
             false
@@ -210,31 +259,32 @@ impl HistoryCache {
     }
 
     /// Installs every current submission's packed rows as of latest submission `version`
-    /// (after `claim_build`), or gives up on the cache when they could not be read.
+    /// (after `claim_build`), or gives up on the cache for good when they could not be read
+    /// or are too many. The map is made before the lock is taken: meanwhile, commits only
+    /// add to the pending list, and no writer waits for the build.
     pub fn fill(&self, version: i64, packs: StoreResult<Vec<(SchoolTerm, Packed)>>) {
-        let mut state = self.write();
-        let State::Building(pending) = std::mem::take(&mut *state) else { return };
-        let Ok(packs) = packs else {
-            tracing::warn!("could not read the store's history into memory; reading it from disk");
-            *state = State::Off;
-            return;
-        };
-        let mut c = Cached { version, rows: 0, by_upn: HashMap::new() };
-        for (st, packed) in &packs {
-            for e in packed.iter() {
-                let Some(k) = key(e.upn) else {
-                    *state = State::Off;
-                    return;
-                };
-                push_entry(c.by_upn.entry(k).or_default(), *st, e.format, e.bytes);
-                c.rows += 1;
+        let built = match packs {
+            Ok(packs) => Cached::of(version, &packs, self.limit),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the store's history into memory; reading it from disk");
+                None
             }
-        }
-        drop(packs);
+        };
+        let mut state = self.write();
+        // Off unless installed below; and a cache turned off meanwhile stays off.
+        let State::Building { pending, .. } = std::mem::replace(&mut *state, State::Off) else { return };
+        let Some(mut c) = built else { return };
         // Submissions committed before the snapshot was taken are in it already.
         let fits = pending.into_iter().filter(|d| d.id > version).all(|d| c.apply(d));
-        tracing::debug!(rows = c.rows, pupils = c.by_upn.len(), "history cache built");
-        *state = if fits && !c.too_large(self.limit) { State::Ready(c) } else { State::Off };
+        if fits && !c.too_large(self.limit) {
+            tracing::debug!(rows = c.rows, pupils = c.by_upn.len(), "history cache built");
+            *state = State::Ready(c);
+        }
+    }
+
+    /// Gives up on the cache for good (a reader found the store too large to hold).
+    pub fn give_up(&self) {
+        *self.write() = State::Off;
     }
 
     /// Locks the cache to apply a submission just committed; see [`Applying`].
@@ -258,10 +308,11 @@ impl Applying<'_> {
                     *state = State::Off;
                 }
             }
-            State::Building(pending) => {
+            State::Building { pending, rows } => {
+                *rows += d.row_count();
                 pending.push(d);
                 // A build that never finishes (its reader failed) must not hold every feed.
-                if pending.iter().map(HistoryDelta::row_count).sum::<usize>() > self.limit {
+                if *rows > self.limit {
                     *state = State::Off;
                 }
             }
@@ -271,6 +322,22 @@ impl Applying<'_> {
 }
 
 impl Cached {
+    /// Every row of `packs`, unless there are more than `limit`.
+    fn of(version: i64, packs: &[(SchoolTerm, Packed)], limit: usize) -> Option<Self> {
+        let rows: usize = packs.iter().map(|(_, p)| p.len()).sum();
+        let mut c = Cached { version, rows: 0, by_upn: BTreeMap::new() };
+        if c.too_large_with(rows, limit) {
+            return None;
+        }
+        for (st, packed) in packs {
+            for e in packed.iter() {
+                push_entry(c.by_upn.entry(key(e.upn)?).or_default(), *st, e.format, e.bytes);
+                c.rows += 1;
+            }
+        }
+        Some(c)
+    }
+
     /// Applies `d` if it was written over exactly this state; false if not.
     fn apply(&mut self, d: HistoryDelta) -> bool {
         if self.version != d.previous || d.id <= self.version {
@@ -279,9 +346,11 @@ impl Cached {
             );
             return false;
         }
-        let Some(rows) = d.rows else { return false };
-        for u in &d.superseded {
-            let Some(k) = key(u) else { return false };
+        let Some(mut superseded) = d.superseded.iter().map(|u| key(u)).collect::<Option<Vec<Key>>>() else {
+            return false;
+        };
+        superseded.sort_unstable();
+        for k in superseded {
             if let Some(blob) = self.by_upn.get_mut(&k) {
                 self.rows -= remove_term(blob, d.school_term);
                 if blob.is_empty() {
@@ -289,11 +358,12 @@ impl Cached {
                 }
             }
         }
-        for (k, bytes) in rows {
+        for e in d.rows.iter() {
+            let Some(k) = key(e.upn) else { return false };
             let blob = self.by_upn.entry(k).or_default();
             // Never two rows of one school and term for a pupil (a feed lists each pupil once).
             self.rows -= remove_term(blob, d.school_term);
-            push_entry(blob, d.school_term, Format::Postcard, &bytes);
+            push_entry(blob, d.school_term, e.format, e.bytes);
             self.rows += 1;
         }
         self.version = d.id;
@@ -301,9 +371,13 @@ impl Cached {
     }
 
     fn too_large(&self, limit: usize) -> bool {
-        let over = self.rows > limit;
+        self.too_large_with(self.rows, limit)
+    }
+
+    fn too_large_with(&self, rows: usize, limit: usize) -> bool {
+        let over = rows > limit;
         if over {
-            tracing::info!(rows = self.rows, "the store's history is read from disk: too large to hold in memory");
+            tracing::info!(rows, limit, "the store's history is read from disk: too large to hold in memory");
         }
         over
     }
@@ -332,9 +406,7 @@ mod tests {
             id,
             school_term: at,
             superseded: superseded.iter().map(|r| r.upn.as_str().to_owned()).collect(),
-            rows: Some(
-                rows.iter().map(|r| (key(r.upn.as_str()).unwrap(), super::super::codec::encode(r).unwrap())).collect(),
-            ),
+            rows: packs(at, rows).unwrap().pop().unwrap().1,
         }
     }
 
@@ -430,5 +502,55 @@ mod tests {
         assert!(built_too_large.claim_build());
         built_too_large.fill(0, packs(st(100001, 0), &r));
         assert!(built_too_large.rows_of(0, upns(&r), None).is_none());
+    }
+
+    #[test]
+    fn a_cache_turned_off_while_it_is_built_stays_off() {
+        let r = rows();
+        let cache = HistoryCache::with_limit(r.len());
+        assert!(cache.claim_build());
+        // Commits during the build pile up past the limit: off, and the build is not installed.
+        cache.apply(delta(0, 1, st(100001, 0), &[], &r));
+        cache.apply(delta(1, 2, st(100001, 1), &[], &r));
+        cache.fill(0, Ok(Vec::new()));
+        assert!(cache.rows_of(2, upns(&r), None).is_none());
+        assert!(!cache.claim_build(), "never built again");
+    }
+
+    #[test]
+    fn a_panic_while_it_is_locked_turns_it_off_rather_than_serving_it() {
+        let r = rows();
+        let cache = HistoryCache::default();
+        assert!(cache.claim_build());
+        cache.fill(0, Ok(Vec::new()));
+        cache.apply(delta(0, 1, st(100001, 0), &[], &r));
+        assert!(cache.rows_of(1, upns(&r), None).is_some());
+        let poisoned = std::thread::scope(|s| {
+            s.spawn(|| {
+                let _held = cache.state.write();
+                panic!("while applying");
+            })
+            .join()
+        });
+        assert!(poisoned.is_err());
+        assert!(cache.rows_of(1, upns(&r), None).is_none(), "not served");
+        assert!(!cache.claim_build(), "off");
+        assert!(cache.rows_of(1, upns(&r), None).is_none());
+    }
+
+    #[test]
+    fn its_debug_form_shows_no_upn() {
+        let r = rows();
+        let cache = HistoryCache::default();
+        assert!(cache.claim_build());
+        cache.fill(0, Ok(Vec::new()));
+        let d = delta(0, 1, st(100001, 0), &r, &r);
+        let shown = format!("{d:?} {cache:?}");
+        cache.apply(d);
+        let shown = format!("{shown} {cache:?}");
+        assert!(shown.contains("rows of"), "{shown}");
+        for x in &r {
+            assert!(!shown.contains(x.upn.as_str()) && !shown.contains(&x.upn.as_str()[1..]), "{shown}");
+        }
     }
 }

@@ -170,13 +170,7 @@ impl Store {
             crate::par::map(s.rows, super::codec::encode).into_iter().collect::<StoreResult<Vec<_>>>()?;
         let rows_digest = rows_digest(s.rows, &encoded_rows);
         let packed_rows = PackedRows::new(s.rows, &encoded_rows)?;
-        // The rows as the history cache keeps them, once committed.
-        let cache_rows: Option<Vec<(super::history::Key, Vec<u8>)>> = s
-            .rows
-            .iter()
-            .zip(encoded_rows)
-            .map(|(r, bytes)| super::history::key(r.upn.as_str()).map(|k| (k, bytes)))
-            .collect();
+        drop(encoded_rows);
         let prescored = {
             // Snapshots for ingest have connections of their own, so a feed being scored never
             // holds one that API reads wait for.
@@ -273,12 +267,13 @@ impl Store {
                     .map_err(StoreError::from)?;
             }
             insert_rows(tx, id, urn, term_index, &packed_rows)?;
+            // Once committed, the history cache takes the packed rows as they were stored.
             tx.history.replace(Some(super::history::HistoryDelta {
                 previous,
                 id,
                 school_term: s.school_term,
                 superseded,
-                rows: cache_rows,
+                rows: Packed::new(Kind::Rows, packed_rows.entries, packed_rows.data)?,
             }));
             // The model active now, read in this transaction: an activation cannot slip between.
             let model_id: String = tx
@@ -491,7 +486,24 @@ impl Store {
             return Ok(h);
         }
         if self.history.claim_build() {
-            self.history.fill(last_id, current_packs_in(conn));
+            // Counted first: a store too large to hold is never read into memory whole.
+            let rows: Option<i64> = conn
+                .query_row(
+                    "SELECT COALESCE(SUM(f.pupils), 0) FROM feed_rows f JOIN submissions s ON s.id = f.submission_id \
+                     WHERE s.state = 'current'",
+                    [],
+                    |r| r.get(0),
+                )
+                .ok();
+            if rows.and_then(|n| usize::try_from(n).ok()).is_none_or(|n| n > self.history.limit()) {
+                tracing::info!(
+                    rows,
+                    "the store's history is read from disk: too large to hold in memory, or uncounted"
+                );
+                self.history.give_up();
+            } else {
+                self.history.fill(last_id, current_packs_in(conn));
+            }
             if let Some(h) = self.history.rows_of(last_id, upns(), Some(st)) {
                 return Ok(h);
             }
@@ -870,6 +882,44 @@ mod tests {
         let last = last_submission_id(&snap).unwrap();
         let upns = || rows.iter().map(|r| r.upn.as_str());
         assert_eq!(store.history.rows_of(last, upns(), None).unwrap(), pupils_current_rows(&snap, upns()).unwrap());
+    }
+
+    /// A store with more rows than the cache may hold is never read into memory: feeds are
+    /// scored from the store, with the same history.
+    #[test]
+    fn a_store_too_large_for_the_history_cache_is_read_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = crate::ingest::parse_csv(include_bytes!("../../tests/fixtures/valid-feed.csv")).unwrap().rows;
+        let autumn = Term::parse("2025/26", "autumn").unwrap();
+        let a = Urn::new(100001).unwrap();
+        let seen = |store: &Store, st: SchoolTerm, sha: &str| {
+            let n = RefCell::new(0);
+            store
+                .accept_submission::<StoreError>(
+                    &submission(st, sha, &rows),
+                    None,
+                    |m, h| {
+                        *n.borrow_mut() = h.len();
+                        super::super::scores::encode_scores(&fake_scores(m.model_id, st, &h))
+                    },
+                    |_, _| event(Action::FeedAccept),
+                )
+                .unwrap();
+            n.into_inner()
+        };
+        {
+            let mut store = store_with_model(dir.path(), &[100001]);
+            store.history = super::super::history::HistoryCache::with_limit(rows.len() + 1);
+            assert_eq!(seen(&store, SchoolTerm { urn: a, term: autumn }, "1"), rows.len());
+            assert_eq!(seen(&store, SchoolTerm { urn: a, term: autumn.next() }, "2"), 2 * rows.len());
+            let last = last_submission_id(&store.snapshot_conn()).unwrap();
+            let upns = rows.iter().map(|r| r.upn.as_str());
+            assert!(store.history.rows_of(last, upns, None).is_none(), "over its limit: off");
+        }
+        let mut store = Store::open(dir.path()).unwrap();
+        store.history = super::super::history::HistoryCache::with_limit(rows.len());
+        assert_eq!(seen(&store, SchoolTerm { urn: a, term: autumn.next().next() }, "3"), 3 * rows.len());
+        assert!(!store.history.claim_build(), "given up before reading, not built");
     }
 
     /// Feeds of the same pupils committed from several threads at once leave the history
