@@ -153,6 +153,7 @@ fn main() {
         }
 
         let mut models = ModelServiceClient::with_interceptor(channel.clone(), analyst.clone());
+        let cpu_train = cpu_seconds();
         let mut stream = models
             .train_model(pb::TrainModelRequest { capacity: 36, seed, ..Default::default() })
             .await
@@ -169,6 +170,10 @@ fn main() {
             }
         }
         let trained = trained.expect("a trained model");
+        if verbose {
+            let (cpu, secs) = (cpu_seconds().0 - cpu_train.0, t.elapsed().as_secs_f64());
+            eprintln!("  CPU while training: {cpu:.2} s ({:.2} cores)", cpu / secs);
+        }
         steps.add("train 3 outcomes with model selection", &mut t);
         models
             .activate_model(pb::ActivateModelRequest { model_id: trained.model_id.clone(), ..Default::default() })
