@@ -18,8 +18,10 @@ impl Urn {
         }
         Ok(Self(raw.parse().expect("six digits parse")))
     }
+    /// Any number of at most six digits (written with leading zeros), as `parse` takes it,
+    /// without formatting it first: every stored school term is read through this.
     pub fn new(v: u32) -> Result<Self, String> {
-        Self::parse(&format!("{v:06}"))
+        if v <= 999_999 { Ok(Self(v)) } else { Self::parse(&v.to_string()) }
     }
     pub fn get(self) -> u32 {
         self.0
@@ -178,5 +180,10 @@ mod tests {
         assert!(Urn::parse("10001").is_err());
         assert!(Urn::parse("10000a").is_err());
         assert_eq!(Urn::new(42).unwrap().to_string(), "000042");
+        // `new` takes exactly the numbers `parse` takes written with six digits.
+        for v in [0, 1, 42, 100_001, 999_999, 1_000_000, 1_234_567, u32::MAX] {
+            assert_eq!(Urn::new(v), Urn::parse(&format!("{v:06}")), "{v}");
+        }
+        assert_eq!(Urn::new(1_000_000).unwrap_err(), "school URN must be 6 digits, got \"1000000\"");
     }
 }
