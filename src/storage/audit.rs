@@ -50,9 +50,8 @@ fn check_continues(tx: &Tx, last: Option<(u64, String)>) -> StoreResult<()> {
 /// Appends an event to the chain inside the caller's transaction.
 pub(crate) fn append(tx: &Tx, event: NewEvent) -> StoreResult<AuditEvent> {
     let last: Option<(u64, String, String)> = tx
-        .query_row("SELECT seq, hash, event_json FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
-        })
+        .prepare_cached("SELECT seq, hash, event_json FROM audit_events ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)))
         .optional()?;
     // Within one transaction, events appended earlier in it are already the known head.
     if tx.head.borrow().is_none() {
@@ -65,10 +64,8 @@ pub(crate) fn append(tx: &Tx, event: NewEvent) -> StoreResult<AuditEvent> {
         .transpose()?;
     let e = chain(prev.as_ref(), event);
     let json = serde_json::to_string(&e).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    tx.execute(
-        "INSERT INTO audit_events (seq, event_json, hash, mac) VALUES (?1, ?2, ?3, ?4)",
-        params![e.seq as i64, json, e.hash, event_mac(tx.key, &e.hash)],
-    )?;
+    tx.prepare_cached("INSERT INTO audit_events (seq, event_json, hash, mac) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![e.seq as i64, json, e.hash, event_mac(tx.key, &e.hash)])?;
     *tx.head.borrow_mut() = Some(Checkpoint::new(tx.key, e.seq, &e.hash));
     Ok(e)
 }

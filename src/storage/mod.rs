@@ -81,6 +81,8 @@ pub struct Store {
 }
 
 const READERS: usize = 4;
+/// Prepared statements kept per connection.
+const STATEMENTS: usize = 64;
 /// Connections for ingest's snapshots (the default number of feeds ingested at once; a
 /// further feed waits for one).
 const SNAPSHOTS: usize = 4;
@@ -162,6 +164,9 @@ impl Store {
         conn.pragma_update(None, "cache_size", -8192)?;
         conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // A feed's write alone uses some twenty statements; rusqlite keeps 16 by default, and
+        // a statement evicted before its next use is parsed and planned again.
+        conn.set_prepared_statement_cache_capacity(STATEMENTS);
         migrations::apply(&mut conn)?;
         rusqlite::vtab::array::load_module(&conn)?;
         // Checkpoints run on their own thread, not inside a writer's commit. The writer's own
@@ -181,6 +186,7 @@ impl Store {
             r.pragma_update(None, "mmap_size", mmap_bytes)?;
             rusqlite::vtab::array::load_module(&r)?;
             r.busy_timeout(std::time::Duration::from_secs(10))?;
+            r.set_prepared_statement_cache_capacity(STATEMENTS);
             Ok(Mutex::new(r))
         };
         let readers = (0..READERS).map(|_| reader(MMAP_BYTES)).collect::<StoreResult<_>>()?;

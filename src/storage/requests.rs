@@ -32,11 +32,10 @@ impl Tx<'_> {
     pub fn prior(&self, rk: Option<&RequestKey>) -> StoreResult<Option<RequestResult>> {
         let Some(rk) = rk else { return Ok(None) };
         let row: Option<(String, String)> = self
-            .query_row(
+            .prepare_cached(
                 "SELECT fingerprint, result_json FROM request_results WHERE key_id = ?1 AND method = ?2 AND request_id = ?3",
-                params![rk.key_id, rk.method, rk.request_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            )?
+            .query_row(params![rk.key_id, rk.method, rk.request_id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         match row {
             None => Ok(None),
@@ -50,9 +49,10 @@ impl Tx<'_> {
     /// Records the result of a request, in the transaction that made the change.
     pub fn remember(&self, rk: Option<&RequestKey>, result: &RequestResult) -> StoreResult<()> {
         let Some(rk) = rk else { return Ok(()) };
-        self.execute(
+        self.prepare_cached(
             "INSERT INTO request_results (key_id, method, request_id, fingerprint, result_json) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![rk.key_id, rk.method, rk.request_id, rk.fingerprint, serde_json::to_string(result).expect("serialises")],
+        )?
+        .execute(params![rk.key_id, rk.method, rk.request_id, rk.fingerprint, serde_json::to_string(result).expect("serialises")],
         )?;
         Ok(())
     }

@@ -144,7 +144,8 @@ pub(crate) fn insert_scores(
     model_id: &str,
     encoded: &EncodedScores,
 ) -> StoreResult<String> {
-    tx.execute("DELETE FROM score_sets WHERE submission_id = ?1 AND model_id = ?2", params![submission_id, model_id])?;
+    tx.prepare_cached("DELETE FROM score_sets WHERE submission_id = ?1 AND model_id = ?2")?
+        .execute(params![submission_id, model_id])?;
     tx.prepare_cached(
         "INSERT INTO score_sets (submission_id, model_id, pupils, entries, data) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
@@ -156,11 +157,10 @@ pub(crate) fn insert_scores(
         super::packed::zeroed(&encoded.data)?
     ])?;
     super::packed::write_data(tx, "score_sets", tx.last_insert_rowid(), &encoded.data)?;
-    tx.execute(
-        "INSERT OR REPLACE INTO live_scores (submission_id, model_id) VALUES (?1, ?2)",
-        params![submission_id, model_id],
-    )?;
-    tx.execute("DELETE FROM score_queue WHERE submission_id = ?1 AND model_id = ?2", params![submission_id, model_id])?;
+    tx.prepare_cached("INSERT OR REPLACE INTO live_scores (submission_id, model_id) VALUES (?1, ?2)")?
+        .execute(params![submission_id, model_id])?;
+    tx.prepare_cached("DELETE FROM score_queue WHERE submission_id = ?1 AND model_id = ?2")?
+        .execute(params![submission_id, model_id])?;
     Ok(encoded.digest.clone())
 }
 

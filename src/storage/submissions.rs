@@ -112,7 +112,10 @@ fn read_record(r: &Row) -> rusqlite::Result<SubmissionRecord> {
 }
 
 fn get(tx: &rusqlite::Connection, id: i64) -> StoreResult<Option<SubmissionRecord>> {
-    Ok(tx.query_row(&format!("SELECT {COLUMNS} FROM submissions WHERE id = ?1"), [id], read_record).optional()?)
+    Ok(tx
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM submissions WHERE id = ?1"))?
+        .query_row([id], read_record)
+        .optional()?)
 }
 
 /// The model that scores a submission: read from the store when it differs from the one
@@ -200,9 +203,7 @@ impl Store {
                 None
             } else {
                 let last_id = last_submission_id(&snap)?;
-                let model_id: String = snap
-                    .query_row("SELECT model_id FROM models WHERE active = 1", [], |r| r.get(0))
-                    .map_err(StoreError::from)?;
+                let model_id = active_model_id(&snap)?;
                 let mut history = self.earlier_history(&snap, last_id, s.school_term, s.rows)?;
                 history.extend(s.rows.iter().map(|r| (s.school_term, r.clone())));
                 let encoded = score(ActiveModel { model_id: &model_id, conn: &snap }, history)?;
@@ -223,12 +224,10 @@ impl Store {
             }
             let (urn, term_index) = (s.school_term.urn.get(), s.school_term.term.index());
             let current: Option<(i64, String)> = tx
-                .query_row(
+                .prepare_cached(
                     "SELECT id, content_sha256 FROM submissions WHERE urn = ?1 AND term_index = ?2 AND state = 'current'",
-                    params![urn, term_index],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
-                .optional()
+                .and_then(|mut q| q.query_row(params![urn, term_index], |r| Ok((r.get(0)?, r.get(1)?))).optional())
                 .map_err(StoreError::from)?;
             let mut superseded = Vec::new();
             if let Some((id, sha)) = &current {
@@ -243,11 +242,13 @@ impl Store {
             }
             let previous = last_submission_id(tx)?;
             let warnings = serde_json::to_string(s.warnings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO submissions (urn, term_index, state, source, content_sha256, row_count, warning_count, \
                  warnings_json, received_at, key_id, supersedes) \
                  VALUES (?1, ?2, 'current', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
+            )
+            .and_then(|mut q| {
+                q.execute(params![
                     urn,
                     term_index,
                     s.source.as_str(),
@@ -258,8 +259,8 @@ impl Store {
                     s.received_at,
                     s.key_id,
                     current.as_ref().map(|c| c.0),
-                ],
-            )
+                ])
+            })
             .map_err(StoreError::from)?;
             let id = tx.last_insert_rowid();
             if let Some((old, _)) = current {
@@ -276,9 +277,7 @@ impl Store {
                 rows: Packed::new(Kind::Rows, packed_rows.entries, packed_rows.data)?,
             }));
             // The model active now, read in this transaction: an activation cannot slip between.
-            let model_id: String = tx
-                .query_row("SELECT model_id FROM models WHERE active = 1", [], |r| r.get(0))
-                .map_err(StoreError::from)?;
+            let model_id = active_model_id(tx)?;
             let fresh = match &prescored {
                 Some(p) if p.model_id == model_id && !touched_since(tx, p.last_id, id, s.rows.iter().map(|r| r.upn.as_str()))? => {
                     Some(&p.encoded)
@@ -548,7 +547,12 @@ const ROW: &str = "a stored pupil row";
 /// The latest submission id a connection's snapshot holds (0 for none): what scores made
 /// on that snapshot are later checked against (`touched_since`).
 fn last_submission_id(conn: &rusqlite::Connection) -> StoreResult<i64> {
-    Ok(conn.query_row("SELECT COALESCE(MAX(id), 0) FROM submissions", [], |r| r.get(0))?)
+    Ok(conn.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM submissions")?.query_row([], |r| r.get(0))?)
+}
+
+/// The active model's id (every feed reads it twice: statements here are prepared once).
+fn active_model_id(conn: &rusqlite::Connection) -> StoreResult<String> {
+    Ok(conn.prepare_cached("SELECT model_id FROM models WHERE active = 1")?.query_row([], |r| r.get(0))?)
 }
 
 /// The current submission's id for a school and term.
