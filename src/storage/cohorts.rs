@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use super::{RequestKey, RequestResult, Store, StoreError, StoreResult, Tx};
+use super::{CachedStatements, RequestKey, RequestResult, Store, StoreError, StoreResult, Tx};
 use crate::audit::NewEvent;
 use crate::cohort::{CohortParams, Policy};
 use crate::domain::{SchoolTerm, Term, Upn, Urn};
@@ -129,7 +129,7 @@ fn load(tx: &rusqlite::Connection, id: i64) -> StoreResult<Option<Cohort>> {
 /// A cohort, with its members or (for summaries) without them.
 fn load_with(tx: &rusqlite::Connection, id: i64, with_members: bool) -> StoreResult<Option<Cohort>> {
     let row = tx
-        .query_row(
+        .cached_row(
             "SELECT urn, term_index, model_id, params_json, state, created_at, created_by, finalised_at, \
              over_capacity_reason, programme_end FROM cohorts WHERE id = ?1",
             [id],
@@ -264,7 +264,7 @@ fn upsert_member(tx: &Tx, id: i64, m: &Member) -> StoreResult<()> {
 
 /// Writes what changed between `before` and `after`: the cohort row and changed members only.
 fn write_changes(tx: &Tx, before: &Cohort, after: &Cohort) -> StoreResult<()> {
-    tx.execute(
+    tx.cached_exec(
         "UPDATE cohorts SET state = ?2, finalised_at = ?3, over_capacity_reason = ?4, programme_end = ?5 WHERE id = ?1",
         params![
             after.id,
@@ -281,7 +281,7 @@ fn write_changes(tx: &Tx, before: &Cohort, after: &Cohort) -> StoreResult<()> {
     }
     for m in &before.members {
         if after.member(&m.upn).is_none() {
-            tx.execute(
+            tx.cached_exec(
                 "DELETE FROM cohort_members WHERE cohort_id = ?1 AND upn = ?2",
                 params![after.id, m.upn.as_str()],
             )?;
@@ -306,7 +306,7 @@ impl Store {
                 return Ok(Ok(load(tx, id)?.ok_or_else(|| corrupt("lost", id))?));
             }
             let open: Option<(i64, String)> = tx
-                .query_row(
+                .cached_row(
                     "SELECT id, state FROM cohorts WHERE urn = ?1 AND term_index = ?2 AND state != 'replaced'",
                     params![c.school_term.urn.get(), c.school_term.term.index()],
                     |r| Ok((r.get(0)?, r.get(1)?)),
@@ -322,7 +322,7 @@ impl Store {
                 }
             }
             c.state = CohortState::Proposed;
-            tx.execute(
+            tx.cached_exec(
                 "INSERT INTO cohorts (urn, term_index, model_id, params_json, state, created_at, created_by) \
                  VALUES (?1, ?2, ?3, ?4, 'proposed', ?5, ?6)",
                 params![
@@ -352,7 +352,7 @@ impl Store {
     pub fn open_cohort(&self, st: SchoolTerm) -> StoreResult<Option<Cohort>> {
         let conn = self.conn();
         let id: Option<i64> = conn
-            .query_row(
+            .cached_row(
                 "SELECT id FROM cohorts WHERE urn = ?1 AND term_index = ?2 AND state != 'replaced'",
                 params![st.urn.get(), st.term.index()],
                 |r| r.get(0),

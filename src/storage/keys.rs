@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension, params};
 
 use serde_json::json;
 
-use super::{Store, StoreError, StoreResult};
+use super::{CachedStatements, Store, StoreError, StoreResult};
 use crate::audit::{Action, NewEvent};
 use crate::auth::Role;
 use crate::domain::Urn;
@@ -60,7 +60,7 @@ impl Store {
     pub fn find_active_key(&self, key_hash: &str) -> StoreResult<Option<KeyRecord>> {
         let conn = self.conn();
         let id: Option<i64> = conn
-            .query_row("SELECT id FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL", [key_hash], |r| r.get(0))
+            .cached_row("SELECT id FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL", [key_hash], |r| r.get(0))
             .optional()?;
         match id {
             Some(id) => load_key(&conn, id),
@@ -114,7 +114,7 @@ fn key_event(actor: &str, action: Action, id: i64, at: i64, details: serde_json:
 
 fn load_key(conn: &rusqlite::Connection, id: i64) -> StoreResult<Option<KeyRecord>> {
     let row = conn
-        .query_row("SELECT prefix, role, label, created_at, revoked_at FROM api_keys WHERE id = ?1", [id], |r| {
+        .cached_row("SELECT prefix, role, label, created_at, revoked_at FROM api_keys WHERE id = ?1", [id], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .optional()?;
@@ -123,7 +123,7 @@ fn load_key(conn: &rusqlite::Connection, id: i64) -> StoreResult<Option<KeyRecor
     };
     let role = role.parse().map_err(|_| StoreError::Corrupt(format!("key {id} has unknown role")))?;
     let schools = conn
-        .prepare("SELECT urn FROM api_key_schools WHERE key_id = ?1 ORDER BY urn")?
+        .prepare_cached("SELECT urn FROM api_key_schools WHERE key_id = ?1 ORDER BY urn")?
         .query_map([id], |r| r.get::<_, u32>(0))?
         .map(|u| u.map_err(StoreError::from).and_then(|u| Urn::new(u).map_err(StoreError::Corrupt)))
         .collect::<StoreResult<_>>()?;

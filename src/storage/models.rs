@@ -2,7 +2,7 @@ use rusqlite::{OptionalExtension, params};
 
 use std::sync::Arc;
 
-use super::{RequestKey, RequestResult, Store, StoreResult, Tx};
+use super::{CachedStatements, RequestKey, RequestResult, Store, StoreResult, Tx};
 use crate::audit::NewEvent;
 use crate::model::ModelArtifact;
 
@@ -76,12 +76,14 @@ impl Store {
 
     pub fn get_model(&self, model_id: &str) -> StoreResult<Option<ModelRecord>> {
         let conn = self.conn();
-        Ok(conn.query_row(&format!("SELECT {COLUMNS} FROM models WHERE model_id = ?1"), [model_id], read).optional()?)
+        Ok(conn
+            .cached_row(&format!("SELECT {COLUMNS} FROM models WHERE model_id = ?1"), [model_id], read)
+            .optional()?)
     }
 
     pub fn active_model(&self) -> StoreResult<Option<ModelRecord>> {
         let conn = self.conn();
-        Ok(conn.query_row(&format!("SELECT {COLUMNS} FROM models WHERE active = 1"), [], read).optional()?)
+        Ok(conn.cached_row(&format!("SELECT {COLUMNS} FROM models WHERE active = 1"), [], read).optional()?)
     }
 
     pub fn list_models(&self) -> StoreResult<Vec<ModelRecord>> {

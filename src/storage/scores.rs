@@ -5,7 +5,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::packed::{Format, Kind, Packed, pack};
-use super::{Store, StoreError, StoreResult, Tx};
+use super::{CachedStatements, Store, StoreError, StoreResult, Tx};
 use crate::domain::{PupilTerm, SchoolTerm, Term, Urn};
 use crate::scoring::PupilRisk;
 
@@ -292,7 +292,7 @@ impl Store {
     /// `LiveScores` with no scores in it).
     fn live_of(conn: &rusqlite::Connection, st: SchoolTerm) -> StoreResult<Result<(i64, String), LiveScores>> {
         let Some(submission_id): Option<i64> = conn
-            .query_row(
+            .cached_row(
                 "SELECT id FROM submissions WHERE urn = ?1 AND term_index = ?2 AND state = 'current'",
                 params![st.urn.get(), st.term.index()],
                 |r| r.get(0),
@@ -302,7 +302,7 @@ impl Store {
             return Ok(Err(LiveScores::NoFeed));
         };
         let queued: Option<String> = conn
-            .query_row("SELECT model_id FROM score_queue WHERE submission_id = ?1 LIMIT 1", [submission_id], |r| {
+            .cached_row("SELECT model_id FROM score_queue WHERE submission_id = ?1 LIMIT 1", [submission_id], |r| {
                 r.get(0)
             })
             .optional()?;
@@ -310,7 +310,7 @@ impl Store {
             return Ok(Err(LiveScores::Pending { submission_id, model_id }));
         }
         let live: Option<String> = conn
-            .query_row("SELECT model_id FROM live_scores WHERE submission_id = ?1", [submission_id], |r| r.get(0))
+            .cached_row("SELECT model_id FROM live_scores WHERE submission_id = ?1", [submission_id], |r| r.get(0))
             .optional()?;
         // Accepted submissions are scored in the same transaction, so this means the store
         // was changed by hand; say it is not ready rather than answer with nothing.
@@ -473,7 +473,7 @@ impl Store {
     pub fn current_submission_id(&self, st: SchoolTerm) -> StoreResult<Option<i64>> {
         Ok(self
             .conn()
-            .query_row(
+            .cached_row(
                 "SELECT id FROM submissions WHERE urn = ?1 AND term_index = ?2 AND state = 'current'",
                 params![st.urn.get(), st.term.index()],
                 |r| r.get(0),
