@@ -110,6 +110,13 @@ pub fn parse_csv_limited(bytes: &[u8], max_rows: usize) -> Result<Feed, FeedErro
     let mut validator = RowValidator::with_absent_columns(absent);
     let mut data_rows = 0usize;
     if let Some(header) = header {
+        // Which contract column each position holds, if any.
+        let mut column_at: Vec<Option<usize>> = vec![None; header.names.len()];
+        for (c, pos) in header.positions.iter().enumerate() {
+            if let Some(p) = pos {
+                column_at[*p] = Some(c);
+            }
+        }
         loop {
             let next = reader.next(&mut record);
             if !matches!(next, Next::End) {
@@ -137,23 +144,30 @@ pub fn parse_csv_limited(bytes: &[u8], max_rows: usize) -> Result<Feed, FeedErro
                 );
                 continue;
             }
-            // Every cell must be UTF-8, also in columns the contract does not use.
+            // Every cell must be UTF-8, also in columns the contract does not use; each is
+            // checked once, and the contract's cells kept as text.
             let mut utf8_ok = true;
+            let mut cells: Cells = [""; COLUMN_COUNT];
             for (i, raw) in record.iter().enumerate() {
-                if std::str::from_utf8(raw).is_err() {
-                    utf8_ok = false;
-                    findings.error(line, &header.names[i], code::INVALID_UTF8, "this cell is not valid UTF-8".into());
+                match std::str::from_utf8(raw) {
+                    Ok(text) => {
+                        if let Some(c) = column_at[i] {
+                            cells[c] = text.trim_matches(' ');
+                        }
+                    }
+                    Err(_) => {
+                        utf8_ok = false;
+                        findings.error(
+                            line,
+                            &header.names[i],
+                            code::INVALID_UTF8,
+                            "this cell is not valid UTF-8".into(),
+                        );
+                    }
                 }
             }
             if !utf8_ok {
                 continue;
-            }
-            let mut cells: Cells = [""; COLUMN_COUNT];
-            for c in Column::ALL {
-                if let Some(pos) = header.positions[c.index()] {
-                    // Checked just above.
-                    cells[c.index()] = std::str::from_utf8(record.get(pos)).unwrap_or_default().trim_matches(' ');
-                }
             }
             if let Some(row) = validator.validate(line, &cells, &mut findings) {
                 rows.push(row);
