@@ -13,7 +13,8 @@ pub type Cells<'a> = [&'a str; COLUMN_COUNT];
 #[derive(Default)]
 pub struct RowValidator {
     /// UPN → first line it appeared on.
-    seen: HashMap<Upn, u64>,
+    /// Each UPN seen so far (its 13 bytes: no allocation per row), and its line.
+    seen: HashMap<[u8; 13], u64>,
     /// Required columns missing from the header: reported once there, not on every row.
     absent: [bool; COLUMN_COUNT],
 }
@@ -87,6 +88,11 @@ impl Row<'_> {
     }
 }
 
+/// A parsed UPN's bytes: always 13 ASCII characters.
+fn upn_key(u: &Upn) -> [u8; 13] {
+    u.as_str().as_bytes().try_into().expect("a parsed UPN has 13 characters")
+}
+
 const ETHNICITY_CODES: &str = "the DfE main ethnicity codes (ABAN … WROM)";
 
 impl RowValidator {
@@ -115,7 +121,7 @@ impl RowValidator {
                 None
             }
         });
-        if let Some(first) = upn.as_ref().and_then(|u| self.seen.get(u)) {
+        if let Some(first) = upn.as_ref().and_then(|u| self.seen.get(&upn_key(u))) {
             r.err(C::Upn, code::DUPLICATE_UPN, format!("this UPN already appears on line {first}"));
         }
         let ncyear = match r.present(cells, C::Ncyear) {
@@ -192,7 +198,7 @@ impl RowValidator {
         }
 
         if let Some(u) = &upn {
-            self.seen.entry(u.clone()).or_insert(line);
+            self.seen.entry(upn_key(u)).or_insert(line);
         }
         let findings = r.findings;
         if !r.ok {
