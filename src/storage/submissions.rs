@@ -468,6 +468,33 @@ impl Store {
         self.read(|conn| all_current_rows_in(conn))
     }
 
+    /// Builds the history cache (after `claim_build`) from a snapshot begun after the claim:
+    /// every submission committed before it is in the snapshot, and every one applied after
+    /// the claim is queued for the cache, so none falls between the two. (A feed's own
+    /// snapshot may predate a commit that the cache, still empty, did not keep.)
+    fn build_history(&self) {
+        // Counted first: a store too large to hold is never read into memory whole.
+        let read = self.read(|conn| {
+            let version = last_submission_id(conn)?;
+            let rows: i64 = conn.query_row(
+                "SELECT COALESCE(SUM(f.pupils), 0) FROM feed_rows f JOIN submissions s ON s.id = f.submission_id \
+                 WHERE s.state = 'current'",
+                [],
+                |r| r.get(0),
+            )?;
+            if usize::try_from(rows).map_or(true, |n| n > self.history.limit()) {
+                tracing::info!(rows, "the store's history is read from disk: too large to hold in memory");
+                return Ok(None);
+            }
+            Ok(Some((version, current_packs_in(conn)?)))
+        });
+        match read {
+            Ok(Some((version, packs))) => self.history.fill(version, Ok(packs)),
+            Ok(None) => self.history.give_up(),
+            Err(e) => self.history.fill(0, Err(e)),
+        }
+    }
+
     /// The current rows of these pupils at every school and term except `st` (whose current
     /// submission a new feed replaces), as the snapshot `conn` (latest submission `last_id`)
     /// holds them: what scoring a feed for `st` reads besides the feed. From the history
@@ -485,24 +512,7 @@ impl Store {
             return Ok(h);
         }
         if self.history.claim_build() {
-            // Counted first: a store too large to hold is never read into memory whole.
-            let rows: Option<i64> = conn
-                .query_row(
-                    "SELECT COALESCE(SUM(f.pupils), 0) FROM feed_rows f JOIN submissions s ON s.id = f.submission_id \
-                     WHERE s.state = 'current'",
-                    [],
-                    |r| r.get(0),
-                )
-                .ok();
-            if rows.and_then(|n| usize::try_from(n).ok()).is_none_or(|n| n > self.history.limit()) {
-                tracing::info!(
-                    rows,
-                    "the store's history is read from disk: too large to hold in memory, or uncounted"
-                );
-                self.history.give_up();
-            } else {
-                self.history.fill(last_id, current_packs_in(conn));
-            }
+            self.build_history();
             if let Some(h) = self.history.rows_of(last_id, upns(), Some(st)) {
                 return Ok(h);
             }
@@ -701,12 +711,16 @@ fn insert_rows(tx: &Transaction, id: i64, urn: u32, term_index: u32, rows: &Pack
         format!("INSERT INTO pupil_index (upn, term_index, submission_id, urn) VALUES {values}")
     };
     for chunk in rows.upns.chunks(PER_INSERT) {
-        let mut ix = tx.prepare_cached(&statement(chunk.len()))?;
         let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(4 * chunk.len());
         for upn in chunk {
             values.extend([upn as &dyn rusqlite::ToSql, &term_index, &id, &urn]);
         }
-        ix.execute(values.as_slice())?;
+        // Only the full statement is kept: a last chunk of each size would evict others.
+        if chunk.len() == PER_INSERT {
+            tx.prepare_cached(&statement(PER_INSERT))?.execute(values.as_slice())?;
+        } else {
+            tx.prepare(&statement(chunk.len()))?.execute(values.as_slice())?;
+        }
     }
     Ok(())
 }
@@ -924,6 +938,38 @@ mod tests {
         store.history = super::super::history::HistoryCache::with_limit(rows.len());
         assert_eq!(seen(&store, SchoolTerm { urn: a, term: autumn.next().next() }, "3"), 3 * rows.len());
         assert!(!store.history.claim_build(), "given up before reading, not built");
+    }
+
+    /// A feed whose snapshot predates a commit the empty cache did not keep does not build
+    /// the cache from that snapshot (it would be a submission behind, and the next commit
+    /// would turn it off): the build reads a snapshot begun after it claimed the build.
+    #[test]
+    fn the_history_cache_is_built_from_a_snapshot_taken_after_it_is_claimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store_with_model(dir.path(), &[100001]);
+        let rows = crate::ingest::parse_csv(include_bytes!("../../tests/fixtures/valid-feed.csv")).unwrap().rows;
+        let autumn = Term::parse("2025/26", "autumn").unwrap();
+        let a = Urn::new(100001).unwrap();
+        accept(&store, SchoolTerm { urn: a, term: autumn }, "1", &rows);
+        // A feed's snapshot, begun (by its first read) before submission 2 commits.
+        let old = rusqlite::Connection::open(dir.path().join(super::super::DB_FILE)).unwrap();
+        rusqlite::vtab::array::load_module(&old).unwrap();
+        let old_snap = old.unchecked_transaction().unwrap();
+        let old_last = last_submission_id(&old_snap).unwrap();
+        accept(&store, SchoolTerm { urn: a, term: autumn.next() }, "2", &rows);
+        // An empty cache that kept nothing of submission 2, as one that saw it commit before
+        // any feed had claimed a build.
+        store.history = super::super::history::HistoryCache::default();
+        let st = SchoolTerm { urn: a, term: autumn.next().next() };
+        let h = store.earlier_history(&old_snap, old_last, st, &rows).unwrap();
+        assert_eq!(h.len(), rows.len(), "the old snapshot's history, read from the store");
+        drop(old_snap);
+        drop(old);
+        accept(&store, st, "3", &rows);
+        let last = last_submission_id(&store.snapshot_conn()).unwrap();
+        let upns = || rows.iter().map(|r| r.upn.as_str());
+        let cached = store.history.rows_of(last, upns(), None).expect("still on after the next commit");
+        assert_eq!(cached.len(), 3 * rows.len());
     }
 
     /// Feeds of the same pupils committed from several threads at once leave the history
