@@ -64,17 +64,19 @@ impl Row<'_> {
 
     fn boolean(&mut self, cells: &Cells, col: Column) -> Option<bool> {
         let v = self.present(cells, col)?;
-        match v.to_ascii_lowercase().as_str() {
-            "y" | "yes" | "true" | "1" => Some(true),
-            "n" | "no" | "false" | "0" => Some(false),
-            _ => {
-                self.err(
-                    col,
-                    code::INVALID_BOOLEAN,
-                    format!("{} must be Y/N, Yes/No, true/false or 1/0, got {}", col.name(), quote(v)),
-                );
-                None
-            }
+        // Case-insensitive, without making a lower-case copy of every cell.
+        let is = |words: [&str; 4]| words.iter().any(|w| v.eq_ignore_ascii_case(w));
+        if is(["y", "yes", "true", "1"]) {
+            Some(true)
+        } else if is(["n", "no", "false", "0"]) {
+            Some(false)
+        } else {
+            self.err(
+                col,
+                code::INVALID_BOOLEAN,
+                format!("{} must be Y/N, Yes/No, true/false or 1/0, got {}", col.name(), quote(v)),
+            );
+            None
         }
     }
 
