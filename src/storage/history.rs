@@ -95,9 +95,14 @@ fn push_entry(blob: &mut Vec<u8>, st: SchoolTerm, format: Format, bytes: &[u8]) 
         // Most pupils' first row is their only one for a while: no room to spare.
         blob.reserve_exact(HEAD + bytes.len());
     }
-    blob.extend_from_slice(&st.urn.get().to_le_bytes());
-    blob.extend_from_slice(&st.term.index().to_le_bytes());
-    blob.push(format as u8);
+    push_raw(blob, raw(st), format as u8, bytes);
+}
+
+/// One entry: urn, term index, format byte, length, bytes.
+fn push_raw(blob: &mut Vec<u8>, (urn, term): (u32, u32), format: u8, bytes: &[u8]) {
+    blob.extend_from_slice(&urn.to_le_bytes());
+    blob.extend_from_slice(&term.to_le_bytes());
+    blob.push(format);
     blob.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     blob.extend_from_slice(bytes);
 }
@@ -134,15 +139,19 @@ fn remove_term(blob: &mut Vec<u8>, st: SchoolTerm) -> usize {
         if t == at {
             removed += 1;
         } else {
-            kept.extend_from_slice(&t.0.to_le_bytes());
-            kept.extend_from_slice(&t.1.to_le_bytes());
-            kept.push(format);
-            kept.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            kept.extend_from_slice(bytes);
+            push_raw(&mut kept, t, format, bytes);
         }
     }
     *blob = kept;
     removed
+}
+
+fn too_large(rows: usize, limit: usize) -> bool {
+    let over = rows > limit;
+    if over {
+        tracing::info!(rows, limit, "the store's history is read from disk: too large to hold in memory");
+    }
+    over
 }
 
 pub struct HistoryCache {
@@ -216,33 +225,22 @@ impl HistoryCache {
         keys.sort_unstable();
         keys.dedup();
         let except = except.map(raw);
-        let mut found: Vec<((u32, u32), u8, Vec<u8>)> = Vec::new();
-        {
+        // Each pupil's entries copied out under the lock, decoded after it.
+        let blobs: Vec<Vec<u8>> = {
             let state = self.state.read().ok()?;
             let State::Ready(c) = &*state else { return None };
             if c.version != version {
                 return None;
             }
-            // Copied out under the lock, decoded after it.
-            for k in &keys {
-                if let Some(blob) = c.by_upn.get(k) {
-                    found.extend(
-                        entries(blob).filter(|(t, _, _)| Some(*t) != except).map(|(t, f, b)| (t, f, b.to_vec())),
-                    );
-                }
-            }
-        }
-        let mut out = Vec::with_capacity(found.len());
-        for ((urn, term), format, bytes) in found {
-            let format = match format {
-                0 => Format::Postcard,
-                1 => Format::Json,
-                _ => return None,
-            };
+            keys.iter().filter_map(|k| c.by_upn.get(k).cloned()).collect()
+        };
+        let mut out = Vec::new();
+        for ((urn, term), format, bytes) in blobs.iter().flat_map(|b| entries(b)).filter(|(t, _, _)| Some(*t) != except)
+        {
             let st = SchoolTerm { urn: Urn::new(urn).ok()?, term: Term::from_index(term) };
-            out.push((st, super::packed::decode::<PupilTerm>(format, &bytes, "a pupil row").ok()?));
+            out.push((st, super::packed::decode::<PupilTerm>(Format::from_byte(format)?, bytes, "a pupil row").ok()?));
         }
-        out.sort_by(|a, b| (a.0.urn, a.0.term, a.1.upn.as_str()).cmp(&(b.0.urn, b.0.term, b.1.upn.as_str())));
+        super::submissions::sort_history(&mut out);
         Some(out)
     }
 
@@ -325,10 +323,10 @@ impl Cached {
     /// Every row of `packs`, unless there are more than `limit`.
     fn of(version: i64, packs: &[(SchoolTerm, Packed)], limit: usize) -> Option<Self> {
         let rows: usize = packs.iter().map(|(_, p)| p.len()).sum();
-        let mut c = Cached { version, rows: 0, by_upn: BTreeMap::new() };
-        if c.too_large_with(rows, limit) {
+        if too_large(rows, limit) {
             return None;
         }
+        let mut c = Cached { version, rows: 0, by_upn: BTreeMap::new() };
         for (st, packed) in packs {
             for e in packed.iter() {
                 push_entry(c.by_upn.entry(key(e.upn)?).or_default(), *st, e.format, e.bytes);
@@ -371,15 +369,7 @@ impl Cached {
     }
 
     fn too_large(&self, limit: usize) -> bool {
-        self.too_large_with(self.rows, limit)
-    }
-
-    fn too_large_with(&self, rows: usize, limit: usize) -> bool {
-        let over = rows > limit;
-        if over {
-            tracing::info!(rows, limit, "the store's history is read from disk: too large to hold in memory");
-        }
-        over
+        too_large(self.rows, limit)
     }
 }
 
@@ -422,6 +412,14 @@ mod tests {
         Ok(vec![(at, Packed::new(Kind::Rows, entries, data).unwrap())])
     }
 
+    /// A cache built from an empty store (latest submission 0), holding at most `limit` rows.
+    fn built_empty(limit: usize) -> HistoryCache {
+        let cache = HistoryCache::with_limit(limit);
+        assert!(cache.claim_build());
+        cache.fill(0, Ok(Vec::new()));
+        cache
+    }
+
     fn upns(rows: &[PupilTerm]) -> impl Iterator<Item = &str> {
         rows.iter().map(|r| r.upn.as_str())
     }
@@ -444,7 +442,7 @@ mod tests {
         assert_eq!(got.len(), r.len() + 3, "submission 1 once, submission 2's three pupils");
         let mut want: Vec<(SchoolTerm, PupilTerm)> = r.iter().map(|x| (st(100001, 0), x.clone())).collect();
         want.extend(r[..3].iter().map(|x| (st(100001, 1), x.clone())));
-        want.sort_by(|a, b| (a.0.urn, a.0.term, a.1.upn.as_str()).cmp(&(b.0.urn, b.0.term, b.1.upn.as_str())));
+        super::super::submissions::sort_history(&mut want);
         assert_eq!(got, want, "ordered by school, term and UPN");
         let earlier = cache.rows_of(2, upns(&r[..1]), Some(st(100001, 1))).unwrap();
         assert_eq!(earlier, vec![(st(100001, 0), r[0].clone())], "one pupil, without the term excepted");
@@ -453,9 +451,7 @@ mod tests {
     #[test]
     fn a_correction_replaces_its_school_terms_rows_and_drops_pupils_it_no_longer_lists() {
         let r = rows();
-        let cache = HistoryCache::default();
-        assert!(cache.claim_build());
-        cache.fill(0, Ok(Vec::new()));
+        let cache = built_empty(MAX_CACHED_ROWS);
         cache.apply(delta(0, 1, st(100001, 0), &[], &r));
         cache.apply(delta(1, 2, st(100002, 1), &[], &r[..2]));
         let mut corrected = r[1..].to_vec();
@@ -490,9 +486,7 @@ mod tests {
     #[test]
     fn more_rows_than_its_limit_turn_it_off() {
         let r = rows();
-        let cache = HistoryCache::with_limit(r.len() + 2);
-        assert!(cache.claim_build());
-        cache.fill(0, Ok(Vec::new()));
+        let cache = built_empty(r.len() + 2);
         cache.apply(delta(0, 1, st(100001, 0), &[], &r));
         assert!(cache.rows_of(1, upns(&r), None).is_some(), "within the limit");
         cache.apply(delta(1, 2, st(100001, 1), &[], &r));
@@ -520,9 +514,7 @@ mod tests {
     #[test]
     fn a_panic_while_it_is_locked_turns_it_off_rather_than_serving_it() {
         let r = rows();
-        let cache = HistoryCache::default();
-        assert!(cache.claim_build());
-        cache.fill(0, Ok(Vec::new()));
+        let cache = built_empty(MAX_CACHED_ROWS);
         cache.apply(delta(0, 1, st(100001, 0), &[], &r));
         assert!(cache.rows_of(1, upns(&r), None).is_some());
         let poisoned = std::thread::scope(|s| {
@@ -541,9 +533,7 @@ mod tests {
     #[test]
     fn its_debug_form_shows_no_upn() {
         let r = rows();
-        let cache = HistoryCache::default();
-        assert!(cache.claim_build());
-        cache.fill(0, Ok(Vec::new()));
+        let cache = built_empty(MAX_CACHED_ROWS);
         let d = delta(0, 1, st(100001, 0), &r, &r);
         let shown = format!("{d:?} {cache:?}");
         cache.apply(d);

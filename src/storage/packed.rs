@@ -26,6 +26,17 @@ pub enum Format {
     Json = 1,
 }
 
+impl Format {
+    /// The format a stored byte names, if any.
+    pub fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(Format::Postcard),
+            1 => Some(Format::Json),
+            _ => None,
+        }
+    }
+}
+
 /// What a packed record holds per pupil besides its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -260,11 +271,7 @@ pub fn lookup(
     let mut e = vec![0u8; w];
     entries.read_at_exact(&mut e, found * w)?;
     let (off, len) = Packed::span(&e);
-    let format = match e[UPN_LEN] {
-        0 => Format::Postcard,
-        1 => Format::Json,
-        _ => return Err(corrupt("an unknown format")),
-    };
+    let format = Format::from_byte(e[UPN_LEN]).ok_or_else(|| corrupt("an unknown format"))?;
     let mut columns = [0.0; COLUMNS];
     if kind == Kind::Scores {
         for (k, c) in columns.iter_mut().enumerate() {

@@ -2,7 +2,7 @@ use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use super::packed::{Format, Kind, Packed, pack};
 use super::scores::EncodedScores;
-use super::{RequestKey, RequestResult, Store, StoreError, StoreResult};
+use super::{CachedStatements, RequestKey, RequestResult, Store, StoreError, StoreResult};
 use crate::audit::NewEvent;
 use crate::domain::{PupilTerm, SchoolTerm, Term, Upn, Urn};
 use crate::ingest::Violation;
@@ -224,10 +224,12 @@ impl Store {
             }
             let (urn, term_index) = (s.school_term.urn.get(), s.school_term.term.index());
             let current: Option<(i64, String)> = tx
-                .prepare_cached(
+                .cached_row(
                     "SELECT id, content_sha256 FROM submissions WHERE urn = ?1 AND term_index = ?2 AND state = 'current'",
+                    params![urn, term_index],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
-                .and_then(|mut q| q.query_row(params![urn, term_index], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                .optional()
                 .map_err(StoreError::from)?;
             let mut superseded = Vec::new();
             if let Some((id, sha)) = &current {
@@ -242,13 +244,11 @@ impl Store {
             }
             let previous = last_submission_id(tx)?;
             let warnings = serde_json::to_string(s.warnings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            tx.prepare_cached(
+            tx.cached_exec(
                 "INSERT INTO submissions (urn, term_index, state, source, content_sha256, row_count, warning_count, \
                  warnings_json, received_at, key_id, supersedes) \
                  VALUES (?1, ?2, 'current', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )
-            .and_then(|mut q| {
-                q.execute(params![
+                params![
                     urn,
                     term_index,
                     s.source.as_str(),
@@ -259,8 +259,8 @@ impl Store {
                     s.received_at,
                     s.key_id,
                     current.as_ref().map(|c| c.0),
-                ])
-            })
+                ],
+            )
             .map_err(StoreError::from)?;
             let id = tx.last_insert_rowid();
             if let Some((old, _)) = current {
@@ -465,7 +465,18 @@ impl Store {
 
     /// Every current row in the store, as (school, term, row), ordered by school, term and UPN.
     pub fn all_current_rows(&self) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
-        self.read(|conn| all_current_rows_in(conn))
+        self.read(|conn| {
+            let packs = current_packs_in(conn)?;
+            // Read in order, decoded on every core (in the same order).
+            let decoded = crate::par::map(&packs, |(st, packed)| {
+                packed.iter().map(|e| Ok((*st, e.decode(ROW)?))).collect::<StoreResult<Vec<_>>>()
+            });
+            let mut out = Vec::with_capacity(packs.iter().map(|(_, p)| p.len()).sum());
+            for rows in decoded {
+                out.extend(rows?);
+            }
+            Ok(out)
+        })
     }
 
     /// Builds the history cache (after `claim_build`) from a snapshot begun after the claim:
@@ -517,23 +528,10 @@ impl Store {
                 return Ok(h);
             }
         }
-        earlier_history(conn, st, rows)
+        let mut out = pupils_current_rows(conn, upns())?;
+        out.retain(|(at, _)| *at != st);
+        Ok(out)
     }
-}
-
-/// Every current row that `conn` holds, as (school, term, row), ordered by school, term
-/// and UPN.
-fn all_current_rows_in(conn: &rusqlite::Connection) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
-    let packs = current_packs_in(conn)?;
-    // Read in order, decoded on every core (in the same order).
-    let decoded = crate::par::map(&packs, |(st, packed)| {
-        packed.iter().map(|e| Ok((*st, e.decode(ROW)?))).collect::<StoreResult<Vec<_>>>()
-    });
-    let mut out = Vec::with_capacity(packs.iter().map(|(_, p)| p.len()).sum());
-    for rows in decoded {
-        out.extend(rows?);
-    }
-    Ok(out)
 }
 
 /// Every current submission's packed rows that `conn` holds, by school and term.
@@ -557,12 +555,12 @@ const ROW: &str = "a stored pupil row";
 /// The latest submission id a connection's snapshot holds (0 for none): what scores made
 /// on that snapshot are later checked against (`touched_since`).
 fn last_submission_id(conn: &rusqlite::Connection) -> StoreResult<i64> {
-    Ok(conn.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM submissions")?.query_row([], |r| r.get(0))?)
+    Ok(conn.cached_row("SELECT COALESCE(MAX(id), 0) FROM submissions", [], |r| r.get(0))?)
 }
 
 /// The active model's id (every feed reads it twice: statements here are prepared once).
 fn active_model_id(conn: &rusqlite::Connection) -> StoreResult<String> {
-    Ok(conn.prepare_cached("SELECT model_id FROM models WHERE active = 1")?.query_row([], |r| r.get(0))?)
+    Ok(conn.cached_row("SELECT model_id FROM models WHERE active = 1", [], |r| r.get(0))?)
 }
 
 /// The current submission's id for a school and term.
@@ -640,8 +638,13 @@ pub(super) fn pupils_current_rows<'a>(
             }
         }
     }
-    out.sort_by(|a, b| (a.0.urn, a.0.term, a.1.upn.as_str()).cmp(&(b.0.urn, b.0.term, b.1.upn.as_str())));
+    sort_history(&mut out);
     Ok(out)
+}
+
+/// Pupils' rows in the order the store gives them: by school, term and UPN.
+pub(super) fn sort_history(rows: &mut [(SchoolTerm, PupilTerm)]) {
+    rows.sort_by(|a, b| (a.0.urn, a.0.term, a.1.upn.as_str()).cmp(&(b.0.urn, b.0.term, b.1.upn.as_str())));
 }
 
 pub(super) const UNINDEX: &str =
@@ -723,18 +726,6 @@ fn insert_rows(tx: &Transaction, id: i64, urn: u32, term_index: u32, rows: &Pack
         }
     }
     Ok(())
-}
-
-/// The current rows of these pupils at every school and term except `st` (whose current
-/// submission a new feed replaces): what scoring a feed for `st` reads besides the feed.
-fn earlier_history(
-    conn: &rusqlite::Connection,
-    st: SchoolTerm,
-    rows: &[PupilTerm],
-) -> StoreResult<Vec<(SchoolTerm, PupilTerm)>> {
-    let mut out = pupils_current_rows(conn, rows.iter().map(|r| r.upn.as_str()))?;
-    out.retain(|(at, _)| *at != st);
-    Ok(out)
 }
 
 /// Whether a submission committed after `since` (other than `own`) holds any of these
@@ -819,6 +810,26 @@ mod tests {
         }
     }
 
+    type Rows = Vec<(SchoolTerm, PupilTerm)>;
+
+    /// The valid fixture feed's ten pupils.
+    fn fixture_rows() -> Vec<PupilTerm> {
+        crate::ingest::parse_csv(include_bytes!("../../tests/fixtures/valid-feed.csv")).unwrap().rows
+    }
+
+    /// For `rows`' pupils at the store's latest submission: the history cache's rows (`None`
+    /// if it does not hold that state) and the store's own, both without `except`; and that
+    /// latest submission id.
+    fn cached_and_stored(store: &Store, rows: &[PupilTerm], except: Option<SchoolTerm>) -> (Option<Rows>, Rows, i64) {
+        let conn = store.snapshot_conn();
+        let snap = conn.unchecked_transaction().unwrap();
+        let last = last_submission_id(&snap).unwrap();
+        let upns = || rows.iter().map(|r| r.upn.as_str());
+        let mut stored = pupils_current_rows(&snap, upns()).unwrap();
+        stored.retain(|(st, _)| Some(*st) != except);
+        (store.history.rows_of(last, upns(), except), stored, last)
+    }
+
     /// Stores `rows` as the feed for `st` (content `sha`), scored with fake scores; its id.
     fn accept(store: &Store, st: SchoolTerm, sha: &str, rows: &[PupilTerm]) -> i64 {
         match store
@@ -861,25 +872,19 @@ mod tests {
     fn the_history_cache_gives_feeds_what_the_store_holds() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_model(dir.path(), &[100001, 100002]);
-        let rows = crate::ingest::parse_csv(include_bytes!("../../tests/fixtures/valid-feed.csv")).unwrap().rows;
+        let rows = fixture_rows();
         let autumn = Term::parse("2025/26", "autumn").unwrap();
         let (a, b) = (Urn::new(100001).unwrap(), Urn::new(100002).unwrap());
         let check = |what: &str| {
-            let conn = store.snapshot_conn();
-            let snap = conn.unchecked_transaction().unwrap();
-            let last = last_submission_id(&snap).unwrap();
-            let upns = || rows.iter().map(|r| r.upn.as_str());
             for except in [None, Some(SchoolTerm { urn: a, term: autumn })] {
-                let cached =
-                    store.history.rows_of(last, upns(), except).unwrap_or_else(|| panic!("{what}: not cached"));
-                let mut stored = pupils_current_rows(&snap, upns()).unwrap();
-                stored.retain(|(st, _)| Some(*st) != except);
-                assert_eq!(cached, stored, "{what}");
+                let (cached, stored, last) = cached_and_stored(&store, &rows, except);
+                assert_eq!(cached.unwrap_or_else(|| panic!("{what}: not cached")), stored, "{what}");
+                let upns = rows.iter().map(|r| r.upn.as_str());
+                assert!(
+                    store.history.rows_of(last - 1, upns, None).is_none(),
+                    "{what}: an older snapshot reads the store"
+                );
             }
-            assert!(
-                store.history.rows_of(last - 1, upns(), None).is_none(),
-                "{what}: an older snapshot reads the store"
-            );
         };
         accept(&store, SchoolTerm { urn: a, term: autumn }, "1", &rows);
         check("one feed");
@@ -895,11 +900,8 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         accept(&store, SchoolTerm { urn: b, term: autumn.next().next() }, "5", &rows[..2]);
-        let conn = store.snapshot_conn();
-        let snap = conn.unchecked_transaction().unwrap();
-        let last = last_submission_id(&snap).unwrap();
-        let upns = || rows.iter().map(|r| r.upn.as_str());
-        assert_eq!(store.history.rows_of(last, upns(), None).unwrap(), pupils_current_rows(&snap, upns()).unwrap());
+        let (cached, stored, _) = cached_and_stored(&store, &rows, None);
+        assert_eq!(cached.expect("built again"), stored);
     }
 
     /// A store with more rows than the cache may hold is never read into memory: feeds are
@@ -907,7 +909,7 @@ mod tests {
     #[test]
     fn a_store_too_large_for_the_history_cache_is_read_from_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let rows = crate::ingest::parse_csv(include_bytes!("../../tests/fixtures/valid-feed.csv")).unwrap().rows;
+        let rows = fixture_rows();
         let autumn = Term::parse("2025/26", "autumn").unwrap();
         let a = Urn::new(100001).unwrap();
         let seen = |store: &Store, st: SchoolTerm, sha: &str| {
@@ -930,9 +932,7 @@ mod tests {
             store.history = super::super::history::HistoryCache::with_limit(rows.len() + 1);
             assert_eq!(seen(&store, SchoolTerm { urn: a, term: autumn }, "1"), rows.len());
             assert_eq!(seen(&store, SchoolTerm { urn: a, term: autumn.next() }, "2"), 2 * rows.len());
-            let last = last_submission_id(&store.snapshot_conn()).unwrap();
-            let upns = rows.iter().map(|r| r.upn.as_str());
-            assert!(store.history.rows_of(last, upns, None).is_none(), "over its limit: off");
+            assert!(cached_and_stored(&store, &rows, None).0.is_none(), "over its limit: off");
         }
         let mut store = Store::open(dir.path()).unwrap();
         store.history = super::super::history::HistoryCache::with_limit(rows.len());
@@ -947,7 +947,7 @@ mod tests {
     fn the_history_cache_is_built_from_a_snapshot_taken_after_it_is_claimed() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = store_with_model(dir.path(), &[100001]);
-        let rows = crate::ingest::parse_csv(include_bytes!("../../tests/fixtures/valid-feed.csv")).unwrap().rows;
+        let rows = fixture_rows();
         let autumn = Term::parse("2025/26", "autumn").unwrap();
         let a = Urn::new(100001).unwrap();
         accept(&store, SchoolTerm { urn: a, term: autumn }, "1", &rows);
@@ -966,9 +966,9 @@ mod tests {
         drop(old_snap);
         drop(old);
         accept(&store, st, "3", &rows);
-        let last = last_submission_id(&store.snapshot_conn()).unwrap();
-        let upns = || rows.iter().map(|r| r.upn.as_str());
-        let cached = store.history.rows_of(last, upns(), None).expect("still on after the next commit");
+        let (cached, stored, _) = cached_and_stored(&store, &rows, None);
+        let cached = cached.expect("still on after the next commit");
+        assert_eq!(cached, stored);
         assert_eq!(cached.len(), 3 * rows.len());
     }
 
@@ -979,7 +979,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let urns: Vec<u32> = (0..4).map(|i| 100001 + i).collect();
         let store = store_with_model(dir.path(), &urns);
-        let rows = crate::ingest::parse_csv(include_bytes!("../../tests/fixtures/valid-feed.csv")).unwrap().rows;
+        let rows = fixture_rows();
         let autumn = Term::parse("2024/25", "autumn").unwrap();
         std::thread::scope(|scope| {
             for (t, &urn) in urns.iter().enumerate() {
@@ -1004,12 +1004,9 @@ mod tests {
                 });
             }
         });
-        let conn = store.snapshot_conn();
-        let snap = conn.unchecked_transaction().unwrap();
-        let last = last_submission_id(&snap).unwrap();
-        let upns = || rows.iter().map(|r| r.upn.as_str());
-        let cached = store.history.rows_of(last, upns(), None).expect("the cache is current");
-        assert_eq!(cached, pupils_current_rows(&snap, upns()).unwrap());
+        let (cached, stored, _) = cached_and_stored(&store, &rows, None);
+        let cached = cached.expect("the cache is current");
+        assert_eq!(cached, stored);
         assert_eq!(cached.len(), (0..4).map(|t| 5 * (rows.len() - t) - 2 - 1).sum::<usize>());
     }
 
@@ -1020,7 +1017,7 @@ mod tests {
     fn scores_from_a_stale_snapshot_are_computed_again() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_model(dir.path(), &[100001, 100002]);
-        let rows = crate::ingest::parse_csv(include_bytes!("../../tests/fixtures/valid-feed.csv")).unwrap().rows;
+        let rows = fixture_rows();
         let autumn = Term::parse("2025/26", "autumn").unwrap();
         let ours = SchoolTerm { urn: Urn::new(100001).unwrap(), term: autumn.next() };
         // The same pupils' earlier term, at another school, committed while ours is scored.
@@ -1066,7 +1063,7 @@ mod tests {
     fn queued_scores_from_a_snapshot_are_checked_before_they_are_stored() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_model(dir.path(), &[100001, 100002]);
-        let rows = crate::ingest::parse_csv(include_bytes!("../../tests/fixtures/valid-feed.csv")).unwrap().rows;
+        let rows = fixture_rows();
         let autumn = Term::parse("2025/26", "autumn").unwrap();
         let ours = SchoolTerm { urn: Urn::new(100001).unwrap(), term: autumn.next() };
         let theirs = SchoolTerm { urn: Urn::new(100002).unwrap(), term: autumn };
@@ -1131,7 +1128,7 @@ mod tests {
     fn scores_from_a_fresh_snapshot_are_stored_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_model(dir.path(), &[100001]);
-        let rows = crate::ingest::parse_csv(include_bytes!("../../tests/fixtures/valid-feed.csv")).unwrap().rows;
+        let rows = fixture_rows();
         let st = SchoolTerm { urn: Urn::new(100001).unwrap(), term: Term::parse("2025/26", "autumn").unwrap() };
         let calls = RefCell::new(0);
         let submit = || {
@@ -1162,7 +1159,7 @@ mod tests {
     fn a_correction_replaces_its_pupils_in_the_upn_index() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_model(dir.path(), &[100001]);
-        let rows = crate::ingest::parse_csv(include_bytes!("../../tests/fixtures/valid-feed.csv")).unwrap().rows;
+        let rows = fixture_rows();
         let autumn = Term::parse("2025/26", "autumn").unwrap();
         let at = |term: Term| SchoolTerm { urn: Urn::new(100001).unwrap(), term };
         let submit = |st: SchoolTerm, sha: &str, rows: &[PupilTerm]| accept(&store, st, sha, rows);
