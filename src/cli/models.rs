@@ -385,7 +385,7 @@ fn build_default(args: BuildDefaultArgs) -> anyhow::Result<i32> {
                 "SYNTHETIC data only: a generated borough of {schools} schools over {years} years (seed {seed}); \
                  no real pupil's data."
             ),
-            progress: &mut |m| eprintln!("  {m}"),
+            progress: &mut |m| eprintln!("  {:>6.2} s  {m}", started.elapsed().as_secs_f64()),
         },
     )?;
     if let Some(dir) = out.parent() {
@@ -394,7 +394,7 @@ fn build_default(args: BuildDefaultArgs) -> anyhow::Result<i32> {
     std::fs::write(&out, artifact.to_json())?;
     let card = out.with_extension("card.md");
     std::fs::write(&card, artifact.model_card())?;
-    eprintln!("trained in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!("trained in {:.2} s", started.elapsed().as_secs_f64());
     crate::out!("wrote {} and {}", out.display(), card.display());
     Ok(0)
 }
