@@ -75,19 +75,21 @@ pub fn groups_of(row: &PupilTerm) -> Groups {
 /// One example per pupil row that has a row in the next term (at any school). Pupils with no
 /// next row left the system and are left out (censored).
 pub fn build(history: &History, seed: u64) -> Vec<Example> {
-    let mut out = Vec::with_capacity(history.rows());
     // Every example starts with the same empty row, and gets its row of the shared matrix
     // once all are built.
     let unset = SingleRow { matrix: std::sync::Arc::new(Vec::new()), row: 0 };
-    for (upn, rows) in &history.pupils {
-        for (st, row) in rows {
+    // Pupils are built on every core and joined in the history's order.
+    let pupils: Vec<_> = history.pupils.iter().collect();
+    let built = crate::par::map(&pupils, |(upn, rows)| {
+        let mut out = Vec::new();
+        for (st, row) in rows.iter() {
             let Some(next) = row_at(rows, st.term.next()) else {
                 continue;
             };
             let FeatureRow { values, .. } = features(rows, row, st.term);
             out.push(Example {
                 urn: st.urn,
-                upn: upn.clone(),
+                upn: Upn::clone(upn),
                 term: st.term,
                 features: values,
                 single: unset.clone(),
@@ -98,7 +100,10 @@ pub fn build(history: &History, seed: u64) -> Vec<Example> {
                 tie: tie_break(seed, upn),
             });
         }
-    }
+        out
+    });
+    let mut out = Vec::with_capacity(built.iter().map(Vec::len).sum());
+    built.into_iter().for_each(|b| out.extend(b));
     // Made in place at its final size and shared as it is (collecting into an `Arc<[f32]>`
     // would hold a second copy while it is made).
     let mut values = Vec::with_capacity(out.len() * N_FEATURES);

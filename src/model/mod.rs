@@ -96,6 +96,21 @@ fn fit_chosen(
     }
 }
 
+/// Training's first jobs: each family's selection fits.
+enum Selecting {
+    /// Outcome k's trees at origin o.
+    Trees(usize, usize),
+    /// Outcome k's logistic fits at every origin, in order.
+    Logistic(usize),
+    Fingerprint,
+}
+
+enum Selected {
+    Trees(usize, usize, select::OriginFit),
+    Logistic(usize, Vec<select::OriginFit>, train::WarmStart),
+    Fingerprint(String),
+}
+
 /// What to call the model and how to describe its data.
 pub struct TrainRequest<'a> {
     pub model_id: Option<String>,
@@ -130,63 +145,104 @@ pub fn train_and_evaluate(
     }
     let all: Vec<&Example> = examples.iter().collect();
     let trees = TreeParams { seed: p.seed, ..TreeParams::default() };
-    // The three outcomes train at once (one thread each; each reports its progress through a
-    // channel that this thread passes on as it comes). Each outcome's result depends only on
-    // its own inputs, so the artifact is the same whatever the scheduling.
-    let train_one = |k: usize, say: &mut dyn FnMut(&str)| -> Result<OutcomeModel, ModelError> {
-        let outcome = crate::domain::Outcome::ALL[k];
-        say(&format!(
-            "{}: choosing a model family by rolling origin over the terms before {test_term}",
-            outcome.label()
-        ));
-        let mut tagged = |m: &str| say(&format!("{}: {}", outcome.label(), m.trim_start()));
-        // Each logistic fit of this outcome starts where the one before ended.
-        let mut warm = train::WarmStart::default();
-        let selection = select::select(&train, k, &params, &trees, &mut warm, &mut tagged);
-        say(&format!(
-            "{}: {} chosen; fitting it on {} examples before {test_term}",
-            outcome.label(),
-            selection.chosen.label(),
-            train.len()
-        ));
-        let evaluation_model = fit_chosen(&selection, &train, k, &params, &trees, &mut warm)?;
-        let probs: Vec<f64> = test.iter().map(|e| evaluation_model.probability(&e.features)).collect();
-        let evaluation = evaluate::evaluate_outcome(k, &test, &probs, p.capacity, test_term);
-        say(&format!(
-            "{}: test AUC {:.3} (last term {:.3}, DfE rule {:.3}); refitting on all {} examples",
-            outcome.label(),
-            evaluation.model.auc.unwrap_or(f64::NAN),
-            evaluation.last_term_status.auc.unwrap_or(f64::NAN),
-            evaluation.dfe_absence_rule.auc.unwrap_or(f64::NAN),
-            all.len()
-        ));
-        let model = fit_chosen(&selection, &all, k, &params, &trees, &mut warm)?;
-        let scores: Vec<f64> = all.iter().map(|e| model.probability(&e.features)).collect();
-        let bands = Bands { medium: quantile(scores.clone(), 0.7), high: quantile(scores, 0.9) };
-        Ok(OutcomeModel { outcome, model, evaluation_model, selection, bands, evaluation })
-    };
-    let (outcomes, data_fingerprint) = std::thread::scope(|scope| {
-        // The data's fingerprint is taken beside the outcomes' training, not after it.
-        let fingerprinted = scope.spawn(|| fingerprint(&examples));
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let handles: Vec<_> = (0..3)
-            .map(|k| {
-                let tx = tx.clone();
-                let train_one = &train_one;
-                scope.spawn(move || train_one(k, &mut |m: &str| drop(tx.send(m.to_owned()))))
-            })
-            .collect();
-        drop(tx);
-        for m in rx {
+    let plan = select::Plan::of(&train);
+    let labels = crate::domain::Outcome::ALL.map(|o| o.label());
+    // The fits run as jobs on every core, each taken by the next thread to come free: first
+    // every family's selection fits (the trees' first, the longest), then each outcome's
+    // evaluation and shipped fits of its chosen family. Each job's result depends only on
+    // its own inputs, so the artifact is the same whatever the scheduling. Progress comes
+    // through a channel that this thread passes on as it comes.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let fitted = std::thread::scope(|scope| {
+        let work = scope.spawn(|| {
+            let say = |m: String| drop(tx.send(m));
+            say(format!("choosing each outcome's model family by rolling origin over the terms before {test_term}"));
+            if let Some(note) = &plan.sampled {
+                say(note.clone());
+            }
+            let mut jobs = Vec::new();
+            for o in (0..plan.origins.len()).rev() {
+                jobs.extend((0..3).map(|k| Selecting::Trees(k, o)));
+            }
+            jobs.extend((0..3).map(Selecting::Logistic));
+            jobs.push(Selecting::Fingerprint);
+            let mut done = crate::par::jobs(jobs, |job| match job {
+                Selecting::Trees(k, o) => {
+                    let mut unused = train::WarmStart::default();
+                    let r = plan.fit_at(Family::Trees, plan.origins[o], k, &params, &trees, &mut unused);
+                    Selected::Trees(k, o, r)
+                }
+                Selecting::Logistic(k) => {
+                    // Each logistic fit of this outcome starts where the one before ended.
+                    let mut warm = train::WarmStart::default();
+                    let r = plan.fit_family(Family::Logistic, k, &params, &trees, &mut warm);
+                    Selected::Logistic(k, r, warm)
+                }
+                Selecting::Fingerprint => Selected::Fingerprint(fingerprint(&examples)),
+            });
+            let mut fingerprint = String::new();
+            let mut logistic: [_; 3] = std::array::from_fn(|_| (Vec::new(), train::WarmStart::default()));
+            let mut tree_fits: [Vec<Option<select::OriginFit>>; 3] =
+                std::array::from_fn(|_| vec![None; plan.origins.len()]);
+            for d in done.drain(..) {
+                match d {
+                    Selected::Trees(k, o, r) => tree_fits[k][o] = Some(r),
+                    Selected::Logistic(k, r, warm) => logistic[k] = (r, warm),
+                    Selected::Fingerprint(f) => fingerprint = f,
+                }
+            }
+            let mut selections = Vec::with_capacity(3);
+            let mut warms = Vec::with_capacity(3);
+            for (k, ((l, warm), t)) in logistic.into_iter().zip(tree_fits).enumerate() {
+                let t = t.into_iter().map(|r| r.expect("every origin's trees were fitted")).collect();
+                let selection = plan.decide([l, t], &mut |m: &str| say(format!("{}: {}", labels[k], m.trim_start())));
+                say(format!(
+                    "{}: {} chosen; fitting it on {} examples before {test_term} and on all {}",
+                    labels[k],
+                    selection.chosen.label(),
+                    train.len(),
+                    all.len()
+                ));
+                selections.push(selection);
+                warms.push(warm);
+            }
+            // The shipped fits (on more rows) first; each starts from its outcome's last
+            // selection fit.
+            let jobs: Vec<(usize, bool)> = (0..3).map(|k| (k, true)).chain((0..3).map(|k| (k, false))).collect();
+            let models = crate::par::jobs(jobs, |(k, shipped)| {
+                let mut warm = warms[k].clone();
+                fit_chosen(&selections[k], if shipped { &all } else { &train }, k, &params, &trees, &mut warm)
+            });
+            let mut models = models.into_iter();
+            let shipped: Vec<_> = models.by_ref().take(3).collect();
+            let mut outcomes = Vec::with_capacity(3);
+            for (k, ((selection, model), evaluation_model)) in
+                selections.into_iter().zip(shipped).zip(models).enumerate()
+            {
+                let (model, evaluation_model) = (model?, evaluation_model?);
+                let outcome = crate::domain::Outcome::ALL[k];
+                let probs: Vec<f64> = test.iter().map(|e| evaluation_model.probability(&e.features)).collect();
+                let evaluation = evaluate::evaluate_outcome(k, &test, &probs, p.capacity, test_term);
+                say(format!(
+                    "{}: test AUC {:.3} (last term {:.3}, DfE rule {:.3})",
+                    outcome.label(),
+                    evaluation.model.auc.unwrap_or(f64::NAN),
+                    evaluation.last_term_status.auc.unwrap_or(f64::NAN),
+                    evaluation.dfe_absence_rule.auc.unwrap_or(f64::NAN),
+                ));
+                let scores: Vec<f64> = all.iter().map(|e| model.probability(&e.features)).collect();
+                let bands = Bands { medium: quantile(scores.clone(), 0.7), high: quantile(scores, 0.9) };
+                outcomes.push(OutcomeModel { outcome, model, evaluation_model, selection, bands, evaluation });
+            }
+            drop(tx);
+            Ok::<_, ModelError>((outcomes, fingerprint))
+        });
+        for m in &rx {
             (req.progress)(&m);
         }
-        let outcomes = handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(ModelError::Fit("an outcome's training panicked".into()))))
-            .collect::<Result<Vec<OutcomeModel>, _>>();
-        let fingerprint = fingerprinted.join().map_err(|_| ModelError::Fit("fingerprinting the data panicked".into()));
-        Ok::<_, ModelError>((outcomes?, fingerprint?))
-    })?;
+        work.join().unwrap_or_else(|_| Err(ModelError::Fit("training panicked".into())))
+    });
+    let (outcomes, data_fingerprint) = fitted?;
     let model_id = req.model_id.unwrap_or_else(|| {
         let mut h = Sha256::new();
         h.update(data_fingerprint.as_bytes());

@@ -61,8 +61,117 @@ pub fn origins(rows: &[&Example]) -> Vec<Term> {
     super::rolling::latest_terms(rows.iter().copied(), ORIGINS, 2)
 }
 
-/// Chooses the family for outcome `k` from `rows` (never looking past them). Logistic fits
-/// start from `warm` and leave their last solution in it.
+/// A family's fit at one origin: (AUC, precision at capacity) there, or why it could not be
+/// fitted.
+pub type OriginFit = Result<(Option<f64>, f64), String>;
+
+/// What selection compares on: the origins and the rows (a sample of whole pupils when
+/// there are more than [`SELECT_MAX`]).
+pub struct Plan<'a> {
+    pub origins: Vec<Term>,
+    pub rows: Vec<&'a Example>,
+    /// How the rows were sampled, if they were.
+    pub sampled: Option<String>,
+}
+
+impl<'a> Plan<'a> {
+    pub fn of(rows: &[&'a Example]) -> Self {
+        let origins = origins(rows);
+        if rows.len() <= SELECT_MAX {
+            return Self { origins, rows: rows.to_vec(), sampled: None };
+        }
+        // The tie key is a seeded hash of the UPN: keeping the lowest share keeps whole pupils.
+        let keep = SELECT_MAX as f64 / rows.len() as f64;
+        let cut = (keep * u64::MAX as f64) as u64;
+        let sampled: Vec<&Example> = rows.iter().copied().filter(|e| e.tie <= cut).collect();
+        let note = format!("comparing on a sample of {} of {} examples (whole pupils)", sampled.len(), rows.len());
+        Self { origins, rows: sampled, sampled: Some(note) }
+    }
+
+    /// `family` fitted on the plan's rows before `origin` and scored on those at it: (AUC,
+    /// precision at capacity), or why it could not be fitted.
+    pub fn fit_at(
+        &self,
+        family: Family,
+        origin: Term,
+        k: usize,
+        params: &ValidParams,
+        trees: &TreeParams,
+        warm: &mut WarmStart,
+    ) -> OriginFit {
+        let before: Vec<&Example> = self.rows.iter().copied().filter(|e| e.term < origin).collect();
+        let at: Vec<&Example> = self.rows.iter().copied().filter(|e| e.term == origin).collect();
+        let m = fit_family_from(family, &before, k, params, trees, warm).map_err(|e| e.to_string())?;
+        Ok(auc_and_precision(&m, &at, k, params.get().capacity))
+    }
+
+    /// Every origin's fit of `family`, in order (a logistic fit starts where the one before
+    /// ended).
+    pub fn fit_family(
+        &self,
+        family: Family,
+        k: usize,
+        params: &ValidParams,
+        trees: &TreeParams,
+        warm: &mut WarmStart,
+    ) -> Vec<OriginFit> {
+        self.origins.iter().map(|&o| self.fit_at(family, o, k, params, trees, warm)).collect()
+    }
+
+    /// The choice from each family's fits at the origins (in [`Family::ALL`] order, one
+    /// result per origin each), with each family's figures reported through `progress`.
+    pub fn decide(&self, fits: [Vec<OriginFit>; 2], progress: &mut dyn FnMut(&str)) -> Selection {
+        let mut scores = Vec::new();
+        for (family, results) in Family::ALL.into_iter().zip(fits) {
+            let mut by_origin = Vec::new();
+            let mut unfitted = None;
+            for (&o, r) in self.origins.iter().zip(results) {
+                match r {
+                    Ok((auc, prec)) => by_origin.push((o, auc, prec)),
+                    Err(e) => unfitted = Some(e),
+                }
+            }
+            let aucs: Vec<f64> = by_origin.iter().filter_map(|x| x.1).collect();
+            let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+            let precs: Vec<f64> = by_origin.iter().map(|x| x.2).collect();
+            let score = FamilyScore {
+                family,
+                auc: if unfitted.is_some() { None } else { mean(&aucs) },
+                precision_at_capacity: if unfitted.is_some() { None } else { mean(&precs) },
+                by_origin,
+                unfitted,
+            };
+            progress(&format!(
+                "  {}: AUC {} and precision at capacity {} over {} origin term(s)",
+                family.label(),
+                score.auc.map_or("–".into(), |v| format!("{v:.4}")),
+                score.precision_at_capacity.map_or("–".into(), |v| format!("{v:.3}")),
+                self.origins.len()
+            ));
+            scores.push(score);
+        }
+        let rule = format!(
+            "the higher mean AUC over the origin terms; AUCs within {AUC_TIE} are settled by mean precision \
+             at capacity; logistic regression when a family cannot be compared"
+        );
+        let key = |s: &FamilyScore| (s.auc, s.precision_at_capacity);
+        let (chosen, runner_up) = match (key(&scores[0]), key(&scores[1])) {
+            ((Some(la), Some(lp)), (Some(ta), Some(tp))) => {
+                let trees_better = if (ta - la).abs() < AUC_TIE { tp > lp } else { ta > la };
+                if trees_better {
+                    (Family::Trees, Some(Family::Logistic))
+                } else {
+                    (Family::Logistic, Some(Family::Trees))
+                }
+            }
+            _ => (Family::Logistic, None),
+        };
+        Selection { chosen, runner_up, origins: self.origins.clone(), scores, rule }
+    }
+}
+
+/// Chooses the family for outcome `k` from `rows` (never looking past them), one fit after
+/// another. Logistic fits start from `warm` and leave their last solution in it.
 pub fn select(
     rows: &[&Example],
     k: usize,
@@ -71,64 +180,10 @@ pub fn select(
     warm: &mut WarmStart,
     progress: &mut dyn FnMut(&str),
 ) -> Selection {
-    let origins = origins(rows);
-    let capacity = params.get().capacity;
-    let sampled: Vec<&Example>;
-    let rows = if rows.len() > SELECT_MAX {
-        // The tie key is a seeded hash of the UPN: keeping the lowest share keeps whole pupils.
-        let keep = SELECT_MAX as f64 / rows.len() as f64;
-        let cut = (keep * u64::MAX as f64) as u64;
-        sampled = rows.iter().copied().filter(|e| e.tie <= cut).collect();
-        progress(&format!("  comparing on a sample of {} of {} examples (whole pupils)", sampled.len(), rows.len()));
-        &sampled[..]
-    } else {
-        rows
-    };
-    let mut scores = Vec::new();
-    for family in Family::ALL {
-        let mut by_origin = Vec::new();
-        let mut unfitted = None;
-        for &o in &origins {
-            let before: Vec<&Example> = rows.iter().copied().filter(|e| e.term < o).collect();
-            let at: Vec<&Example> = rows.iter().copied().filter(|e| e.term == o).collect();
-            match fit_family_from(family, &before, k, params, trees, warm) {
-                Ok(m) => {
-                    let (auc, prec) = auc_and_precision(&m, &at, k, capacity);
-                    by_origin.push((o, auc, prec));
-                }
-                Err(e) => unfitted = Some(e.to_string()),
-            }
-        }
-        let aucs: Vec<f64> = by_origin.iter().filter_map(|x| x.1).collect();
-        let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
-        let precs: Vec<f64> = by_origin.iter().map(|x| x.2).collect();
-        let score = FamilyScore {
-            family,
-            auc: if unfitted.is_some() { None } else { mean(&aucs) },
-            precision_at_capacity: if unfitted.is_some() { None } else { mean(&precs) },
-            by_origin,
-            unfitted,
-        };
-        progress(&format!(
-            "  {}: AUC {} and precision at capacity {} over {} origin term(s)",
-            family.label(),
-            score.auc.map_or("–".into(), |v| format!("{v:.4}")),
-            score.precision_at_capacity.map_or("–".into(), |v| format!("{v:.3}")),
-            origins.len()
-        ));
-        scores.push(score);
+    let plan = Plan::of(rows);
+    if let Some(note) = &plan.sampled {
+        progress(&format!("  {note}"));
     }
-    let rule = format!(
-        "the higher mean AUC over the origin terms; AUCs within {AUC_TIE} are settled by mean precision \
-         at capacity; logistic regression when a family cannot be compared"
-    );
-    let key = |s: &FamilyScore| (s.auc, s.precision_at_capacity);
-    let (chosen, runner_up) = match (key(&scores[0]), key(&scores[1])) {
-        ((Some(la), Some(lp)), (Some(ta), Some(tp))) => {
-            let trees_better = if (ta - la).abs() < AUC_TIE { tp > lp } else { ta > la };
-            if trees_better { (Family::Trees, Some(Family::Logistic)) } else { (Family::Logistic, Some(Family::Trees)) }
-        }
-        _ => (Family::Logistic, None),
-    };
-    Selection { chosen, runner_up, origins, scores, rule }
+    let fits = Family::ALL.map(|family| plan.fit_family(family, k, params, trees, warm));
+    plan.decide(fits, progress)
 }
