@@ -78,18 +78,33 @@ pub fn build(history: &History, seed: u64) -> Vec<Example> {
     // Every example starts with the same empty row, and gets its row of the shared matrix
     // once all are built.
     let unset = SingleRow { matrix: std::sync::Arc::new(Vec::new()), row: 0 };
-    // Pupils are built on every core and joined in the history's order.
+    // Built on every core straight into their final places, in the history's order: the
+    // position of each example (a pupil and a row with a next-term row) is listed first, and
+    // rayon fills the vector from it in place (no second copy of the examples at any time).
+    use rayon::prelude::*;
     let pupils: Vec<_> = history.pupils.iter().collect();
-    let built = crate::par::map(&pupils, |(upn, rows)| {
-        let mut out = Vec::new();
-        for (st, row) in rows.iter() {
-            let Some(next) = row_at(rows, st.term.next()) else {
-                continue;
-            };
+    let positions: Vec<(u32, u32)> = pupils
+        .iter()
+        .enumerate()
+        .flat_map(|(p, (_, rows))| {
+            rows.iter()
+                .enumerate()
+                .filter(|(_, (st, _))| row_at(rows, st.term.next()).is_some())
+                .map(move |(r, _)| (p as u32, r as u32))
+        })
+        .collect();
+    let mut out = Vec::new();
+    positions
+        .par_iter()
+        .with_min_len(256)
+        .map(|&(p, r)| {
+            let (upn, rows) = pupils[p as usize];
+            let (st, row) = &rows[r as usize];
+            let next = row_at(rows, st.term.next()).expect("listed with its next row");
             let FeatureRow { values, .. } = features(rows, row, st.term);
-            out.push(Example {
+            Example {
                 urn: st.urn,
-                upn: Upn::clone(upn),
+                upn: upn.clone(),
                 term: st.term,
                 features: values,
                 single: unset.clone(),
@@ -98,12 +113,10 @@ pub fn build(history: &History, seed: u64) -> Vec<Example> {
                 dfe_rule: if row.persistently_absent() == Some(true) { 1.0 } else { 0.0 },
                 groups: groups_of(row),
                 tie: tie_break(seed, upn),
-            });
-        }
-        out
-    });
-    let mut out = Vec::with_capacity(built.iter().map(Vec::len).sum());
-    built.into_iter().for_each(|b| out.extend(b));
+            }
+        })
+        .collect_into_vec(&mut out);
+    drop(positions);
     // Made in place at its final size and shared as it is (collecting into an `Arc<[f32]>`
     // would hold a second copy while it is made).
     let mut values = Vec::with_capacity(out.len() * N_FEATURES);

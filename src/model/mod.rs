@@ -60,8 +60,9 @@ fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
     if v.is_empty() {
         return 1.0;
     }
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * q).round() as usize]
+    // The k-th smallest, as a full sort would place it, without sorting the rest.
+    let k = ((v.len() - 1) as f64 * q).round() as usize;
+    *v.select_nth_unstable_by(k, f64::total_cmp).1
 }
 
 /// riskid's model for outcome `k` from `rows` alone: the family chosen by rolling-origin
@@ -109,6 +110,12 @@ enum Selected {
     Trees(usize, usize, select::OriginFit),
     Logistic(usize, Vec<select::OriginFit>, train::WarmStart),
     Fingerprint(String),
+}
+
+/// What a training's last job adds to its fit.
+enum Fitted {
+    Shipped(Bands),
+    Evaluation(Box<evaluate::OutcomeEvaluation>),
 }
 
 /// What to call the model and how to describe its data.
@@ -207,22 +214,31 @@ pub fn train_and_evaluate(
                 warms.push(warm);
             }
             // The shipped fits (on more rows) first; each starts from its outcome's last
-            // selection fit.
+            // selection fit. An evaluation fit is then tested on the test term, and a shipped
+            // fit's scores of every example set its bands, in the same job.
             let jobs: Vec<(usize, bool)> = (0..3).map(|k| (k, true)).chain((0..3).map(|k| (k, false))).collect();
-            let models = crate::par::jobs(jobs, |(k, shipped)| {
+            let fits = crate::par::jobs(jobs, |(k, shipped)| {
                 let mut warm = warms[k].clone();
-                fit_chosen(&selections[k], if shipped { &all } else { &train }, k, &params, &trees, &mut warm)
+                let model =
+                    fit_chosen(&selections[k], if shipped { &all } else { &train }, k, &params, &trees, &mut warm)?;
+                let done = if shipped {
+                    let scores: Vec<f64> = all.iter().map(|e| model.probability(&e.features)).collect();
+                    Fitted::Shipped(Bands { medium: quantile(scores.clone(), 0.7), high: quantile(scores, 0.9) })
+                } else {
+                    let probs: Vec<f64> = test.iter().map(|e| model.probability(&e.features)).collect();
+                    Fitted::Evaluation(Box::new(evaluate::evaluate_outcome(k, &test, &probs, p.capacity, test_term)))
+                };
+                Ok::<_, ModelError>((model, done))
             });
-            let mut models = models.into_iter();
-            let shipped: Vec<_> = models.by_ref().take(3).collect();
+            let mut fits = fits.into_iter();
+            let shipped: Vec<_> = fits.by_ref().take(3).collect();
             let mut outcomes = Vec::with_capacity(3);
-            for (k, ((selection, model), evaluation_model)) in
-                selections.into_iter().zip(shipped).zip(models).enumerate()
-            {
-                let (model, evaluation_model) = (model?, evaluation_model?);
+            for (k, ((selection, shipped), evaluated)) in selections.into_iter().zip(shipped).zip(fits).enumerate() {
+                let ((model, bands), (evaluation_model, evaluation)) = match (shipped?, evaluated?) {
+                    ((m, Fitted::Shipped(b)), (e, Fitted::Evaluation(v))) => ((m, b), (e, *v)),
+                    _ => unreachable!("the shipped fits come first"),
+                };
                 let outcome = crate::domain::Outcome::ALL[k];
-                let probs: Vec<f64> = test.iter().map(|e| evaluation_model.probability(&e.features)).collect();
-                let evaluation = evaluate::evaluate_outcome(k, &test, &probs, p.capacity, test_term);
                 say(format!(
                     "{}: test AUC {:.3} (last term {:.3}, DfE rule {:.3})",
                     outcome.label(),
@@ -230,8 +246,6 @@ pub fn train_and_evaluate(
                     evaluation.last_term_status.auc.unwrap_or(f64::NAN),
                     evaluation.dfe_absence_rule.auc.unwrap_or(f64::NAN),
                 ));
-                let scores: Vec<f64> = all.iter().map(|e| model.probability(&e.features)).collect();
-                let bands = Bands { medium: quantile(scores.clone(), 0.7), high: quantile(scores, 0.9) };
                 outcomes.push(OutcomeModel { outcome, model, evaluation_model, selection, bands, evaluation });
             }
             drop(tx);
