@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_compact_rows_and_scores.sql"),
     include_str!("../../migrations/0006_packed_rows_and_scores.sql"),
     include_str!("../../migrations/0007_pupil_index_by_upn_only.sql"),
+    include_str!("../../migrations/0008_pupil_index_by_upn_digits.sql"),
 ];
 
 /// Work a migration's SQL cannot do, run in the same transaction after it: (version, step).
@@ -191,6 +192,15 @@ mod tests {
         let urns: i64 =
             conn.query_row("SELECT count(*) FROM pupil_index WHERE urn = 100001", [], |r| r.get(0)).unwrap();
         assert_eq!(urns, 2);
+        // Keyed by each UPN with its check letter moved to the end (schema 8).
+        let keys: Vec<String> = conn
+            .prepare("SELECT upn_key FROM pupil_index ORDER BY upn_key")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(keys, ["123456789012A", "123456789012B"]);
         // Rows written as JSON before schema 5 are kept byte for byte, packed in UPN order.
         let (e, d): (Vec<u8>, Vec<u8>) = conn
             .query_row("SELECT entries, data FROM feed_rows WHERE submission_id = 1", [], |r| {

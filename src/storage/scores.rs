@@ -217,7 +217,7 @@ pub(crate) fn queue_latest(tx: &Tx, model_id: &str) -> StoreResult<(Vec<i64>, us
 const PUPIL_SCORES: &str = "SELECT p.submission_id, l.model_id, ss.id FROM pupil_index p \
      JOIN live_scores l ON l.submission_id = p.submission_id \
      JOIN score_sets ss ON ss.submission_id = l.submission_id AND ss.model_id = l.model_id \
-     WHERE p.upn = ?1 ORDER BY p.term_index, p.urn";
+     WHERE p.upn_key = ?1 ORDER BY p.term_index, p.urn";
 
 /// What a score digest covers, in UPN order: the explanation as shown, and the columns
 /// ranking reads (priority, year group, statutory status, probabilities), so none can be
@@ -389,7 +389,7 @@ impl Store {
         self.read(|conn| {
             let sets: Vec<(i64, String, i64)> = conn
                 .prepare_cached(PUPIL_SCORES)?
-                .query_map([upn], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .query_map([super::submissions::index_key(upn)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<_, _>>()?;
             let mut out = Vec::with_capacity(sets.len());
             for (submission_id, model_id, set) in sets {
@@ -517,7 +517,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = super::Store::open(dir.path()).unwrap();
         let plan = plan_of(&store.conn(), super::PUPIL_SCORES, ["U"]);
-        assert!(plan.contains("SEARCH p USING PRIMARY KEY (upn=?)"), "{plan}");
+        assert!(plan.contains("SEARCH p USING PRIMARY KEY (upn_key=?)"), "{plan}");
         assert!(!plan.contains("SCAN"), "{plan}");
     }
 
@@ -528,7 +528,7 @@ mod tests {
         let store = super::Store::open(dir.path()).unwrap();
         let list = std::rc::Rc::new(vec![rusqlite::types::Value::Text("U".into())]);
         let plan = plan_of(&store.conn(), super::super::submissions::PUPILS_CURRENT, [list]);
-        assert!(plan.contains("SEARCH p USING PRIMARY KEY (upn=?)"), "{plan}");
+        assert!(plan.contains("SEARCH p USING PRIMARY KEY (upn_key=?)"), "{plan}");
         assert!(!plan.contains("SCAN p"), "{plan}");
     }
 
@@ -541,7 +541,7 @@ mod tests {
         let list = std::rc::Rc::new(vec![rusqlite::types::Value::Text("U".into())]);
         let plan = plan_of(&store.conn(), super::super::submissions::UNINDEX, rusqlite::params![list, 0, 0]);
         assert!(
-            plan.contains("SEARCH pupil_index USING PRIMARY KEY (upn=? AND term_index=? AND submission_id=?)"),
+            plan.contains("SEARCH pupil_index USING PRIMARY KEY (upn_key=? AND term_index=? AND submission_id=?)"),
             "{plan}"
         );
         assert!(!plan.contains("SCAN pupil_index"), "{plan}");

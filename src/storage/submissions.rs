@@ -392,8 +392,8 @@ impl Store {
                 expected.extend(upns_of(conn, id)?.into_iter().map(|u| (u, term, id, urn)));
             }
             let found: BTreeSet<(String, u32, i64, u32)> = conn
-                .prepare("SELECT upn, term_index, submission_id, urn FROM pupil_index")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .prepare("SELECT upn_key, term_index, submission_id, urn FROM pupil_index")?
+                .query_map([], |r| Ok((upn_of_key(&r.get::<_, String>(0)?), r.get(1)?, r.get(2)?, r.get(3)?)))?
                 .collect::<Result<_, _>>()?;
             let (missing, extra) = (expected.difference(&found).count(), found.difference(&expected).count());
             Ok((missing + extra > 0).then(|| {
@@ -596,10 +596,33 @@ pub struct SnapshotHistory {
     pub history: Vec<(SchoolTerm, PupilTerm)>,
 }
 
-/// Which current submissions hold each of a list of pupils (the UPN index lists current
-/// submissions only, with their school and term).
+/// A UPN's key in the UPN index: the UPN with its first character (the check letter, a
+/// checksum of the rest) moved to the end, so the index is ordered by the digits that say
+/// where and when the UPN was issued, and one school's pupils sit together in it
+/// (migrations/0008).
+pub(super) fn index_key(upn: &str) -> String {
+    let mut key = String::with_capacity(upn.len());
+    let mut chars = upn.chars();
+    let first = chars.next();
+    key.extend(chars);
+    key.extend(first);
+    key
+}
+
+/// The UPN an index key was made from: [`index_key`]'s inverse.
+pub(super) fn upn_of_key(key: &str) -> String {
+    let mut upn = String::with_capacity(key.len());
+    let mut chars = key.chars();
+    let last = chars.next_back();
+    upn.extend(last);
+    upn.extend(chars);
+    upn
+}
+
+/// Which current submissions hold each of a list of pupils, by their index keys (the UPN
+/// index lists current submissions only, with their school and term).
 pub(super) const PUPILS_CURRENT: &str =
-    "SELECT p.upn, p.submission_id, p.urn, p.term_index FROM pupil_index p WHERE p.upn IN rarray(?1)";
+    "SELECT p.upn_key, p.submission_id, p.urn, p.term_index FROM pupil_index p WHERE p.upn_key IN rarray(?1)";
 
 /// Every current row (any school, any term) of each of these pupils, as (school, term, row),
 /// ordered by school, term and UPN. Each pupil's submissions come from the UPN index; a
@@ -612,7 +635,7 @@ pub(super) fn pupils_current_rows<'a>(
     use std::collections::BTreeMap;
     let upns: Vec<&str> = upns.into_iter().collect();
     // One statement for all of them (SQLite's `rarray`): a seek per pupil, no round trip.
-    let list = std::rc::Rc::new(upns.iter().map(|u| rusqlite::types::Value::Text((*u).to_owned())).collect::<Vec<_>>());
+    let list = std::rc::Rc::new(upns.iter().map(|u| rusqlite::types::Value::Text(index_key(u))).collect::<Vec<_>>());
     let mut stmt = conn.prepare_cached(PUPILS_CURRENT)?;
     // By submission: where it is, and which of the pupils it holds.
     let mut wanted: BTreeMap<i64, (SchoolTerm, Vec<String>)> = BTreeMap::new();
@@ -620,7 +643,7 @@ pub(super) fn pupils_current_rows<'a>(
     while let Some(r) = found.next()? {
         let st =
             SchoolTerm { urn: Urn::new(r.get(2)?).map_err(StoreError::Corrupt)?, term: Term::from_index(r.get(3)?) };
-        wanted.entry(r.get(1)?).or_insert_with(|| (st, Vec::new())).1.push(r.get(0)?);
+        wanted.entry(r.get(1)?).or_insert_with(|| (st, Vec::new())).1.push(upn_of_key(&r.get::<_, String>(0)?));
     }
     let mut out = Vec::new();
     for (id, (st, pupils)) in wanted {
@@ -648,14 +671,14 @@ pub(super) fn sort_history(rows: &mut [(SchoolTerm, PupilTerm)]) {
 }
 
 pub(super) const UNINDEX: &str =
-    "DELETE FROM pupil_index WHERE upn IN rarray(?1) AND term_index = ?2 AND submission_id = ?3";
+    "DELETE FROM pupil_index WHERE upn_key IN rarray(?1) AND term_index = ?2 AND submission_id = ?3";
 
 /// Removes a submission's pupils from the UPN index (by the index's key: its pupils'
 /// UPNs, read from its packed rows, its term and its id).
 /// Returns those UPNs.
 fn unindex(tx: &Transaction, id: i64, term_index: u32) -> StoreResult<Vec<String>> {
     let upns = upns_of(tx, id)?;
-    let list = std::rc::Rc::new(upns.iter().cloned().map(rusqlite::types::Value::Text).collect::<Vec<_>>());
+    let list = std::rc::Rc::new(upns.iter().map(|u| rusqlite::types::Value::Text(index_key(u))).collect::<Vec<_>>());
     tx.prepare_cached(UNINDEX)?.execute(params![list, term_index, id])?;
     Ok(upns)
 }
@@ -679,13 +702,13 @@ fn rows_digest(rows: &[PupilTerm], encoded: &[Vec<u8>]) -> String {
     d.finish()
 }
 
-/// A feed's rows packed for the store, and its UPNs in order (for the UPN index): made
-/// before the write transaction, which only inserts them.
+/// A feed's rows packed for the store, and its pupils' index keys in order (for the UPN
+/// index): made before the write transaction, which only inserts them.
 struct PackedRows {
     pupils: usize,
     entries: Vec<u8>,
     data: Vec<u8>,
-    upns: Vec<String>,
+    keys: Vec<String>,
 }
 
 impl PackedRows {
@@ -695,9 +718,9 @@ impl PackedRows {
             .zip(encoded)
             .map(|(r, b)| (r.upn.as_str(), Format::Postcard, &b[..], [0.0; super::packed::COLUMNS]));
         let (entries, data) = pack(Kind::Rows, pupils)?;
-        let mut upns: Vec<String> = rows.iter().map(|r| r.upn.as_str().to_owned()).collect();
-        upns.sort_unstable();
-        Ok(Self { pupils: rows.len(), entries, data, upns })
+        let mut keys: Vec<String> = rows.iter().map(|r| index_key(r.upn.as_str())).collect();
+        keys.sort_unstable();
+        Ok(Self { pupils: rows.len(), entries, data, keys })
     }
 }
 
@@ -707,16 +730,16 @@ fn insert_rows(tx: &Transaction, id: i64, urn: u32, term_index: u32, rows: &Pack
         .execute(params![id, rows.pupils as i64, rows.entries, super::packed::zeroed(&rows.data)?])?;
     // The submission id is the row's rowid (an INTEGER PRIMARY KEY).
     super::packed::write_data(tx, "feed_rows", id, &rows.data)?;
-    // In UPN order (the index's order), many to a statement.
+    // In the index's order, many to a statement.
     const PER_INSERT: usize = 64;
     let statement = |n: usize| {
         let values = vec!["(?, ?, ?, ?)"; n].join(", ");
-        format!("INSERT INTO pupil_index (upn, term_index, submission_id, urn) VALUES {values}")
+        format!("INSERT INTO pupil_index (upn_key, term_index, submission_id, urn) VALUES {values}")
     };
-    for chunk in rows.upns.chunks(PER_INSERT) {
+    for chunk in rows.keys.chunks(PER_INSERT) {
         let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(4 * chunk.len());
-        for upn in chunk {
-            values.extend([upn as &dyn rusqlite::ToSql, &term_index, &id, &urn]);
+        for key in chunk {
+            values.extend([key as &dyn rusqlite::ToSql, &term_index, &id, &urn]);
         }
         // Only the full statement is kept: a last chunk of each size would evict others.
         if chunk.len() == PER_INSERT {
@@ -758,6 +781,25 @@ mod tests {
     use crate::domain::{Outcome, Term, Urn};
     use crate::scoring::{Band, OutcomeRisk, PupilRisk};
     use crate::storage::LiveScores;
+
+    #[test]
+    fn an_index_key_is_the_upn_with_its_check_letter_last_and_gives_it_back() {
+        for upn in ["A123456789012", "H80120001234Z", "T999999999999"] {
+            let key = index_key(upn);
+            assert_eq!(key.len(), upn.len());
+            assert_eq!(&key[..12], &upn[1..]);
+            assert_eq!(upn_of_key(&key), upn);
+        }
+        // One school's pupils (the same local authority and school of issue) sort together,
+        // whatever their check letters.
+        let mut keys: Vec<String> =
+            ["Z801200100001", "A801200100002", "M999000000001", "B801200100003"].map(index_key).to_vec();
+        keys.sort();
+        assert_eq!(
+            keys.iter().map(|k| upn_of_key(k)).collect::<Vec<_>>(),
+            ["Z801200100001", "A801200100002", "B801200100003", "M999000000001"]
+        );
+    }
 
     fn event(action: Action) -> NewEvent {
         NewEvent {

@@ -127,8 +127,8 @@ async fn every_tampering_case_is_found_and_named() {
         ("edit pupil rows", "UPDATE feed_rows SET data = CAST(X'01' || substr(data, 2) AS BLOB) WHERE submission_id = (SELECT MIN(submission_id) FROM feed_rows)".into(), "pupil rows differ"),
         ("cut a submission's packed rows short", "UPDATE feed_rows SET data = substr(data, 1, 3) WHERE submission_id = (SELECT MIN(submission_id) FROM feed_rows)".into(), "stored pupil rows cannot be read"),
         ("reorder a set of scores", "UPDATE score_sets SET entries = CAST(substr(entries, 71, 70) || substr(entries, 1, 70) || substr(entries, 141) AS BLOB) WHERE id = (SELECT MIN(id) FROM score_sets)".into(), "stored scores cannot be read"),
-        ("hide a pupil's history", "DELETE FROM pupil_index WHERE upn = (SELECT MIN(upn) FROM pupil_index)".into(), "UPN index differs"),
-        ("move a pupil to another school in the index", "UPDATE pupil_index SET urn = 100099 WHERE upn = (SELECT MIN(upn) FROM pupil_index)".into(), "UPN index differs"),
+        ("hide a pupil's history", "DELETE FROM pupil_index WHERE upn_key = (SELECT MIN(upn_key) FROM pupil_index)".into(), "UPN index differs"),
+        ("move a pupil to another school in the index", "UPDATE pupil_index SET urn = 100099 WHERE upn_key = (SELECT MIN(upn_key) FROM pupil_index)".into(), "UPN index differs"),
         ("edit the active model's coefficients", "UPDATE models SET artifact_json = replace(artifact_json, '\"intercept\":', '\"intercept\":1') WHERE active = 1".into(), "artifact differs"),
         // Found in review: state the first version of verify did not compare.
         ("replace a key's secret", format!("UPDATE api_keys SET key_hash = '{}' WHERE id = 1", "0".repeat(64)), "secret differs"),
