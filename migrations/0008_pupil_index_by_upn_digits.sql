@@ -14,6 +14,7 @@ CREATE TABLE pupil_index_v8 (
     PRIMARY KEY (upn_key, term_index, submission_id)
 ) WITHOUT ROWID;
 INSERT INTO pupil_index_v8 (upn_key, term_index, submission_id, urn)
-    SELECT substr(upn, 2) || substr(upn, 1, 1), term_index, submission_id, urn FROM pupil_index;
+    SELECT substr(upn, 2) || substr(upn, 1, 1), term_index, submission_id, urn FROM pupil_index
+    ORDER BY 1, 2, 3;
 DROP TABLE pupil_index;
 ALTER TABLE pupil_index_v8 RENAME TO pupil_index;

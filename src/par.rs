@@ -3,9 +3,7 @@
 
 /// `f` over `items` on up to one thread per core, in order. Small inputs stay on this thread.
 pub fn map<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + Sync) -> Vec<U> {
-    // Read once: asking the system each time reads cgroup files.
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let threads = *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8));
+    let threads = threads();
     if threads < 2 || items.len() < 256 {
         return items.iter().map(f).collect();
     }
@@ -18,21 +16,40 @@ pub fn map<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + Sync) -> Vec<U> 
     })
 }
 
+fn threads() -> usize {
+    // Read once: asking the system each time reads cgroup files.
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8))
+}
+
 /// Runs each of `jobs` once on up to one thread per core, each taken by the next thread to
-/// come free, in the order given (so put the longest first); results in input order.
+/// come free, in the order given (so put the longest first); results in input order. Once a
+/// job panics no further job is started, and the panic is raised here.
 pub fn jobs<T: Send, U: Send>(jobs: Vec<T>, f: impl Fn(T) -> U + Sync) -> Vec<U> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8).min(jobs.len());
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let threads = threads().min(jobs.len());
     if threads < 2 {
         return jobs.into_iter().map(f).collect();
     }
+    /// Marks the run failed if dropped while its thread unwinds from a panic.
+    struct Panicked<'a>(&'a AtomicBool);
+    impl Drop for Panicked<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+    }
     let n = jobs.len();
+    let failed = AtomicBool::new(false);
     let queue = std::sync::Mutex::new(jobs.into_iter().enumerate());
     let results: Vec<std::sync::Mutex<Option<U>>> = (0..n).map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
-                    loop {
+                    let _guard = Panicked(&failed);
+                    while !failed.load(Ordering::Relaxed) {
                         // The lock is held only to take the next job.
                         let next = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next();
                         let Some((i, job)) = next else { break };
@@ -73,5 +90,16 @@ mod tests {
         let expected: Vec<u64> = jobs.iter().map(|&x| (0..x * 1000).fold(x, |a, b| a.wrapping_add(b % 7))).collect();
         assert_eq!(out, expected);
         assert!(super::jobs(Vec::<u8>::new(), |x| x).is_empty());
+    }
+
+    #[test]
+    fn a_panicking_job_is_raised_to_the_caller() {
+        let out = std::panic::catch_unwind(|| {
+            super::jobs((0..1_000).collect::<Vec<u32>>(), |x| {
+                assert!(x != 500, "job 500 fails");
+                x
+            })
+        });
+        assert!(out.is_err(), "the panic reaches the caller");
     }
 }
