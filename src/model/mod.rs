@@ -177,12 +177,14 @@ pub fn train_and_evaluate(
                 Selecting::Trees(k, o) => {
                     let mut unused = train::WarmStart::default();
                     let r = plan.fit_at(Family::Trees, plan.origins[o], k, &params, &trees, &mut unused);
+                    say(format!("{}: gradient-boosted trees fitted for {}", labels[k], plan.origins[o]));
                     Selected::Trees(k, o, r)
                 }
                 Selecting::Logistic(k) => {
                     // Each logistic fit of this outcome starts where the one before ended.
                     let mut warm = train::WarmStart::default();
                     let r = plan.fit_family(Family::Logistic, k, &params, &trees, &mut warm);
+                    say(format!("{}: logistic regression fitted for every origin", labels[k]));
                     Selected::Logistic(k, r, warm)
                 }
                 Selecting::Fingerprint => Selected::Fingerprint(fingerprint(&examples)),
