@@ -60,6 +60,24 @@ fn models_beat_both_baselines_are_calibrated_and_reproducible() {
     assert!(a.model_card().contains("never a decision"));
 }
 
+/// Training runs its selection fits as parallel jobs; the rolling-origin benches choose with
+/// `select::select`, one fit after another. Both must choose from the same figures.
+#[test]
+fn training_chooses_each_family_as_sequential_selection_does() {
+    use riskid::model::{TrainParams, TreeParams, dataset, select};
+    let h = history(8, 2, 3);
+    let a = train(&h, 36);
+    let examples = dataset::build(&h, a.training.seed);
+    let before: Vec<&dataset::Example> = examples.iter().filter(|e| e.term < a.training.test_term).collect();
+    let params = TrainParams { capacity: 36, ..Default::default() }.check().unwrap();
+    let trees = TreeParams { seed: a.training.seed, ..TreeParams::default() };
+    for (k, o) in a.outcomes.iter().enumerate() {
+        let mut warm = Default::default();
+        let sequential = select::select(&before, k, &params, &trees, &mut warm, &mut |_| {});
+        assert_eq!(o.selection, sequential, "{}", o.outcome.label());
+    }
+}
+
 #[test]
 fn probabilities_point_the_right_way_and_explanations_add_up() {
     let h = history(6, 2, 3);

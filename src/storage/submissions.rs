@@ -601,22 +601,16 @@ pub struct SnapshotHistory {
 /// where and when the UPN was issued, and one school's pupils sit together in it
 /// (migrations/0008).
 pub(super) fn index_key(upn: &str) -> String {
-    let mut key = String::with_capacity(upn.len());
     let mut chars = upn.chars();
     let first = chars.next();
-    key.extend(chars);
-    key.extend(first);
-    key
+    chars.chain(first).collect()
 }
 
 /// The UPN an index key was made from: [`index_key`]'s inverse.
 pub(super) fn upn_of_key(key: &str) -> String {
-    let mut upn = String::with_capacity(key.len());
     let mut chars = key.chars();
     let last = chars.next_back();
-    upn.extend(last);
-    upn.extend(chars);
-    upn
+    last.into_iter().chain(chars).collect()
 }
 
 /// Which current submissions hold each of a list of pupils, by their index keys (the UPN
